@@ -1,0 +1,90 @@
+/*
+ * One table of every error code vivimd's own code returns.
+ *
+ * Functions return 0 or a negative code. Codes from libuv and errno (-1 .. -4095) pass through
+ * unchanged; the project's own codes start at -10000 and each module owns a range of 100, so
+ * a number seen in a log line or in a JSON-RPC error tells at once which module raised it.
+ * The same numbers are used as JSON-RPC error codes for application errors (they lie outside
+ * the -32768 .. -32000 range the JSON-RPC 2.0 specification reserves).
+ *
+ * To add a code, add one X(...) line inside your module's block, keeping the numbers of the
+ * block in order. Never renumber a code: operators and scripts match on them.
+ */
+#ifndef VIVIM_ERROR_H
+#define VIVIM_ERROR_H
+
+/* X(name, value, message) */
+#define VV_ERRORS(X)                                                                               \
+    /* common: -10000 .. -10099 */                                                                 \
+    X(VV_EINVAL, -10001, "invalid argument")                                                       \
+    X(VV_ENOMEM, -10002, "out of memory")                                                          \
+    X(VV_ELIMIT, -10003, "limit exceeded")                                                         \
+    X(VV_ENOTFOUND, -10004, "not found")                                                           \
+    X(VV_EEXIST, -10005, "already exists")                                                         \
+    X(VV_ESTATE, -10006, "operation not valid in the current state")                              \
+    X(VV_EIO, -10007, "input/output error")                                                        \
+    X(VV_ETIMEDOUT, -10008, "timed out")                                                           \
+    X(VV_ECLOSED, -10009, "closed")                                                                \
+    X(VV_EBUSY, -10010, "busy, try again later")                                                   \
+    /* config: -10100 .. -10199 */                                                                 \
+    X(VV_ECONFIG_SYNTAX, -10101, "configuration syntax error")                                     \
+    X(VV_ECONFIG_UNKNOWN, -10102, "unknown configuration section or key")                          \
+    X(VV_ECONFIG_VALUE, -10103, "malformed configuration value")                                   \
+    X(VV_ECONFIG_RANGE, -10104, "configuration value out of range")                                \
+    X(VV_ECONFIG_OPEN, -10105, "cannot read configuration file")                                   \
+    /* identity: -10200 .. -10299 */                                                               \
+    X(VV_EKEY_PERM, -10201, "key file permissions are too open")                                   \
+    X(VV_EKEY_SIZE, -10202, "key file has the wrong size")                                         \
+    X(VV_EKEY_CORRUPT, -10203, "key file is corrupt")                                              \
+    /* node: -10300 .. -10399 */                                                                   \
+    X(VV_ENODE_RUNNING, -10301, "another vivimd is already running on this socket")                \
+    X(VV_ENODE_SHUTTING_DOWN, -10302, "node is shutting down")                                     \
+    /* rpc: -10400 .. -10499 */                                                                    \
+    X(VV_ERPC_LINE_TOO_LONG, -10401, "request line too long")                                      \
+    X(VV_ERPC_TOO_MANY_CLIENTS, -10402, "too many RPC clients")                                    \
+    X(VV_ERPC_QUEUE_FULL, -10403, "client output queue full")                                      \
+    /* monitor: -10500 .. -10599 */                                                                \
+    X(VV_EMETRICS_CARDINALITY, -10501, "metric label cardinality limit reached")                  \
+    X(VV_EHTTP_BAD_REQUEST, -10502, "malformed HTTP request")                                      \
+    /* wire: -10600 .. -10699 */                                                                   \
+    X(VV_EWIRE_TRUNCATED, -10601, "frame ends inside a field")                                     \
+    X(VV_EWIRE_TOO_LARGE, -10602, "frame exceeds the maximum size")                                \
+    X(VV_EWIRE_MALFORMED, -10603, "malformed frame")                                               \
+    X(VV_EWIRE_VERSION, -10604, "unsupported protocol version")                                    \
+    X(VV_EWIRE_UNKNOWN_TYPE, -10605, "unknown message type")                                       \
+    /* secure channel: -10700 .. -10799 */                                                         \
+    X(VV_ENOISE_DECRYPT, -10701, "authentication of encrypted data failed")                        \
+    X(VV_ENOISE_HANDSHAKE, -10702, "handshake failed")                                             \
+    X(VV_ENOISE_IDENTITY, -10703, "peer identity does not match")                                  \
+    X(VV_ENOISE_SIGNATURE, -10704, "identity signature is invalid")                                \
+    /* connection manager and discovery: -10800 .. -10899 */                                       \
+    X(VV_ECONN_LIMIT, -10801, "connection limit reached")                                          \
+    X(VV_ECONN_BACKPRESSURE, -10802, "peer outbound queue full")                                   \
+    X(VV_ECONN_NOT_CONNECTED, -10803, "peer not connected")                                        \
+    /* dht: -10900 .. -10999 */                                                                    \
+    /* pubsub: -11000 .. -11099 */                                                                 \
+    /* crdt: -11100 .. -11199 */                                                                   \
+    X(VV_ECRDT_DECODE, -11101, "malformed CRDT encoding")                                          \
+    X(VV_ECRDT_TYPE, -11102, "operation does not fit the document type")                           \
+    X(VV_ECRDT_RANGE, -11103, "position or length out of range")                                   \
+    X(VV_ECRDT_NO_DOC, -11104, "no such document")                                                 \
+    X(VV_ECRDT_CAUSALITY, -11105, "update depends on operations not yet seen")                     \
+    /* store: -11200 .. -11299 */                                                                  \
+    /* registry: -11300 .. -11399 */                                                               \
+    /* userdb: -11400 .. -11499 */                                                                 \
+    /* federation: -11500 .. -11599 */                                                             \
+    /* sim: -11600 .. -11699 */
+
+enum vv_err {
+#define VV__ERR_ENUM(name, value, msg) name = value,
+    VV_ERRORS(VV__ERR_ENUM)
+#undef VV__ERR_ENUM
+};
+
+/* Returns a static, human-readable message for any code: ours, libuv's or errno's. */
+const char *vv_strerror(int code);
+
+/* Returns the symbolic name ("VV_EINVAL", "ECONNREFUSED"), or "UNKNOWN". Static string. */
+const char *vv_err_name(int code);
+
+#endif
