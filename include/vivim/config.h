@@ -1,0 +1,69 @@
+/*
+ * vivimd's configuration: an INI file (inih) whose every section and key is documented in
+ * config/vivimd.conf. Loading is strict: an unknown section or key, a malformed value or a
+ * number out of range stops with "file:line: what is wrong". A loaded config is a plain
+ * value: reload builds a new one and the node swaps the keys that may change at run time.
+ */
+#ifndef VIVIM_CONFIG_H
+#define VIVIM_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "vivim/log.h"
+
+#define VV_CONFIG_DEFAULT_PATH "/etc/vivim/vivimd.conf"
+#define VV_CONFIG_MAX_BYTES    (1024 * 1024) /* a config file larger than this is refused */
+#define VV_CONFIG_ERR_BYTES    512
+
+struct vv_config {
+    /* [node] */
+    char *state_dir;   /* identity key, SQLite files; created 0700 if missing */
+    char *node_type;   /* bootstrap|relay|indexer|storage|edge|client|self_hosted */
+    char *region;      /* free-form label advertised to peers, may be "" */
+    /* [log] */
+    enum vv_log_level log_level;
+    /* [rpc] */
+    char *rpc_socket;           /* Unix socket path */
+    uint32_t rpc_max_clients;   /* concurrent connections */
+    uint32_t rpc_max_line_bytes;  /* one request line */
+    uint32_t rpc_max_queue_bytes; /* unsent replies per client before it is cut off */
+    /* [metrics] */
+    char *metrics_listen; /* host:port, "" disables the endpoint */
+    /* [net] */
+    char *net_listen;    /* host:port this node accepts peers on */
+    char *net_bootstrap; /* comma-separated host:port or nodeid@host:port, may be "" */
+    bool net_mdns;
+    uint32_t net_max_connections;
+    /* [registry] */
+    char *registry_url; /* "" = SQLite in state_dir; postgresql://... for PostgreSQL */
+
+    char *path; /* the file this was loaded from (copy), or NULL for defaults */
+};
+
+/* Fills cfg with the built-in defaults (the values config/vivimd.conf documents). */
+void vv_config_defaults(struct vv_config *cfg);
+
+/*
+ * Loads path on top of the defaults. On error returns a negative VV_ECONFIG_* code, leaves
+ * *cfg holding nothing that needs freeing, and writes "path:line: message" into err.
+ */
+int vv_config_load(const char *path, struct vv_config *cfg, char err[VV_CONFIG_ERR_BYTES]);
+
+/* Parses from memory (fuzzing, tests); name is used in messages. Same contract as load. */
+int vv_config_parse(const char *name, const char *text, size_t len, struct vv_config *cfg,
+                    char err[VV_CONFIG_ERR_BYTES]);
+
+/* Writes the effective configuration as an INI file that vv_config_load accepts. */
+void vv_config_print(const struct vv_config *cfg, FILE *out);
+
+void vv_config_free(struct vv_config *cfg);
+
+/*
+ * Splits "host:port" or "[ipv6]:port" (as validated by the loader). host receives the name
+ * or address without brackets. Returns 0 or VV_EINVAL.
+ */
+int vv_config_split_hostport(const char *s, char *host, size_t host_len, uint16_t *port);
+
+#endif

@@ -1,0 +1,507 @@
+/*
+ * Loading and validating vivimd.conf.
+ *
+ * The file is INI, parsed by inih. Every key the daemon knows is in the table below with
+ * its type, bounds and whether SIGHUP may change it; anything else is an error with the
+ * file name and line number. Values are checked here, once, so the modules can trust the
+ * struct they are given. Lines are bounded (VV_CONFIG_MAX_LINE_BYTES) and checked before
+ * inih sees them, so a long line is reported, never silently split.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vivim/common.h"
+#include "vivim/config.h"
+#include "vivim/identity.h"
+
+#define VV_CONFIG_MAX_LINE_BYTES     4096 /* a value longer than this is surely a mistake */
+#define VV_CONFIG_MAX_BOOTSTRAP      64   /* bootstrap peers; more belong in DNS */
+#define VV_CONFIG_MAX_PATH_BYTES     4096
+
+enum key_type {
+    KEY_STRING, /* free text */
+    KEY_PATH,   /* non-empty; socket paths get a tighter bound at bind time */
+    KEY_U32,
+    KEY_BOOL,
+    KEY_LEVEL,
+    KEY_HOSTPORT,      /* host:port, [v6]:port */
+    KEY_HOSTPORT_OPT,  /* same, or "" to disable */
+    KEY_NODE_TYPE,
+    KEY_BOOTSTRAP,
+    KEY_REGISTRY_URL,
+};
+
+struct key_def {
+    const char *section;
+    const char *name;
+    enum key_type type;
+    size_t offset;
+    uint32_t min, max; /* KEY_U32 only */
+};
+
+#define F(field) offsetof(struct vv_config, field)
+static const struct key_def keys[] = {
+    {"node", "state_dir", KEY_PATH, F(state_dir), 0, 0},
+    {"node", "type", KEY_NODE_TYPE, F(node_type), 0, 0},
+    {"node", "region", KEY_STRING, F(region), 0, 0},
+    {"log", "level", KEY_LEVEL, F(log_level), 0, 0},
+    {"rpc", "socket", KEY_PATH, F(rpc_socket), 0, 0},
+    {"rpc", "max_clients", KEY_U32, F(rpc_max_clients), 1, 4096},
+    {"rpc", "max_line_bytes", KEY_U32, F(rpc_max_line_bytes), 1024, 64u << 20},
+    {"rpc", "max_queue_bytes", KEY_U32, F(rpc_max_queue_bytes), 64u << 10, 1u << 30},
+    {"metrics", "listen", KEY_HOSTPORT_OPT, F(metrics_listen), 0, 0},
+    {"net", "listen", KEY_HOSTPORT, F(net_listen), 0, 0},
+    {"net", "bootstrap", KEY_BOOTSTRAP, F(net_bootstrap), 0, 0},
+    {"net", "mdns", KEY_BOOL, F(net_mdns), 0, 0},
+    {"net", "max_connections", KEY_U32, F(net_max_connections), 1, 100000},
+    {"registry", "url", KEY_REGISTRY_URL, F(registry_url), 0, 0},
+};
+#undef F
+
+static const char *const node_types[] = {"bootstrap", "relay",  "indexer",     "storage",
+                                         "edge",      "client", "self_hosted"};
+
+void vv_config_defaults(struct vv_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->state_dir = vv_xstrdup("/var/lib/vivim");
+    cfg->node_type = vv_xstrdup("storage");
+    cfg->region = vv_xstrdup("");
+    cfg->log_level = VV_LOG_INFO;
+    cfg->rpc_socket = vv_xstrdup("/run/vivim/vivimd.sock");
+    cfg->rpc_max_clients = 64;
+    cfg->rpc_max_line_bytes = 1u << 20;
+    cfg->rpc_max_queue_bytes = 16u << 20;
+    cfg->metrics_listen = vv_xstrdup("127.0.0.1:9464");
+    cfg->net_listen = vv_xstrdup("0.0.0.0:4747");
+    cfg->net_bootstrap = vv_xstrdup("");
+    cfg->net_mdns = false;
+    cfg->net_max_connections = 1024;
+    cfg->registry_url = vv_xstrdup("");
+    cfg->path = NULL;
+}
+
+void vv_config_free(struct vv_config *cfg)
+{
+    for (size_t i = 0; i < VV_ARRAY_SIZE(keys); i++) {
+        enum key_type t = keys[i].type;
+        if (t == KEY_U32 || t == KEY_BOOL || t == KEY_LEVEL)
+            continue;
+        char **p = (char **)((char *)cfg + keys[i].offset);
+        vv_free(*p);
+        *p = NULL;
+    }
+    vv_free(cfg->path);
+    cfg->path = NULL;
+}
+
+/* ---- value checks --------------------------------------------------------------------- */
+
+static int parse_u32(const char *v, uint32_t min, uint32_t max, uint32_t *out, char *why,
+                     size_t why_len)
+{
+    if (*v == '\0' || *v == '-' || *v == '+') {
+        snprintf(why, why_len, "expected a whole number from %u to %u", min, max);
+        return VV_ECONFIG_VALUE;
+    }
+    errno = 0;
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*end != '\0') {
+        snprintf(why, why_len, "expected a whole number from %u to %u", min, max);
+        return VV_ECONFIG_VALUE;
+    }
+    if (errno == ERANGE || n < min || n > max) {
+        snprintf(why, why_len, "%s is out of range (%u to %u)", v, min, max);
+        return VV_ECONFIG_RANGE;
+    }
+    *out = (uint32_t)n;
+    return 0;
+}
+
+/* A DNS name or a numeric address: letters, digits, '-', '.', and ':' inside brackets. */
+static bool valid_host(const char *h, size_t len, bool bracketed)
+{
+    if (len == 0 || len > 253)
+        return false;
+    char buf[256];
+    memcpy(buf, h, len);
+    buf[len] = '\0';
+    if (bracketed) {
+        struct in6_addr a6;
+        return inet_pton(AF_INET6, buf, &a6) == 1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = h[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+int vv_config_split_hostport(const char *s, char *host, size_t host_len, uint16_t *port)
+{
+    const char *colon;
+    const char *h = s;
+    size_t hl;
+    bool bracketed = false;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return VV_EINVAL;
+        h = s + 1;
+        hl = (size_t)(close - h);
+        colon = close + 1;
+        bracketed = true;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
+            return VV_EINVAL;
+        hl = (size_t)(colon - s);
+    }
+    if (!valid_host(h, hl, bracketed) || hl + 1 > host_len)
+        return VV_EINVAL;
+    uint32_t p;
+    char why[8];
+    if (parse_u32(colon + 1, 0, 65535, &p, why, sizeof(why)) != 0)
+        return VV_EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static int check_hostport(const char *v, char *why, size_t why_len)
+{
+    char host[256];
+    uint16_t port;
+    if (vv_config_split_hostport(v, host, sizeof(host), &port) != 0) {
+        snprintf(why, why_len, "expected host:port or [ipv6]:port with a port from 0 to 65535");
+        return VV_ECONFIG_VALUE;
+    }
+    return 0;
+}
+
+/* Comma-separated "host:port" or "<64 hex digits>@host:port"; spaces around commas allowed. */
+static int check_bootstrap(const char *v, char *why, size_t why_len)
+{
+    char *copy = vv_xstrdup(v);
+    int rc = 0, count = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        size_t l = strlen(tok);
+        while (l > 0 && (tok[l - 1] == ' ' || tok[l - 1] == '\t'))
+            tok[--l] = '\0';
+        if (l == 0)
+            continue;
+        if (++count > VV_CONFIG_MAX_BOOTSTRAP) {
+            snprintf(why, why_len, "more than %d bootstrap peers", VV_CONFIG_MAX_BOOTSTRAP);
+            rc = VV_ECONFIG_RANGE;
+            break;
+        }
+        char *at = strchr(tok, '@');
+        if (at != NULL) {
+            uint8_t id[VV_NODE_ID_BYTES];
+            *at = '\0';
+            if (strlen(tok) != 2 * VV_NODE_ID_BYTES || vv_hex_decode(tok, id, sizeof(id)) != 0) {
+                snprintf(why, why_len, "bootstrap peer '%.80s': node ID must be 64 hex digits",
+                         tok);
+                rc = VV_ECONFIG_VALUE;
+                break;
+            }
+            tok = at + 1;
+        }
+        char host[256];
+        uint16_t port;
+        if (vv_config_split_hostport(tok, host, sizeof(host), &port) != 0 || port == 0) {
+            snprintf(why, why_len,
+                     "bootstrap peer '%.80s': expected host:port or nodeid@host:port", tok);
+            rc = VV_ECONFIG_VALUE;
+            break;
+        }
+    }
+    vv_free(copy);
+    return rc;
+}
+
+static int set_key(struct vv_config *cfg, const struct key_def *k, const char *v, char *why,
+                   size_t why_len)
+{
+    void *field = (char *)cfg + k->offset;
+    int rc;
+    switch (k->type) {
+    case KEY_U32:
+        return parse_u32(v, k->min, k->max, field, why, why_len);
+    case KEY_BOOL:
+        if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0 ||
+            strcmp(v, "1") == 0)
+            *(bool *)field = true;
+        else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "off") == 0 ||
+                 strcmp(v, "0") == 0)
+            *(bool *)field = false;
+        else {
+            snprintf(why, why_len, "expected true or false");
+            return VV_ECONFIG_VALUE;
+        }
+        return 0;
+    case KEY_LEVEL:
+        if (vv_log_parse_level(v, field) != 0) {
+            snprintf(why, why_len, "expected one of error, warn, notice, info, debug");
+            return VV_ECONFIG_VALUE;
+        }
+        return 0;
+    case KEY_PATH:
+        if (*v == '\0' || strlen(v) >= VV_CONFIG_MAX_PATH_BYTES) {
+            snprintf(why, why_len, "expected a path");
+            return VV_ECONFIG_VALUE;
+        }
+        break;
+    case KEY_HOSTPORT:
+        if ((rc = check_hostport(v, why, why_len)) != 0)
+            return rc;
+        break;
+    case KEY_HOSTPORT_OPT:
+        if (*v != '\0' && (rc = check_hostport(v, why, why_len)) != 0)
+            return rc;
+        break;
+    case KEY_NODE_TYPE: {
+        bool ok = false;
+        for (size_t i = 0; i < VV_ARRAY_SIZE(node_types); i++)
+            ok |= strcmp(v, node_types[i]) == 0;
+        if (!ok) {
+            snprintf(why, why_len,
+                     "expected one of bootstrap, relay, indexer, storage, edge, client, "
+                     "self_hosted");
+            return VV_ECONFIG_VALUE;
+        }
+        break;
+    }
+    case KEY_BOOTSTRAP:
+        if ((rc = check_bootstrap(v, why, why_len)) != 0)
+            return rc;
+        break;
+    case KEY_REGISTRY_URL:
+        if (*v != '\0' && strncmp(v, "postgresql://", 13) != 0 &&
+            strncmp(v, "postgres://", 11) != 0) {
+            snprintf(why, why_len,
+                     "expected empty (SQLite in the state directory) or a postgresql:// URL");
+            return VV_ECONFIG_VALUE;
+        }
+        break;
+    case KEY_STRING:
+        break;
+    }
+    char **s = field;
+    vv_free(*s);
+    *s = vv_xstrdup(v);
+    return 0;
+}
+
+/* ---- parsing -------------------------------------------------------------------------- */
+
+struct parse_ctx {
+    struct vv_config *cfg;
+    int line;       /* line of the key being handled, counted by our own pass */
+    int rc;         /* first error */
+    char why[256];  /* its message, without the file:line prefix */
+    uint8_t seen[sizeof(keys) / sizeof(keys[0])];
+    const char *text; /* to find the line of a key: inih's handler is not told */
+    size_t len;
+};
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse_ctx *ctx = user;
+    for (size_t i = 0; i < VV_ARRAY_SIZE(keys); i++) {
+        if (strcmp(keys[i].section, section) != 0 || strcmp(keys[i].name, name) != 0)
+            continue;
+        if (ctx->seen[i]) {
+            snprintf(ctx->why, sizeof(ctx->why), "[%s] %s is set twice", section, name);
+            ctx->rc = VV_ECONFIG_VALUE;
+            return 0;
+        }
+        ctx->seen[i] = 1;
+        char why[200];
+        int rc = set_key(ctx->cfg, &keys[i], value, why, sizeof(why));
+        if (rc != 0) {
+            snprintf(ctx->why, sizeof(ctx->why), "[%s] %s: %s", section, name, why);
+            ctx->rc = rc;
+            return 0;
+        }
+        return 1;
+    }
+    if (*section == '\0') {
+        snprintf(ctx->why, sizeof(ctx->why), "'%.64s' is outside any [section]", name);
+        ctx->rc = VV_ECONFIG_SYNTAX;
+        return 0;
+    }
+    bool known_section = false;
+    for (size_t i = 0; i < VV_ARRAY_SIZE(keys); i++)
+        known_section |= strcmp(keys[i].section, section) == 0;
+    if (!known_section)
+        snprintf(ctx->why, sizeof(ctx->why), "unknown section [%.64s]", section);
+    else
+        snprintf(ctx->why, sizeof(ctx->why), "unknown key '%.64s' in section [%s]", name,
+                 section);
+    ctx->rc = VV_ECONFIG_UNKNOWN;
+    return 0;
+}
+
+/*
+ * Checks what inih would otherwise accept or mangle: NUL bytes, over-long lines, sections
+ * without keys (an unknown empty section is still a mistake), and keys before any section.
+ * Returns the 1-based line of the first problem, or 0.
+ */
+static int prescan(struct parse_ctx *ctx)
+{
+    const char *p = ctx->text, *end = ctx->text + ctx->len;
+    int line = 1;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        if ((size_t)(le - p) > VV_CONFIG_MAX_LINE_BYTES) {
+            snprintf(ctx->why, sizeof(ctx->why), "line longer than %d bytes",
+                     VV_CONFIG_MAX_LINE_BYTES);
+            ctx->rc = VV_ECONFIG_SYNTAX;
+            return line;
+        }
+        if (memchr(p, '\0', (size_t)(le - p)) != NULL) {
+            snprintf(ctx->why, sizeof(ctx->why), "NUL byte in the file");
+            ctx->rc = VV_ECONFIG_SYNTAX;
+            return line;
+        }
+        const char *q = p;
+        while (q < le && (*q == ' ' || *q == '\t' || *q == '\r'))
+            q++;
+        if (q < le && *q == '[') {
+            const char *close = memchr(q, ']', (size_t)(le - q));
+            if (close != NULL) {
+                size_t n = (size_t)(close - q - 1);
+                bool known = false;
+                for (size_t i = 0; i < VV_ARRAY_SIZE(keys); i++)
+                    known |= strlen(keys[i].section) == n && memcmp(keys[i].section, q + 1, n) == 0;
+                if (!known) {
+                    snprintf(ctx->why, sizeof(ctx->why), "unknown section [%.*s]",
+                             (int)VV_MIN(n, 64), q + 1);
+                    ctx->rc = VV_ECONFIG_UNKNOWN;
+                    return line;
+                }
+            }
+        }
+        if (!nl)
+            break;
+        p = nl + 1;
+        line++;
+    }
+    return 0;
+}
+
+int vv_config_parse(const char *name, const char *text, size_t len, struct vv_config *cfg,
+                    char err[VV_CONFIG_ERR_BYTES])
+{
+    struct parse_ctx ctx = {.cfg = cfg, .text = text, .len = len};
+    vv_config_defaults(cfg);
+    err[0] = '\0';
+
+    int line = len > VV_CONFIG_MAX_BYTES ? 1 : 0;
+    if (line) {
+        snprintf(ctx.why, sizeof(ctx.why), "file larger than %d bytes", VV_CONFIG_MAX_BYTES);
+        ctx.rc = VV_ECONFIG_SYNTAX;
+    } else {
+        line = prescan(&ctx);
+    }
+    if (line == 0) {
+        /* inih's line buffer must hold our longest line plus "\r\n\0"; these are the
+         * Debian build's run-time knobs, set for each parse. */
+        ini_use_stack = false;
+        ini_allow_realloc = true;
+        ini_max_line = VV_CONFIG_MAX_LINE_BYTES + 3;
+        ini_allow_multiline = false;
+        ini_stop_on_first_error = true;
+        char *z = vv_xstrndup(text, len);
+        line = ini_parse_string(z, handler, &ctx);
+        vv_free(z);
+        if (line > 0 && ctx.rc == 0) {
+            snprintf(ctx.why, sizeof(ctx.why),
+                     "syntax error (expected [section], key = value or a comment)");
+            ctx.rc = VV_ECONFIG_SYNTAX;
+        } else if (line < 0) {
+            snprintf(ctx.why, sizeof(ctx.why), "out of memory while parsing");
+            ctx.rc = VV_ENOMEM;
+            line = 0;
+        }
+    }
+    if (ctx.rc != 0) {
+        snprintf(err, VV_CONFIG_ERR_BYTES, "%s:%d: %s", name, line, ctx.why);
+        vv_config_free(cfg);
+        return ctx.rc;
+    }
+    cfg->path = vv_xstrdup(name);
+    return 0;
+}
+
+int vv_config_load(const char *path, struct vv_config *cfg, char err[VV_CONFIG_ERR_BYTES])
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, VV_CONFIG_ERR_BYTES, "%s: cannot open: %s", path, strerror(errno));
+        memset(cfg, 0, sizeof(*cfg));
+        return VV_ECONFIG_OPEN;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = vv_xmalloc(cap);
+    size_t n;
+    while ((n = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += n;
+        if (len > VV_CONFIG_MAX_BYTES)
+            break;
+        if (len == cap)
+            buf = vv_xrealloc(buf, cap *= 2);
+    }
+    int read_err = ferror(f);
+    fclose(f);
+    if (read_err) {
+        vv_free(buf);
+        snprintf(err, VV_CONFIG_ERR_BYTES, "%s: read error", path);
+        memset(cfg, 0, sizeof(*cfg));
+        return VV_ECONFIG_OPEN;
+    }
+    int rc = vv_config_parse(path, buf, len, cfg, err);
+    vv_free(buf);
+    return rc;
+}
+
+void vv_config_print(const struct vv_config *cfg, FILE *out)
+{
+    const char *section = "";
+    for (size_t i = 0; i < VV_ARRAY_SIZE(keys); i++) {
+        const struct key_def *k = &keys[i];
+        if (strcmp(section, k->section) != 0) {
+            fprintf(out, "%s[%s]\n", i ? "\n" : "", k->section);
+            section = k->section;
+        }
+        const void *field = (const char *)cfg + k->offset;
+        switch (k->type) {
+        case KEY_U32:
+            fprintf(out, "%s = %u\n", k->name, *(const uint32_t *)field);
+            break;
+        case KEY_BOOL:
+            fprintf(out, "%s = %s\n", k->name, *(const bool *)field ? "true" : "false");
+            break;
+        case KEY_LEVEL:
+            fprintf(out, "%s = %s\n", k->name,
+                    vv_log_level_name(*(const enum vv_log_level *)field));
+            break;
+        default:
+            fprintf(out, "%s = %s\n", k->name, *(char *const *)field);
+            break;
+        }
+    }
+}

@@ -1,0 +1,227 @@
+/*
+ * The node's lifecycle: module table, start in order, stop in reverse, reload.
+ *
+ * The node owns its configuration and identity and hands each module a pointer to itself;
+ * modules keep their state in their own handle fields (n->rpc, n->monitor, ...). Start-up
+ * is all-or-nothing: when a module fails to start, the ones already running are stopped in
+ * reverse order and the error is returned to main, which exits non-zero.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "vivim/common.h"
+#include "vivim/log.h"
+#include "vivim/node.h"
+
+const char *vv_module_state_name(enum vv_module_state s)
+{
+    switch (s) {
+    case VV_MODULE_NEW:
+        return "new";
+    case VV_MODULE_INITIALIZED:
+        return "initialized";
+    case VV_MODULE_RUNNING:
+        return "running";
+    case VV_MODULE_STOPPED:
+        return "stopped";
+    case VV_MODULE_FAILED:
+        return "failed";
+    }
+    return "unknown";
+}
+
+int vv_node_init(struct vv_node *n, uv_loop_t *loop, struct vv_config *cfg)
+{
+    memset(n, 0, sizeof(*n));
+    n->loop = loop;
+    n->config = *cfg;
+    memset(cfg, 0, sizeof(*cfg)); /* the node owns the strings now */
+    uv_update_time(loop);
+    n->start_time_ms = uv_now(loop);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    n->start_wall_unix_s = (uint64_t)tv.tv_sec;
+
+    char err[512] = "";
+    int rc = vv_identity_load_or_create(n->config.state_dir, &n->identity, err, sizeof(err));
+    if (rc != 0) {
+        vv_log_error("node", "identity: %s", err);
+        vv_config_free(&n->config);
+        return rc;
+    }
+    return 0;
+}
+
+void vv_node_add_module(struct vv_node *n, const struct vv_module *m)
+{
+    if (n->n_modules >= VV_NODE_MAX_MODULES)
+        abort(); /* a programming error: raise VV_NODE_MAX_MODULES */
+    n->module_states[n->n_modules] = VV_MODULE_NEW;
+    n->modules[n->n_modules++] = m;
+}
+
+int vv_node_start(struct vv_node *n)
+{
+    int rc = 0;
+    for (int i = 0; i < n->n_modules && rc == 0; i++) {
+        const struct vv_module *m = n->modules[i];
+        rc = m->init ? m->init(n) : 0;
+        if (rc != 0) {
+            vv_log_error("node", "module %s failed to initialise: %s", m->name,
+                         vv_strerror(rc));
+            n->module_states[i] = VV_MODULE_FAILED;
+        } else {
+            n->module_states[i] = VV_MODULE_INITIALIZED;
+        }
+    }
+    for (int i = 0; i < n->n_modules && rc == 0; i++) {
+        const struct vv_module *m = n->modules[i];
+        rc = m->start ? m->start(n) : 0;
+        if (rc != 0) {
+            vv_log_error("node", "module %s failed to start: %s", m->name, vv_strerror(rc));
+            n->module_states[i] = VV_MODULE_FAILED;
+        } else {
+            n->module_states[i] = VV_MODULE_RUNNING;
+            vv_log_debug("node", "module %s started", m->name);
+        }
+    }
+    if (rc != 0) {
+        vv_node_stop(n);
+        return rc;
+    }
+    n->ready = true;
+    return 0;
+}
+
+void vv_node_stop(struct vv_node *n)
+{
+    n->ready = false;
+    for (int i = n->n_modules - 1; i >= 0; i--) {
+        if (n->module_states[i] != VV_MODULE_RUNNING)
+            continue;
+        const struct vv_module *m = n->modules[i];
+        if (m->stop)
+            m->stop(n);
+        n->module_states[i] = VV_MODULE_STOPPED;
+        vv_log_debug("node", "module %s stopped", m->name);
+    }
+}
+
+void vv_node_deinit(struct vv_node *n)
+{
+    for (int i = n->n_modules - 1; i >= 0; i--) {
+        /* A module that failed in init may have allocated part of its state. */
+        if (n->module_states[i] == VV_MODULE_NEW)
+            continue;
+        if (n->modules[i]->deinit)
+            n->modules[i]->deinit(n);
+    }
+    n->n_modules = 0;
+    vv_identity_clear(&n->identity);
+    vv_config_free(&n->config);
+}
+
+void vv_node_request_stop(struct vv_node *n)
+{
+    if (n->stopping)
+        return;
+    n->stopping = true;
+    if (n->on_stop_request)
+        n->on_stop_request(n);
+}
+
+int vv_node_request_reload(struct vv_node *n, char **msg)
+{
+    if (msg)
+        *msg = NULL;
+    if (n->stopping)
+        return VV_ENODE_SHUTTING_DOWN;
+    if (n->on_reload_request)
+        return n->on_reload_request(n, msg);
+    return vv_node_reload_config(n, msg);
+}
+
+/* Keys that a reload may change at run time; a change to any other key needs a restart. */
+static bool str_changed(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+int vv_node_reload_config(struct vv_node *n, char **msg)
+{
+    if (msg)
+        *msg = NULL;
+    if (n->config.path == NULL) {
+        if (msg)
+            *msg = vv_xstrdup("no configuration file to reload (running on defaults)");
+        return 0;
+    }
+    struct vv_config fresh;
+    char err[VV_CONFIG_ERR_BYTES];
+    int rc = vv_config_load(n->config.path, &fresh, err);
+    if (rc != 0) {
+        vv_log_error("node", "reload failed, keeping the running configuration: %s", err);
+        if (msg)
+            *msg = vv_xstrdup(err);
+        return rc;
+    }
+
+    char changes[1024] = "";
+    size_t off = 0;
+#define NOTE(...)                                                                                  \
+    do {                                                                                           \
+        if (off < sizeof(changes))                                                                 \
+            off += (size_t)snprintf(changes + off, sizeof(changes) - off, __VA_ARGS__);            \
+    } while (0)
+
+    struct vv_config *old = &n->config;
+    if (fresh.log_level != old->log_level) {
+        NOTE("%slog.level %s -> %s", off ? "; " : "", vv_log_level_name(old->log_level),
+             vv_log_level_name(fresh.log_level));
+        old->log_level = fresh.log_level;
+        vv_log_set_level(fresh.log_level);
+    }
+    /* Everything else is bound to sockets, files or peers at start: report, do not apply. */
+    const char *restart[16];
+    int nr = 0;
+    if (str_changed(fresh.state_dir, old->state_dir))
+        restart[nr++] = "node.state_dir";
+    if (str_changed(fresh.node_type, old->node_type))
+        restart[nr++] = "node.type";
+    if (str_changed(fresh.region, old->region))
+        restart[nr++] = "node.region";
+    if (str_changed(fresh.rpc_socket, old->rpc_socket))
+        restart[nr++] = "rpc.socket";
+    if (fresh.rpc_max_clients != old->rpc_max_clients ||
+        fresh.rpc_max_line_bytes != old->rpc_max_line_bytes ||
+        fresh.rpc_max_queue_bytes != old->rpc_max_queue_bytes)
+        restart[nr++] = "rpc limits";
+    if (str_changed(fresh.metrics_listen, old->metrics_listen))
+        restart[nr++] = "metrics.listen";
+    if (str_changed(fresh.net_listen, old->net_listen))
+        restart[nr++] = "net.listen";
+    if (str_changed(fresh.net_bootstrap, old->net_bootstrap) || fresh.net_mdns != old->net_mdns ||
+        fresh.net_max_connections != old->net_max_connections)
+        restart[nr++] = "net peers";
+    if (str_changed(fresh.registry_url, old->registry_url))
+        restart[nr++] = "registry.url";
+    if (nr > 0) {
+        NOTE("%schanged but needs a restart:", off ? "; " : "");
+        for (int i = 0; i < nr; i++)
+            NOTE("%s %s", i ? "," : "", restart[i]);
+    }
+    if (off == 0)
+        NOTE("no changes");
+#undef NOTE
+    vv_config_free(&fresh);
+    vv_log_notice("node", "configuration reloaded from %s: %s", old->path, changes);
+    if (msg)
+        *msg = vv_xstrdup(changes);
+    return 0;
+}
+
+uint64_t vv_node_uptime_ms(const struct vv_node *n)
+{
+    return uv_now(n->loop) - n->start_time_ms;
+}
