@@ -53,7 +53,8 @@ static int create_key(const char *dir, const char *path, struct vv_identity *id,
                       size_t err_len)
 {
     char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%.4150s.tmp", path) >= sizeof(tmp))
+        return VV_EINVAL;
     if (crypto_sign_keypair(id->public_key, id->secret_key) != 0)
         return VV_EIO;
     unlink(tmp); /* a leftover from a crash during an earlier first start */

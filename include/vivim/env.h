@@ -1,0 +1,132 @@
+/*
+ * vv_env: the only door protocol modules have to time, randomness, crypto and the network.
+ *
+ * Kademlia, gossip, CRDT sync, replication and the connection logic above the socket are
+ * state machines: they are called with (message from a peer | timer fired | peer came or
+ * went) and act through this interface. Two implementations exist: the daemon's (libuv
+ * timers, the connection manager, libsodium's randomness) and the deterministic simulator's
+ * (tests/sim/: virtual clock, modelled network, randomness from one seed), so the same code
+ * runs in one vivimd and as 10,000 nodes in one test process.
+ *
+ * Rules for modules: never call uv_*, time(), rand(), sockets or threads; keep all state in
+ * per-node structs; reach peers only through vv_env_send on your channel.
+ */
+#ifndef VIVIM_ENV_H
+#define VIVIM_ENV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vivim/identity.h"
+
+/* Message channels: one per protocol module; a message is delivered to its channel's handler. */
+enum vv_channel {
+    VV_CHANNEL_CONN = 0,   /* connection manager: ping, peer exchange */
+    VV_CHANNEL_DHT = 1,
+    VV_CHANNEL_PUBSUB = 2,
+    VV_CHANNEL_CRDT = 3,
+    VV_CHANNEL_STORE = 4,
+    VV_CHANNEL_FEDERATION = 5,
+    VV_CHANNEL_TEST = 15, /* tests and simulator scenarios */
+    VV_ENV_MAX_CHANNELS = 16,
+};
+
+#define VV_ENV_MAX_MESSAGE_BYTES (1u << 20) /* larger payloads are chunked by the module */
+
+struct vv_env;
+
+/* A timer fired; arg is what was given to vv_env_timer_start. */
+typedef void (*vv_env_timer_cb)(struct vv_env *env, void *arg);
+/* A message arrived on a channel. data is borrowed for the call. */
+typedef void (*vv_env_recv_cb)(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES],
+                               const uint8_t *data, size_t len, void *arg);
+/* A peer connected (up) or disconnected (!up). */
+typedef void (*vv_env_peer_cb)(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up,
+                               void *arg);
+
+/* What an implementation provides. impl is the implementation's own per-node state. */
+struct vv_env_ops {
+    uint64_t (*now_ms)(void *impl);
+    /* Returns a timer id > 0. repeat_ms 0 = one-shot. */
+    uint64_t (*timer_start)(void *impl, uint64_t delay_ms, uint64_t repeat_ms, vv_env_timer_cb cb,
+                            void *arg);
+    /* Cancelling an id that already fired (one-shot) or is unknown does nothing. */
+    void (*timer_cancel)(void *impl, uint64_t id);
+    void (*random_bytes)(void *impl, void *buf, size_t len);
+    /* Queues data for peer on channel. VV_ECONN_NOT_CONNECTED, VV_ECONN_BACKPRESSURE, ... */
+    int (*send)(void *impl, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
+                const uint8_t *data, size_t len);
+    /* Asks for a connection to peer (by ID, or by address when peer is NULL). Completion is
+     * reported through the peer callbacks. */
+    int (*connect)(void *impl, const uint8_t *peer, const char *address);
+    void (*disconnect)(void *impl, const uint8_t peer[VV_NODE_ID_BYTES]);
+    /* Ed25519 verification; the simulator may memoize it (a pure function of its inputs). */
+    bool (*verify)(void *impl, const uint8_t pk[VV_ED25519_PK_BYTES], const uint8_t *msg,
+                   size_t len, const uint8_t sig[64]);
+};
+
+struct vv_env_channel {
+    vv_env_recv_cb recv;
+    vv_env_peer_cb peer;
+    void *arg;
+};
+
+struct vv_env {
+    const struct vv_env_ops *ops;
+    void *impl;
+    const struct vv_identity *identity; /* this node's keys and ID */
+    struct vv_env_channel channels[VV_ENV_MAX_CHANNELS];
+};
+
+/* Called by modules. */
+void vv_env_set_channel(struct vv_env *env, enum vv_channel ch, vv_env_recv_cb recv,
+                        vv_env_peer_cb peer, void *arg);
+
+static inline uint64_t vv_env_now(struct vv_env *env)
+{
+    return env->ops->now_ms(env->impl);
+}
+static inline uint64_t vv_env_timer_start(struct vv_env *env, uint64_t delay_ms,
+                                          uint64_t repeat_ms, vv_env_timer_cb cb, void *arg)
+{
+    return env->ops->timer_start(env->impl, delay_ms, repeat_ms, cb, arg);
+}
+static inline void vv_env_timer_cancel(struct vv_env *env, uint64_t id)
+{
+    if (id != 0)
+        env->ops->timer_cancel(env->impl, id);
+}
+static inline void vv_env_random(struct vv_env *env, void *buf, size_t len)
+{
+    env->ops->random_bytes(env->impl, buf, len);
+}
+/* A uniformly distributed number in [0, bound), bound > 0, without modulo bias. */
+uint64_t vv_env_random_below(struct vv_env *env, uint64_t bound);
+static inline int vv_env_send(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES],
+                              enum vv_channel ch, const uint8_t *data, size_t len)
+{
+    return env->ops->send(env->impl, peer, (uint8_t)ch, data, len);
+}
+static inline int vv_env_connect(struct vv_env *env, const uint8_t *peer, const char *address)
+{
+    return env->ops->connect(env->impl, peer, address);
+}
+static inline void vv_env_disconnect(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    env->ops->disconnect(env->impl, peer);
+}
+static inline bool vv_env_verify(struct vv_env *env, const uint8_t pk[VV_ED25519_PK_BYTES],
+                                 const uint8_t *msg, size_t len, const uint8_t sig[64])
+{
+    return env->ops->verify(env->impl, pk, msg, len, sig);
+}
+/* Signs with this node's key (a pure computation, the same in every implementation). */
+void vv_env_sign(struct vv_env *env, const uint8_t *msg, size_t len, uint8_t sig[64]);
+
+/* Called by implementations: hand an arrived message or a peer event to the modules. */
+void vv_env_deliver(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
+                    const uint8_t *data, size_t len);
+void vv_env_peer_event(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up);
+
+#endif

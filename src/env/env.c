@@ -1,0 +1,51 @@
+/*
+ * The implementation-independent half of vv_env: channel dispatch, signing, and unbiased
+ * random numbers. It holds no state of its own; everything is in the struct vv_env.
+ */
+#include <sodium.h>
+#include <string.h>
+
+#include "vivim/env.h"
+
+void vv_env_set_channel(struct vv_env *env, enum vv_channel ch, vv_env_recv_cb recv,
+                        vv_env_peer_cb peer, void *arg)
+{
+    env->channels[ch] = (struct vv_env_channel){recv, peer, arg};
+}
+
+uint64_t vv_env_random_below(struct vv_env *env, uint64_t bound)
+{
+    if (bound <= 1)
+        return 0;
+    /* Rejection sampling: draw again when the value falls in the short last bucket. */
+    uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
+    uint64_t r;
+    do {
+        vv_env_random(env, &r, sizeof(r));
+    } while (r >= limit);
+    return r % bound;
+}
+
+void vv_env_sign(struct vv_env *env, const uint8_t *msg, size_t len, uint8_t sig[64])
+{
+    crypto_sign_detached(sig, NULL, msg, len, env->identity->secret_key);
+}
+
+void vv_env_deliver(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
+                    const uint8_t *data, size_t len)
+{
+    if (channel >= VV_ENV_MAX_CHANNELS)
+        return; /* the wire layer counts these; a simulator never produces one */
+    struct vv_env_channel *c = &env->channels[channel];
+    if (c->recv != NULL)
+        c->recv(env, peer, data, len, c->arg);
+}
+
+void vv_env_peer_event(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up)
+{
+    for (int i = 0; i < VV_ENV_MAX_CHANNELS; i++) {
+        struct vv_env_channel *c = &env->channels[i];
+        if (c->peer != NULL)
+            c->peer(env, peer, up, c->arg);
+    }
+}
