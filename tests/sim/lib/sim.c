@@ -448,12 +448,18 @@ static void op_disconnect(void *impl, const uint8_t peer[VV_NODE_ID_BYTES])
     struct sim_node *n = node_of(impl);
     struct vv_sim *sim = n->sim;
     int64_t dst = vv_sim_find(sim, peer);
-    if (dst < 0 || !remove_link(n, (uint32_t)dst))
+    struct link *l = dst < 0 ? NULL : find_link(n, (uint32_t)dst);
+    if (l == NULL)
         return;
+    /* The other side sees the close after one-way latency, and after everything sent before
+     * it (a stream's FIN follows its data); we report ours at once. */
+    uint64_t at = sim->now_us + latency_us(sim, n->index, (uint32_t)dst);
+    if (at < l->last_arrival_us)
+        at = l->last_arrival_us;
+    remove_link(n, (uint32_t)dst);
     n->c.disconnects++;
     sim->total.disconnects++;
-    /* The other side sees the close after one-way latency; we report ours at once. */
-    schedule_link_down(sim, (uint32_t)dst, n->index, latency_us(sim, n->index, (uint32_t)dst));
+    schedule_link_down(sim, (uint32_t)dst, n->index, at - sim->now_us);
     vv_env_peer_event(&n->env, peer, false);
 }
 

@@ -1,0 +1,140 @@
+/*
+ * The connection manager: which peers this node stays connected to, and how it keeps them.
+ *
+ * It is sans-I/O and runs on vv_env, so the same code manages the daemon's TCP+Noise
+ * connections and the simulator's modelled ones. It owns the address book (peers learned
+ * from config, inbound connections and peer exchange), dials until `low_water`
+ * connections are open, re-dials failed peers with exponential backoff and full jitter,
+ * pings every connected peer for liveness and RTT, disconnects peers that stay silent,
+ * trims the least useful unprotected peers when more than `high_water` are connected, and
+ * swaps peer lists with its neighbours (peer exchange).
+ *
+ * Messages on VV_CHANNEL_CONN: HELLO (listen address, node type, capabilities, region),
+ * PING/PONG (nonce, RTT), PEX_REQUEST/PEX_RESPONSE. Their encoding is in docs/protocol.md.
+ *
+ * It never blocks and never grows without bound: the address book holds at most
+ * max_known_peers entries, PEX answers at most VV_CONNMGR_PEX_MAX peers.
+ */
+#ifndef VIVIM_CONNMGR_H
+#define VIVIM_CONNMGR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vivim/env.h"
+
+#define VV_CONNMGR_PEX_MAX        16  /* peers in one peer-exchange answer */
+#define VV_CONNMGR_ADDRESS_BYTES  128 /* longest address kept, with its NUL */
+#define VV_CONNMGR_REGION_BYTES   32
+
+enum vv_node_type {
+    VV_NODE_BOOTSTRAP = 0,
+    VV_NODE_RELAY = 1,
+    VV_NODE_INDEXER = 2,
+    VV_NODE_STORAGE = 3,
+    VV_NODE_EDGE = 4,
+    VV_NODE_CLIENT = 5,
+    VV_NODE_SELF_HOSTED = 6,
+    VV_NODE_TYPE_COUNT
+};
+
+/* Capability bits advertised in HELLO. */
+enum vv_capability {
+    VV_CAP_DHT = 1u << 0,
+    VV_CAP_PUBSUB = 1u << 1,
+    VV_CAP_STORE = 1u << 2,
+    VV_CAP_RELAY = 1u << 3,
+    VV_CAP_CRDT = 1u << 4,
+    VV_CAP_FEDERATION = 1u << 5,
+};
+
+struct vv_connmgr_config {
+    uint32_t low_water;        /* dial until this many connections are open */
+    uint32_t high_water;       /* above this many, trim back down to low_water */
+    uint32_t max_known_peers;  /* address book bound */
+    uint32_t tick_ms;          /* how often dialling and trimming decisions run */
+    uint32_t ping_interval_ms; /* keepalive period per peer */
+    uint32_t idle_timeout_ms;  /* a peer silent this long is disconnected */
+    uint32_t backoff_base_ms;  /* first retry delay after a failure */
+    uint32_t backoff_max_ms;   /* cap on the retry delay */
+    uint32_t pex_interval_ms;  /* how often to ask one neighbour for peers */
+    uint32_t max_dials;        /* dials in flight at once */
+    /* What this node advertises. */
+    char self_address[VV_CONNMGR_ADDRESS_BYTES];
+    enum vv_node_type node_type;
+    uint32_t capabilities;
+    char region[VV_CONNMGR_REGION_BYTES];
+};
+
+/* Fills cfg with the defaults (low 32, high 64, ping 15 s, idle 45 s, backoff 1 s .. 5 min). */
+void vv_connmgr_config_defaults(struct vv_connmgr_config *cfg);
+
+struct vv_connmgr;
+
+/* Peer flags. */
+#define VV_PEER_BOOTSTRAP 1u /* from config: always worth re-dialling */
+#define VV_PEER_PROTECTED 2u /* never trimmed */
+
+struct vv_connmgr_peer {
+    uint8_t id[VV_NODE_ID_BYTES];
+    bool id_known; /* false for a bootstrap address whose ID we have not learned yet */
+    char address[VV_CONNMGR_ADDRESS_BYTES];
+    uint32_t flags;
+    bool connected;
+    uint64_t connected_since_ms;
+    uint64_t last_heard_ms;
+    uint32_t rtt_ms;        /* smoothed; 0 until the first pong */
+    uint32_t failures;      /* consecutive failed dials or drops */
+    uint64_t next_dial_ms;  /* backoff: not before this */
+    bool dialing;
+    enum vv_node_type node_type;
+    uint32_t capabilities;
+    char region[VV_CONNMGR_REGION_BYTES];
+    uint64_t msgs_in, msgs_out;
+    int32_t reputation; /* +1 per answered ping, -VV_CONNMGR_BAD_PENALTY per bad message */
+};
+
+#define VV_CONNMGR_BAD_PENALTY 20
+#define VV_CONNMGR_REPUTATION_MIN (-100) /* at or below: disconnected, not re-dialled */
+#define VV_CONNMGR_REPUTATION_MAX 100
+
+struct vv_connmgr_stats {
+    uint64_t dials, dial_failures, connects, disconnects, trimmed, idle_drops;
+    uint64_t pings_sent, pongs_received, pex_sent, pex_peers_learned, bad_messages;
+};
+
+/* Creates a manager on env; it registers itself on VV_CHANNEL_CONN and starts its timer. */
+struct vv_connmgr *vv_connmgr_new(struct vv_env *env, const struct vv_connmgr_config *cfg);
+/* Cancels its timer and frees everything. */
+void vv_connmgr_free(struct vv_connmgr *cm);
+
+/*
+ * Adds or updates a peer: by address, optionally with its expected ID (id may be NULL).
+ * Returns 0, VV_ELIMIT when the address book is full of more valuable peers, VV_EINVAL.
+ */
+int vv_connmgr_add_peer(struct vv_connmgr *cm, const uint8_t *id, const char *address,
+                        uint32_t flags);
+void vv_connmgr_protect(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES], bool on);
+/* Dials a peer now (ignoring backoff), or disconnects one. */
+int vv_connmgr_connect(struct vv_connmgr *cm, const uint8_t *id, const char *address);
+int vv_connmgr_disconnect(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES]);
+
+uint32_t vv_connmgr_connected_count(const struct vv_connmgr *cm);
+uint32_t vv_connmgr_known_count(const struct vv_connmgr *cm);
+/* The peer with this ID, or NULL. Borrowed until the next call into the manager. */
+const struct vv_connmgr_peer *vv_connmgr_find(const struct vv_connmgr *cm,
+                                              const uint8_t id[VV_NODE_ID_BYTES]);
+/* The i-th peer of the address book (i < vv_connmgr_known_count), for listing. */
+const struct vv_connmgr_peer *vv_connmgr_peer_at(const struct vv_connmgr *cm, uint32_t i);
+const struct vv_connmgr_stats *vv_connmgr_stats(const struct vv_connmgr *cm);
+
+/*
+ * Discovery filter: connected peers with all of caps, in region (NULL = any), with at least
+ * min_reputation. Fills out[0..max) and returns how many.
+ */
+uint32_t vv_connmgr_select(const struct vv_connmgr *cm, uint32_t caps, const char *region,
+                           int32_t min_reputation, const struct vv_connmgr_peer **out,
+                           uint32_t max);
+
+#endif
