@@ -186,7 +186,8 @@ static int run(const char *config_path)
     vv_log_notice("vivimd", "ready: node %s, rpc %s, metrics %s", n->identity.node_id_hex,
                   n->config.rpc_socket, metrics);
     char status[256];
-    snprintf(status, sizeof(status), "READY=1\nSTATUS=running, node %.16s", n->identity.node_id_hex);
+    snprintf(status, sizeof(status), "READY=1\nSTATUS=running, node %.16s",
+             n->identity.node_id_hex);
     vv_sd_notify(status);
     exit_code = 0;
 

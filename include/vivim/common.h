@@ -20,7 +20,7 @@
 #define VV_UNUSED(x)     ((void)(x))
 
 /* Containing struct from a pointer to one of its members. */
-#define VV_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define VV_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 void *vv_xmalloc(size_t n);
 void *vv_xcalloc(size_t count, size_t size);

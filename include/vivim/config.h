@@ -19,14 +19,14 @@
 
 struct vv_config {
     /* [node] */
-    char *state_dir;   /* identity key, SQLite files; created 0700 if missing */
-    char *node_type;   /* bootstrap|relay|indexer|storage|edge|client|self_hosted */
-    char *region;      /* free-form label advertised to peers, may be "" */
+    char *state_dir; /* identity key, SQLite files; created 0700 if missing */
+    char *node_type; /* bootstrap|relay|indexer|storage|edge|client|self_hosted */
+    char *region;    /* free-form label advertised to peers, may be "" */
     /* [log] */
     enum vv_log_level log_level;
     /* [rpc] */
-    char *rpc_socket;           /* Unix socket path */
-    uint32_t rpc_max_clients;   /* concurrent connections */
+    char *rpc_socket;             /* Unix socket path */
+    uint32_t rpc_max_clients;     /* concurrent connections */
     uint32_t rpc_max_line_bytes;  /* one request line */
     uint32_t rpc_max_queue_bytes; /* unsent replies per client before it is cut off */
     /* [metrics] */

@@ -24,9 +24,9 @@
 
 #include "vivim/env.h"
 
-#define VV_CONNMGR_PEX_MAX        16  /* peers in one peer-exchange answer */
-#define VV_CONNMGR_ADDRESS_BYTES  128 /* longest address kept, with its NUL */
-#define VV_CONNMGR_REGION_BYTES   32
+#define VV_CONNMGR_PEX_MAX       16  /* peers in one peer-exchange answer */
+#define VV_CONNMGR_ADDRESS_BYTES 128 /* longest address kept, with its NUL */
+#define VV_CONNMGR_REGION_BYTES  32
 
 enum vv_node_type {
     VV_NODE_BOOTSTRAP = 0,
@@ -84,9 +84,9 @@ struct vv_connmgr_peer {
     bool connected;
     uint64_t connected_since_ms;
     uint64_t last_heard_ms;
-    uint32_t rtt_ms;        /* smoothed; 0 until the first pong */
-    uint32_t failures;      /* consecutive failed dials or drops */
-    uint64_t next_dial_ms;  /* backoff: not before this */
+    uint32_t rtt_ms;       /* smoothed; 0 until the first pong */
+    uint32_t failures;     /* consecutive failed dials or drops */
+    uint64_t next_dial_ms; /* backoff: not before this */
     bool dialing;
     enum vv_node_type node_type;
     uint32_t capabilities;
@@ -95,7 +95,7 @@ struct vv_connmgr_peer {
     int32_t reputation; /* +1 per answered ping, -VV_CONNMGR_BAD_PENALTY per bad message */
 };
 
-#define VV_CONNMGR_BAD_PENALTY 20
+#define VV_CONNMGR_BAD_PENALTY    20
 #define VV_CONNMGR_REPUTATION_MIN (-100) /* at or below: disconnected, not re-dialled */
 #define VV_CONNMGR_REPUTATION_MAX 100
 

@@ -22,7 +22,7 @@
 
 /* Message channels: one per protocol module; a message is delivered to its channel's handler. */
 enum vv_channel {
-    VV_CHANNEL_CONN = 0,   /* connection manager: ping, peer exchange */
+    VV_CHANNEL_CONN = 0, /* connection manager: ping, peer exchange */
     VV_CHANNEL_DHT = 1,
     VV_CHANNEL_PUBSUB = 2,
     VV_CHANNEL_CRDT = 3,
@@ -87,8 +87,8 @@ static inline uint64_t vv_env_now(struct vv_env *env)
 {
     return env->ops->now_ms(env->impl);
 }
-static inline uint64_t vv_env_timer_start(struct vv_env *env, uint64_t delay_ms,
-                                          uint64_t repeat_ms, vv_env_timer_cb cb, void *arg)
+static inline uint64_t vv_env_timer_start(struct vv_env *env, uint64_t delay_ms, uint64_t repeat_ms,
+                                          vv_env_timer_cb cb, void *arg)
 {
     return env->ops->timer_start(env->impl, delay_ms, repeat_ms, cb, arg);
 }

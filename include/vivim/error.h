@@ -21,7 +21,7 @@
     X(VV_ELIMIT, -10003, "limit exceeded")                                                         \
     X(VV_ENOTFOUND, -10004, "not found")                                                           \
     X(VV_EEXIST, -10005, "already exists")                                                         \
-    X(VV_ESTATE, -10006, "operation not valid in the current state")                              \
+    X(VV_ESTATE, -10006, "operation not valid in the current state")                               \
     X(VV_EIO, -10007, "input/output error")                                                        \
     X(VV_ETIMEDOUT, -10008, "timed out")                                                           \
     X(VV_ECLOSED, -10009, "closed")                                                                \
@@ -44,7 +44,7 @@
     X(VV_ERPC_TOO_MANY_CLIENTS, -10402, "too many RPC clients")                                    \
     X(VV_ERPC_QUEUE_FULL, -10403, "client output queue full")                                      \
     /* monitor: -10500 .. -10599 */                                                                \
-    X(VV_EMETRICS_CARDINALITY, -10501, "metric label cardinality limit reached")                  \
+    X(VV_EMETRICS_CARDINALITY, -10501, "metric label cardinality limit reached")                   \
     X(VV_EHTTP_BAD_REQUEST, -10502, "malformed HTTP request")                                      \
     /* wire: -10600 .. -10699 */                                                                   \
     X(VV_EWIRE_TRUNCATED, -10601, "frame ends inside a field")                                     \

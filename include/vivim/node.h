@@ -50,10 +50,10 @@ const char *vv_module_state_name(enum vv_module_state s);
 
 struct vv_node {
     uv_loop_t *loop;
-    struct vv_config config;      /* the effective configuration; reload swaps fields */
-    struct vv_identity identity;  /* loaded or created at init */
-    uint64_t start_time_ms;       /* uv_now() when the node started */
-    uint64_t start_wall_unix_s;   /* wall clock at start, for process_start_time_seconds */
+    struct vv_config config;     /* the effective configuration; reload swaps fields */
+    struct vv_identity identity; /* loaded or created at init */
+    uint64_t start_time_ms;      /* uv_now() when the node started */
+    uint64_t start_wall_unix_s;  /* wall clock at start, for process_start_time_seconds */
 
     /* Module handles, set by each module's init; NULL when the module is absent. */
     struct vv_metrics *metrics;
@@ -64,9 +64,9 @@ struct vv_node {
     enum vv_module_state module_states[VV_NODE_MAX_MODULES];
     int n_modules;
 
-    bool stopping;          /* set once by vv_node_request_stop */
-    bool ready;             /* every module started */
-    int exit_code;          /* what the process exits with */
+    bool stopping; /* set once by vv_node_request_stop */
+    bool ready;    /* every module started */
+    int exit_code; /* what the process exits with */
     /* Called when a stop is requested (signal, RPC). Set by main. */
     void (*on_stop_request)(struct vv_node *n);
     /* Called to reload the configuration (SIGHUP, RPC); fills msg (may be NULL). */

@@ -18,9 +18,9 @@
 #include "vivim/config.h"
 #include "vivim/identity.h"
 
-#define VV_CONFIG_MAX_LINE_BYTES     4096 /* a value longer than this is surely a mistake */
-#define VV_CONFIG_MAX_BOOTSTRAP      64   /* bootstrap peers; more belong in DNS */
-#define VV_CONFIG_MAX_PATH_BYTES     4096
+#define VV_CONFIG_MAX_LINE_BYTES 4096 /* a value longer than this is surely a mistake */
+#define VV_CONFIG_MAX_BOOTSTRAP  64   /* bootstrap peers; more belong in DNS */
+#define VV_CONFIG_MAX_PATH_BYTES 4096
 
 enum key_type {
     KEY_STRING, /* free text */
@@ -28,8 +28,8 @@ enum key_type {
     KEY_U32,
     KEY_BOOL,
     KEY_LEVEL,
-    KEY_HOSTPORT,      /* host:port, [v6]:port */
-    KEY_HOSTPORT_OPT,  /* same, or "" to disable */
+    KEY_HOSTPORT,     /* host:port, [v6]:port */
+    KEY_HOSTPORT_OPT, /* same, or "" to disable */
     KEY_NODE_TYPE,
     KEY_BOOTSTRAP,
     KEY_REGISTRY_URL,
@@ -62,7 +62,7 @@ static const struct key_def keys[] = {
 };
 #undef F
 
-static const char *const node_types[] = {"bootstrap", "relay",  "indexer",     "storage",
+static const char *const node_types[] = {"bootstrap", "relay",  "indexer",    "storage",
                                          "edge",      "client", "self_hosted"};
 
 void vv_config_defaults(struct vv_config *cfg)
@@ -221,8 +221,8 @@ static int check_bootstrap(const char *v, char *why, size_t why_len)
         char host[256];
         uint16_t port;
         if (vv_config_split_hostport(tok, host, sizeof(host), &port) != 0 || port == 0) {
-            snprintf(why, why_len,
-                     "bootstrap peer '%.80s': expected host:port or nodeid@host:port", tok);
+            snprintf(why, why_len, "bootstrap peer '%.80s': expected host:port or nodeid@host:port",
+                     tok);
             rc = VV_ECONFIG_VALUE;
             break;
         }
@@ -308,9 +308,9 @@ static int set_key(struct vv_config *cfg, const struct key_def *k, const char *v
 
 struct parse_ctx {
     struct vv_config *cfg;
-    int line;       /* line of the key being handled, counted by our own pass */
-    int rc;         /* first error */
-    char why[256];  /* its message, without the file:line prefix */
+    int line;      /* line of the key being handled, counted by our own pass */
+    int rc;        /* first error */
+    char why[256]; /* its message, without the file:line prefix */
     uint8_t seen[sizeof(keys) / sizeof(keys[0])];
     const char *text; /* to find the line of a key: inih's handler is not told */
     size_t len;
@@ -348,8 +348,7 @@ static int handler(void *user, const char *section, const char *name, const char
     if (!known_section)
         snprintf(ctx->why, sizeof(ctx->why), "unknown section [%.64s]", section);
     else
-        snprintf(ctx->why, sizeof(ctx->why), "unknown key '%.64s' in section [%s]", name,
-                 section);
+        snprintf(ctx->why, sizeof(ctx->why), "unknown key '%.64s' in section [%s]", name, section);
     ctx->rc = VV_ECONFIG_UNKNOWN;
     return 0;
 }

@@ -198,8 +198,7 @@ static bool is_self(const struct vv_connmgr *cm, const uint8_t *id)
 
 static void send_buf(struct vv_connmgr *cm, struct peer *p, msgpack_sbuffer *sb)
 {
-    if (vv_env_send(cm->env, p->pub.id, VV_CHANNEL_CONN, (const uint8_t *)sb->data, sb->size) ==
-        0)
+    if (vv_env_send(cm->env, p->pub.id, VV_CHANNEL_CONN, (const uint8_t *)sb->data, sb->size) == 0)
         p->pub.msgs_out++;
     msgpack_sbuffer_destroy(sb);
 }
@@ -284,9 +283,9 @@ static void send_pex_response(struct vv_connmgr *cm, struct peer *to, uint32_t w
         for (uint32_t k = 0; k < cm->n_peers && n < want; k++) {
             uint32_t i = (start + k) % cm->n_peers;
             struct peer *p = &cm->peers[i];
-            bool eligible = pass == 0 ? p->pub.connected && !p->closing
-                                      : !p->pub.connected && p->pub.failures == 0 &&
-                                            p->pub.reputation >= 0;
+            bool eligible =
+                pass == 0 ? p->pub.connected && !p->closing
+                          : !p->pub.connected && p->pub.failures == 0 && p->pub.reputation >= 0;
             if (p != to && eligible && p->pub.id_known && p->pub.address[0] != '\0')
                 picked[n++] = i;
         }
@@ -416,7 +415,8 @@ static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], cons
             /* Only the answer to our ping in flight counts; a stale or forged one is ignored. */
             if (x == p->ping_nonce && y == p->last_ping_ms && now >= y) {
                 uint32_t rtt = (uint32_t)VV_MIN(now - y, UINT32_MAX);
-                p->pub.rtt_ms = p->pub.rtt_ms == 0 ? (rtt ? rtt : 1) : (7 * p->pub.rtt_ms + rtt) / 8;
+                p->pub.rtt_ms =
+                    p->pub.rtt_ms == 0 ? (rtt ? rtt : 1) : (7 * p->pub.rtt_ms + rtt) / 8;
                 p->ping_nonce = 0;
                 if (p->pub.reputation < VV_CONNMGR_REPUTATION_MAX)
                     p->pub.reputation++;
@@ -467,7 +467,8 @@ static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], cons
 static uint64_t backoff_ms(struct vv_connmgr *cm, uint32_t failures)
 {
     uint32_t shift = failures > 0 ? VV_MIN(failures - 1, 20u) : 0;
-    uint64_t d = VV_MIN((uint64_t)cm->cfg.backoff_base_ms << shift, (uint64_t)cm->cfg.backoff_max_ms);
+    uint64_t d =
+        VV_MIN((uint64_t)cm->cfg.backoff_base_ms << shift, (uint64_t)cm->cfg.backoff_max_ms);
     /* Equal jitter: half fixed, half random, so retries of many nodes spread out. */
     return d / 2 + vv_env_random_below(cm->env, d / 2 + 1);
 }
@@ -636,8 +637,8 @@ static void tick(struct vv_env *env, void *arg)
     }
 
     /* Peer exchange: ask one random neighbour, more often while we are short of peers. */
-    uint64_t every = cm->connected < cm->cfg.low_water ? cm->cfg.pex_interval_ms / 10
-                                                       : cm->cfg.pex_interval_ms;
+    uint64_t every =
+        cm->connected < cm->cfg.low_water ? cm->cfg.pex_interval_ms / 10 : cm->cfg.pex_interval_ms;
     if (cm->connected > 0 && now - cm->last_pex_ms >= every) {
         uint32_t pick = (uint32_t)vv_env_random_below(env, cm->connected);
         for (uint32_t i = 0; i < cm->n_peers; i++) {
@@ -769,8 +770,7 @@ const struct vv_connmgr_stats *vv_connmgr_stats(const struct vv_connmgr *cm)
 }
 
 uint32_t vv_connmgr_select(const struct vv_connmgr *cm, uint32_t caps, const char *region,
-                           int32_t min_reputation, const struct vv_connmgr_peer **out,
-                           uint32_t max)
+                           int32_t min_reputation, const struct vv_connmgr_peer **out, uint32_t max)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < cm->n_peers && n < max; i++) {

@@ -90,8 +90,7 @@ int vv_identity_load_or_create(const char *state_dir, struct vv_identity *id, ch
     memset(id, 0, sizeof(*id));
     if (mkdir(state_dir, 0700) != 0 && errno != EEXIST) {
         int rc = -errno;
-        snprintf(err, err_len, "cannot create state directory %s: %s", state_dir,
-                 strerror(errno));
+        snprintf(err, err_len, "cannot create state directory %s: %s", state_dir, strerror(errno));
         return rc;
     }
     char path[4200];
@@ -123,9 +122,8 @@ int vv_identity_load_or_create(const char *state_dir, struct vv_identity *id, ch
     }
     if (st.st_mode & 077) {
         close(fd);
-        snprintf(err, err_len,
-                 "%s is readable by group or others (mode %03o); run: chmod 600 %s", path,
-                 (unsigned)(st.st_mode & 0777), path);
+        snprintf(err, err_len, "%s is readable by group or others (mode %03o); run: chmod 600 %s",
+                 path, (unsigned)(st.st_mode & 0777), path);
         return VV_EKEY_PERM;
     }
     if (st.st_size != VV_ED25519_SK_BYTES) {

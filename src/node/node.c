@@ -68,8 +68,7 @@ int vv_node_start(struct vv_node *n)
         const struct vv_module *m = n->modules[i];
         rc = m->init ? m->init(n) : 0;
         if (rc != 0) {
-            vv_log_error("node", "module %s failed to initialise: %s", m->name,
-                         vv_strerror(rc));
+            vv_log_error("node", "module %s failed to initialise: %s", m->name, vv_strerror(rc));
             n->module_states[i] = VV_MODULE_FAILED;
         } else {
             n->module_states[i] = VV_MODULE_INITIALIZED;

@@ -14,13 +14,13 @@
 #include "sim.h"
 #include "vivim/common.h"
 
-#define PINGNET_INTERVAL_MS 1000
-#define PINGNET_PAYLOAD_MAX 64
+#define PINGNET_INTERVAL_MS   1000
+#define PINGNET_PAYLOAD_MAX   64
 #define PINGNET_ROTATE_ONE_IN 20 /* ticks; a full node drops a random link this often */
 
 struct pingnet_params {
-    uint32_t want;     /* connections each node tries to keep */
-    uint32_t *group;   /* if set, count messages received across groups */
+    uint32_t want;   /* connections each node tries to keep */
+    uint32_t *group; /* if set, count messages received across groups */
 };
 
 struct pingnet {

@@ -35,8 +35,8 @@ static void evil_tick(struct vv_env *env, void *arg)
 {
     struct app *a = arg;
     /* Garbage to every connected peer: not msgpack, or msgpack of the wrong shape. */
-    static const uint8_t junk[][6] = {{0xc1, 0xc1, 0xc1, 0, 0, 0}, {0x93, 0x01, 0xa1, 'x', 0, 0},
-                                      {0x92, 0x04, 0x91, 0x01, 0, 0}};
+    static const uint8_t junk[][6] = {
+        {0xc1, 0xc1, 0xc1, 0, 0, 0}, {0x93, 0x01, 0xa1, 'x', 0, 0}, {0x92, 0x04, 0x91, 0x01, 0, 0}};
     for (uint32_t i = 0; i < vv_connmgr_known_count(a->cm); i++) {
         const struct vv_connmgr_peer *p = vv_connmgr_peer_at(a->cm, i);
         if (p->connected)

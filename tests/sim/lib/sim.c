@@ -90,7 +90,7 @@ struct vv_sim {
     struct event *heap;
     size_t heap_len, heap_cap;
     struct sim_node *nodes;
-    uint32_t n_nodes; /* created so far (including pending joins) */
+    uint32_t n_nodes;      /* created so far (including pending joins) */
     uint32_t *index_table; /* open addressing: node ID prefix -> index + 1 */
     uint32_t index_cap;
     uint32_t *partition; /* group per node, or NULL */
@@ -290,8 +290,8 @@ static bool partitioned(const struct vv_sim *sim, uint32_t a, uint32_t b)
 
 static uint64_t latency_us(struct vv_sim *sim, uint32_t a, uint32_t b)
 {
-    uint64_t base = (uint64_t)sim->cfg.latency_ms[sim->nodes[a].region][sim->nodes[b].region] *
-                    1000;
+    uint64_t base =
+        (uint64_t)sim->cfg.latency_ms[sim->nodes[a].region][sim->nodes[b].region] * 1000;
     uint64_t jitter = base * sim->cfg.jitter_pct / 100;
     return base + (jitter ? rng_next(sim->rng) % (jitter + 1) : 0);
 }
@@ -785,8 +785,8 @@ void vv_sim_partition_at(struct vv_sim *sim, uint64_t t_ms, const uint32_t *grou
         copy = vv_xmalloc(sim->cfg.max_nodes * sizeof(*copy));
         memcpy(copy, group, sim->cfg.max_nodes * sizeof(*copy));
     }
-    push(sim, (struct event){.t_us = t_ms * 1000, .kind = EV_PARTITION, .ptr = copy,
-                             .node = UINT32_MAX});
+    push(sim, (struct event){
+                  .t_us = t_ms * 1000, .kind = EV_PARTITION, .ptr = copy, .node = UINT32_MAX});
 }
 
 void vv_sim_at(struct vv_sim *sim, uint64_t t_ms, void (*fn)(struct vv_sim *sim, void *arg),

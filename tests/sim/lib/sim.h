@@ -43,10 +43,10 @@ struct vv_sim_config {
     uint32_t n_regions; /* 1..VV_SIM_MAX_REGIONS; node i is in region i % n_regions */
     /* One-way latency between regions in ms; 0 everywhere = the built-in table. */
     uint32_t latency_ms[VV_SIM_MAX_REGIONS][VV_SIM_MAX_REGIONS];
-    uint32_t jitter_pct;          /* jitter as a percentage of the latency, uniform */
-    double loss;                  /* probability a message is dropped, 0..1 */
-    uint64_t uplink_bytes_per_s;  /* per node; 0 = unlimited */
-    uint32_t fail_detect_ms;      /* how long until peers notice a crash or partition */
+    uint32_t jitter_pct;                 /* jitter as a percentage of the latency, uniform */
+    double loss;                         /* probability a message is dropped, 0..1 */
+    uint64_t uplink_bytes_per_s;         /* per node; 0 = unlimited */
+    uint32_t fail_detect_ms;             /* how long until peers notice a crash or partition */
     uint32_t per_message_overhead_bytes; /* framing + encryption added to every message */
 };
 

@@ -17,7 +17,7 @@ static void test_hex_round_trips_and_rejects_bad_digits(void **state)
     assert_int_equal(vv_hex_decode(hex, back, 4), 0);
     assert_memory_equal(back, bytes, 4);
     assert_int_equal(vv_hex_decode("009fa0fg", back, 4), VV_EINVAL);
-    assert_int_equal(vv_hex_decode("009fa0", back, 4), VV_EINVAL);    /* too short */
+    assert_int_equal(vv_hex_decode("009fa0", back, 4), VV_EINVAL);     /* too short */
     assert_int_equal(vv_hex_decode("009fa0ff00", back, 4), VV_EINVAL); /* too long */
 }
 

@@ -112,10 +112,12 @@ static void test_each_bad_file_names_its_line(void **state)
         {"[registry]\nurl = mysql://x\n", VV_ECONFIG_VALUE,
          "test.conf:2: [registry] url: expected empty (SQLite in the state directory) or a "
          "postgresql:// URL"},
-        {"[node]\nstate_dir =\n", VV_ECONFIG_VALUE, "test.conf:2: [node] state_dir: expected a path"},
+        {"[node]\nstate_dir =\n", VV_ECONFIG_VALUE,
+         "test.conf:2: [node] state_dir: expected a path"},
         {"[log]\nlevel = info\nlevel = debug\n", VV_ECONFIG_VALUE,
          "test.conf:3: [log] level is set twice"},
-        {"state_dir = /x\n", VV_ECONFIG_SYNTAX, "test.conf:1: 'state_dir' is outside any [section]"},
+        {"state_dir = /x\n", VV_ECONFIG_SYNTAX,
+         "test.conf:1: 'state_dir' is outside any [section]"},
         {"[node]\njust some words\n", VV_ECONFIG_SYNTAX,
          "test.conf:2: syntax error (expected [section], key = value or a comment)"},
         {"[node\n", VV_ECONFIG_SYNTAX,
@@ -126,8 +128,7 @@ static void test_each_bad_file_names_its_line(void **state)
         char err[VV_CONFIG_ERR_BYTES];
         int rc = parse(cases[i].text, &cfg, err);
         if (rc != cases[i].rc || strcmp(err, cases[i].msg) != 0)
-            fail_msg("case %zu: got %d '%s', want %d '%s'", i, rc, err, cases[i].rc,
-                     cases[i].msg);
+            fail_msg("case %zu: got %d '%s', want %d '%s'", i, rc, err, cases[i].rc, cases[i].msg);
     }
 }
 

@@ -139,14 +139,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_first_start_creates_0600_key_and_node_id_is_sha256_of_pk, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_second_start_loads_the_same_identity, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_second_start_loads_the_same_identity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_readable_key_is_refused_and_left_alone, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_wrong_size_key_is_refused_never_overwritten, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_key_whose_halves_disagree_is_corrupt, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_key_whose_halves_disagree_is_corrupt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

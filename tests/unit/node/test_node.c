@@ -121,8 +121,7 @@ static void test_failed_start_stops_what_already_started(void **state)
     assert_int_equal(f->node.module_states[1], VV_MODULE_FAILED);
     assert_string_equal(f->node.modules[1]->name, "broken");
     assert_string_equal(vv_module_state_name(f->node.module_states[1]), "failed");
-    assert_string_equal(trace,
-                        "init:a init:broken init:b start:a start:broken stop:a");
+    assert_string_equal(trace, "init:a init:broken init:b start:a start:broken stop:a");
 }
 
 static void test_reload_applies_log_level_and_keeps_config_on_bad_file(void **state)
@@ -180,8 +179,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_start_stops_what_already_started, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(
-            test_reload_applies_log_level_and_keeps_config_on_bad_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_applies_log_level_and_keeps_config_on_bad_file,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_request_fires_once_and_blocks_reload, setup,
                                         teardown),
     };

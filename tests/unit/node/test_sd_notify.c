@@ -19,7 +19,8 @@ static int listen_dgram(const char *name, bool abstract)
     memcpy(sa.sun_path, name, len);
     if (abstract)
         sa.sun_path[0] = '\0';
-    if (bind(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) != 0)
+    if (bind(fd, (struct sockaddr *)&sa,
+             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) != 0)
         return -1;
     return fd;
 }

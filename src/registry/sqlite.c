@@ -1,0 +1,706 @@
+/*
+ * The registry's embedded backend: one SQLite file in the state directory, WAL mode,
+ * every statement run on the thread pool through vv_sqlite (one job at a time), so the loop
+ * never waits on disk. A request is acknowledged (callback with status 0) only after its
+ * transaction committed.
+ *
+ * Paging is keyset-based: a cursor is the last key of the previous page, so pages stay
+ * stable and cheap however deep they go.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vivim/common.h"
+#include "vivim/log.h"
+#include "vivim/registry.h"
+#include "vivim/sqlite_worker.h"
+
+/* Append-only: a released vivimd's migrations are never edited, only followed by new ones. */
+static const char *const migrations[] = {
+    "CREATE TABLE records ("
+    "  id TEXT PRIMARY KEY,"
+    "  content_id TEXT NOT NULL,"
+    "  owner_did TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  audience_type TEXT NOT NULL,"
+    "  expires_at INTEGER,"
+    "  status TEXT NOT NULL,"
+    "  replica_count INTEGER NOT NULL,"
+    "  access_count INTEGER NOT NULL DEFAULT 0,"
+    "  last_access INTEGER,"
+    "  doc TEXT NOT NULL);"
+    "CREATE INDEX records_owner ON records(owner_did, id);"
+    "CREATE INDEX records_expiry ON records(expires_at, id)"
+    "  WHERE status = 'active' AND expires_at IS NOT NULL;"
+    "CREATE TABLE record_audience ("
+    "  audience_type TEXT NOT NULL, target TEXT NOT NULL,"
+    "  record_id TEXT NOT NULL REFERENCES records(id) ON DELETE CASCADE,"
+    "  PRIMARY KEY (audience_type, target, record_id)) WITHOUT ROWID;"
+    "CREATE INDEX record_audience_record ON record_audience(record_id);"
+    "CREATE TABLE access_log ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  record_id TEXT NOT NULL, at INTEGER NOT NULL, actor TEXT NOT NULL,"
+    "  action TEXT NOT NULL);"
+    "CREATE INDEX access_log_record ON access_log(record_id, seq);",
+    NULL,
+};
+
+enum op {
+    OP_REGISTER,
+    OP_UPDATE,
+    OP_DEREGISTER,
+    OP_FIND_ID,
+    OP_FIND_OWNER,
+    OP_FIND_AUDIENCE,
+    OP_FIND_EXPIRED,
+    OP_LOG_ACCESS,
+    OP_STATS,
+    OP_ACCESS_LOG,
+};
+
+struct vv_registry {
+    uv_loop_t *loop;
+    struct vv_sqlite *db;
+    struct vv_registry_config cfg;
+    unsigned queued;
+    bool closing;
+    void (*open_cb)(int status, const char *msg, void *arg);
+    void *open_arg;
+    void (*close_cb)(void *arg);
+    void *close_arg;
+};
+
+struct request {
+    struct vv_sqlite_job job;
+    struct vv_registry *reg;
+    enum op op;
+    char *a, *b, *c, *d; /* string parameters, op-specific; owned */
+    char *doc;           /* serialized record or patch */
+    uint64_t n;          /* now, at, or similar */
+    uint32_t limit;
+    vv_registry_cb cb;
+    void *arg;
+    /* results, written on the pool thread */
+    int status;
+    json_t *result;
+    char msg[256];
+};
+
+/* ---- helpers on the pool thread ---------------------------------------------------------- */
+
+static int prep(sqlite3 *db, struct request *rq, const char *sql, sqlite3_stmt **st)
+{
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
+        snprintf(rq->msg, sizeof(rq->msg), "prepare: %s", sqlite3_errmsg(db));
+        rq->status = VV_EIO;
+        return -1;
+    }
+    return 0;
+}
+
+static void db_error(sqlite3 *db, struct request *rq)
+{
+    snprintf(rq->msg, sizeof(rq->msg), "%s", sqlite3_errmsg(db));
+    rq->status = sqlite3_errcode(db) == SQLITE_BUSY ? VV_EBUSY : VV_EIO;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s == NULL)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+static json_t *load_doc(sqlite3_stmt *st, int col)
+{
+    const char *text = (const char *)sqlite3_column_text(st, col);
+    return text ? json_loads(text, 0, NULL) : NULL;
+}
+
+static bool exec_sql(sqlite3 *db, struct request *rq, const char *sql)
+{
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        db_error(db, rq);
+        return false;
+    }
+    return true;
+}
+
+/* Writes the record row and its audience rows (inside the caller's transaction). */
+static bool write_record(sqlite3 *db, struct request *rq, json_t *rec, bool insert)
+{
+    sqlite3_stmt *st;
+    const char *sql = insert ? "INSERT INTO records (id, content_id, owner_did, created_at, "
+                               "audience_type, expires_at, status, replica_count, doc) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                             : "UPDATE records SET content_id = ?2, owner_did = ?3, "
+                               "created_at = ?4, audience_type = ?5, expires_at = ?6, "
+                               "status = ?7, replica_count = ?8, doc = ?9 WHERE id = ?1";
+    if (prep(db, rq, sql, &st) != 0)
+        return false;
+    json_t *aud = json_object_get(rec, "audience");
+    json_t *exp = json_object_get(json_object_get(rec, "schedule"), "expiresAt");
+    char *doc = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+    bind_text(st, 1, json_string_value(json_object_get(rec, "id")));
+    bind_text(st, 2, json_string_value(json_object_get(rec, "contentId")));
+    bind_text(st, 3, json_string_value(json_object_get(rec, "ownerDid")));
+    sqlite3_bind_int64(st, 4, json_integer_value(json_object_get(rec, "createdAt")));
+    bind_text(st, 5, json_string_value(json_object_get(aud, "type")));
+    if (json_is_integer(exp))
+        sqlite3_bind_int64(st, 6, json_integer_value(exp));
+    else
+        sqlite3_bind_null(st, 6);
+    bind_text(st, 7, json_string_value(json_object_get(rec, "status")));
+    sqlite3_bind_int64(st, 8, json_integer_value(json_object_get(rec, "replicaCount")));
+    bind_text(st, 9, doc);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    free(doc);
+    if (rc != SQLITE_DONE) {
+        if (rc == SQLITE_CONSTRAINT) {
+            rq->status = VV_EEXIST;
+            snprintf(rq->msg, sizeof(rq->msg), "a record with this id exists");
+        } else {
+            db_error(db, rq);
+        }
+        return false;
+    }
+    /* Audience index: one row per target ('' for public), rebuilt on every write. */
+    const char *id = json_string_value(json_object_get(rec, "id"));
+    if (!insert) {
+        if (prep(db, rq, "DELETE FROM record_audience WHERE record_id = ?1", &st) != 0)
+            return false;
+        bind_text(st, 1, id);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) {
+            db_error(db, rq);
+            return false;
+        }
+    }
+    if (prep(db, rq,
+             "INSERT OR IGNORE INTO record_audience (audience_type, target, record_id) "
+             "VALUES (?1, ?2, ?3)",
+             &st) != 0)
+        return false;
+    json_t *targets = json_object_get(aud, "targets");
+    size_t n = json_array_size(targets);
+    for (size_t i = 0; i < (n ? n : 1); i++) {
+        sqlite3_reset(st);
+        bind_text(st, 1, json_string_value(json_object_get(aud, "type")));
+        bind_text(st, 2, n ? json_string_value(json_array_get(targets, i)) : "");
+        bind_text(st, 3, id);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            sqlite3_finalize(st);
+            db_error(db, rq);
+            return false;
+        }
+    }
+    sqlite3_finalize(st);
+    return true;
+}
+
+static json_t *read_record(sqlite3 *db, struct request *rq, const char *id)
+{
+    sqlite3_stmt *st;
+    if (prep(db, rq, "SELECT doc FROM records WHERE id = ?1", &st) != 0)
+        return NULL;
+    bind_text(st, 1, id);
+    json_t *rec = NULL;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        rec = load_doc(st, 0);
+    } else if (rc == SQLITE_DONE) {
+        rq->status = VV_ENOTFOUND;
+        snprintf(rq->msg, sizeof(rq->msg), "no record with this id");
+    } else {
+        db_error(db, rq);
+    }
+    sqlite3_finalize(st);
+    return rec;
+}
+
+/* Runs a paged query whose rows are (doc, cursor-key); builds {records, nextCursor}. */
+static void page(sqlite3 *db, struct request *rq, sqlite3_stmt *st, int limit_param)
+{
+    sqlite3_bind_int(st, limit_param, (int)rq->limit + 1);
+    json_t *records = json_array();
+    json_t *next = json_null();
+    int rc;
+    uint32_t count = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == rq->limit) {
+            /* One more row exists: the cursor is the key of the last row returned. */
+            json_decref(next);
+            next = json_string(rq->d);
+            break;
+        }
+        json_t *rec = load_doc(st, 0);
+        if (rec)
+            json_array_append_new(records, rec);
+        vv_free(rq->d);
+        rq->d = vv_xstrdup((const char *)sqlite3_column_text(st, 1));
+        count++;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        db_error(db, rq);
+        json_decref(records);
+        json_decref(next);
+        sqlite3_finalize(st);
+        return;
+    }
+    sqlite3_finalize(st);
+    rq->result = json_pack("{s:o, s:o}", "records", records, "nextCursor", next);
+}
+
+static void work(sqlite3 *db, struct vv_sqlite_job *job)
+{
+    struct request *rq = VV_CONTAINER_OF(job, struct request, job);
+    sqlite3_stmt *st;
+    switch (rq->op) {
+    case OP_REGISTER: {
+        json_t *rec = json_loads(rq->doc, 0, NULL);
+        if (!exec_sql(db, rq, "BEGIN IMMEDIATE")) {
+            json_decref(rec);
+            return;
+        }
+        if (write_record(db, rq, rec, true)) {
+            if (exec_sql(db, rq, "COMMIT"))
+                rq->result = json_incref(rec);
+        } else {
+            exec_sql(db, &(struct request){0}, "ROLLBACK");
+            if (rq->status == VV_EEXIST) {
+                /* A retry of the same registration converges: same id, same content and
+                 * owner returns the stored record. */
+                rq->status = 0;
+                json_t *cur = read_record(db, rq, json_string_value(json_object_get(rec, "id")));
+                if (cur &&
+                    json_equal(json_object_get(cur, "contentId"),
+                               json_object_get(rec, "contentId")) &&
+                    json_equal(json_object_get(cur, "ownerDid"),
+                               json_object_get(rec, "ownerDid"))) {
+                    rq->result = cur;
+                } else {
+                    json_decref(cur);
+                    rq->status = VV_EEXIST;
+                    snprintf(rq->msg, sizeof(rq->msg), "a different record with this id exists");
+                }
+            }
+        }
+        json_decref(rec);
+        return;
+    }
+    case OP_UPDATE: {
+        if (!exec_sql(db, rq, "BEGIN IMMEDIATE"))
+            return;
+        json_t *cur = read_record(db, rq, rq->a);
+        json_t *patch = json_loads(rq->doc, 0, NULL), *merged = NULL;
+        if (cur != NULL) {
+            int rc = vv_record_apply_update(cur, patch, &merged, rq->msg, sizeof(rq->msg));
+            if (rc != 0)
+                rq->status = rc;
+            else if (write_record(db, rq, merged, false) && exec_sql(db, rq, "COMMIT"))
+                rq->result = json_incref(merged);
+        }
+        if (rq->result == NULL)
+            exec_sql(db, &(struct request){0}, "ROLLBACK");
+        json_decref(cur);
+        json_decref(patch);
+        json_decref(merged);
+        return;
+    }
+    case OP_DEREGISTER:
+        if (!exec_sql(db, rq, "BEGIN IMMEDIATE"))
+            return;
+        if (prep(db, rq, "DELETE FROM records WHERE id = ?1", &st) != 0) {
+            exec_sql(db, &(struct request){0}, "ROLLBACK");
+            return;
+        }
+        bind_text(st, 1, rq->a);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            db_error(db, rq);
+        } else if (sqlite3_changes(db) == 0) {
+            rq->status = VV_ENOTFOUND;
+            snprintf(rq->msg, sizeof(rq->msg), "no record with this id");
+        }
+        sqlite3_finalize(st);
+        if (rq->status == 0 &&
+            prep(db, rq, "DELETE FROM access_log WHERE record_id = ?1", &st) == 0) {
+            bind_text(st, 1, rq->a);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                db_error(db, rq);
+            sqlite3_finalize(st);
+        }
+        if (rq->status == 0 && exec_sql(db, rq, "COMMIT"))
+            rq->result = json_pack("{s:s, s:b}", "id", rq->a, "deregistered", 1);
+        else
+            exec_sql(db, &(struct request){0}, "ROLLBACK");
+        return;
+    case OP_FIND_ID:
+        rq->result = read_record(db, rq, rq->a);
+        return;
+    case OP_FIND_OWNER:
+        if (prep(db, rq,
+                 "SELECT doc, id FROM records WHERE owner_did = ?1 AND id > ?2 "
+                 "ORDER BY id LIMIT ?3",
+                 &st) != 0)
+            return;
+        bind_text(st, 1, rq->a);
+        bind_text(st, 2, rq->b ? rq->b : "");
+        page(db, rq, st, 3);
+        return;
+    case OP_FIND_AUDIENCE:
+        if (prep(db, rq,
+                 "SELECT r.doc, r.id FROM record_audience a JOIN records r ON r.id = a.record_id "
+                 "WHERE a.audience_type = ?1 AND a.target = ?2 AND a.record_id > ?3 "
+                 "ORDER BY a.record_id LIMIT ?4",
+                 &st) != 0)
+            return;
+        bind_text(st, 1, rq->a);
+        bind_text(st, 2, rq->c ? rq->c : "");
+        bind_text(st, 3, rq->b ? rq->b : "");
+        page(db, rq, st, 4);
+        return;
+    case OP_FIND_EXPIRED: {
+        /* Cursor "expiresAt:id". */
+        int64_t after_t = -1;
+        const char *after_id = "";
+        if (rq->b) {
+            char *colon = strchr(rq->b, ':');
+            after_t = strtoll(rq->b, NULL, 10);
+            after_id = colon ? colon + 1 : "";
+        }
+        if (prep(db, rq,
+                 "SELECT doc, expires_at || ':' || id FROM records "
+                 "WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= ?1 "
+                 "AND (expires_at > ?2 OR (expires_at = ?2 AND id > ?3)) "
+                 "ORDER BY expires_at, id LIMIT ?4",
+                 &st) != 0)
+            return;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)rq->n);
+        sqlite3_bind_int64(st, 2, after_t);
+        bind_text(st, 3, after_id);
+        page(db, rq, st, 4);
+        return;
+    }
+    case OP_LOG_ACCESS: {
+        if (!exec_sql(db, rq, "BEGIN IMMEDIATE"))
+            return;
+        bool ok = prep(db, rq,
+                       "UPDATE records SET access_count = access_count + 1, last_access = ?2 "
+                       "WHERE id = ?1",
+                       &st) == 0;
+        if (ok) {
+            bind_text(st, 1, rq->a);
+            sqlite3_bind_int64(st, 2, (sqlite3_int64)rq->n);
+            ok = sqlite3_step(st) == SQLITE_DONE;
+            if (!ok)
+                db_error(db, rq);
+            else if (sqlite3_changes(db) == 0) {
+                ok = false;
+                rq->status = VV_ENOTFOUND;
+                snprintf(rq->msg, sizeof(rq->msg), "no record with this id");
+            }
+            sqlite3_finalize(st);
+        }
+        if (ok && (ok = prep(db, rq,
+                             "INSERT INTO access_log (record_id, at, actor, action) "
+                             "VALUES (?1, ?2, ?3, ?4)",
+                             &st) == 0)) {
+            bind_text(st, 1, rq->a);
+            sqlite3_bind_int64(st, 2, (sqlite3_int64)rq->n);
+            bind_text(st, 3, rq->b);
+            bind_text(st, 4, rq->c);
+            ok = sqlite3_step(st) == SQLITE_DONE;
+            if (!ok)
+                db_error(db, rq);
+            sqlite3_finalize(st);
+        }
+        /* Retention: the log never holds more than access_log_max_rows rows. */
+        if (ok && (ok = prep(db, rq, "DELETE FROM access_log WHERE seq <= last_insert_rowid() - ?1",
+                             &st) == 0)) {
+            sqlite3_bind_int64(st, 1, rq->reg->cfg.access_log_max_rows);
+            ok = sqlite3_step(st) == SQLITE_DONE;
+            if (!ok)
+                db_error(db, rq);
+            sqlite3_finalize(st);
+        }
+        if (ok && exec_sql(db, rq, "COMMIT"))
+            rq->result = json_pack("{s:s, s:I}", "id", rq->a, "at", (json_int_t)rq->n);
+        else
+            exec_sql(db, &(struct request){0}, "ROLLBACK");
+        return;
+    }
+    case OP_STATS:
+        if (prep(db, rq,
+                 "SELECT access_count, replica_count, last_access FROM records WHERE id = ?1",
+                 &st) != 0)
+            return;
+        bind_text(st, 1, rq->a);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            json_t *last = sqlite3_column_type(st, 2) == SQLITE_NULL
+                               ? json_null()
+                               : json_integer(sqlite3_column_int64(st, 2));
+            rq->result = json_pack("{s:I, s:I, s:o}", "accessCount",
+                                   (json_int_t)sqlite3_column_int64(st, 0), "replicaCount",
+                                   (json_int_t)sqlite3_column_int64(st, 1), "lastAccess", last);
+        } else if (rc == SQLITE_DONE) {
+            rq->status = VV_ENOTFOUND;
+            snprintf(rq->msg, sizeof(rq->msg), "no record with this id");
+        } else {
+            db_error(db, rq);
+        }
+        sqlite3_finalize(st);
+        return;
+    case OP_ACCESS_LOG: {
+        if (prep(db, rq,
+                 "SELECT json_object('at', at, 'actor', actor, 'action', action), seq "
+                 "FROM access_log WHERE record_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                 &st) != 0)
+            return;
+        bind_text(st, 1, rq->a);
+        sqlite3_bind_int64(st, 2, rq->b ? strtoll(rq->b, NULL, 10) : INT64_MAX);
+        page(db, rq, st, 3);
+        if (rq->result) {
+            /* The page helper calls the list "records"; a log page has "entries". */
+            json_t *entries = json_object_get(rq->result, "records");
+            json_object_set(rq->result, "entries", entries);
+            json_object_del(rq->result, "records");
+        }
+        return;
+    }
+    }
+}
+
+/* ---- loop side ------------------------------------------------------------------------- */
+
+static void done(struct vv_sqlite_job *job, int status)
+{
+    struct request *rq = VV_CONTAINER_OF(job, struct request, job);
+    struct vv_registry *r = rq->reg;
+    r->queued--;
+    int st = status == UV_ECANCELED ? VV_ECLOSED : status != 0 ? status : rq->status;
+    if (st != 0 && rq->result) {
+        json_decref(rq->result);
+        rq->result = NULL;
+    }
+    if (st != 0 && rq->msg[0] == '\0')
+        vv_strlcpy(rq->msg, vv_strerror(st), sizeof(rq->msg));
+    if (st == VV_EIO)
+        vv_log_warn("registry", "request failed: %s", rq->msg);
+    rq->cb(st, st == 0 ? rq->result : NULL, st == 0 ? NULL : rq->msg, rq->arg);
+    json_decref(rq->result);
+    vv_free(rq->a);
+    vv_free(rq->b);
+    vv_free(rq->c);
+    vv_free(rq->d);
+    vv_free(rq->doc);
+    vv_free(rq);
+}
+
+static struct request *new_request(struct vv_registry *r, enum op op, vv_registry_cb cb, void *arg)
+{
+    struct request *rq = vv_xcalloc(1, sizeof(*rq));
+    rq->reg = r;
+    rq->op = op;
+    rq->cb = cb;
+    rq->arg = arg;
+    return rq;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? vv_xstrdup(s) : NULL;
+}
+
+static int submit(struct vv_registry *r, struct request *rq)
+{
+    if (r->closing || r->queued >= r->cfg.max_queue) {
+        int rc = r->closing ? VV_ECLOSED : VV_EBUSY;
+        vv_free(rq->a);
+        vv_free(rq->b);
+        vv_free(rq->c);
+        vv_free(rq->doc);
+        vv_free(rq);
+        return rc;
+    }
+    r->queued++;
+    return vv_sqlite_submit(r->db, &rq->job, work, done);
+}
+
+/* Cursors come from clients: bounded and of the characters our keys use. */
+static bool cursor_ok(const char *c)
+{
+    if (c == NULL)
+        return true;
+    size_t n = strlen(c);
+    if (n == 0 || n > VV_CURSOR_MAX_BYTES)
+        return false;
+    for (; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-' || *c == '_' || *c == ':'))
+            return false;
+    return true;
+}
+
+static uint32_t clamp_limit(uint32_t limit)
+{
+    return limit == 0 ? VV_REGISTRY_DEFAULT_PAGE : VV_MIN(limit, VV_REGISTRY_MAX_PAGE);
+}
+
+int vv_registry_register(struct vv_registry *r, const json_t *record, vv_registry_cb cb, void *arg)
+{
+    /* Validation happens before anything is queued: a bad record costs no disk work. The
+     * caller passes the normalized record (vv_record_validate); check it again cheaply. */
+    if (!json_is_object(record) || !json_is_string(json_object_get(record, "id")))
+        return VV_EINVAL;
+    struct request *rq = new_request(r, OP_REGISTER, cb, arg);
+    char *doc = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
+    rq->doc = vv_xstrdup(doc);
+    free(doc);
+    return submit(r, rq);
+}
+
+int vv_registry_update(struct vv_registry *r, const char *id, const json_t *patch,
+                       vv_registry_cb cb, void *arg)
+{
+    struct request *rq = new_request(r, OP_UPDATE, cb, arg);
+    rq->a = vv_xstrdup(id);
+    char *doc = json_dumps(patch, JSON_COMPACT);
+    rq->doc = vv_xstrdup(doc ? doc : "{}");
+    free(doc);
+    return submit(r, rq);
+}
+
+int vv_registry_deregister(struct vv_registry *r, const char *id, vv_registry_cb cb, void *arg)
+{
+    struct request *rq = new_request(r, OP_DEREGISTER, cb, arg);
+    rq->a = vv_xstrdup(id);
+    return submit(r, rq);
+}
+
+int vv_registry_find_by_id(struct vv_registry *r, const char *id, vv_registry_cb cb, void *arg)
+{
+    struct request *rq = new_request(r, OP_FIND_ID, cb, arg);
+    rq->a = vv_xstrdup(id);
+    return submit(r, rq);
+}
+
+int vv_registry_find_by_owner(struct vv_registry *r, const char *owner_did, const char *cursor,
+                              uint32_t limit, vv_registry_cb cb, void *arg)
+{
+    if (!cursor_ok(cursor))
+        return VV_EINVAL;
+    struct request *rq = new_request(r, OP_FIND_OWNER, cb, arg);
+    rq->a = vv_xstrdup(owner_did);
+    rq->b = dup_or_null(cursor);
+    rq->limit = clamp_limit(limit);
+    return submit(r, rq);
+}
+
+int vv_registry_find_by_audience(struct vv_registry *r, const char *type, const char *target,
+                                 const char *cursor, uint32_t limit, vv_registry_cb cb, void *arg)
+{
+    if (!cursor_ok(cursor))
+        return VV_EINVAL;
+    struct request *rq = new_request(r, OP_FIND_AUDIENCE, cb, arg);
+    rq->a = vv_xstrdup(type);
+    rq->b = dup_or_null(cursor);
+    rq->c = dup_or_null(target);
+    rq->limit = clamp_limit(limit);
+    return submit(r, rq);
+}
+
+int vv_registry_find_expired(struct vv_registry *r, uint64_t now_ms, const char *cursor,
+                             uint32_t limit, vv_registry_cb cb, void *arg)
+{
+    if (!cursor_ok(cursor))
+        return VV_EINVAL;
+    struct request *rq = new_request(r, OP_FIND_EXPIRED, cb, arg);
+    rq->n = now_ms;
+    rq->b = dup_or_null(cursor);
+    rq->limit = clamp_limit(limit);
+    return submit(r, rq);
+}
+
+int vv_registry_log_access(struct vv_registry *r, const char *id, const char *actor,
+                           const char *action, uint64_t at_ms, vv_registry_cb cb, void *arg)
+{
+    struct request *rq = new_request(r, OP_LOG_ACCESS, cb, arg);
+    rq->a = vv_xstrdup(id);
+    rq->b = vv_xstrdup(actor);
+    rq->c = vv_xstrdup(action);
+    rq->n = at_ms;
+    return submit(r, rq);
+}
+
+int vv_registry_stats(struct vv_registry *r, const char *id, vv_registry_cb cb, void *arg)
+{
+    struct request *rq = new_request(r, OP_STATS, cb, arg);
+    rq->a = vv_xstrdup(id);
+    return submit(r, rq);
+}
+
+int vv_registry_access_log(struct vv_registry *r, const char *id, const char *cursor,
+                           uint32_t limit, vv_registry_cb cb, void *arg)
+{
+    if (!cursor_ok(cursor))
+        return VV_EINVAL;
+    struct request *rq = new_request(r, OP_ACCESS_LOG, cb, arg);
+    rq->a = vv_xstrdup(id);
+    rq->b = dup_or_null(cursor);
+    rq->limit = clamp_limit(limit);
+    return submit(r, rq);
+}
+
+static void opened(struct vv_sqlite *s, int status, const char *msg, void *arg)
+{
+    (void)s;
+    struct vv_registry *r = arg;
+    if (r->open_cb)
+        r->open_cb(status, msg, r->open_arg);
+}
+
+int vv_registry_open_sqlite(uv_loop_t *loop, const struct vv_registry_config *cfg,
+                            void (*cb)(int status, const char *msg, void *arg), void *arg,
+                            struct vv_registry **out)
+{
+    struct vv_registry *r = vv_xcalloc(1, sizeof(*r));
+    r->loop = loop;
+    r->cfg = *cfg;
+    r->cfg.sqlite_path = NULL; /* not kept: the worker has its own copy */
+    if (r->cfg.max_queue == 0)
+        r->cfg.max_queue = 10000;
+    if (r->cfg.access_log_max_rows == 0)
+        r->cfg.access_log_max_rows = 100000;
+    r->open_cb = cb;
+    r->open_arg = arg;
+    *out = r;
+    return vv_sqlite_open(loop, cfg->sqlite_path,
+                          cfg->sqlite_full_sync ? VV_SQLITE_SYNC_FULL : VV_SQLITE_SYNC_NORMAL,
+                          migrations, opened, r, &r->db);
+}
+
+static void closed(void *arg)
+{
+    struct vv_registry *r = arg;
+    void (*cb)(void *) = r->close_cb;
+    void *cb_arg = r->close_arg;
+    vv_free(r);
+    if (cb)
+        cb(cb_arg);
+}
+
+void vv_registry_close(struct vv_registry *r, void (*cb)(void *arg), void *arg)
+{
+    if (r->closing)
+        return;
+    r->closing = true;
+    r->close_cb = cb;
+    r->close_arg = arg;
+    vv_sqlite_close(r->db, closed, r);
+}
