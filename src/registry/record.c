@@ -325,7 +325,7 @@ int vv_record_apply_update(const json_t *current, const json_t *patch, json_t **
     }
     json_t *st = json_object_get(patch, "status");
     if (st != NULL) {
-        enum vv_record_status from, to;
+        enum vv_record_status from = VV_RECORD_ACTIVE, to = VV_RECORD_ACTIVE;
         vv_record_status_parse(json_string_value(json_object_get(current, "status")), &from);
         vv_record_status_parse(json_string_value(st), &to);
         if (!vv_record_status_transition_ok(from, to)) {
