@@ -81,14 +81,30 @@ typedef void (*vv_registry_cb)(int status, json_t *result, const char *msg, void
 struct vv_registry_config {
     const char *sqlite_path;      /* embedded backend: the database file */
     bool sqlite_full_sync;        /* synchronous=FULL instead of NORMAL */
+    const char *pg_url;           /* PostgreSQL backend: a libpq connection URI */
     uint32_t access_log_max_rows; /* retention: oldest rows beyond this are pruned */
-    uint32_t max_queue;           /* requests waiting for the backend before VV_EBUSY */
+    uint32_t max_queue;           /* requests not yet completed before VV_EBUSY */
+    uint32_t request_timeout_ms;  /* PostgreSQL: a request not done by then fails */
 };
 
 /* Opens the SQLite backend; cb fires once it is usable (or failed). */
 int vv_registry_open_sqlite(uv_loop_t *loop, const struct vv_registry_config *cfg,
                             void (*cb)(int status, const char *msg, void *arg), void *arg,
                             struct vv_registry **out);
+/*
+ * Opens the PostgreSQL backend: connects without blocking, applies migrations under an
+ * advisory lock, prepares statements; cb fires when ready or when the first attempt
+ * failed (the backend keeps reconnecting with backoff either way; requests made while
+ * disconnected wait, bounded by max_queue and request_timeout_ms).
+ */
+int vv_registry_open_pg(uv_loop_t *loop, const struct vv_registry_config *cfg,
+                        void (*cb)(int status, const char *msg, void *arg), void *arg,
+                        struct vv_registry **out);
+/* "sqlite" or "postgresql". */
+const char *vv_registry_backend_name(const struct vv_registry *r);
+/* Requests submitted and not yet completed. */
+unsigned vv_registry_queued(const struct vv_registry *r);
+
 /* Cancels queued requests (their callbacks fire with VV_ECLOSED), finishes the running one,
  * closes the backend, then calls cb. */
 void vv_registry_close(struct vv_registry *r, void (*cb)(void *arg), void *arg);

@@ -14,8 +14,7 @@
 
 #include "vivim/common.h"
 #include "vivim/log.h"
-#include "vivim/registry.h"
-#include "vivim/sqlite_worker.h"
+#include "registry_internal.h"
 
 /* Append-only: a released vivimd's migrations are never edited, only followed by new ones. */
 static const char *const migrations[] = {
@@ -47,46 +46,11 @@ static const char *const migrations[] = {
     NULL,
 };
 
-enum op {
-    OP_REGISTER,
-    OP_UPDATE,
-    OP_DEREGISTER,
-    OP_FIND_ID,
-    OP_FIND_OWNER,
-    OP_FIND_AUDIENCE,
-    OP_FIND_EXPIRED,
-    OP_LOG_ACCESS,
-    OP_STATS,
-    OP_ACCESS_LOG,
-};
-
-struct vv_registry {
-    uv_loop_t *loop;
+struct sqlite_backend {
     struct vv_sqlite *db;
-    struct vv_registry_config cfg;
-    unsigned queued;
-    bool closing;
-    void (*open_cb)(int status, const char *msg, void *arg);
-    void *open_arg;
-    void (*close_cb)(void *arg);
-    void *close_arg;
 };
 
-struct request {
-    struct vv_sqlite_job job;
-    struct vv_registry *reg;
-    enum op op;
-    char *a, *b, *c, *d; /* string parameters, op-specific; owned */
-    char *doc;           /* serialized record or patch */
-    uint64_t n;          /* now, at, or similar */
-    uint32_t limit;
-    vv_registry_cb cb;
-    void *arg;
-    /* results, written on the pool thread */
-    int status;
-    json_t *result;
-    char msg[256];
-};
+#define request vv__registry_req
 
 /* ---- helpers on the pool thread ---------------------------------------------------------- */
 
@@ -223,37 +187,33 @@ static json_t *read_record(sqlite3 *db, struct request *rq, const char *id)
     return rec;
 }
 
-/* Runs a paged query whose rows are (doc, cursor-key); builds {records, nextCursor}. */
-static void page(sqlite3 *db, struct request *rq, sqlite3_stmt *st, int limit_param)
+/* Runs a paged query whose rows are (doc, key): limit+1 rows tell whether more follow. */
+static void page(sqlite3 *db, struct request *rq, sqlite3_stmt *st, int limit_param, bool entries)
 {
     sqlite3_bind_int(st, limit_param, (int)rq->limit + 1);
-    json_t *records = json_array();
-    json_t *next = json_null();
-    int rc;
+    json_t *items = json_array();
+    bool more = false;
     uint32_t count = 0;
+    int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (count == rq->limit) {
-            /* One more row exists: the cursor is the key of the last row returned. */
-            json_decref(next);
-            next = json_string(rq->d);
+            more = true;
             break;
         }
-        json_t *rec = load_doc(st, 0);
-        if (rec)
-            json_array_append_new(records, rec);
-        vv_free(rq->d);
-        rq->d = vv_xstrdup((const char *)sqlite3_column_text(st, 1));
+        json_t *item = load_doc(st, 0);
+        if (item)
+            json_array_append_new(items, item);
+        vv_free(rq->last_key);
+        rq->last_key = vv_xstrdup((const char *)sqlite3_column_text(st, 1));
         count++;
     }
+    sqlite3_finalize(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         db_error(db, rq);
-        json_decref(records);
-        json_decref(next);
-        sqlite3_finalize(st);
+        json_decref(items);
         return;
     }
-    sqlite3_finalize(st);
-    rq->result = json_pack("{s:o, s:o}", "records", records, "nextCursor", next);
+    rq->result = vv__registry_page(items, more ? rq->last_key : NULL, entries);
 }
 
 static void work(sqlite3 *db, struct vv_sqlite_job *job)
@@ -261,7 +221,7 @@ static void work(sqlite3 *db, struct vv_sqlite_job *job)
     struct request *rq = VV_CONTAINER_OF(job, struct request, job);
     sqlite3_stmt *st;
     switch (rq->op) {
-    case OP_REGISTER: {
+    case VV__REG_REGISTER: {
         json_t *rec = json_loads(rq->doc, 0, NULL);
         if (!exec_sql(db, rq, "BEGIN IMMEDIATE")) {
             json_decref(rec);
@@ -293,7 +253,7 @@ static void work(sqlite3 *db, struct vv_sqlite_job *job)
         json_decref(rec);
         return;
     }
-    case OP_UPDATE: {
+    case VV__REG_UPDATE: {
         if (!exec_sql(db, rq, "BEGIN IMMEDIATE"))
             return;
         json_t *cur = read_record(db, rq, rq->a);
@@ -312,7 +272,7 @@ static void work(sqlite3 *db, struct vv_sqlite_job *job)
         json_decref(merged);
         return;
     }
-    case OP_DEREGISTER:
+    case VV__REG_DEREGISTER:
         if (!exec_sql(db, rq, "BEGIN IMMEDIATE"))
             return;
         if (prep(db, rq, "DELETE FROM records WHERE id = ?1", &st) != 0) {
@@ -339,10 +299,10 @@ static void work(sqlite3 *db, struct vv_sqlite_job *job)
         else
             exec_sql(db, &(struct request){0}, "ROLLBACK");
         return;
-    case OP_FIND_ID:
+    case VV__REG_FIND_ID:
         rq->result = read_record(db, rq, rq->a);
         return;
-    case OP_FIND_OWNER:
+    case VV__REG_FIND_OWNER:
         if (prep(db, rq,
                  "SELECT doc, id FROM records WHERE owner_did = ?1 AND id > ?2 "
                  "ORDER BY id LIMIT ?3",
@@ -350,9 +310,9 @@ static void work(sqlite3 *db, struct vv_sqlite_job *job)
             return;
         bind_text(st, 1, rq->a);
         bind_text(st, 2, rq->b ? rq->b : "");
-        page(db, rq, st, 3);
+        page(db, rq, st, 3, false);
         return;
-    case OP_FIND_AUDIENCE:
+    case VV__REG_FIND_AUDIENCE:
         if (prep(db, rq,
                  "SELECT r.doc, r.id FROM record_audience a JOIN records r ON r.id = a.record_id "
                  "WHERE a.audience_type = ?1 AND a.target = ?2 AND a.record_id > ?3 "
@@ -360,11 +320,11 @@ static void work(sqlite3 *db, struct vv_sqlite_job *job)
                  &st) != 0)
             return;
         bind_text(st, 1, rq->a);
-        bind_text(st, 2, rq->c ? rq->c : "");
+        bind_text(st, 2, rq->c);
         bind_text(st, 3, rq->b ? rq->b : "");
-        page(db, rq, st, 4);
+        page(db, rq, st, 4, false);
         return;
-    case OP_FIND_EXPIRED: {
+    case VV__REG_FIND_EXPIRED: {
         /* Cursor "expiresAt:id". */
         int64_t after_t = -1;
         const char *after_id = "";
@@ -383,10 +343,10 @@ static void work(sqlite3 *db, struct vv_sqlite_job *job)
         sqlite3_bind_int64(st, 1, (sqlite3_int64)rq->n);
         sqlite3_bind_int64(st, 2, after_t);
         bind_text(st, 3, after_id);
-        page(db, rq, st, 4);
+        page(db, rq, st, 4, false);
         return;
     }
-    case OP_LOG_ACCESS: {
+    case VV__REG_LOG_ACCESS: {
         if (!exec_sql(db, rq, "BEGIN IMMEDIATE"))
             return;
         bool ok = prep(db, rq,
@@ -434,7 +394,7 @@ static void work(sqlite3 *db, struct vv_sqlite_job *job)
             exec_sql(db, &(struct request){0}, "ROLLBACK");
         return;
     }
-    case OP_STATS:
+    case VV__REG_STATS:
         if (prep(db, rq,
                  "SELECT access_count, replica_count, last_access FROM records WHERE id = ?1",
                  &st) != 0)
@@ -456,7 +416,7 @@ static void work(sqlite3 *db, struct vv_sqlite_job *job)
         }
         sqlite3_finalize(st);
         return;
-    case OP_ACCESS_LOG: {
+    case VV__REG_ACCESS_LOG: {
         if (prep(db, rq,
                  "SELECT json_object('at', at, 'actor', actor, 'action', action), seq "
                  "FROM access_log WHERE record_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
@@ -464,198 +424,46 @@ static void work(sqlite3 *db, struct vv_sqlite_job *job)
             return;
         bind_text(st, 1, rq->a);
         sqlite3_bind_int64(st, 2, rq->b ? strtoll(rq->b, NULL, 10) : INT64_MAX);
-        page(db, rq, st, 3);
-        if (rq->result) {
-            /* The page helper calls the list "records"; a log page has "entries". */
-            json_t *entries = json_object_get(rq->result, "records");
-            json_object_set(rq->result, "entries", entries);
-            json_object_del(rq->result, "records");
-        }
+        page(db, rq, st, 3, true);
         return;
     }
     }
 }
 
-/* ---- loop side ------------------------------------------------------------------------- */
+/* ---- backend ops (loop thread) ----------------------------------------------------------- */
 
 static void done(struct vv_sqlite_job *job, int status)
 {
     struct request *rq = VV_CONTAINER_OF(job, struct request, job);
-    struct vv_registry *r = rq->reg;
-    r->queued--;
     int st = status == UV_ECANCELED ? VV_ECLOSED : status != 0 ? status : rq->status;
-    if (st != 0 && rq->result) {
-        json_decref(rq->result);
-        rq->result = NULL;
-    }
-    if (st != 0 && rq->msg[0] == '\0')
-        vv_strlcpy(rq->msg, vv_strerror(st), sizeof(rq->msg));
-    if (st == VV_EIO)
-        vv_log_warn("registry", "request failed: %s", rq->msg);
-    rq->cb(st, st == 0 ? rq->result : NULL, st == 0 ? NULL : rq->msg, rq->arg);
-    json_decref(rq->result);
-    vv_free(rq->a);
-    vv_free(rq->b);
-    vv_free(rq->c);
-    vv_free(rq->d);
-    vv_free(rq->doc);
-    vv_free(rq);
+    vv__registry_complete(rq->reg, rq, st);
 }
 
-static struct request *new_request(struct vv_registry *r, enum op op, vv_registry_cb cb, void *arg)
+static void sqlite_submit(struct vv_registry *r, struct request *rq)
 {
-    struct request *rq = vv_xcalloc(1, sizeof(*rq));
-    rq->reg = r;
-    rq->op = op;
-    rq->cb = cb;
-    rq->arg = arg;
-    return rq;
+    struct sqlite_backend *b = r->impl;
+    if (vv_sqlite_submit(b->db, &rq->job, work, done) != 0)
+        vv__registry_complete(r, rq, VV_ECLOSED);
 }
 
-static char *dup_or_null(const char *s)
+static void closed(void *arg)
 {
-    return s ? vv_xstrdup(s) : NULL;
+    struct vv_registry *r = arg;
+    vv_free(r->impl);
+    vv__registry_closed(r);
 }
 
-static int submit(struct vv_registry *r, struct request *rq)
+static void sqlite_close(struct vv_registry *r)
 {
-    if (r->closing || r->queued >= r->cfg.max_queue) {
-        int rc = r->closing ? VV_ECLOSED : VV_EBUSY;
-        vv_free(rq->a);
-        vv_free(rq->b);
-        vv_free(rq->c);
-        vv_free(rq->doc);
-        vv_free(rq);
-        return rc;
-    }
-    r->queued++;
-    return vv_sqlite_submit(r->db, &rq->job, work, done);
+    struct sqlite_backend *b = r->impl;
+    vv_sqlite_close(b->db, closed, r);
 }
 
-/* Cursors come from clients: bounded and of the characters our keys use. */
-static bool cursor_ok(const char *c)
-{
-    if (c == NULL)
-        return true;
-    size_t n = strlen(c);
-    if (n == 0 || n > VV_CURSOR_MAX_BYTES)
-        return false;
-    for (; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              *c == '-' || *c == '_' || *c == ':'))
-            return false;
-    return true;
-}
-
-static uint32_t clamp_limit(uint32_t limit)
-{
-    return limit == 0 ? VV_REGISTRY_DEFAULT_PAGE : VV_MIN(limit, VV_REGISTRY_MAX_PAGE);
-}
-
-int vv_registry_register(struct vv_registry *r, const json_t *record, vv_registry_cb cb, void *arg)
-{
-    /* Validation happens before anything is queued: a bad record costs no disk work. The
-     * caller passes the normalized record (vv_record_validate); check it again cheaply. */
-    if (!json_is_object(record) || !json_is_string(json_object_get(record, "id")))
-        return VV_EINVAL;
-    struct request *rq = new_request(r, OP_REGISTER, cb, arg);
-    char *doc = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
-    rq->doc = vv_xstrdup(doc);
-    free(doc);
-    return submit(r, rq);
-}
-
-int vv_registry_update(struct vv_registry *r, const char *id, const json_t *patch,
-                       vv_registry_cb cb, void *arg)
-{
-    struct request *rq = new_request(r, OP_UPDATE, cb, arg);
-    rq->a = vv_xstrdup(id);
-    char *doc = json_dumps(patch, JSON_COMPACT);
-    rq->doc = vv_xstrdup(doc ? doc : "{}");
-    free(doc);
-    return submit(r, rq);
-}
-
-int vv_registry_deregister(struct vv_registry *r, const char *id, vv_registry_cb cb, void *arg)
-{
-    struct request *rq = new_request(r, OP_DEREGISTER, cb, arg);
-    rq->a = vv_xstrdup(id);
-    return submit(r, rq);
-}
-
-int vv_registry_find_by_id(struct vv_registry *r, const char *id, vv_registry_cb cb, void *arg)
-{
-    struct request *rq = new_request(r, OP_FIND_ID, cb, arg);
-    rq->a = vv_xstrdup(id);
-    return submit(r, rq);
-}
-
-int vv_registry_find_by_owner(struct vv_registry *r, const char *owner_did, const char *cursor,
-                              uint32_t limit, vv_registry_cb cb, void *arg)
-{
-    if (!cursor_ok(cursor))
-        return VV_EINVAL;
-    struct request *rq = new_request(r, OP_FIND_OWNER, cb, arg);
-    rq->a = vv_xstrdup(owner_did);
-    rq->b = dup_or_null(cursor);
-    rq->limit = clamp_limit(limit);
-    return submit(r, rq);
-}
-
-int vv_registry_find_by_audience(struct vv_registry *r, const char *type, const char *target,
-                                 const char *cursor, uint32_t limit, vv_registry_cb cb, void *arg)
-{
-    if (!cursor_ok(cursor))
-        return VV_EINVAL;
-    struct request *rq = new_request(r, OP_FIND_AUDIENCE, cb, arg);
-    rq->a = vv_xstrdup(type);
-    rq->b = dup_or_null(cursor);
-    rq->c = dup_or_null(target);
-    rq->limit = clamp_limit(limit);
-    return submit(r, rq);
-}
-
-int vv_registry_find_expired(struct vv_registry *r, uint64_t now_ms, const char *cursor,
-                             uint32_t limit, vv_registry_cb cb, void *arg)
-{
-    if (!cursor_ok(cursor))
-        return VV_EINVAL;
-    struct request *rq = new_request(r, OP_FIND_EXPIRED, cb, arg);
-    rq->n = now_ms;
-    rq->b = dup_or_null(cursor);
-    rq->limit = clamp_limit(limit);
-    return submit(r, rq);
-}
-
-int vv_registry_log_access(struct vv_registry *r, const char *id, const char *actor,
-                           const char *action, uint64_t at_ms, vv_registry_cb cb, void *arg)
-{
-    struct request *rq = new_request(r, OP_LOG_ACCESS, cb, arg);
-    rq->a = vv_xstrdup(id);
-    rq->b = vv_xstrdup(actor);
-    rq->c = vv_xstrdup(action);
-    rq->n = at_ms;
-    return submit(r, rq);
-}
-
-int vv_registry_stats(struct vv_registry *r, const char *id, vv_registry_cb cb, void *arg)
-{
-    struct request *rq = new_request(r, OP_STATS, cb, arg);
-    rq->a = vv_xstrdup(id);
-    return submit(r, rq);
-}
-
-int vv_registry_access_log(struct vv_registry *r, const char *id, const char *cursor,
-                           uint32_t limit, vv_registry_cb cb, void *arg)
-{
-    if (!cursor_ok(cursor))
-        return VV_EINVAL;
-    struct request *rq = new_request(r, OP_ACCESS_LOG, cb, arg);
-    rq->a = vv_xstrdup(id);
-    rq->b = dup_or_null(cursor);
-    rq->limit = clamp_limit(limit);
-    return submit(r, rq);
-}
+const struct vv__registry_backend vv__registry_sqlite = {
+    .name = "sqlite",
+    .submit = sqlite_submit,
+    .close = sqlite_close,
+};
 
 static void opened(struct vv_sqlite *s, int status, const char *msg, void *arg)
 {
@@ -669,38 +477,12 @@ int vv_registry_open_sqlite(uv_loop_t *loop, const struct vv_registry_config *cf
                             void (*cb)(int status, const char *msg, void *arg), void *arg,
                             struct vv_registry **out)
 {
-    struct vv_registry *r = vv_xcalloc(1, sizeof(*r));
-    r->loop = loop;
-    r->cfg = *cfg;
-    r->cfg.sqlite_path = NULL; /* not kept: the worker has its own copy */
-    if (r->cfg.max_queue == 0)
-        r->cfg.max_queue = 10000;
-    if (r->cfg.access_log_max_rows == 0)
-        r->cfg.access_log_max_rows = 100000;
-    r->open_cb = cb;
-    r->open_arg = arg;
+    struct vv_registry *r = vv__registry_new(loop, cfg, cb, arg);
+    struct sqlite_backend *b = vv_xcalloc(1, sizeof(*b));
+    r->backend = &vv__registry_sqlite;
+    r->impl = b;
     *out = r;
     return vv_sqlite_open(loop, cfg->sqlite_path,
                           cfg->sqlite_full_sync ? VV_SQLITE_SYNC_FULL : VV_SQLITE_SYNC_NORMAL,
-                          migrations, opened, r, &r->db);
-}
-
-static void closed(void *arg)
-{
-    struct vv_registry *r = arg;
-    void (*cb)(void *) = r->close_cb;
-    void *cb_arg = r->close_arg;
-    vv_free(r);
-    if (cb)
-        cb(cb_arg);
-}
-
-void vv_registry_close(struct vv_registry *r, void (*cb)(void *arg), void *arg)
-{
-    if (r->closing)
-        return;
-    r->closing = true;
-    r->close_cb = cb;
-    r->close_arg = arg;
-    vv_sqlite_close(r->db, closed, r);
+                          migrations, opened, r, &b->db);
 }

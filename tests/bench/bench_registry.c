@@ -60,11 +60,11 @@ static json_t *record(uint32_t i)
     snprintf(owner, sizeof(owner), "did:key:owner%u", i % 10000); /* 100 records per owner */
     crypto_hash_sha256(h, (const uint8_t *)id, strlen(id));
     vv_hex_encode(h, 32, content);
-    json_t *in = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:[s]}, s:{s:I}}", "id", id,
-                           "contentId", content, "ownerDid", owner, "type", "acu", "size", 4096,
-                           "hash", content, "audience", "type", "circle", "targets",
-                           i % 2 ? "c1" : "c2", "schedule", "expiresAt",
-                           (json_int_t)(i % 100 == 0 ? 1000 : 4000000000000LL));
+    json_t *in =
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:[s]}, s:{s:I}}", "id", id, "contentId",
+                  content, "ownerDid", owner, "type", "acu", "size", 4096, "hash", content,
+                  "audience", "type", "circle", "targets", i % 2 ? "c1" : "c2", "schedule",
+                  "expiresAt", (json_int_t)(i % 100 == 0 ? 1000 : 4000000000000LL));
     json_t *out;
     char err[256];
     if (vv_record_validate(in, 1, id, &out, err, sizeof(err)) != 0) {
@@ -102,8 +102,8 @@ static void latency(struct ctx *c, const char *what, uint32_t n, int kind)
         t[k] = (now_s() - t0) * 1000;
     }
     qsort(t, 10000, sizeof(double), cmp_double);
-    printf("bench_registry sqlite: %s at %u records: p50 %.3f ms, p99 %.3f ms\n", what, n,
-           t[5000], t[9900]);
+    printf("bench_registry sqlite: %s at %u records: p50 %.3f ms, p99 %.3f ms\n", what, n, t[5000],
+           t[9900]);
     free(t);
 }
 

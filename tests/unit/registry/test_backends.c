@@ -1,7 +1,9 @@
 /*
- * The registry's SQLite backend on a real loop and a real file: register, idempotent
- * retry, queries with paging, status rules, expiry, access log retention, stats, and
- * persistence across close and reopen.
+ * One suite, both backends: the registry on SQLite (a real file) and on PostgreSQL (a real
+ * server this test starts: initdb into a temporary directory, pg_ctl on a private socket).
+ * Register, idempotent retry, queries with paging, status rules, expiry, access log
+ * retention, stats, persistence across close and reopen; and for PostgreSQL, a server
+ * restart in the middle of a stream of writes.
  */
 #include "vv_test.h"
 
@@ -11,7 +13,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
+#include "pg_harness.h"
+#include "vivim/log.h"
 #include "vivim/registry.h"
+
+static int backend; /* 0 SQLite, 1 PostgreSQL */
+static struct pg_harness pg;
 
 struct result {
     bool done;
@@ -54,11 +63,17 @@ static void on_open(int status, const char *msg, void *arg)
 
 static void open_reg(struct fixture *f, uint32_t log_rows)
 {
-    struct vv_registry_config cfg = {.sqlite_path = f->path, .access_log_max_rows = log_rows};
+    struct vv_registry_config cfg = {.sqlite_path = f->path,
+                                     .pg_url = pg.url,
+                                     .access_log_max_rows = log_rows,
+                                     .request_timeout_ms = 20000};
     struct result r = {0};
-    assert_int_equal(vv_registry_open_sqlite(&f->loop, &cfg, on_open, &r, &f->reg), 0);
+    int rc = backend == 0 ? vv_registry_open_sqlite(&f->loop, &cfg, on_open, &r, &f->reg)
+                          : vv_registry_open_pg(&f->loop, &cfg, on_open, &r, &f->reg);
+    assert_int_equal(rc, 0);
     wait_for(f, &r);
-    assert_int_equal(r.status, 0);
+    if (r.status != 0)
+        fail_msg("open: %s", r.msg);
 }
 
 static void on_closed(void *arg)
@@ -82,6 +97,17 @@ static int setup(void **state)
         return -1;
     snprintf(f->path, sizeof(f->path), "%s/registry.db", f->dir);
     uv_loop_init(&f->loop);
+    if (backend == 1) {
+        /* Each test starts from an empty database. */
+        PGconn *c = PQconnectdb(pg.url);
+        PGresult *res = PQexec(c, "DROP TABLE IF EXISTS access_log, record_audience, records, "
+                                  "vivim_schema CASCADE");
+        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        PQfinish(c);
+        if (!ok)
+            return -1;
+    }
     open_reg(f, 5);
     *state = f;
     return 0;
@@ -358,10 +384,64 @@ static void test_close_cancels_queued_requests(void **state)
     open_reg(f, 5); /* for teardown */
 }
 
+struct stream {
+    uint32_t acked, failed, outstanding;
+    char acked_ids[400][16];
+};
+
+static void stream_cb(int status, json_t *result, const char *msg, void *arg)
+{
+    (void)msg;
+    struct stream *s = arg;
+    s->outstanding--;
+    if (status == 0)
+        snprintf(s->acked_ids[s->acked++], 16, "%s",
+                 json_string_value(json_object_get(result, "id")));
+    else
+        s->failed++;
+}
+
+static void test_pg_restart_mid_stream_loses_no_acknowledged_write(void **state)
+{
+    struct fixture *f = *state;
+    if (backend != 1)
+        skip();
+    struct stream s = {0};
+    for (uint32_t i = 0; i < 400; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "s%03u", i);
+        json_t *rec = make_record(id, "did:key:alice", "public", NULL, 0);
+        assert_int_equal(vv_registry_register(f->reg, rec, stream_cb, &s), 0);
+        json_decref(rec);
+        s.outstanding++;
+        if (i == 200) {
+            /* Let part of the stream through, then restart the server under it. */
+            while (s.outstanding > 50)
+                uv_run(&f->loop, UV_RUN_ONCE);
+            assert_int_equal(pg_harness_restart(&pg), 0);
+        }
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    /* Nothing hangs: every request completes (registers are retried after reconnect). */
+    while (s.outstanding > 0)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(s.acked + s.failed, 400);
+    assert_int_equal(s.failed, 0);
+    for (uint32_t i = 0; i < s.acked; i++) {
+        struct result g = {0};
+        vv_registry_find_by_id(f->reg, s.acked_ids[i], on_result, &g);
+        wait_for(f, &g);
+        if (g.status != 0)
+            fail_msg("acknowledged record %s missing: %s", s.acked_ids[i], g.msg);
+        json_decref(g.value);
+    }
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
         return 1;
+    vv_log_set_level(VV_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_register_find_and_idempotent_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queries_page_through_everything_exactly_once, setup,
@@ -372,6 +452,20 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_records_survive_reopen_and_deregister_removes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_close_cancels_queued_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_restart_mid_stream_loses_no_acknowledged_write,
+                                        setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    backend = 0;
+    int failed = cmocka_run_group_tests_name("registry on SQLite", tests, NULL, NULL);
+    if (pg_harness_start(&pg) != 0) {
+        fprintf(stderr,
+                "could not start a PostgreSQL server (is the postgresql package "
+                "installed? `make test` installs it); log in %s\n",
+                pg.dir);
+        return 1;
+    }
+    backend = 1;
+    failed += cmocka_run_group_tests_name("registry on PostgreSQL", tests, NULL, NULL);
+    pg_harness_stop(&pg);
+    return failed;
 }
