@@ -23,7 +23,7 @@ struct pg_harness {
 };
 
 /* Runs one command (already formatted) as the server's user, logging to the harness log. */
-static int pg_harness_run(struct pg_harness *h, const char *command)
+static inline int pg_harness_run(struct pg_harness *h, const char *command)
 {
     char cmd[1200];
     snprintf(cmd, sizeof(cmd), "%s%s >>%s/harness.log 2>&1", h->as_user, command, h->dir);
@@ -31,7 +31,7 @@ static int pg_harness_run(struct pg_harness *h, const char *command)
 }
 
 /* Returns 0 when a server is up; -1 when PostgreSQL is not installed or did not start. */
-static int pg_harness_start(struct pg_harness *h)
+static inline int pg_harness_start(struct pg_harness *h)
 {
     memset(h, 0, sizeof(*h));
     glob_t g;
@@ -66,14 +66,14 @@ static int pg_harness_start(struct pg_harness *h)
     return 0;
 }
 
-static int pg_harness_restart(struct pg_harness *h)
+static inline int pg_harness_restart(struct pg_harness *h)
 {
     char cmd[512];
     snprintf(cmd, sizeof(cmd), "%s/pg_ctl -D %s/data -w -m fast restart", h->bin, h->dir);
     return pg_harness_run(h, cmd);
 }
 
-static void pg_harness_stop(struct pg_harness *h)
+static inline void pg_harness_stop(struct pg_harness *h)
 {
     if (h->dir[0] == '\0')
         return;
