@@ -30,6 +30,7 @@
 #define PG_BACKOFF_MAX_MS      5000
 #define PG_TICK_MS             250 /* timeouts and reconnects are checked this often */
 #define PG_UPDATE_MAX_ATTEMPTS 8   /* compare-and-set retries under contention */
+#define PG_BATCH_MAX           64  /* requests per pipeline sync, i.e. per transaction */
 
 static const char *const migrations[] = {
     "CREATE TABLE records ("
@@ -149,7 +150,9 @@ struct pg_backend {
     char step_msg[256];
     struct vv__registry_req *wait_head, *wait_tail; /* not sent yet */
     struct vv__registry_req *sent_head, *sent_tail; /* in the pipeline, in order */
-    int sent_phase;                                 /* of sent_head: 0 result, 1 end, 2 sync */
+    struct vv__registry_req *await;                 /* the sent request whose result is due next */
+    int phase;         /* of await: 0 result, 1 end of results, 2 sync */
+    bool batch_failed; /* a statement of the current batch failed */
     uint32_t backoff_ms;
     uint64_t reconnect_at_ms;
     bool reported_open;
@@ -304,7 +307,9 @@ static void drop_connection(struct pg_backend *b, const char *why)
         if (b->wait_tail == NULL)
             b->wait_tail = retry_tail;
     }
-    b->sent_phase = 0;
+    b->await = NULL;
+    b->phase = 0;
+    b->batch_failed = false;
     schedule_reconnect(b);
 }
 
@@ -565,29 +570,41 @@ static bool send_one(struct pg_backend *b, struct vv__registry_req *rq)
         st = ST_ACCESS_LOG;
         break;
     }
-    int ok = PQsendQueryPrepared(b->conn, stmts[st].name, stmts[st].nparams, p, NULL, NULL, 0) &&
-             PQpipelineSync(b->conn);
+    int ok = PQsendQueryPrepared(b->conn, stmts[st].name, stmts[st].nparams, p, NULL, NULL, 0);
     json_decref(rec);
     free(targets);
     return ok;
 }
 
+/*
+ * Sends every waiting request. A sync (the end of an implicit transaction) follows every
+ * PG_BATCH_MAX requests and the last one, so a burst commits in few transactions; nothing
+ * is acknowledged before its batch's sync arrived, that is, before it committed.
+ */
 static void send_requests(struct pg_backend *b)
 {
-    if (b->state != PG_READY)
+    if (b->state != PG_READY || b->wait_head == NULL)
         return;
     struct vv__registry_req *rq;
-    bool sent = false;
+    int in_batch = 0;
     while ((rq = pop_front(&b->wait_head, &b->wait_tail)) != NULL) {
+        rq->batch_end = ++in_batch == PG_BATCH_MAX || b->wait_head == NULL;
         push_back(&b->sent_head, &b->sent_tail, rq);
+        if (b->await == NULL)
+            b->await = rq;
         if (!send_one(b, rq)) {
             drop_connection(b, PQerrorMessage(b->conn));
             return;
         }
-        sent = true;
+        if (rq->batch_end) {
+            if (!PQpipelineSync(b->conn)) {
+                drop_connection(b, PQerrorMessage(b->conn));
+                return;
+            }
+            in_batch = 0;
+        }
     }
-    if (sent)
-        flush(b);
+    flush(b);
 }
 
 static json_t *parse_doc(const char *text)
@@ -721,32 +738,86 @@ static bool finish_result(struct pg_backend *b, struct vv__registry_req *rq, PGr
     return true;
 }
 
+/* Appends a request to a list, optionally from its first stage again. */
+static void requeue(struct vv__registry_req **head, struct vv__registry_req **tail,
+                    struct vv__registry_req *rq, bool reset)
+{
+    if (reset) {
+        json_decref(rq->result);
+        rq->result = NULL;
+        rq->status = 0;
+        rq->msg[0] = '\0';
+        rq->stage = 0;
+    }
+    push_back(head, tail, rq);
+}
+
+/* The sync of a batch arrived: its transaction committed, or rolled back if batch_failed. */
+static void finish_batch(struct pg_backend *b)
+{
+    struct vv__registry_req *again_head = NULL, *again_tail = NULL, *rq;
+    bool last = false;
+    bool failed = b->batch_failed;
+    b->batch_failed = false;
+    while (!last && (rq = pop_front(&b->sent_head, &b->sent_tail)) != NULL) {
+        last = rq->batch_end;
+        if (rq->own_error) {
+            rq->own_error = false;
+            complete(b, rq, rq->status);
+        } else if (failed) {
+            requeue(&again_head, &again_tail, rq, true); /* rolled back, or never run */
+        } else if (rq->stage == -1) {
+            complete(b, rq, rq->status);
+        } else {
+            requeue(&again_head, &again_tail, rq, false); /* an update's next stage */
+        }
+    }
+    b->await = b->sent_head;
+    if (again_head) {
+        again_tail->next = b->wait_head;
+        b->wait_head = again_head;
+        if (b->wait_tail == NULL)
+            b->wait_tail = again_tail;
+    }
+}
+
 static void handle_pipeline_results(struct pg_backend *b)
 {
-    while (b->sent_head != NULL && !PQisBusy(b->conn)) {
-        struct vv__registry_req *rq = b->sent_head;
+    int idle = 0; /* NULLs in a row where a result was due: stop and wait for input */
+    while (b->await != NULL && b->conn != NULL && !PQisBusy(b->conn) && idle < 2) {
+        struct vv__registry_req *rq = b->await;
         PGresult *res = PQgetResult(b->conn);
-        if (b->sent_phase == 0) {
+        idle = res == NULL && b->phase != 1 ? idle + 1 : 0;
+        if (b->phase == 0) {
             if (res == NULL)
-                continue; /* nothing for this query yet: not expected, go round */
-            if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
-                /* A sync without a result: the query was skipped after an earlier error. */
+                continue;
+            ExecStatusType st = PQresultStatus(res);
+            if (st == PGRES_PIPELINE_ABORTED) {
+                b->batch_failed = true; /* not run: retried with its batch */
+            } else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+                snprintf(rq->msg, sizeof(rq->msg), "%s", PQresultErrorMessage(res));
+                for (char *p = rq->msg; *p; p++)
+                    if (*p == '\n')
+                        *p = ' ';
                 rq->status = VV_EIO;
-                snprintf(rq->msg, sizeof(rq->msg), "query aborted by the server");
+                rq->own_error = true;
+                b->batch_failed = true;
+            } else if (finish_result(b, rq, res)) {
+                rq->stage = -1; /* outcome known; acknowledged when the batch commits */
+            }
+            PQclear(res);
+            b->phase = 1;
+        } else if (b->phase == 1) {
+            if (res != NULL) {
                 PQclear(res);
-                pop_front(&b->sent_head, &b->sent_tail);
-                complete(b, rq, rq->status);
                 continue;
             }
-            bool done = finish_result(b, rq, res);
-            PQclear(res);
-            rq->stage = done ? -1 : rq->stage; /* -1: finished, awaiting the sync */
-            b->sent_phase = 1;
-        } else if (b->sent_phase == 1) {
-            /* The NULL that ends this query's results. */
-            if (res != NULL)
-                PQclear(res);
-            b->sent_phase = 2;
+            if (rq->batch_end) {
+                b->phase = 2;
+            } else {
+                b->await = rq->next;
+                b->phase = 0;
+            }
         } else {
             if (res == NULL)
                 continue;
@@ -754,23 +825,12 @@ static void handle_pipeline_results(struct pg_backend *b)
             PQclear(res);
             if (st != PGRES_PIPELINE_SYNC)
                 continue;
-            b->sent_phase = 0;
-            pop_front(&b->sent_head, &b->sent_tail);
-            if (rq->stage == -1) {
-                complete(b, rq, rq->status);
-            } else {
-                /* An update's next stage: send it now, behind what is already queued. */
-                push_back(&b->sent_head, &b->sent_tail, rq);
-                if (!send_one(b, rq)) {
-                    drop_connection(b, PQerrorMessage(b->conn));
-                    return;
-                }
-                flush(b);
-                if (b->conn == NULL)
-                    return;
-            }
+            b->phase = 0;
+            finish_batch(b);
         }
     }
+    if (b->conn != NULL)
+        send_requests(b);
 }
 
 static void on_io(uv_poll_t *h, int status, int events)
@@ -846,7 +906,10 @@ static void pg_submit(struct vv_registry *r, struct vv__registry_req *rq)
     struct pg_backend *b = r->impl;
     rq->deadline_ms = uv_now(r->loop) + r->cfg.request_timeout_ms;
     push_back(&b->wait_head, &b->wait_tail, rq);
-    send_requests(b);
+    /* Idle: send at once. Busy: requests gather while results come back and then go out
+     * together, a batch per sync, so load turns into fewer, larger transactions. */
+    if (b->sent_head == NULL)
+        send_requests(b);
 }
 
 static void timer_closed(uv_handle_t *h)

@@ -45,6 +45,8 @@ struct vv__registry_req {
     struct vv_sqlite_job job;      /* sqlite */
     struct vv__registry_req *next; /* pg: queue link */
     int stage, attempts;           /* pg: multi-step requests, retries */
+    bool batch_end;                /* pg: a pipeline sync follows this request */
+    bool own_error;                /* pg: this request's statement failed */
     char *merged;                  /* pg: UPDATE's merged record */
     char *old_doc;                 /* pg: UPDATE's record as read */
     uint64_t deadline_ms;          /* pg: fail with VV_ETIMEDOUT after this (uv_now) */

@@ -106,8 +106,8 @@ static void latency(struct ctx *c, const char *what, uint32_t n, int kind)
         t[k] = (now_s() - t0) * 1000;
     }
     qsort(t, 10000, sizeof(double), cmp_double);
-    printf("bench_registry %s: %s at %u records: p50 %.3f ms, p99 %.3f ms\n", backend_name, what, n, t[5000],
-           t[9900]);
+    printf("bench_registry %s: %s at %u records: p50 %.3f ms, p99 %.3f ms\n", backend_name, what, n,
+           t[5000], t[9900]);
     free(t);
 }
 
@@ -120,8 +120,8 @@ static int run(uint32_t n, bool pg_backend, const char *pg_url)
     snprintf(path, sizeof(path), "%s/registry.db", dir);
     struct ctx c = {0};
     uv_loop_init(&c.loop);
-    struct vv_registry_config cfg = {.sqlite_path = path, .pg_url = pg_url, .max_queue = 100000,
-                                     .request_timeout_ms = 600000};
+    struct vv_registry_config cfg = {
+        .sqlite_path = path, .pg_url = pg_url, .max_queue = 100000, .request_timeout_ms = 600000};
     backend_name = pg_backend ? "postgresql" : "sqlite";
     if (pg_backend)
         vv_registry_open_pg(&c.loop, &cfg, on_open, &c, &c.reg);
@@ -144,8 +144,9 @@ static int run(uint32_t n, bool pg_backend, const char *pg_url)
         uv_run(&c.loop, UV_RUN_ONCE);
     double t1 = now_s();
     printf("bench_registry %s: registered %u records in %.1f s: %.0f records/s (%u failed, %u in "
-           "flight, one transaction each)\n",
-           backend_name, n, t1 - t0, n / (t1 - t0), c.failed, depth);
+           "flight; %s)\n",
+           backend_name, n, t1 - t0, n / (t1 - t0), c.failed, depth,
+           pg_backend ? "pipelined, up to 64 per transaction" : "one transaction each");
 
     latency(&c, "findById", n, 0);
     latency(&c, "findByOwner (100 per page)", n, 1);
@@ -164,8 +165,8 @@ static int run(uint32_t n, bool pg_backend, const char *pg_url)
         json_t *next = json_object_get(c.last, "nextCursor");
         cursor = json_is_string(next) ? strdup(json_string_value(next)) : NULL;
     } while (cursor != NULL);
-    printf("bench_registry %s: findExpired sweep of %u expired records in %.1f ms\n",
-           backend_name, expired, (now_s() - s0) * 1000);
+    printf("bench_registry %s: findExpired sweep of %u expired records in %.1f ms\n", backend_name,
+           expired, (now_s() - s0) * 1000);
     json_decref(c.last);
     c.last = NULL;
     vv_registry_close(c.reg, NULL, NULL);
