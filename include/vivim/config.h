@@ -38,6 +38,11 @@ struct vv_config {
     uint32_t net_max_connections;
     /* [registry] */
     char *registry_url; /* "" = SQLite in state_dir; postgresql://... for PostgreSQL */
+    uint32_t registry_access_log_max_rows; /* access log retention */
+    bool registry_full_sync;               /* SQLite synchronous=FULL */
+    /* [userdb] */
+    uint32_t userdb_max_open; /* open per-user databases; 0 = from RLIMIT_NOFILE */
+    bool userdb_full_sync;    /* synchronous=FULL instead of NORMAL */
 
     char *path; /* the file this was loaded from (copy), or NULL for defaults */
 };

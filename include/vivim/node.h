@@ -19,6 +19,8 @@ struct vv_node;
 struct vv_metrics;
 struct vv_monitor;
 struct vv_rpc;
+struct vv_registry;
+struct vv_userdb;
 
 /*
  * A module's lifecycle hooks. Any hook may be NULL.
@@ -59,6 +61,8 @@ struct vv_node {
     struct vv_metrics *metrics;
     struct vv_monitor *monitor;
     struct vv_rpc *rpc;
+    struct vv_registry *registry; /* content registry, SQLite or PostgreSQL */
+    struct vv_userdb *userdb;     /* per-user databases */
 
     const struct vv_module *modules[VV_NODE_MAX_MODULES];
     enum vv_module_state module_states[VV_NODE_MAX_MODULES];

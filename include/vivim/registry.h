@@ -137,4 +137,12 @@ int vv_registry_stats(struct vv_registry *r, const char *id, vv_registry_cb cb, 
 int vv_registry_access_log(struct vv_registry *r, const char *id, const char *cursor,
                            uint32_t limit, vv_registry_cb cb, void *arg);
 
+/*
+ * The registry as a node module: opens the backend named by [registry] url at start
+ * (SQLite file <state_dir>/registry.db when empty), registers the registry.* RPC methods,
+ * closes at stop. Sets n->registry.
+ */
+struct vv_module;
+extern const struct vv_module vv_registry_module;
+
 #endif

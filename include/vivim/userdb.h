@@ -64,4 +64,11 @@ uint32_t vv_userdb_max_open(const struct vv_userdb *u);
 /* The file a DID maps to (for operators and tests): <dir>/<xx>/<hash>.db. */
 int vv_userdb_path(const struct vv_userdb *u, const char *owner_did, char *out, size_t len);
 
+/*
+ * Per-user databases as a node module: <state_dir>/users/, the userdb.* RPC methods.
+ * Sets n->userdb.
+ */
+struct vv_module;
+extern const struct vv_module vv_userdb_module;
+
 #endif

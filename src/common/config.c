@@ -33,6 +33,7 @@ enum key_type {
     KEY_NODE_TYPE,
     KEY_BOOTSTRAP,
     KEY_REGISTRY_URL,
+    KEY_SYNC, /* normal|full, stored as bool full */
 };
 
 struct key_def {
@@ -59,6 +60,10 @@ static const struct key_def keys[] = {
     {"net", "mdns", KEY_BOOL, F(net_mdns), 0, 0},
     {"net", "max_connections", KEY_U32, F(net_max_connections), 1, 100000},
     {"registry", "url", KEY_REGISTRY_URL, F(registry_url), 0, 0},
+    {"registry", "access_log_max_rows", KEY_U32, F(registry_access_log_max_rows), 100, 100000000},
+    {"registry", "synchronous", KEY_SYNC, F(registry_full_sync), 0, 0},
+    {"userdb", "max_open", KEY_U32, F(userdb_max_open), 0, 1000000},
+    {"userdb", "synchronous", KEY_SYNC, F(userdb_full_sync), 0, 0},
 };
 #undef F
 
@@ -82,6 +87,10 @@ void vv_config_defaults(struct vv_config *cfg)
     cfg->net_mdns = false;
     cfg->net_max_connections = 1024;
     cfg->registry_url = vv_xstrdup("");
+    cfg->registry_access_log_max_rows = 100000;
+    cfg->registry_full_sync = false;
+    cfg->userdb_max_open = 0;
+    cfg->userdb_full_sync = false;
     cfg->path = NULL;
 }
 
@@ -89,7 +98,7 @@ void vv_config_free(struct vv_config *cfg)
 {
     for (size_t i = 0; i < VV_ARRAY_SIZE(keys); i++) {
         enum key_type t = keys[i].type;
-        if (t == KEY_U32 || t == KEY_BOOL || t == KEY_LEVEL)
+        if (t == KEY_U32 || t == KEY_BOOL || t == KEY_LEVEL || t == KEY_SYNC)
             continue;
         char **p = (char **)((char *)cfg + keys[i].offset);
         vv_free(*p);
@@ -248,6 +257,16 @@ static int set_key(struct vv_config *cfg, const struct key_def *k, const char *v
             *(bool *)field = false;
         else {
             snprintf(why, why_len, "expected true or false");
+            return VV_ECONFIG_VALUE;
+        }
+        return 0;
+    case KEY_SYNC:
+        if (strcmp(v, "normal") == 0)
+            *(bool *)field = false;
+        else if (strcmp(v, "full") == 0)
+            *(bool *)field = true;
+        else {
+            snprintf(why, why_len, "expected normal or full");
             return VV_ECONFIG_VALUE;
         }
         return 0;
@@ -493,6 +512,9 @@ void vv_config_print(const struct vv_config *cfg, FILE *out)
             break;
         case KEY_BOOL:
             fprintf(out, "%s = %s\n", k->name, *(const bool *)field ? "true" : "false");
+            break;
+        case KEY_SYNC:
+            fprintf(out, "%s = %s\n", k->name, *(const bool *)field ? "full" : "normal");
             break;
         case KEY_LEVEL:
             fprintf(out, "%s = %s\n", k->name,

@@ -50,7 +50,10 @@ static void test_valid_file_sets_every_kind_of_value(void **state)
                        "seed.example.org:4747\n"
                        "mdns = yes\n"
                        "[registry]\n"
-                       "url = postgresql://vivim@localhost/vivim\n";
+                       "url = postgresql://vivim@localhost/vivim\n"
+                       "synchronous = full\n"
+                       "[userdb]\n"
+                       "max_open = 500\n";
     struct vv_config cfg;
     char err[VV_CONFIG_ERR_BYTES];
     assert_int_equal(parse(text, &cfg, err), 0);
@@ -61,6 +64,9 @@ static void test_valid_file_sets_every_kind_of_value(void **state)
     assert_string_equal(cfg.metrics_listen, "[::1]:0");
     assert_true(cfg.net_mdns);
     assert_string_equal(cfg.registry_url, "postgresql://vivim@localhost/vivim");
+    assert_true(cfg.registry_full_sync);
+    assert_false(cfg.userdb_full_sync);
+    assert_int_equal(cfg.userdb_max_open, 500);
     assert_string_equal(cfg.path, "test.conf");
     vv_config_free(&cfg);
 }
@@ -118,6 +124,10 @@ static void test_each_bad_file_names_its_line(void **state)
          "test.conf:3: [log] level is set twice"},
         {"state_dir = /x\n", VV_ECONFIG_SYNTAX,
          "test.conf:1: 'state_dir' is outside any [section]"},
+        {"[registry]\nsynchronous = sometimes\n", VV_ECONFIG_VALUE,
+         "test.conf:2: [registry] synchronous: expected normal or full"},
+        {"[userdb]\nmax_open = -5\n", VV_ECONFIG_VALUE,
+         "test.conf:2: [userdb] max_open: expected a whole number from 0 to 1000000"},
         {"[node]\njust some words\n", VV_ECONFIG_SYNTAX,
          "test.conf:2: syntax error (expected [section], key = value or a comment)"},
         {"[node\n", VV_ECONFIG_SYNTAX,
