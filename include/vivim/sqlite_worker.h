@@ -25,6 +25,10 @@ typedef void (*vv_sqlite_done_fn)(struct vv_sqlite_job *job, int status);
 struct vv_sqlite_job {
     vv_sqlite_work_fn work;
     vv_sqlite_done_fn done;
+    /* Optional (NULL when unused), set before submit: called on the loop thread just before
+     * the job is handed to the pool, so a caller batching work into a queued job knows when
+     * it may no longer add to it. It may run inside vv_sqlite_submit. */
+    void (*on_start)(struct vv_sqlite_job *job);
     struct vv_sqlite *owner;
     struct vv_sqlite_job *next;
     uv_work_t req;

@@ -76,6 +76,8 @@ static void kick(struct vv_sqlite *s)
             continue;
         }
         s->running = true;
+        if (job->on_start)
+            job->on_start(job);
         uv_queue_work(s->loop, &job->req, work_cb, after_cb);
     }
 }

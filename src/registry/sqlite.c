@@ -46,8 +46,11 @@ static const char *const migrations[] = {
     NULL,
 };
 
+struct batch;
+
 struct sqlite_backend {
     struct vv_sqlite *db;
+    struct batch *open_batch; /* queued, not started: new registrations join it */
 };
 
 #define request vv__registry_req
@@ -216,43 +219,86 @@ static void page(sqlite3 *db, struct request *rq, sqlite3_stmt *st, int limit_pa
     rq->result = vv__registry_page(items, more ? rq->last_key : NULL, entries);
 }
 
+/*
+ * One registration inside the batch's transaction, under a savepoint so that its failure
+ * leaves the others intact. Registering the same id again with the same content and owner
+ * returns the stored record (a retried distribute converges).
+ */
+static void register_one(sqlite3 *db, struct request *rq)
+{
+    json_t *rec = json_loads(rq->doc, 0, NULL);
+    if (!exec_sql(db, rq, "SAVEPOINT reg")) {
+        json_decref(rec);
+        return;
+    }
+    if (write_record(db, rq, rec, true)) {
+        rq->result = json_incref(rec);
+        exec_sql(db, rq, "RELEASE reg");
+        json_decref(rec);
+        return;
+    }
+    struct request scratch = {0};
+    exec_sql(db, &scratch, "ROLLBACK TO reg");
+    exec_sql(db, &scratch, "RELEASE reg");
+    if (rq->status == VV_EEXIST) {
+        rq->status = 0;
+        json_t *cur = read_record(db, rq, json_string_value(json_object_get(rec, "id")));
+        if (cur &&
+            json_equal(json_object_get(cur, "contentId"), json_object_get(rec, "contentId")) &&
+            json_equal(json_object_get(cur, "ownerDid"), json_object_get(rec, "ownerDid"))) {
+            rq->result = cur;
+        } else {
+            json_decref(cur);
+            rq->status = VV_EEXIST;
+            snprintf(rq->msg, sizeof(rq->msg), "a different record with this id exists");
+        }
+    }
+    json_decref(rec);
+}
+
+/* Registrations queued together commit in one transaction (group commit). */
+#define REGISTER_BATCH_MAX 256
+
+struct batch {
+    struct vv_sqlite_job job;
+    struct sqlite_backend *b;
+    struct request *items[REGISTER_BATCH_MAX];
+    unsigned n;
+};
+
+static void batch_work(sqlite3 *db, struct vv_sqlite_job *job)
+{
+    struct batch *bt = VV_CONTAINER_OF(job, struct batch, job);
+    struct request begin = {0};
+    if (!exec_sql(db, &begin, "BEGIN IMMEDIATE")) {
+        for (unsigned i = 0; i < bt->n; i++) {
+            bt->items[i]->status = begin.status;
+            memcpy(bt->items[i]->msg, begin.msg, sizeof(begin.msg));
+        }
+        return;
+    }
+    for (unsigned i = 0; i < bt->n; i++)
+        register_one(db, bt->items[i]);
+    struct request commit = {0};
+    if (!exec_sql(db, &commit, "COMMIT")) {
+        struct request scratch = {0};
+        exec_sql(db, &scratch, "ROLLBACK");
+        for (unsigned i = 0; i < bt->n; i++) {
+            json_decref(bt->items[i]->result);
+            bt->items[i]->result = NULL;
+            bt->items[i]->status = commit.status;
+            memcpy(bt->items[i]->msg, commit.msg, sizeof(commit.msg));
+        }
+    }
+}
+
 static void work(sqlite3 *db, struct vv_sqlite_job *job)
 {
     struct request *rq = VV_CONTAINER_OF(job, struct request, job);
     sqlite3_stmt *st;
     switch (rq->op) {
-    case VV__REG_REGISTER: {
-        json_t *rec = json_loads(rq->doc, 0, NULL);
-        if (!exec_sql(db, rq, "BEGIN IMMEDIATE")) {
-            json_decref(rec);
-            return;
-        }
-        if (write_record(db, rq, rec, true)) {
-            if (exec_sql(db, rq, "COMMIT"))
-                rq->result = json_incref(rec);
-        } else {
-            exec_sql(db, &(struct request){0}, "ROLLBACK");
-            if (rq->status == VV_EEXIST) {
-                /* A retry of the same registration converges: same id, same content and
-                 * owner returns the stored record. */
-                rq->status = 0;
-                json_t *cur = read_record(db, rq, json_string_value(json_object_get(rec, "id")));
-                if (cur &&
-                    json_equal(json_object_get(cur, "contentId"),
-                               json_object_get(rec, "contentId")) &&
-                    json_equal(json_object_get(cur, "ownerDid"),
-                               json_object_get(rec, "ownerDid"))) {
-                    rq->result = cur;
-                } else {
-                    json_decref(cur);
-                    rq->status = VV_EEXIST;
-                    snprintf(rq->msg, sizeof(rq->msg), "a different record with this id exists");
-                }
-            }
-        }
-        json_decref(rec);
-        return;
-    }
+    case VV__REG_REGISTER:
+        return; /* registrations run in batches: see batch_work */
     case VV__REG_UPDATE: {
         if (!exec_sql(db, rq, "BEGIN IMMEDIATE"))
             return;
@@ -439,9 +485,48 @@ static void done(struct vv_sqlite_job *job, int status)
     vv__registry_complete(rq->reg, rq, st);
 }
 
+static void batch_started(struct vv_sqlite_job *job)
+{
+    struct batch *bt = VV_CONTAINER_OF(job, struct batch, job);
+    if (bt->b->open_batch == bt)
+        bt->b->open_batch = NULL;
+}
+
+static void batch_done(struct vv_sqlite_job *job, int status)
+{
+    struct batch *bt = VV_CONTAINER_OF(job, struct batch, job);
+    if (bt->b->open_batch == bt)
+        bt->b->open_batch = NULL; /* cancelled before it started */
+    for (unsigned i = 0; i < bt->n; i++) {
+        struct request *rq = bt->items[i];
+        int st = status == UV_ECANCELED ? VV_ECLOSED : status != 0 ? status : rq->status;
+        vv__registry_complete(rq->reg, rq, st);
+    }
+    vv_free(bt);
+}
+
 static void sqlite_submit(struct vv_registry *r, struct request *rq)
 {
     struct sqlite_backend *b = r->impl;
+    if (rq->op == VV__REG_REGISTER) {
+        if (b->open_batch != NULL && b->open_batch->n < REGISTER_BATCH_MAX) {
+            b->open_batch->items[b->open_batch->n++] = rq;
+            return;
+        }
+        struct batch *bt = vv_xcalloc(1, sizeof(*bt));
+        bt->b = b;
+        bt->items[bt->n++] = rq;
+        bt->job.on_start = batch_started;
+        /* Open before submitting: an idle worker starts the job inside submit, and
+         * batch_started must then close it again. */
+        b->open_batch = bt;
+        if (vv_sqlite_submit(b->db, &bt->job, batch_work, batch_done) != 0) {
+            b->open_batch = NULL;
+            vv_free(bt);
+            vv__registry_complete(r, rq, VV_ECLOSED);
+        }
+        return;
+    }
     if (vv_sqlite_submit(b->db, &rq->job, work, done) != 0)
         vv__registry_complete(r, rq, VV_ECLOSED);
 }

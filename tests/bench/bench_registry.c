@@ -146,7 +146,8 @@ static int run(uint32_t n, bool pg_backend, const char *pg_url)
     printf("bench_registry %s: registered %u records in %.1f s: %.0f records/s (%u failed, %u in "
            "flight; %s)\n",
            backend_name, n, t1 - t0, n / (t1 - t0), c.failed, depth,
-           pg_backend ? "pipelined, up to 64 per transaction" : "one transaction each");
+           pg_backend ? "pipelined, up to 64 per transaction"
+                      : "grouped, up to 256 per transaction");
 
     latency(&c, "findById", n, 0);
     latency(&c, "findByOwner (100 per page)", n, 1);

@@ -384,6 +384,64 @@ static void test_close_cancels_queued_requests(void **state)
     open_reg(f, 5); /* for teardown */
 }
 
+struct burst {
+    uint32_t ok, outstanding;
+};
+
+static void burst_cb(int status, json_t *result, const char *msg, void *arg)
+{
+    (void)result;
+    (void)msg;
+    struct burst *b = arg;
+    b->outstanding--;
+    b->ok += status == 0;
+}
+
+/* Many registrations in flight at once (they are grouped into transactions): every one
+ * acknowledged is stored. */
+static void test_concurrent_registrations_are_all_stored(void **state)
+{
+    struct fixture *f = *state;
+    struct burst b = {0};
+    for (uint32_t i = 0; i < 1500; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "b%04u", i);
+        json_t *rec = make_record(id, "did:key:burst", "public", NULL, 0);
+        assert_int_equal(vv_registry_register(f->reg, rec, burst_cb, &b), 0);
+        json_decref(rec);
+        b.outstanding++;
+        if (i % 100 == 0)
+            uv_run(&f->loop, UV_RUN_NOWAIT); /* let batches start while more arrive */
+    }
+    while (b.outstanding > 0)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(b.ok, 1500);
+    uint32_t pages;
+    assert_int_equal(collect_pages(f, 0, "did:key:burst", NULL, 1000, &pages), 1500);
+}
+
+/* A registration made while the previous batch is already running on the pool must go into
+ * a new batch, not into the running one (where it would be acknowledged but not written). */
+static void test_registration_after_a_batch_started_is_stored(void **state)
+{
+    struct fixture *f = *state;
+    struct burst b = {0};
+    for (uint32_t i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "late%u", i);
+        json_t *rec = make_record(id, "did:key:late", "public", NULL, 0);
+        assert_int_equal(vv_registry_register(f->reg, rec, burst_cb, &b), 0);
+        json_decref(rec);
+        b.outstanding++;
+        usleep(100 * 1000); /* the pool finishes the running batch meanwhile */
+    }
+    while (b.outstanding > 0)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(b.ok, 3);
+    uint32_t pages;
+    assert_int_equal(collect_pages(f, 0, "did:key:late", NULL, 10, &pages), 3);
+}
+
 struct stream {
     uint32_t acked, failed, outstanding;
     char acked_ids[400][16];
@@ -452,6 +510,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_records_survive_reopen_and_deregister_removes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_close_cancels_queued_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_registrations_are_all_stored, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_registration_after_a_batch_started_is_stored, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_pg_restart_mid_stream_loses_no_acknowledged_write,
                                         setup, teardown),
     };
