@@ -37,6 +37,8 @@ release: deps
 	$(CMAKE) -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=Release \
 	    -DCMAKE_INSTALL_PREFIX=$(PREFIX)
 	$(CMAKE) --build $(RELEASE_DIR) -j $(JOBS)
+	@ln -sf release/vivimd build/vivimd
+	@ln -sf release/vivimctl build/vivimctl
 
 fuzz: deps
 	CC=clang $(CMAKE) -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=Debug -DVIVIM_FUZZ=ON \
@@ -50,7 +52,7 @@ run: release
 	@sed -e 's|^state_dir = .*|state_dir = $(CURDIR)/$(RUN_DIR)/state|' \
 	     -e 's|^socket = .*|socket = $(CURDIR)/$(RUN_DIR)/vivimd.sock|' \
 	     config/vivimd.conf > $(RUN_DIR)/vivimd.conf
-	@echo "vivimd: config $(RUN_DIR)/vivimd.conf; try: $(RELEASE_DIR)/vivimctl --socket $(CURDIR)/$(RUN_DIR)/vivimd.sock status"
+	@echo "vivimd: config $(RUN_DIR)/vivimd.conf; in another terminal: ./build/vivimctl status"
 	exec $(RELEASE_DIR)/vivimd --config $(RUN_DIR)/vivimd.conf
 
 unit: debug
