@@ -20,7 +20,9 @@
 #include "vivim/log.h"
 #include "vivim/monitor.h"
 #include "vivim/node.h"
+#include "vivim/registry.h"
 #include "vivim/rpc.h"
+#include "vivim/userdb.h"
 #include "vivim/sd_notify.h"
 
 #define VV_SHUTDOWN_DEADLINE_MS 5000 /* then whatever is still open is reported and closed */
@@ -46,9 +48,8 @@ static const struct vv_module node_methods_module = {
 
 /* Dependency order: the monitor first (it owns the metrics registry every module uses). */
 static const struct vv_module *const module_table[] = {
-    &vv_monitor_module,
-    &vv_rpc_module,
-    &node_methods_module,
+    &vv_monitor_module,  &vv_rpc_module,    &node_methods_module,
+    &vv_registry_module, &vv_userdb_module,
 };
 
 static void usage(FILE *out)
@@ -66,6 +67,8 @@ static void usage(FILE *out)
             VV_CONFIG_DEFAULT_PATH);
 }
 
+static void on_deadline(uv_timer_t *t);
+
 static void on_stop_request(struct vv_node *n)
 {
     struct daemon *d = VV_CONTAINER_OF(n, struct daemon, node);
@@ -78,7 +81,7 @@ static void on_stop_request(struct vv_node *n)
     if (d->watchdog_on)
         uv_close((uv_handle_t *)&d->watchdog, NULL);
     /* Unreferenced: it fires only if something keeps the loop alive past the deadline. */
-    uv_timer_start(&d->deadline, NULL, VV_SHUTDOWN_DEADLINE_MS, 0);
+    uv_timer_start(&d->deadline, on_deadline, VV_SHUTDOWN_DEADLINE_MS, 0);
     uv_unref((uv_handle_t *)&d->deadline);
 }
 
@@ -189,6 +192,9 @@ static int run(const char *config_path)
     snprintf(status, sizeof(status), "READY=1\nSTATUS=running, node %.16s",
              n->identity.node_id_hex);
     vv_sd_notify(status);
+    vv_monitor_event(
+        n->monitor, "node.ready",
+        json_pack("{s:s, s:s}", "nodeId", n->identity.node_id_hex, "version", VIVIM_VERSION));
     exit_code = 0;
 
 drain:

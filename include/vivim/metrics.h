@@ -47,6 +47,9 @@ struct vv_histogram *vv_metrics_histogram(struct vv_metrics *m, const char *name
 /* A gauge whose value is read from fn at scrape time (process_*, queue lengths). */
 void vv_metrics_gauge_fn(struct vv_metrics *m, const char *name, const char *help,
                          double (*fn)(void *data), void *data);
+/* A counter whose value is read from fn at scrape time (process_cpu_seconds_total). */
+void vv_metrics_counter_fn(struct vv_metrics *m, const char *name, const char *help,
+                           double (*fn)(void *data), void *data);
 
 /*
  * Children of labelled families: one label value per label name, in order. Values are

@@ -12,6 +12,7 @@
 
 #include "vivim/common.h"
 #include "vivim/log.h"
+#include "vivim/monitor.h"
 #include "vivim/node.h"
 
 const char *vv_module_state_name(enum vv_module_state s)
@@ -161,6 +162,7 @@ int vv_node_reload_config(struct vv_node *n, char **msg)
     int rc = vv_config_load(n->config.path, &fresh, err);
     if (rc != 0) {
         vv_log_error("node", "reload failed, keeping the running configuration: %s", err);
+        vv_monitor_event(n->monitor, "node.reload", json_pack("{s:b, s:s}", "ok", 0, "error", err));
         if (msg)
             *msg = vv_xstrdup(err);
         return rc;
@@ -215,6 +217,8 @@ int vv_node_reload_config(struct vv_node *n, char **msg)
 #undef NOTE
     vv_config_free(&fresh);
     vv_log_notice("node", "configuration reloaded from %s: %s", old->path, changes);
+    vv_monitor_event(n->monitor, "node.reload",
+                     json_pack("{s:b, s:s}", "ok", 1, "changes", changes));
     if (msg)
         *msg = vv_xstrdup(changes);
     return 0;

@@ -77,6 +77,7 @@ class Node:
         notify_path = os.path.join(self.tmp, "notify.sock")
         if os.path.exists(notify_path):
             os.unlink(notify_path)
+        self.notify_messages = []
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(notify_path)
         env = dict(os.environ, NOTIFY_SOCKET=notify_path)

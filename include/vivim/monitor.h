@@ -1,0 +1,40 @@
+/*
+ * The network monitor: the metrics registry every module reports through (n->metrics),
+ * the node's events, and the HTTP endpoint operators scrape and tail:
+ *
+ *   GET /metrics  Prometheus text format 0.0.4
+ *   GET /health   JSON; 200 when the node is ready, 503 while starting or stopping
+ *   GET /events   Server-Sent Events: node events and warnings, as they happen
+ *
+ * HTTP requests are parsed by http-parser; requests are bounded in size and time, other
+ * paths get 404 and other methods 405. The monitor is the first module of the node, since
+ * every other module registers its metrics at init.
+ */
+#ifndef VIVIM_MONITOR_H
+#define VIVIM_MONITOR_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define VV_HTTP_MAX_HEADER_BYTES   8192  /* request line plus headers */
+#define VV_HTTP_REQUEST_TIMEOUT_MS 10000 /* a request must arrive whole within this */
+#define VV_HTTP_MAX_CONNECTIONS    64
+#define VV_EVENTS_MAX_SUBSCRIBERS  16
+#define VV_EVENTS_MAX_QUEUE_BYTES  (1u << 20) /* per subscriber, then it is dropped */
+#define VV_EVENTS_KEEPALIVE_MS     15000
+#define VV_EVENTS_RECENT           32 /* replayed to a new subscriber */
+
+struct vv_monitor;
+struct vv_module;
+extern const struct vv_module vv_monitor_module;
+
+/*
+ * Publishes an event of a kind ("node.started", "node.reload", "log", ...) with data (an
+ * object, taken; may be NULL) to every /events subscriber, serialized once.
+ */
+void vv_monitor_event(struct vv_monitor *mon, const char *kind, json_t *data);
+
+/* "http://127.0.0.1:9464" (the bound address), or "disabled". */
+void vv_monitor_url(const struct vv_monitor *mon, char *out, size_t len);
+
+#endif

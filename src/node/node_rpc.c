@@ -1,0 +1,92 @@
+/* The node's own RPC methods: node.status, node.shutdown, node.reload. */
+#include <string.h>
+
+#include "vivim/common.h"
+#include "vivim/monitor.h"
+#include "vivim/node.h"
+#include "vivim/rpc.h"
+
+static struct vv_rpc_answer status(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    (void)params;
+    struct vv_node *n = data;
+    json_t *modules = json_object();
+    for (int i = 0; i < n->n_modules; i++)
+        json_object_set_new(modules, n->modules[i]->name,
+                            json_string(vv_module_state_name(n->module_states[i])));
+    char metrics[128] = "";
+    if (n->monitor)
+        vv_monitor_url(n->monitor, metrics, sizeof(metrics));
+    json_t *result =
+        json_pack("{s:s, s:s, s:s, s:I, s:s, s:{s:s, s:s, s:s}, s:o, s:s}", "nodeId",
+                  n->identity.node_id_hex, "publicKey", "", "version", VIVIM_VERSION,
+                  "uptimeSeconds", (json_int_t)(vv_node_uptime_ms(n) / 1000), "nodeType",
+                  n->config.node_type, "listen", "rpc", n->config.rpc_socket, "metrics", metrics,
+                  "net", n->config.net_listen, "modules", modules, "state",
+                  n->stopping ? "stopping"
+                  : n->ready  ? "ready"
+                              : "starting");
+    char pk[2 * VV_ED25519_PK_BYTES + 1];
+    vv_hex_encode(n->identity.public_key, VV_ED25519_PK_BYTES, pk);
+    json_object_set_new(result, "publicKey", json_string(pk));
+    return vv_rpc_reply(req, result);
+}
+
+static struct vv_rpc_answer shutdown_(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    (void)params;
+    struct vv_node *n = data;
+    /* The answer is written before the stop closes the socket. */
+    struct vv_rpc_answer a = vv_rpc_reply(req, json_pack("{s:b}", "stopping", 1));
+    vv_node_request_stop(n);
+    return a;
+}
+
+static struct vv_rpc_answer reload(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    (void)params;
+    struct vv_node *n = data;
+    char *msg = NULL;
+    int rc = vv_node_request_reload(n, &msg);
+    struct vv_rpc_answer a =
+        rc == 0 ? vv_rpc_reply(req, json_pack("{s:s}", "changes", msg ? msg : "no changes"))
+                : vv_rpc_fail(req, rc, "%s", msg ? msg : vv_strerror(rc));
+    vv_free(msg);
+    return a;
+}
+
+static const char no_params[] =
+    "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}";
+
+int vv_node_rpc_register(struct vv_node *n)
+{
+    const struct vv_rpc_method methods[] = {
+        {"node.status", status, n,
+         "The node's identity, version, uptime, listen addresses and module states.", no_params,
+         "{\"type\":\"object\",\"properties\":{"
+         "\"nodeId\":{\"type\":\"string\",\"description\":\"SHA-256 of the Ed25519 public key, "
+         "hex\"},"
+         "\"publicKey\":{\"type\":\"string\",\"description\":\"Ed25519 public key, hex\"},"
+         "\"version\":{\"type\":\"string\"},"
+         "\"uptimeSeconds\":{\"type\":\"integer\"},"
+         "\"nodeType\":{\"type\":\"string\"},"
+         "\"state\":{\"enum\":[\"starting\",\"ready\",\"stopping\"]},"
+         "\"listen\":{\"type\":\"object\",\"properties\":{\"rpc\":{\"type\":\"string\"},"
+         "\"metrics\":{\"type\":\"string\"},\"net\":{\"type\":\"string\"}}},"
+         "\"modules\":{\"type\":\"object\",\"additionalProperties\":{\"enum\":[\"new\","
+         "\"initialized\",\"running\",\"stopped\",\"failed\"]}}}}"},
+        {"node.shutdown", shutdown_, n,
+         "Stops the node gracefully, as SIGTERM does; answers before stopping.", no_params,
+         "{\"type\":\"object\",\"properties\":{\"stopping\":{\"const\":true}}}"},
+        {"node.reload", reload, n,
+         "Re-reads the configuration file, as SIGHUP does; says what changed. A file that "
+         "fails to load is an error and the running configuration is kept.",
+         no_params, "{\"type\":\"object\",\"properties\":{\"changes\":{\"type\":\"string\"}}}"},
+    };
+    for (size_t i = 0; i < VV_ARRAY_SIZE(methods); i++) {
+        int rc = vv_rpc_register(n->rpc, &methods[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
