@@ -276,7 +276,7 @@ static int on_headers_complete(http_parser *p)
     struct http_conn *c = p->data;
     if (p->method != HTTP_GET && p->method != HTTP_HEAD) {
         c->reject = 405; /* and never read a body we do not want */
-        return 1;
+        return -1;       /* http-parser: 1 would mean "no body"; anything else stops */
     }
     return 0;
 }

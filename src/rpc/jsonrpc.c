@@ -245,7 +245,7 @@ struct vv_rpc_answer vv_rpc_fail(struct vv_rpc_request *req, int code, const cha
     count_request(req->conn->rpc, req->method ? req->method->name : "unknown", outcome,
                   req->start_ns);
     /* Project codes carry their symbolic name, so scripts need not know the numbers. */
-    const char *data = code <= -10000 ? vv_err_name(code) : NULL;
+    const char *data = code <= -10000 && code > -32000 ? vv_err_name(code) : NULL;
     json_t *resp = req->id ? error_response(req->id, code, msg, data) : NULL;
     deliver(req, resp);
     return (struct vv_rpc_answer){ANSWER_TOKEN};

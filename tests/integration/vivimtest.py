@@ -29,6 +29,20 @@ class RpcError(Exception):
         self.data = data
 
 
+def http_get(url, method="GET", timeout=10):
+    """Returns (status, body) of a plain HTTP request, without following anything."""
+    import http.client
+    import urllib.parse
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        conn.request(method, u.path or "/")
+        r = conn.getresponse()
+        return r.status, r.read(), dict(r.getheaders())
+    finally:
+        conn.close()
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
