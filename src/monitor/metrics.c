@@ -362,6 +362,16 @@ static void emit_escaped(struct out *o, const char *s, bool quote)
     }
 }
 
+/* The shortest text that reads back as exactly v (Prometheus parses it with strtod). */
+static void shortest(char *buf, size_t len, double v)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}
+
 static void emit_number(struct out *o, double v)
 {
     if (isnan(v))
@@ -370,8 +380,11 @@ static void emit_number(struct out *o, double v)
         emit(o, v > 0 ? "+Inf" : "-Inf");
     else if (v == floor(v) && fabs(v) < 1e15)
         emit(o, "%.0f", v);
-    else
-        emit(o, "%.17g", v);
+    else {
+        char buf[32];
+        shortest(buf, sizeof(buf), v);
+        emit(o, "%s", buf);
+    }
 }
 
 static void emit_labels(struct out *o, const struct family *f, const struct child *c,
@@ -413,7 +426,7 @@ static void emit_child(struct out *o, const struct family *f, const struct child
             if (i == f->n_bounds)
                 snprintf(le, sizeof(le), "+Inf");
             else
-                snprintf(le, sizeof(le), "%.17g", f->bounds[i]);
+                shortest(le, sizeof(le), f->bounds[i]);
             emit(o, "%s_bucket", f->name);
             emit_labels(o, f, c, "le", le);
             emit(o, " %llu\n", (unsigned long long)cum);
