@@ -21,6 +21,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* JSON-RPC 2.0's reserved codes. Application errors use the codes of vivim/error.h. */
 #define VV_RPC_PARSE_ERROR      (-32700)
@@ -86,6 +87,20 @@ int vv_rpc_notify(struct vv_rpc_conn *c, const char *method, json_t *params);
 
 /* The whole method table as an OpenRPC-style document (for rpc.discover). New reference. */
 json_t *vv_rpc_describe(const struct vv_rpc *rpc);
+
+/* ---- parameter helpers (by-name params) ------------------------------------------------ */
+
+/*
+ * For handlers taking an object of named parameters. Each returns 0 when the value was
+ * read, 1 when it is absent and optional, and -1 with a message naming the field in err
+ * (answer it with vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err)).
+ */
+int vv_rpc_params_object(const json_t *params, const char *const *allowed, char *err,
+                         size_t err_len);
+int vv_rpc_param_string(const json_t *params, const char *name, bool required, size_t max_bytes,
+                        const char **out, char *err, size_t err_len);
+int vv_rpc_param_uint(const json_t *params, const char *name, bool required, uint64_t min,
+                      uint64_t max, uint64_t *out, char *err, size_t err_len);
 
 /* ---- the module ---------------------------------------------------------------------- */
 

@@ -9,6 +9,7 @@
 #include "vivim/log.h"
 #include "vivim/node.h"
 #include "vivim/registry.h"
+#include "vivim/rpc.h"
 
 static void opened(int status, const char *msg, void *arg)
 {
@@ -28,6 +29,13 @@ static void opened(int status, const char *msg, void *arg)
                     "reconnects",
                     msg ? msg : "");
     }
+}
+
+int vv_registry_rpc_register(struct vv_rpc *rpc);
+
+static int registry_init(struct vv_node *n)
+{
+    return n->rpc ? vv_registry_rpc_register(n->rpc) : 0;
 }
 
 static int registry_start(struct vv_node *n)
@@ -55,6 +63,7 @@ static void registry_stop(struct vv_node *n)
 
 const struct vv_module vv_registry_module = {
     .name = "registry",
+    .init = registry_init,
     .start = registry_start,
     .stop = registry_stop,
 };

@@ -361,7 +361,8 @@ static json_t *handle_one(struct vv_rpc_conn *c, json_t *msg, struct batch *b, s
     const char *why = NULL;
     if (!json_is_string(version) || strcmp(json_string_value(version), "2.0") != 0)
         why = "\"jsonrpc\" must be \"2.0\"";
-    else if (!json_is_string(method))
+    else if (!json_is_string(method) ||
+             strlen(json_string_value(method)) != json_string_length(method))
         why = "\"method\" must be a string";
     else if (params != NULL && !json_is_object(params) && !json_is_array(params))
         why = "\"params\" must be an object or an array";
@@ -419,7 +420,9 @@ void vv_rpc_conn_input(struct vv_rpc_conn *c, const char *line, size_t len)
         return;
     }
     json_error_t jerr;
-    json_t *msg = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+    /* NUL inside strings is accepted here so that the field holding it can be named in
+     * the error; every string a handler uses is checked for it (vv_rpc_param_string). */
+    json_t *msg = json_loadb(line, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (msg == NULL) {
         vv__rpc_count_error(rpc, "parse");
         vv_log_debug("rpc", "parse error: %s", jerr.text);

@@ -4,7 +4,15 @@
 #include "vivim/common.h"
 #include "vivim/log.h"
 #include "vivim/node.h"
+#include "vivim/rpc.h"
 #include "vivim/userdb.h"
+
+int vv_userdb_rpc_register(struct vv_rpc *rpc);
+
+static int userdb_init(struct vv_node *n)
+{
+    return n->rpc ? vv_userdb_rpc_register(n->rpc) : 0;
+}
 
 static int userdb_start(struct vv_node *n)
 {
@@ -35,6 +43,7 @@ static void userdb_stop(struct vv_node *n)
 
 const struct vv_module vv_userdb_module = {
     .name = "userdb",
+    .init = userdb_init,
     .start = userdb_start,
     .stop = userdb_stop,
 };
