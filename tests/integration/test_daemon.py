@@ -207,6 +207,24 @@ class Lifecycle(unittest.TestCase):
             self.assertTrue(any(l.startswith("<5>vivimd: ready: node ") for l in lines))
 
 
+class Install(unittest.TestCase):
+    def test_install_puts_binaries_unit_config_and_docs_under_the_prefix(self):
+        build = os.environ.get("VIVIM_BUILD_DIR")
+        if not build:
+            self.skipTest("VIVIM_BUILD_DIR not set (run through ctest)")
+        with tempfile.TemporaryDirectory() as prefix:
+            r = subprocess.run(["cmake", "--install", build, "--prefix", prefix],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            for rel in ("bin/vivimd", "bin/vivimctl", "etc/vivim/vivimd.conf",
+                        "lib/systemd/system/vivimd.service", "share/doc/vivimd/operations.md"):
+                self.assertTrue(os.path.exists(os.path.join(prefix, rel)), rel)
+            with open(os.path.join(prefix, "lib/systemd/system/vivimd.service")) as f:
+                unit = f.read()
+            self.assertIn(f"ExecStart={prefix}/bin/vivimd --config {prefix}/etc/vivim/vivimd.conf",
+                          unit)
+
+
 class SystemdUnit(unittest.TestCase):
     def unit_for_build(self, d):
         """The shipped unit with ExecStart pointing at the binary under test."""

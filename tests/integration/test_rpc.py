@@ -195,6 +195,15 @@ class Vivimctl(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("cannot reach vivimd", r.stderr)
 
+    def test_docs_rpc_md_describes_every_method(self):
+        with Node() as n:
+            methods = [m["name"] for m in n.rpc("rpc.discover")["methods"]]
+        with open(os.path.join(os.environ.get("VIVIM_SOURCE_DIR", "."), "docs/rpc.md")) as f:
+            doc = f.read()
+        for m in methods:
+            self.assertIn(f"### `{m}`", doc, f"docs/rpc.md lacks {m}: regenerate with "
+                                             "vivimctl methods --markdown")
+
     def test_socket_from_environment(self):
         with Node() as n:
             env = dict(os.environ, VIVIM_SOCKET=n.socket_path)
