@@ -14,6 +14,8 @@
 static void opened(int status, const char *msg, void *arg)
 {
     struct vv_node *n = arg;
+    if (n->stopping || n->registry == NULL)
+        return; /* the node stopped before the backend opened: nothing to report */
     if (status == 0) {
         vv_log_info("registry", "%s backend ready", vv_registry_backend_name(n->registry));
         return;
