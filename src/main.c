@@ -75,9 +75,11 @@ static void on_stop_request(struct vv_node *n)
     vv_log_notice("vivimd", "stopping");
     vv_sd_notify("STOPPING=1\nSTATUS=stopping");
     vv_node_stop(n);
-    uv_close((uv_handle_t *)&d->sig_term, NULL);
-    uv_close((uv_handle_t *)&d->sig_int, NULL);
-    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    /* The signal handlers stay installed (a second SIGTERM must not kill a process that is
+     * already stopping gracefully) but no longer keep the loop alive; closed at the end. */
+    uv_unref((uv_handle_t *)&d->sig_term);
+    uv_unref((uv_handle_t *)&d->sig_int);
+    uv_unref((uv_handle_t *)&d->sig_hup);
     if (d->watchdog_on)
         uv_close((uv_handle_t *)&d->watchdog, NULL);
     /* Unreferenced: it fires only if something keeps the loop alive past the deadline. */
@@ -92,6 +94,11 @@ static void on_signal(uv_signal_t *h, int signum)
         char *msg = NULL;
         vv_node_request_reload(&d->node, &msg);
         vv_free(msg);
+        return;
+    }
+    if (d->node.stopping) {
+        vv_log_notice("vivimd", "received %s: already stopping",
+                      signum == SIGTERM ? "SIGTERM" : "SIGINT");
         return;
     }
     vv_log_notice("vivimd", "received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -127,8 +134,10 @@ static int start_signals(struct daemon *d)
         int sig;
     } sigs[] = {{&d->sig_term, SIGTERM}, {&d->sig_int, SIGINT}, {&d->sig_hup, SIGHUP}};
     for (size_t i = 0; i < VV_ARRAY_SIZE(sigs); i++) {
-        uv_signal_init(loop, sigs[i].h);
+        uv_signal_init(loop, sigs[i].h); /* all initialised first: teardown closes all */
         sigs[i].h->data = d;
+    }
+    for (size_t i = 0; i < VV_ARRAY_SIZE(sigs); i++) {
         int rc = uv_signal_start(sigs[i].h, on_signal, sigs[i].sig);
         if (rc != 0)
             return rc;
@@ -206,6 +215,9 @@ teardown:
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     uv_close((uv_handle_t *)&d->deadline, NULL);
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     vv_node_deinit(n);
     int close_rc = uv_loop_close(&loop);

@@ -112,6 +112,13 @@ class Lifecycle(unittest.TestCase):
                 self.assertNotIn("did not close cleanly", n.log_text())
                 self.assertNotIn("still open", n.log_text())
 
+    def test_second_sigterm_while_stopping_is_harmless(self):
+        with Node() as n:
+            n.proc.send_signal(signal.SIGTERM)
+            n.wait_notify("STOPPING=1", 5)
+            n.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(n.proc.wait(10), 0, n.log_text())
+
     def test_stopping_is_notified(self):
         with Node() as n:
             n.proc.send_signal(signal.SIGTERM)
