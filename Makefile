@@ -3,7 +3,8 @@
 #   make run         install missing packages, build (release), start one node on the
 #                    embedded defaults with state and socket under build/release/run/
 #   make test        install, build (debug, ASan+UBSan), run unit, simulator and
-#                    integration tests, then a short run of every fuzz target (clang)
+#                    integration tests, then a short run of every fuzz target (clang),
+#                    then compile the release build
 #   make bench       release build, then every benchmark in tests/bench/
 #   make check-long  the long suites (soak, kill -9 loops) on the debug build
 #   make install     release build installed under PREFIX (default /usr/local)
@@ -61,7 +62,9 @@ unit: debug
 fuzz-smoke: fuzz
 	$(CTEST) --test-dir $(FUZZ_DIR) -L fuzz -j $(JOBS) --output-on-failure
 
-test: unit fuzz-smoke
+# The release build is compiled too: -O3 warns about things -O0 does not, and `make run`
+# must never be the first to find out.
+test: unit fuzz-smoke release
 
 bench: release
 	@sh tests/bench/run.sh $(RELEASE_DIR)

@@ -222,7 +222,7 @@ int vv_noise_write(struct vv_noise_hs *hs, const uint8_t *payload, size_t payloa
 {
     if (!vv_noise_my_turn(hs))
         return VV_ESTATE;
-    size_t off = 0, n;
+    size_t off = 0, n = 0;
     int rc = 0;
     for (const enum token *t = tokens(hs, hs->step); *t != T_END && rc == 0; t++) {
         switch (*t) {
