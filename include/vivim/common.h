@@ -9,6 +9,7 @@
 #ifndef VIVIM_COMMON_H
 #define VIVIM_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,8 @@ size_t vv_strlcpy(char *dst, const char *src, size_t dst_size);
 
 /* Lowercase hex of len bytes into out, which must hold 2*len+1 bytes. */
 void vv_hex_encode(const uint8_t *bytes, size_t len, char *out);
+/* True when s is exactly 64 lowercase hex digits (a SHA-256 or node ID as text). */
+bool vv_hex_is_sha256(const char *s);
 /* Parses exactly 2*len hex digits. Returns 0 or VV_EINVAL. */
 int vv_hex_decode(const char *hex, uint8_t *out, size_t len);
 

@@ -64,6 +64,9 @@ bool vv_record_status_transition_ok(enum vv_record_status from, enum vv_record_s
 int vv_record_status_parse(const char *s, enum vv_record_status *out);
 const char *vv_record_status_name(enum vv_record_status s);
 
+/* A record id: 1 to VV_RECORD_ID_MAX_BYTES characters of A-Z, a-z, 0-9, '-' and '_'. */
+bool vv_record_id_valid(const char *s);
+
 /* DID syntax per W3C DID Core: did:<method>:<method-specific-id>, at most VV_DID_MAX_BYTES. */
 bool vv_did_valid(const char *did);
 

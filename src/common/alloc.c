@@ -114,6 +114,15 @@ static int hexval(char c)
     return -1;
 }
 
+bool vv_hex_is_sha256(const char *s)
+{
+    size_t i = 0;
+    for (; s[i] && i < 65; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return i == 64;
+}
+
 int vv_hex_decode(const char *hex, uint8_t *out, size_t len)
 {
     for (size_t i = 0; i < len; i++) {

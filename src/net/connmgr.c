@@ -203,6 +203,15 @@ static void send_buf(struct vv_connmgr *cm, struct peer *p, msgpack_sbuffer *sb)
     msgpack_sbuffer_destroy(sb);
 }
 
+/* Starts a message: an array of n elements whose first is the type. */
+static void begin(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t n, uint8_t type)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_array(pk, n);
+    msgpack_pack_uint8(pk, type);
+}
+
 static void pack_str(msgpack_packer *pk, const char *s)
 {
     size_t n = strlen(s);
@@ -214,10 +223,7 @@ static void send_hello(struct vv_connmgr *cm, struct peer *p)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint8(&pk, MSG_HELLO);
+    begin(&sb, &pk, 5, MSG_HELLO);
     pack_str(&pk, cm->cfg.self_address);
     msgpack_pack_uint8(&pk, (uint8_t)cm->cfg.node_type);
     msgpack_pack_uint32(&pk, cm->cfg.capabilities);
@@ -235,10 +241,7 @@ static void send_ping(struct vv_connmgr *cm, struct peer *p, uint64_t now)
     p->last_ping_ms = now;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 3);
-    msgpack_pack_uint8(&pk, MSG_PING);
+    begin(&sb, &pk, 3, MSG_PING);
     msgpack_pack_uint64(&pk, nonce);
     msgpack_pack_uint64(&pk, now);
     send_buf(cm, p, &sb);
@@ -249,10 +252,7 @@ static void send_pong(struct vv_connmgr *cm, struct peer *p, uint64_t nonce, uin
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 3);
-    msgpack_pack_uint8(&pk, MSG_PONG);
+    begin(&sb, &pk, 3, MSG_PONG);
     msgpack_pack_uint64(&pk, nonce);
     msgpack_pack_uint64(&pk, sent);
     send_buf(cm, p, &sb);
@@ -262,10 +262,7 @@ static void send_pex_request(struct vv_connmgr *cm, struct peer *p)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 2);
-    msgpack_pack_uint8(&pk, MSG_PEX_REQUEST);
+    begin(&sb, &pk, 2, MSG_PEX_REQUEST);
     msgpack_pack_uint8(&pk, VV_CONNMGR_PEX_MAX);
     send_buf(cm, p, &sb);
     cm->stats.pex_sent++;
@@ -292,10 +289,7 @@ static void send_pex_response(struct vv_connmgr *cm, struct peer *to, uint32_t w
     }
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 2);
-    msgpack_pack_uint8(&pk, MSG_PEX_RESPONSE);
+    begin(&sb, &pk, 2, MSG_PEX_RESPONSE);
     msgpack_pack_array(&pk, n);
     for (uint32_t k = 0; k < n; k++) {
         struct peer *p = &cm->peers[picked[k]];

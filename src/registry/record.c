@@ -47,16 +47,6 @@ bool vv_record_status_transition_ok(enum vv_record_status from, enum vv_record_s
     return false;
 }
 
-static bool is_hex64(const char *s)
-{
-    if (strlen(s) != 64)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
-            return false;
-    return true;
-}
-
 bool vv_did_valid(const char *did)
 {
     size_t len = strlen(did);
@@ -87,7 +77,7 @@ bool vv_did_valid(const char *did)
     return did[len - 1] != ':';
 }
 
-static bool valid_record_id(const char *s)
+bool vv_record_id_valid(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > VV_RECORD_ID_MAX_BYTES)
@@ -192,7 +182,7 @@ static int check_providers(const json_t *p, char *err, size_t err_len)
     json_t *v;
     json_array_foreach(p, i, v)
     {
-        if (!json_is_string(v) || !is_hex64(json_string_value(v)))
+        if (!json_is_string(v) || !vv_hex_is_sha256(json_string_value(v)))
             FAIL("providers[%zu]: expected a node ID (64 lowercase hex digits)", i);
     }
     return 0;
@@ -252,11 +242,11 @@ int vv_record_validate(const json_t *in, uint64_t now_ms, const char *generated_
         if (known)
             continue;
         if (strcmp(key, "id") == 0) {
-            if (!json_is_string(v) || !valid_record_id(json_string_value(v)))
+            if (!json_is_string(v) || !vv_record_id_valid(json_string_value(v)))
                 FAIL("id: expected 1 to %d characters of A-Z, a-z, 0-9, '-' or '_'",
                      VV_RECORD_ID_MAX_BYTES);
         } else if (strcmp(key, "contentId") == 0 || strcmp(key, "hash") == 0) {
-            if (!json_is_string(v) || !is_hex64(json_string_value(v)))
+            if (!json_is_string(v) || !vv_hex_is_sha256(json_string_value(v)))
                 FAIL("%s: expected a SHA-256 as 64 lowercase hex digits", key);
         } else if (strcmp(key, "ownerDid") == 0) {
             if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v) ||

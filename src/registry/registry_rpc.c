@@ -21,18 +21,6 @@ static uint64_t wall_ms(void)
     return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
-static bool valid_id(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > VV_RECORD_ID_MAX_BYTES)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              *s == '-' || *s == '_'))
-            return false;
-    return true;
-}
-
 /* The registry's completion, turned into the RPC answer. */
 static void answer(int status, json_t *result, const char *msg, void *arg)
 {
@@ -68,7 +56,7 @@ static struct vv_registry *registry_of(struct vv_rpc_request *req)
 static int get_id(const json_t *params, const char *name, const char **out, char *err)
 {
     int rc = vv_rpc_param_string(params, name, true, VV_RECORD_ID_MAX_BYTES, out, err, ERR_BYTES);
-    if (rc == 0 && !valid_id(*out)) {
+    if (rc == 0 && !vv_record_id_valid(*out)) {
         snprintf(err, ERR_BYTES, "%s: expected 1 to %d characters of A-Z, a-z, 0-9, '-' or '_'",
                  name, VV_RECORD_ID_MAX_BYTES);
         return -1;

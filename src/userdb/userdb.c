@@ -412,16 +412,6 @@ static int submit(struct vv_userdb *u, struct request *rq)
     return 0;
 }
 
-static bool is_hex64(const char *s)
-{
-    if (s == NULL || strlen(s) != 64)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
-            return false;
-    return true;
-}
-
 static struct request *new_request(struct vv_userdb *u, enum op op, const char *did,
                                    vv_userdb_cb cb, void *arg)
 {
@@ -438,7 +428,7 @@ int vv_userdb_put(struct vv_userdb *u, const char *owner_did, const char *conten
                   const uint8_t *content, size_t len, const json_t *meta, uint64_t now_ms,
                   vv_userdb_cb cb, void *arg)
 {
-    if (owner_did == NULL || !vv_did_valid(owner_did) || !is_hex64(content_id) ||
+    if (owner_did == NULL || !vv_did_valid(owner_did) || !vv_hex_is_sha256(content_id) ||
         len > VV_USERDB_MAX_CONTENT_BYTES || (meta != NULL && !json_is_object(meta)))
         return VV_EINVAL;
     struct request *rq = new_request(u, OP_PUT, owner_did, cb, arg);
@@ -459,7 +449,7 @@ int vv_userdb_put(struct vv_userdb *u, const char *owner_did, const char *conten
 int vv_userdb_get(struct vv_userdb *u, const char *owner_did, const char *content_id,
                   vv_userdb_cb cb, void *arg)
 {
-    if (owner_did == NULL || !vv_did_valid(owner_did) || !is_hex64(content_id))
+    if (owner_did == NULL || !vv_did_valid(owner_did) || !vv_hex_is_sha256(content_id))
         return VV_EINVAL;
     struct request *rq = new_request(u, OP_GET, owner_did, cb, arg);
     memcpy(rq->content_id, content_id, 65);
@@ -475,7 +465,8 @@ int vv_userdb_fetch_for_distribution(struct vv_userdb *u, const char *content_id
 int vv_userdb_list(struct vv_userdb *u, const char *owner_did, const char *cursor, uint32_t limit,
                    vv_userdb_cb cb, void *arg)
 {
-    if (owner_did == NULL || !vv_did_valid(owner_did) || (cursor != NULL && !is_hex64(cursor)))
+    if (owner_did == NULL || !vv_did_valid(owner_did) ||
+        (cursor != NULL && !vv_hex_is_sha256(cursor)))
         return VV_EINVAL;
     struct request *rq = new_request(u, OP_LIST, owner_did, cb, arg);
     rq->cursor = cursor ? vv_xstrdup(cursor) : NULL;

@@ -29,16 +29,6 @@ static struct vv_rpc_answer submitted(struct vv_rpc_request *req, int rc)
     return rc == 0 ? vv_rpc_pending(req) : vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
 }
 
-static bool is_hex64(const char *s)
-{
-    if (strlen(s) != 64)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
-            return false;
-    return true;
-}
-
 /* ownerDid and (when asked) contentId, checked. */
 static int owner_and_id(const json_t *params, const char **owner, const char **cid, char *err)
 {
@@ -53,7 +43,7 @@ static int owner_and_id(const json_t *params, const char **owner, const char **c
         return 0;
     if (vv_rpc_param_string(params, "contentId", true, 64, cid, err, ERR_BYTES) < 0)
         return -1;
-    if (!is_hex64(*cid)) {
+    if (!vv_hex_is_sha256(*cid)) {
         snprintf(err, ERR_BYTES, "contentId: expected a SHA-256 as 64 lowercase hex digits");
         return -1;
     }
@@ -137,7 +127,7 @@ static struct vv_rpc_answer m_list(struct vv_rpc_request *req, json_t *params, v
         vv_rpc_param_uint(params, "limit", false, 1, VV_REGISTRY_MAX_PAGE, &limit, err,
                           sizeof(err)) < 0)
         return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
-    if (cursor && !is_hex64(cursor))
+    if (cursor && !vv_hex_is_sha256(cursor))
         return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "cursor: not a cursor list returned");
     return submitted(req, vv_userdb_list(vv_rpc_request_node(req)->userdb, owner, cursor,
                                          (uint32_t)limit, answer, req));

@@ -21,6 +21,20 @@ static void test_hex_round_trips_and_rejects_bad_digits(void **state)
     assert_int_equal(vv_hex_decode("009fa0ff00", back, 4), VV_EINVAL); /* too long */
 }
 
+static void test_sha256_text_check(void **state)
+{
+    (void)state;
+    const char *ok = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    assert_true(vv_hex_is_sha256(ok));
+    assert_false(
+        vv_hex_is_sha256("0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"));
+    assert_false(
+        vv_hex_is_sha256("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde"));
+    assert_false(
+        vv_hex_is_sha256("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0"));
+    assert_false(vv_hex_is_sha256(""));
+}
+
 static void test_strerror_covers_project_uv_and_unknown_codes(void **state)
 {
     (void)state;
@@ -57,6 +71,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hex_round_trips_and_rejects_bad_digits),
         cmocka_unit_test(test_strerror_covers_project_uv_and_unknown_codes),
+        cmocka_unit_test(test_sha256_text_check),
         cmocka_unit_test(test_strlcpy_truncates_and_terminates),
         cmocka_unit_test(test_allocations_are_tracked_by_cmocka),
     };
