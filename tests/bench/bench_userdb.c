@@ -97,8 +97,8 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; i < users; i++)
         one(&c, 1, randombytes_uniform(cache / 2), &t[i]);
     report("put, hot users (idempotent re-put)", t, (int)users);
-    printf("bench_userdb: %u users, cache of %u handles, %u open at the end, %d failures\n",
-           users, cache, vv_userdb_open_count(c.u), c.failed);
+    printf("bench_userdb: %u users, cache of %u handles, %u open at the end, %d failures\n", users,
+           cache, vv_userdb_open_count(c.u), c.failed);
     free(t);
     vv_userdb_close(c.u, NULL, NULL);
     uv_run(&c.loop, UV_RUN_DEFAULT);

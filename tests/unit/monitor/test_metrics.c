@@ -34,8 +34,8 @@ static void test_each_kind_renders_exactly(void **state)
     vv_gauge_set(g, 21.5);
     vv_gauge_add(g, -0.25);
     const double bounds[] = {0.1, 1};
-    struct vv_histogram *h = vv_metrics_histogram(m, "t_latency_seconds", "Latency.", NULL,
-                                                  bounds, 2);
+    struct vv_histogram *h =
+        vv_metrics_histogram(m, "t_latency_seconds", "Latency.", NULL, bounds, 2);
     vv_histogram_observe(h, 0.05);
     vv_histogram_observe(h, 0.1); /* le is inclusive */
     vv_histogram_observe(h, 0.5);
@@ -120,14 +120,13 @@ static void test_promtool_accepts_a_realistic_page(void **state)
     if (access("/usr/bin/promtool", X_OK) != 0)
         skip();
     struct vv_metrics *m = vv_metrics_new();
-    struct vv_counter *c = vv_metrics_counter(m, "vivimd_x_requests_total", "Requests.",
-                                              "method,outcome");
+    struct vv_counter *c =
+        vv_metrics_counter(m, "vivimd_x_requests_total", "Requests.", "method,outcome");
     const char *v[] = {"node.status", "ok"};
     vv_counter_inc(vv_counter_labels(c, v));
-    struct vv_histogram *h =
-        vv_metrics_histogram(m, "vivimd_x_duration_seconds", "Durations.", "method",
-                             vv_metrics_latency_seconds_buckets,
-                             vv_metrics_latency_seconds_buckets_len);
+    struct vv_histogram *h = vv_metrics_histogram(m, "vivimd_x_duration_seconds", "Durations.",
+                                                  "method", vv_metrics_latency_seconds_buckets,
+                                                  vv_metrics_latency_seconds_buckets_len);
     const char *hv[] = {"node.status"};
     vv_histogram_observe(vv_histogram_labels(h, hv), 0.003);
     double one = 1;
