@@ -36,6 +36,15 @@ struct vv_config {
     char *net_bootstrap; /* comma-separated host:port or nodeid@host:port, may be "" */
     bool net_mdns;
     uint32_t net_max_connections;
+    char *net_advertise;        /* host:port peers should dial us at; "" = from listen */
+    uint32_t net_low_water;     /* dial until this many peers are connected */
+    uint32_t net_high_water;    /* above this many, trim the least useful */
+    uint32_t net_max_half_open; /* connections in their handshake at once */
+    uint32_t net_handshake_timeout_ms;
+    uint32_t net_peer_queue_bytes; /* outbound bytes queued per peer */
+    uint32_t net_memory_budget_mb; /* all peer queues and partial frames together */
+    uint32_t net_keepalive_ms;     /* ping period per peer; silent for 3 periods = dropped */
+    uint32_t net_reconnect_max_ms; /* cap on the re-dial backoff */
     /* [registry] */
     char *registry_url; /* "" = SQLite in state_dir; postgresql://... for PostgreSQL */
     uint32_t registry_access_log_max_rows; /* access log retention */

@@ -21,6 +21,10 @@ struct vv_monitor;
 struct vv_rpc;
 struct vv_registry;
 struct vv_userdb;
+struct vv_env_uv;
+struct vv_net;
+struct vv_connmgr;
+struct vv_net_module;
 
 /*
  * A module's lifecycle hooks. Any hook may be NULL.
@@ -63,6 +67,10 @@ struct vv_node {
     struct vv_rpc *rpc;
     struct vv_registry *registry; /* content registry, SQLite or PostgreSQL */
     struct vv_userdb *userdb;     /* per-user databases */
+    struct vv_env_uv *env;        /* the environment protocol modules run on (net module) */
+    struct vv_net *net;           /* peer connections */
+    struct vv_connmgr *connmgr;   /* which peers to keep */
+    struct vv_net_module *net_module;
 
     const struct vv_module *modules[VV_NODE_MAX_MODULES];
     enum vv_module_state module_states[VV_NODE_MAX_MODULES];

@@ -59,6 +59,15 @@ static const struct key_def keys[] = {
     {"net", "bootstrap", KEY_BOOTSTRAP, F(net_bootstrap), 0, 0},
     {"net", "mdns", KEY_BOOL, F(net_mdns), 0, 0},
     {"net", "max_connections", KEY_U32, F(net_max_connections), 1, 100000},
+    {"net", "advertise", KEY_HOSTPORT_OPT, F(net_advertise), 0, 0},
+    {"net", "low_water", KEY_U32, F(net_low_water), 1, 100000},
+    {"net", "high_water", KEY_U32, F(net_high_water), 1, 100000},
+    {"net", "max_half_open", KEY_U32, F(net_max_half_open), 1, 100000},
+    {"net", "handshake_timeout_ms", KEY_U32, F(net_handshake_timeout_ms), 100, 600000},
+    {"net", "peer_queue_bytes", KEY_U32, F(net_peer_queue_bytes), 65536, 1u << 30},
+    {"net", "memory_budget_mb", KEY_U32, F(net_memory_budget_mb), 1, 1u << 20},
+    {"net", "keepalive_ms", KEY_U32, F(net_keepalive_ms), 100, 3600000},
+    {"net", "reconnect_max_ms", KEY_U32, F(net_reconnect_max_ms), 100, 86400000},
     {"registry", "url", KEY_REGISTRY_URL, F(registry_url), 0, 0},
     {"registry", "access_log_max_rows", KEY_U32, F(registry_access_log_max_rows), 100, 100000000},
     {"registry", "synchronous", KEY_SYNC, F(registry_full_sync), 0, 0},
@@ -86,6 +95,15 @@ void vv_config_defaults(struct vv_config *cfg)
     cfg->net_bootstrap = vv_xstrdup("");
     cfg->net_mdns = false;
     cfg->net_max_connections = 1024;
+    cfg->net_advertise = vv_xstrdup("");
+    cfg->net_low_water = 32;
+    cfg->net_high_water = 64;
+    cfg->net_max_half_open = 256;
+    cfg->net_handshake_timeout_ms = 5000;
+    cfg->net_peer_queue_bytes = 8u << 20;
+    cfg->net_memory_budget_mb = 256;
+    cfg->net_keepalive_ms = 15000;
+    cfg->net_reconnect_max_ms = 300000;
     cfg->registry_url = vv_xstrdup("");
     cfg->registry_access_log_max_rows = 100000;
     cfg->registry_full_sync = false;
@@ -455,6 +473,15 @@ int vv_config_parse(const char *name, const char *text, size_t len, struct vv_co
             ctx.rc = VV_ENOMEM;
             line = 0;
         }
+    }
+    if (ctx.rc == 0 && (cfg->net_low_water > cfg->net_high_water ||
+                        cfg->net_high_water > cfg->net_max_connections)) {
+        /* Keys may come in any order: the relation is checked once all are read. */
+        snprintf(ctx.why, sizeof(ctx.why),
+                 "[net] needs low_water (%u) <= high_water (%u) <= max_connections (%u)",
+                 cfg->net_low_water, cfg->net_high_water, cfg->net_max_connections);
+        ctx.rc = VV_ECONFIG_RANGE;
+        line = 0;
     }
     if (ctx.rc != 0) {
         snprintf(err, VV_CONFIG_ERR_BYTES, "%s:%d: %s", name, line, ctx.why);

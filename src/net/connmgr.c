@@ -14,6 +14,7 @@
 
 #include "vivim/common.h"
 #include "vivim/connmgr.h"
+#include "vivim/wire.h"
 #include "vivim/log.h"
 
 #define VV_CONNMGR_DIAL_TIMEOUT_MS 10000 /* a dial with no answer by then has failed */
@@ -203,13 +204,13 @@ static void send_buf(struct vv_connmgr *cm, struct peer *p, msgpack_sbuffer *sb)
     msgpack_sbuffer_destroy(sb);
 }
 
-/* Starts a message: an array of n elements whose first is the type. */
+/* Starts a message: a wire frame of this type whose body is an array of n elements. */
 static void begin(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t n, uint8_t type)
 {
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+    vv_wire_begin(pk, (uint16_t)((VV_CHANNEL_CONN << 8) | type), 0);
     msgpack_pack_array(pk, n);
-    msgpack_pack_uint8(pk, type);
 }
 
 static void pack_str(msgpack_packer *pk, const char *s)
@@ -223,7 +224,7 @@ static void send_hello(struct vv_connmgr *cm, struct peer *p)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    begin(&sb, &pk, 5, MSG_HELLO);
+    begin(&sb, &pk, 4, MSG_HELLO);
     pack_str(&pk, cm->cfg.self_address);
     msgpack_pack_uint8(&pk, (uint8_t)cm->cfg.node_type);
     msgpack_pack_uint32(&pk, cm->cfg.capabilities);
@@ -241,7 +242,7 @@ static void send_ping(struct vv_connmgr *cm, struct peer *p, uint64_t now)
     p->last_ping_ms = now;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    begin(&sb, &pk, 3, MSG_PING);
+    begin(&sb, &pk, 2, MSG_PING);
     msgpack_pack_uint64(&pk, nonce);
     msgpack_pack_uint64(&pk, now);
     send_buf(cm, p, &sb);
@@ -252,7 +253,7 @@ static void send_pong(struct vv_connmgr *cm, struct peer *p, uint64_t nonce, uin
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    begin(&sb, &pk, 3, MSG_PONG);
+    begin(&sb, &pk, 2, MSG_PONG);
     msgpack_pack_uint64(&pk, nonce);
     msgpack_pack_uint64(&pk, sent);
     send_buf(cm, p, &sb);
@@ -262,7 +263,7 @@ static void send_pex_request(struct vv_connmgr *cm, struct peer *p)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    begin(&sb, &pk, 2, MSG_PEX_REQUEST);
+    begin(&sb, &pk, 1, MSG_PEX_REQUEST);
     msgpack_pack_uint8(&pk, VV_CONNMGR_PEX_MAX);
     send_buf(cm, p, &sb);
     cm->stats.pex_sent++;
@@ -289,7 +290,7 @@ static void send_pex_response(struct vv_connmgr *cm, struct peer *to, uint32_t w
     }
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    begin(&sb, &pk, 2, MSG_PEX_RESPONSE);
+    begin(&sb, &pk, 1, MSG_PEX_RESPONSE);
     msgpack_pack_array(&pk, n);
     for (uint32_t k = 0; k < n; k++) {
         struct peer *p = &cm->peers[picked[k]];
@@ -371,27 +372,35 @@ static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], cons
         penalize(cm, p, "oversized");
         return;
     }
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    if (msgpack_unpack_next(&u, (const char *)data, len, &off) != MSGPACK_UNPACK_SUCCESS ||
-        off != len || u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size < 1) {
-        msgpack_unpacked_destroy(&u);
+    struct vv_wire_frame f;
+    if (vv_wire_decode(data, len, &f) != 0) {
         penalize(cm, p, "malformed");
         return;
     }
-    const msgpack_object *a = u.data.via.array.ptr;
-    uint32_t n = u.data.via.array.size;
-    uint64_t type, x, y;
-    bool ok = get_uint(&a[0], 255, &type);
-    if (!ok) {
-        penalize(cm, p, "bad type");
-    } else if (type == MSG_HELLO) {
+    if (f.body.type != MSGPACK_OBJECT_ARRAY) {
+        vv_wire_frame_free(&f);
+        penalize(cm, p, "malformed");
+        return;
+    }
+    uint64_t type = f.h.type & 0xffu;
+    int verdict = vv_wire_verdict(&f.h, vv_wire_channel(f.h.type) == VV_CHANNEL_CONN &&
+                                            type <= MSG_PEX_RESPONSE);
+    if (verdict != 0) {
+        /* Unknown types of a newer minor version are skipped, not punished. */
+        if (verdict < 0)
+            penalize(cm, p, "unknown type");
+        vv_wire_frame_free(&f);
+        return;
+    }
+    const msgpack_object *a = f.body.via.array.ptr;
+    uint32_t n = f.body.via.array.size;
+    uint64_t x, y;
+    if (type == MSG_HELLO) {
         char address[VV_CONNMGR_ADDRESS_BYTES], region[VV_CONNMGR_REGION_BYTES];
         uint64_t ntype, caps;
-        if (n == 5 && get_str(&a[1], address, sizeof(address)) &&
-            get_uint(&a[2], VV_NODE_TYPE_COUNT - 1, &ntype) && get_uint(&a[3], UINT32_MAX, &caps) &&
-            get_str(&a[4], region, sizeof(region))) {
+        if (n == 4 && get_str(&a[0], address, sizeof(address)) &&
+            get_uint(&a[1], VV_NODE_TYPE_COUNT - 1, &ntype) && get_uint(&a[2], UINT32_MAX, &caps) &&
+            get_str(&a[3], region, sizeof(region))) {
             adopt_address(cm, &p, address);
             p->pub.node_type = (enum vv_node_type)ntype;
             p->pub.capabilities = (uint32_t)caps;
@@ -400,12 +409,12 @@ static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], cons
             penalize(cm, p, "bad HELLO");
         }
     } else if (type == MSG_PING) {
-        if (n == 3 && get_uint(&a[1], UINT64_MAX, &x) && get_uint(&a[2], UINT64_MAX, &y))
+        if (n == 2 && get_uint(&a[0], UINT64_MAX, &x) && get_uint(&a[1], UINT64_MAX, &y))
             send_pong(cm, p, x, y);
         else
             penalize(cm, p, "bad PING");
     } else if (type == MSG_PONG) {
-        if (n == 3 && get_uint(&a[1], UINT64_MAX, &x) && get_uint(&a[2], UINT64_MAX, &y)) {
+        if (n == 2 && get_uint(&a[0], UINT64_MAX, &x) && get_uint(&a[1], UINT64_MAX, &y)) {
             /* Only the answer to our ping in flight counts; a stale or forged one is ignored. */
             if (x == p->ping_nonce && y == p->last_ping_ms && now >= y) {
                 uint32_t rtt = (uint32_t)VV_MIN(now - y, UINT32_MAX);
@@ -420,19 +429,19 @@ static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], cons
             penalize(cm, p, "bad PONG");
         }
     } else if (type == MSG_PEX_REQUEST) {
-        if (n == 2 && get_uint(&a[1], 255, &x))
+        if (n == 1 && get_uint(&a[0], 255, &x))
             send_pex_response(cm, p, (uint32_t)x);
         else
             penalize(cm, p, "bad PEX request");
     } else if (type == MSG_PEX_RESPONSE) {
-        if (n != 2 || a[1].type != MSGPACK_OBJECT_ARRAY ||
-            a[1].via.array.size > VV_CONNMGR_PEX_MAX) {
+        if (n != 1 || a[0].type != MSGPACK_OBJECT_ARRAY ||
+            a[0].via.array.size > VV_CONNMGR_PEX_MAX) {
             penalize(cm, p, "bad PEX response");
         } else {
             uint8_t from[VV_NODE_ID_BYTES];
             memcpy(from, p->pub.id, sizeof(from));
-            for (uint32_t i = 0; i < a[1].via.array.size; i++) {
-                const msgpack_object *e = &a[1].via.array.ptr[i];
+            for (uint32_t i = 0; i < a[0].via.array.size; i++) {
+                const msgpack_object *e = &a[0].via.array.ptr[i];
                 char address[VV_CONNMGR_ADDRESS_BYTES];
                 if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
                     e->via.array.ptr[0].type != MSGPACK_OBJECT_BIN ||
@@ -452,8 +461,7 @@ static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], cons
             }
         }
     }
-    /* Unknown types of a newer minor version are ignored, not punished. */
-    msgpack_unpacked_destroy(&u);
+    vv_wire_frame_free(&f);
 }
 
 /* ---- connection events ----------------------------------------------------------------- */

@@ -1,0 +1,132 @@
+/*
+ * The peer connection layer of the daemon: transports (TCP today), secure sessions over
+ * them, and the bookkeeping that keeps it bounded. It implements the network half of vv_env
+ * (send, connect, disconnect) for the libuv driver: protocol modules never see a socket.
+ *
+ * Who owns what: struct vv_net owns every connection (a libuv stream, its vv_session, its
+ * outbound queue accounting) and the table from node ID to the connection that carries that
+ * peer's traffic. Policy (whom to dial, when to give up, whom to trim) belongs to the
+ * connection manager (connmgr.h), which acts through vv_env.
+ *
+ * Rules it enforces:
+ *  - one connection per peer: when two connections to one node ID complete (both sides
+ *    dialled at once), the one dialled by the node with the smaller node ID is kept, on both
+ *    sides, and the other is closed;
+ *  - a connection that has not completed its handshake after handshake_timeout_ms is closed,
+ *    and at most max_half_open of them exist at once (more are refused at accept);
+ *  - every peer's outbound queue is bounded (peer_queue_bytes): a send beyond it fails with
+ *    VV_ECONN_BACKPRESSURE, so a peer that never reads costs at most that much; all queues
+ *    and partly received frames together stay under memory_budget_bytes (sends fail and
+ *    reading pauses while over);
+ *  - every received frame is checked (wire.h) before a module sees it; a malformed frame
+ *    closes the connection.
+ */
+#ifndef VIVIM_NET_H
+#define VIVIM_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "vivim/env.h"
+#include "vivim/env_uv.h"
+#include "vivim/session.h"
+
+#define VV_NET_ADDRESS_BYTES 128 /* host:port text, with its NUL */
+
+struct vv_net_config {
+    const char *listen; /* host:port to accept peers on; NULL or "" for none */
+    uint32_t max_connections;
+    uint32_t max_half_open;        /* connections still in their handshake */
+    uint32_t handshake_timeout_ms; /* from TCP connect/accept to verified identity */
+    uint32_t peer_queue_bytes;     /* outbound bytes queued per peer */
+    uint64_t memory_budget_bytes;  /* all outbound queues + partial inbound frames */
+    const uint8_t *hello;          /* carried in the handshake (msgpack, see protocol.md) */
+    size_t hello_len;
+};
+
+void vv_net_config_defaults(struct vv_net_config *cfg);
+
+struct vv_net_stats {
+    uint64_t accepted, dials, dial_failures, handshakes_ok, handshakes_failed, handshake_timeouts,
+        refused_half_open, refused_max_connections, duplicates_closed;
+    uint64_t frames_in, frames_out, bytes_in, bytes_out, decode_errors, frames_skipped;
+    uint64_t drops_backpressure, drops_budget, read_pauses;
+    uint32_t connections, half_open;          /* now */
+    uint64_t queued_bytes, rx_buffered_bytes; /* now */
+};
+
+/* What peers.list and peers.info show of one connection. */
+struct vv_net_conn_info {
+    uint8_t node_id[VV_NODE_ID_BYTES];
+    char remote[VV_NET_ADDRESS_BYTES]; /* the socket's peer address */
+    char listen[VV_NET_ADDRESS_BYTES]; /* the address it advertised in its hello, or "" */
+    bool inbound;
+    int node_type;         /* enum vv_node_type, -1 when its hello did not say */
+    uint32_t capabilities; /* VV_CAP_* bits */
+    uint64_t connected_since_ms;
+    uint64_t bytes_in, bytes_out, frames_in, frames_out, errors;
+    uint64_t queued_bytes;
+};
+
+struct vv_net;
+
+/* Observer of handshakes (for the latency histogram): seconds from connect/accept. */
+typedef void (*vv_net_handshake_cb)(void *arg, bool ok, double seconds);
+
+/*
+ * Creates the connection layer on loop for the node whose session keys are keys (borrowed)
+ * and delivers to env (the libuv environment, whose transport it becomes). Returns NULL
+ * with err filled when cfg is unusable.
+ */
+struct vv_net *vv_net_new(uv_loop_t *loop, const struct vv_session_keys *keys,
+                          struct vv_env_uv *env, const struct vv_net_config *cfg, char *err,
+                          size_t err_len);
+/* Starts listening (when cfg->listen is set). 0, or a libuv error with err filled. */
+int vv_net_listen(struct vv_net *net, char *err, size_t err_len);
+/* The port actually bound (useful with port 0), or 0. */
+uint16_t vv_net_bound_port(const struct vv_net *net);
+void vv_net_set_handshake_cb(struct vv_net *net, vv_net_handshake_cb cb, void *arg);
+/* Observer of dials: address as given to vv_net_connect; node_id when the handshake
+ * completed (even if the connection then turned out to be a duplicate), else NULL with why. */
+typedef void (*vv_net_dial_cb)(void *arg, const char *address, const uint8_t *node_id,
+                               const char *why);
+void vv_net_set_dial_cb(struct vv_net *net, vv_net_dial_cb cb, void *arg);
+/* Closes every connection and the listener; frees the net once their handles closed. */
+void vv_net_close(struct vv_net *net);
+
+/* The vv_env side (also reachable through the environment). */
+int vv_net_send(struct vv_net *net, const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *frame,
+                size_t len);
+/* Dials address (host:port, [v6]:port or a DNS name); expect, when not NULL, is the node ID
+ * the answer must prove. Host names resolve without blocking the loop. */
+int vv_net_connect(struct vv_net *net, const uint8_t *expect, const char *address);
+void vv_net_disconnect(struct vv_net *net, const uint8_t peer[VV_NODE_ID_BYTES]);
+
+const struct vv_net_stats *vv_net_stats(const struct vv_net *net);
+/* Established connections: how many, and the info of one. */
+uint32_t vv_net_count(const struct vv_net *net);
+int vv_net_info(const struct vv_net *net, const uint8_t id[VV_NODE_ID_BYTES],
+                struct vv_net_conn_info *out);
+/* Calls fn for every established connection. */
+void vv_net_foreach(const struct vv_net *net,
+                    void (*fn)(const struct vv_net_conn_info *info, void *arg), void *arg);
+
+/*
+ * Transports: which one carries an address. "tcp" takes host:port; addresses with a scheme
+ * (ws://, quic://) name transports that are not built yet and are refused with VV_EINVAL.
+ */
+const char *vv_net_select_transport(const char *address);
+
+/* The hello a node carries in its handshake: [node type, capabilities, listen, region]. */
+int vv_net_hello_encode(int node_type, uint32_t capabilities, const char *listen,
+                        const char *region, uint8_t *out, size_t cap, size_t *len);
+int vv_net_hello_decode(const uint8_t *buf, size_t len, int *node_type, uint32_t *capabilities,
+                        char *listen, size_t listen_cap);
+
+/* The node module (net_module.c). */
+struct vv_module;
+extern const struct vv_module vv_net_module;
+
+#endif

@@ -1,0 +1,360 @@
+/*
+ * The peer network as a node module: it builds, in order, the libuv environment (vv_env),
+ * the session keys, the connection layer (net.h: TCP + sessions) and the connection manager
+ * (connmgr.h: policy), feeds the manager the configured bootstrap peers, and registers the
+ * net metrics. Stopping tears them down in reverse. The peers.* RPC methods are in
+ * net_rpc.c; mDNS discovery, when enabled, in mdns_glue.c.
+ *
+ * Other modules reach peers through n->env (struct vv_env_uv: vv_env_uv_env gives the
+ * vv_env protocol modules run on).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "net_internal.h"
+#include "vivim/log.h"
+#include "vivim/metrics.h"
+
+static const char *const node_type_names[VV_NODE_TYPE_COUNT] = {
+    "bootstrap", "relay", "indexer", "storage", "edge", "client", "self_hosted"};
+
+/* What each node type offers, advertised in its hello. */
+static const uint32_t node_type_caps[VV_NODE_TYPE_COUNT] = {
+    [VV_NODE_BOOTSTRAP] = VV_CAP_DHT,
+    [VV_NODE_RELAY] = VV_CAP_DHT | VV_CAP_PUBSUB | VV_CAP_RELAY,
+    [VV_NODE_INDEXER] = VV_CAP_DHT | VV_CAP_PUBSUB | VV_CAP_CRDT,
+    [VV_NODE_STORAGE] = VV_CAP_DHT | VV_CAP_PUBSUB | VV_CAP_STORE | VV_CAP_CRDT,
+    [VV_NODE_EDGE] = VV_CAP_DHT | VV_CAP_PUBSUB | VV_CAP_RELAY,
+    [VV_NODE_CLIENT] = VV_CAP_PUBSUB | VV_CAP_CRDT,
+    [VV_NODE_SELF_HOSTED] =
+        VV_CAP_DHT | VV_CAP_PUBSUB | VV_CAP_STORE | VV_CAP_CRDT | VV_CAP_FEDERATION,
+};
+
+const char *vv__net_node_type_name(int t)
+{
+    return t >= 0 && t < VV_NODE_TYPE_COUNT ? node_type_names[t] : "unknown";
+}
+
+int vv__net_node_type_parse(const char *s)
+{
+    for (int i = 0; i < VV_NODE_TYPE_COUNT; i++)
+        if (strcmp(s, node_type_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- metrics ------------------------------------------------------------------------- */
+
+#define NET_STAT_FN(field)                                                                         \
+    static double stat_##field(void *data)                                                         \
+    {                                                                                              \
+        struct vv_net_module *m = data;                                                            \
+        return m->net ? (double)vv_net_stats(m->net)->field : 0.0;                                 \
+    }
+NET_STAT_FN(connections)
+NET_STAT_FN(half_open)
+NET_STAT_FN(queued_bytes)
+NET_STAT_FN(rx_buffered_bytes)
+NET_STAT_FN(accepted)
+NET_STAT_FN(dials)
+NET_STAT_FN(dial_failures)
+NET_STAT_FN(handshakes_ok)
+NET_STAT_FN(handshakes_failed)
+NET_STAT_FN(handshake_timeouts)
+NET_STAT_FN(refused_half_open)
+NET_STAT_FN(refused_max_connections)
+NET_STAT_FN(duplicates_closed)
+NET_STAT_FN(frames_in)
+NET_STAT_FN(frames_out)
+NET_STAT_FN(bytes_in)
+NET_STAT_FN(bytes_out)
+NET_STAT_FN(decode_errors)
+NET_STAT_FN(frames_skipped)
+NET_STAT_FN(drops_backpressure)
+NET_STAT_FN(drops_budget)
+NET_STAT_FN(read_pauses)
+
+#define CM_STAT_FN(field)                                                                          \
+    static double cm_##field(void *data)                                                           \
+    {                                                                                              \
+        struct vv_net_module *m = data;                                                            \
+        return m->connmgr ? (double)vv_connmgr_stats(m->connmgr)->field : 0.0;                     \
+    }
+CM_STAT_FN(trimmed)
+CM_STAT_FN(idle_drops)
+CM_STAT_FN(pings_sent)
+CM_STAT_FN(pongs_received)
+CM_STAT_FN(pex_peers_learned)
+CM_STAT_FN(bad_messages)
+
+static double known_peers(void *data)
+{
+    struct vv_net_module *m = data;
+    return m->connmgr ? (double)vv_connmgr_known_count(m->connmgr) : 0.0;
+}
+
+static void register_metrics(struct vv_net_module *m, struct vv_metrics *mx)
+{
+    static const struct {
+        bool counter;
+        const char *name, *help;
+        double (*fn)(void *);
+    } defs[] = {
+        {false, "vivimd_net_connections", "Peer connections established now.", stat_connections},
+        {false, "vivimd_net_half_open", "Peer connections connecting or in their handshake now.",
+         stat_half_open},
+        {false, "vivimd_net_queued_bytes", "Bytes queued for peers, all connections.",
+         stat_queued_bytes},
+        {false, "vivimd_net_rx_buffered_bytes", "Bytes of partly received frames, all connections.",
+         stat_rx_buffered_bytes},
+        {false, "vivimd_net_known_peers", "Peers in the address book.", known_peers},
+        {true, "vivimd_net_accepted_total", "Inbound TCP connections accepted.", stat_accepted},
+        {true, "vivimd_net_dials_total", "Outbound connections attempted.", stat_dials},
+        {true, "vivimd_net_dial_failures_total",
+         "Outbound connections that failed before their handshake completed.", stat_dial_failures},
+        {true, "vivimd_net_handshakes_total", "Handshakes that completed with a verified identity.",
+         stat_handshakes_ok},
+        {true, "vivimd_net_handshake_failures_total",
+         "Handshakes that failed (bad message, wrong identity, bad signature).",
+         stat_handshakes_failed},
+        {true, "vivimd_net_handshake_timeouts_total",
+         "Connections closed because their handshake took too long.", stat_handshake_timeouts},
+        {true, "vivimd_net_refused_half_open_total",
+         "Connections refused because too many were in their handshake.", stat_refused_half_open},
+        {true, "vivimd_net_refused_limit_total",
+         "Connections refused because max_connections was reached.", stat_refused_max_connections},
+        {true, "vivimd_net_duplicates_closed_total",
+         "Second connections to an already connected peer, closed.", stat_duplicates_closed},
+        {true, "vivimd_net_frames_received_total", "Frames received from peers.", stat_frames_in},
+        {true, "vivimd_net_frames_sent_total", "Frames sent to peers.", stat_frames_out},
+        {true, "vivimd_net_bytes_received_total", "Bytes received from peers (on the wire).",
+         stat_bytes_in},
+        {true, "vivimd_net_bytes_sent_total", "Bytes sent to peers (on the wire).", stat_bytes_out},
+        {true, "vivimd_net_decode_errors_total",
+         "Malformed frames or session messages; each closes its connection.", stat_decode_errors},
+        {true, "vivimd_net_frames_skipped_total",
+         "Frames of unknown types from peers with a newer minor version, skipped.",
+         stat_frames_skipped},
+        {true, "vivimd_net_drops_backpressure_total",
+         "Sends refused because the peer's outbound queue was full.", stat_drops_backpressure},
+        {true, "vivimd_net_drops_budget_total",
+         "Sends refused because the global network memory budget was reached.", stat_drops_budget},
+        {true, "vivimd_net_read_pauses_total",
+         "Times reading from a peer paused because the memory budget was reached.",
+         stat_read_pauses},
+        {true, "vivimd_net_trimmed_total", "Peers disconnected to get back under high_water.",
+         cm_trimmed},
+        {true, "vivimd_net_idle_drops_total", "Peers disconnected for not answering pings.",
+         cm_idle_drops},
+        {true, "vivimd_net_pings_sent_total", "Keepalive pings sent.", cm_pings_sent},
+        {true, "vivimd_net_pongs_received_total", "Keepalive pongs received.", cm_pongs_received},
+        {true, "vivimd_net_pex_peers_learned_total", "Peers learned through peer exchange.",
+         cm_pex_peers_learned},
+        {true, "vivimd_net_bad_messages_total",
+         "Malformed connection-manager messages (each lowers the sender's reputation).",
+         cm_bad_messages},
+    };
+    for (size_t i = 0; i < VV_ARRAY_SIZE(defs); i++) {
+        if (defs[i].counter)
+            vv_metrics_counter_fn(mx, defs[i].name, defs[i].help, defs[i].fn, m);
+        else
+            vv_metrics_gauge_fn(mx, defs[i].name, defs[i].help, defs[i].fn, m);
+    }
+    static const double hs_buckets[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+                                        0.05,   0.1,   0.25,  0.5,   1,    5};
+    m->hs_ok = vv_metrics_histogram(mx, "vivimd_net_handshake_duration_seconds",
+                                    "Time from TCP connect or accept to a verified identity.", NULL,
+                                    hs_buckets, VV_ARRAY_SIZE(hs_buckets));
+}
+
+static void on_handshake(void *arg, bool ok, double seconds)
+{
+    struct vv_net_module *m = arg;
+    if (ok && m->hs_ok)
+        vv_histogram_observe(m->hs_ok, seconds);
+}
+
+/* ---- bootstrap ----------------------------------------------------------------------- */
+
+static void add_bootstrap(struct vv_net_module *m, const char *list)
+{
+    char *copy = vv_xstrdup(list);
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        size_t l = strlen(tok);
+        while (l > 0 && (tok[l - 1] == ' ' || tok[l - 1] == '\t'))
+            tok[--l] = '\0';
+        if (l == 0)
+            continue;
+        uint8_t id[VV_NODE_ID_BYTES];
+        const uint8_t *idp = NULL;
+        char *at = strchr(tok, '@');
+        if (at != NULL) {
+            *at = '\0';
+            if (vv_hex_decode(tok, id, sizeof(id)) == 0)
+                idp = id;
+            tok = at + 1;
+        }
+        int rc = vv_connmgr_add_peer(m->connmgr, idp, tok, VV_PEER_BOOTSTRAP);
+        if (rc != 0)
+            vv_log_warn("net", "bootstrap peer %s not added: %s", tok, vv_strerror(rc));
+        else
+            m->n_bootstrap++;
+    }
+    vv_free(copy);
+}
+
+/* The address peers should dial: advertise, else listen unless it is a wildcard. */
+static void advertised(const struct vv_config *c, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (c->net_advertise[0] != '\0') {
+        vv_strlcpy(out, c->net_advertise, cap);
+        return;
+    }
+    char host[256];
+    uint16_t port;
+    if (vv_config_split_hostport(c->net_listen, host, sizeof(host), &port) == 0 &&
+        strcmp(host, "0.0.0.0") != 0 && strcmp(host, "::") != 0 && port != 0)
+        vv_strlcpy(out, c->net_listen, cap);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+static int net_init(struct vv_node *n)
+{
+    struct vv_net_module *m = vv_xcalloc(1, sizeof(*m));
+    m->node = n;
+    n->net_module = m;
+    if (n->metrics)
+        register_metrics(m, n->metrics);
+    if (n->rpc) {
+        int rc = vv__net_rpc_register(m, n->rpc);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int net_start(struct vv_node *n)
+{
+    struct vv_net_module *m = n->net_module;
+    const struct vv_config *c = &n->config;
+    char err[256];
+
+    vv_session_keys_init(&m->keys, &n->identity);
+    m->keys_set = true;
+    m->envu = vv_env_uv_new(n->loop, &n->identity);
+    n->env = m->envu;
+
+    int type = vv__net_node_type_parse(c->node_type);
+    if (type < 0)
+        type = VV_NODE_STORAGE;
+    char adv[VV_CONNMGR_ADDRESS_BYTES];
+    advertised(c, adv, sizeof(adv));
+    uint8_t hello[VV_SESSION_MAX_HELLO_BYTES];
+    size_t hello_len = 0;
+    int rc = vv_net_hello_encode(type, node_type_caps[type], adv, c->region, hello, sizeof(hello),
+                                 &hello_len);
+    if (rc != 0) {
+        vv_log_error("net", "advertised address or region too long");
+        return rc;
+    }
+
+    struct vv_net_config nc;
+    vv_net_config_defaults(&nc);
+    nc.listen = c->net_listen;
+    nc.max_connections = c->net_max_connections;
+    nc.max_half_open = c->net_max_half_open;
+    nc.handshake_timeout_ms = c->net_handshake_timeout_ms;
+    nc.peer_queue_bytes = c->net_peer_queue_bytes;
+    nc.memory_budget_bytes = (uint64_t)c->net_memory_budget_mb << 20;
+    nc.hello = hello;
+    nc.hello_len = hello_len;
+    m->net = vv_net_new(n->loop, &m->keys, m->envu, &nc, err, sizeof(err));
+    if (m->net == NULL) {
+        vv_log_error("net", "%s", err);
+        return VV_EINVAL;
+    }
+    n->net = m->net;
+    vv_net_set_handshake_cb(m->net, on_handshake, m);
+    rc = vv_net_listen(m->net, err, sizeof(err));
+    if (rc != 0) {
+        vv_log_error("net", "%s", err);
+        return rc;
+    }
+
+    struct vv_connmgr_config cc;
+    vv_connmgr_config_defaults(&cc);
+    cc.low_water = c->net_low_water;
+    cc.high_water = c->net_high_water;
+    cc.ping_interval_ms = c->net_keepalive_ms;
+    cc.idle_timeout_ms = 3 * c->net_keepalive_ms;
+    cc.backoff_max_ms = c->net_reconnect_max_ms;
+    if (cc.backoff_base_ms > cc.backoff_max_ms)
+        cc.backoff_base_ms = cc.backoff_max_ms;
+    if (cc.pex_interval_ms > 2 * c->net_keepalive_ms)
+        cc.pex_interval_ms = 2 * c->net_keepalive_ms;
+    vv_strlcpy(cc.self_address, adv, sizeof(cc.self_address));
+    cc.node_type = (enum vv_node_type)type;
+    cc.capabilities = node_type_caps[type];
+    vv_strlcpy(cc.region, c->region, sizeof(cc.region));
+    m->connmgr = vv_connmgr_new(vv_env_uv_env(m->envu), &cc);
+    n->connmgr = m->connmgr;
+    vv__net_rpc_attach(m);
+    add_bootstrap(m, c->net_bootstrap);
+
+    if (c->net_mdns) {
+        rc = vv__net_mdns_start(m, adv, err, sizeof(err));
+        if (rc != 0)
+            vv_log_warn("net", "mDNS discovery not started: %s", err);
+    }
+    vv_log_info("net", "listening for peers on %s (port %u), %u bootstrap peer(s), node type %s",
+                c->net_listen, vv_net_bound_port(m->net), m->n_bootstrap, node_type_names[type]);
+    return 0;
+}
+
+static void net_stop(struct vv_node *n)
+{
+    struct vv_net_module *m = n->net_module;
+    if (m == NULL)
+        return;
+    vv__net_mdns_stop(m);
+    vv__net_rpc_detach(m);
+    if (m->connmgr) {
+        vv_connmgr_free(m->connmgr);
+        m->connmgr = NULL;
+        n->connmgr = NULL;
+    }
+    if (m->net) {
+        vv_net_close(m->net);
+        m->net = NULL;
+        n->net = NULL;
+    }
+    if (m->envu) {
+        vv_env_uv_close(m->envu);
+        m->envu = NULL;
+        n->env = NULL;
+    }
+}
+
+static void net_deinit(struct vv_node *n)
+{
+    struct vv_net_module *m = n->net_module;
+    if (m == NULL)
+        return;
+    if (m->keys_set)
+        vv_session_keys_clear(&m->keys);
+    vv_free(m);
+    n->net_module = NULL;
+}
+
+const struct vv_module vv_net_module = {
+    .name = "net",
+    .init = net_init,
+    .start = net_start,
+    .stop = net_stop,
+    .deinit = net_deinit,
+};
