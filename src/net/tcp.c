@@ -29,8 +29,13 @@
 #define READ_BUFFER_BYTES (64u << 10)
 #define SWEEP_MS          250 /* handshake timeouts, resuming paused reads */
 #define MIN_BUCKETS       64
+#define RETIRE_MS         2000
 
-enum conn_state { C_CONNECTING, C_HANDSHAKE, C_ESTABLISHED, C_CLOSING };
+/* C_RETIRING: the losing connection of a simultaneous dial. It is kept (unregistered, still
+ * delivering what the peer sent on it) for RETIRE_MS before it is closed, because the peer
+ * may not have completed the winning connection yet: closing at once would make it see its
+ * only connection to us drop and report the peer down and up again. */
+enum conn_state { C_CONNECTING, C_HANDSHAKE, C_ESTABLISHED, C_RETIRING, C_CLOSING };
 
 struct conn {
     uv_tcp_t tcp; /* first: the handle's address is the conn's */
@@ -44,7 +49,7 @@ struct conn {
     uint8_t id[VV_NODE_ID_BYTES];
     char remote[VV_NET_ADDRESS_BYTES];
     char listen[VV_NET_ADDRESS_BYTES];
-    uint64_t started_ms, established_ms;
+    uint64_t started_ms, established_ms, retired_ms;
     uint64_t bytes_in, bytes_out, frames_in, frames_out, errors;
     uint64_t queued; /* bytes in write requests not yet completed */
     size_t rx_buffered;
@@ -215,13 +220,13 @@ static void conn_close(struct conn *c, const char *why)
     c->rx_buffered = 0;
     vv_log_debug("net", "closing %s%s: %s", c->remote, c->inbound ? " (inbound)" : "", why);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
-    if (!c->inbound && was != C_ESTABLISHED && net->dial_cb && !net->closed)
+    if (!c->inbound && was <= C_HANDSHAKE && net->dial_cb && !net->closed)
         net->dial_cb(net->dial_arg, c->remote, NULL, why);
     if (c->registered) {
         table_remove(net, c);
         if (!net->closed)
             vv_env_peer_event(net->env, c->id, false);
-    } else if (c->has_expect && !net->closed && was != C_ESTABLISHED &&
+    } else if (c->has_expect && !net->closed && was <= C_HANDSHAKE &&
                table_find(net, c->expect) == NULL) {
         /* A failed dial to a known node: the connection manager backs off now rather than
          * at its dial deadline. */
@@ -366,14 +371,14 @@ static void session_established(void *arg, const uint8_t node_id[VV_NODE_ID_BYTE
             keep_new = (new_ours == i_am_smaller);
         }
         net->stats.duplicates_closed++;
-        if (!keep_new) {
-            conn_close(c, "duplicate connection");
-            return;
+        struct conn *loser = keep_new ? old : c;
+        if (keep_new) {
+            /* Move the registration without telling modules the peer went away. */
+            table_remove(net, old);
+            table_add(net, c);
         }
-        /* Move the registration without telling modules the peer went away. */
-        table_remove(net, old);
-        conn_close(old, "duplicate connection");
-        table_add(net, c);
+        loser->state = C_RETIRING;
+        loser->retired_ms = uv_now(net->loop);
         return;
     }
     if (net->stats.connections >= net->cfg.max_connections) {
@@ -393,7 +398,7 @@ static void session_frame(void *arg, const uint8_t *data, size_t len)
 {
     struct conn *c = arg;
     struct vv_net *net = c->net;
-    if (c->state != C_ESTABLISHED || c->deliver_failed)
+    if ((c->state != C_ESTABLISHED && c->state != C_RETIRING) || c->deliver_failed)
         return;
     c->frames_in++;
     net->stats.frames_in++;
@@ -725,6 +730,8 @@ static void on_sweep(uv_timer_t *t)
             if (!c->inbound)
                 net->stats.dial_failures++;
             conn_close(c, "handshake timeout");
+        } else if (c->state == C_RETIRING && now - c->retired_ms >= RETIRE_MS) {
+            conn_close(c, "duplicate connection");
         } else if (c->paused && under_budget && c->state != C_CLOSING) {
             c->paused = false;
             uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -974,7 +981,8 @@ int vv_net_hello_decode(const uint8_t *buf, size_t len, int *node_type, uint32_t
         vv_wire_get_str(&a[2], listen_cap - 1, &s, &sl) == 0 &&
         vv_wire_get_str(&a[3], VV_CONNMGR_REGION_BYTES - 1, &s, &sl) == 0) {
         vv_wire_get_str(&a[2], listen_cap - 1, &s, &sl);
-        memcpy(listen, s, sl);
+        if (sl > 0)
+            memcpy(listen, s, sl);
         listen[sl] = '\0';
         *node_type = (int)t;
         *capabilities = (uint32_t)caps;

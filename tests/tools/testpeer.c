@@ -1,0 +1,220 @@
+/*
+ * vivim-testpeer: a scripted peer for the integration tests, playing the parts a real
+ * vivimd never would. It completes a genuine handshake (its own fresh identity) with the
+ * node at HOST:PORT and then misbehaves as MODE says:
+ *
+ *   handshake        complete the handshake, print the node's ID, wait for one frame, exit
+ *   garbage          then send raw bytes that are no sealed message at all
+ *   badframe         then send a correctly sealed message that is not a wire frame
+ *   oversized        then send a length prefix of 2 GiB
+ *   noread N SECS    then send N valid PING frames without ever reading the answers, and
+ *                    hold the connection open for SECS seconds
+ *
+ * For the first four it exits 0 when the node closed the connection within 10 seconds (or,
+ * for handshake, sent a frame), 1 otherwise. Plain blocking POSIX sockets: this is a test
+ * tool, not part of the daemon.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <msgpack.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vivim/common.h"
+#include "vivim/net.h"
+#include "vivim/session.h"
+#include "vivim/wire.h"
+
+struct peer {
+    int fd;
+    bool established, got_frame;
+    uint8_t node_id[VV_NODE_ID_BYTES];
+    uint16_t frame_type;
+};
+
+static void write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            perror("write");
+            exit(1);
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void cb_write(void *arg, const uint8_t *data, size_t len)
+{
+    struct peer *p = arg;
+    write_all(p->fd, data, len);
+}
+
+static void cb_established(void *arg, const uint8_t node_id[VV_NODE_ID_BYTES], const uint8_t pk[32],
+                           const uint8_t *hello, size_t hello_len)
+{
+    (void)pk;
+    (void)hello;
+    (void)hello_len;
+    struct peer *p = arg;
+    p->established = true;
+    memcpy(p->node_id, node_id, VV_NODE_ID_BYTES);
+}
+
+static void cb_frame(void *arg, const uint8_t *data, size_t len)
+{
+    struct peer *p = arg;
+    struct vv_wire_header h;
+    if (!p->got_frame && vv_wire_check(data, len, &h) == 0) {
+        p->got_frame = true;
+        p->frame_type = h.type;
+    }
+}
+
+/* Reads until the node closes the connection; true if it did within timeout_ms. */
+static bool wait_closed(int fd, int timeout_ms)
+{
+    uint8_t buf[4096];
+    for (int waited = 0; waited < timeout_ms; waited += 100) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 100) > 0) {
+            ssize_t n = read(fd, buf, sizeof(buf));
+            if (n <= 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s HOST PORT handshake|garbage|badframe|oversized|noread N SECS\n",
+                argv[0]);
+        return 2;
+    }
+    if (sodium_init() < 0)
+        return 1;
+    const char *mode = argv[3];
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(argv[1], argv[2], &hints, &res) != 0) {
+        fprintf(stderr, "cannot resolve %s\n", argv[1]);
+        return 1;
+    }
+    struct peer p = {.fd = socket(res->ai_family, SOCK_STREAM, 0)};
+    if (p.fd < 0 || connect(p.fd, res->ai_addr, res->ai_addrlen) != 0) {
+        perror("connect");
+        return 1;
+    }
+    freeaddrinfo(res);
+
+    struct vv_identity id = {0};
+    crypto_sign_keypair(id.public_key, id.secret_key);
+    vv_identity_node_id(id.public_key, id.node_id);
+    struct vv_session_keys keys;
+    vv_session_keys_init(&keys, &id);
+    uint8_t hello[VV_SESSION_MAX_HELLO_BYTES];
+    size_t hello_len;
+    vv_net_hello_encode(5, 0, "", "", hello, sizeof(hello), &hello_len);
+    struct vv_session_cbs cbs = {cb_write, cb_established, cb_frame};
+    struct vv_session *s = vv_session_new(&keys, true, NULL, hello, hello_len, &cbs, &p);
+    vv_session_start(s);
+    uint8_t buf[65536];
+    while (!p.established) {
+        ssize_t n = read(p.fd, buf, sizeof(buf));
+        if (n <= 0) {
+            fprintf(stderr, "closed during the handshake\n");
+            return 1;
+        }
+        if (vv_session_feed(s, buf, (size_t)n) != 0) {
+            fprintf(stderr, "handshake failed\n");
+            return 1;
+        }
+    }
+    char hex[VV_NODE_ID_HEX_BYTES];
+    vv_hex_encode(p.node_id, VV_NODE_ID_BYTES, hex);
+    printf("%s\n", hex);
+    fflush(stdout);
+
+    int rc = 1;
+    if (strcmp(mode, "handshake") == 0) {
+        for (int i = 0; i < 100 && !p.got_frame; i++) {
+            struct pollfd pfd = {p.fd, POLLIN, 0};
+            if (poll(&pfd, 1, 100) > 0) {
+                ssize_t n = read(p.fd, buf, sizeof(buf));
+                if (n <= 0 || vv_session_feed(s, buf, (size_t)n) != 0)
+                    break;
+            }
+        }
+        if (p.got_frame)
+            printf("frame type 0x%04x\n", p.frame_type);
+        rc = p.got_frame ? 0 : 1;
+    } else if (strcmp(mode, "garbage") == 0) {
+        randombytes_buf(buf, 4096);
+        /* A length prefix covering exactly the rest, so the bytes are read as one message. */
+        buf[0] = 0;
+        buf[1] = 0;
+        buf[2] = (4096 - 4) >> 8;
+        buf[3] = (4096 - 4) & 0xff;
+        write_all(p.fd, buf, 4096);
+        rc = wait_closed(p.fd, 10000) ? 0 : 1;
+    } else if (strcmp(mode, "badframe") == 0) {
+        static const uint8_t not_a_frame[] = "this is not a msgpack frame";
+        uint8_t out[sizeof(not_a_frame) + VV_SESSION_OVERHEAD];
+        vv_session_seal(s, not_a_frame, sizeof(not_a_frame), out, sizeof(out));
+        write_all(p.fd, out, sizeof(out));
+        rc = wait_closed(p.fd, 10000) ? 0 : 1;
+    } else if (strcmp(mode, "oversized") == 0) {
+        static const uint8_t len[] = {0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0};
+        write_all(p.fd, len, sizeof(len));
+        rc = wait_closed(p.fd, 10000) ? 0 : 1;
+    } else if (strcmp(mode, "noread") == 0 && argc >= 6) {
+        long count = atol(argv[4]);
+        int secs = atoi(argv[5]);
+        /* PINGs (connection manager, type 0x0001): each asks the node for a PONG we never
+         * read, so its queue towards us fills. */
+        long sent = 0;
+        for (long i = 0; i < count; i++) {
+            msgpack_sbuffer sb;
+            msgpack_packer pk;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            vv_wire_begin(&pk, 0x0001, 0);
+            msgpack_pack_array(&pk, 2);
+            msgpack_pack_uint64(&pk, (uint64_t)i + 1);
+            msgpack_pack_uint64(&pk, (uint64_t)i);
+            uint8_t out[256];
+            vv_session_seal(s, (const uint8_t *)sb.data, sb.size, out, sizeof(out));
+            size_t n = sb.size + VV_SESSION_OVERHEAD;
+            msgpack_sbuffer_destroy(&sb);
+            struct pollfd pfd = {p.fd, POLLOUT, 0};
+            if (poll(&pfd, 1, 2000) <= 0)
+                break; /* the node stopped reading from us too: that is allowed */
+            ssize_t w = send(p.fd, out, n, MSG_NOSIGNAL);
+            if (w != (ssize_t)n)
+                break;
+            sent++;
+        }
+        printf("sent %ld\n", sent);
+        fflush(stdout);
+        sleep((unsigned)secs);
+        rc = 0;
+    } else {
+        fprintf(stderr, "unknown mode %s\n", mode);
+        rc = 2;
+    }
+    vv_session_free(s);
+    vv_session_keys_clear(&keys);
+    close(p.fd);
+    return rc;
+}
