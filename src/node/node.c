@@ -203,7 +203,15 @@ int vv_node_reload_config(struct vv_node *n, char **msg)
     if (str_changed(fresh.net_listen, old->net_listen))
         restart[nr++] = "net.listen";
     if (str_changed(fresh.net_bootstrap, old->net_bootstrap) || fresh.net_mdns != old->net_mdns ||
-        fresh.net_max_connections != old->net_max_connections)
+        fresh.net_max_connections != old->net_max_connections ||
+        str_changed(fresh.net_advertise, old->net_advertise) ||
+        fresh.net_low_water != old->net_low_water || fresh.net_high_water != old->net_high_water ||
+        fresh.net_max_half_open != old->net_max_half_open ||
+        fresh.net_handshake_timeout_ms != old->net_handshake_timeout_ms ||
+        fresh.net_peer_queue_bytes != old->net_peer_queue_bytes ||
+        fresh.net_memory_budget_mb != old->net_memory_budget_mb ||
+        fresh.net_keepalive_ms != old->net_keepalive_ms ||
+        fresh.net_reconnect_max_ms != old->net_reconnect_max_ms)
         restart[nr++] = "net peers";
     if (str_changed(fresh.registry_url, old->registry_url))
         restart[nr++] = "registry.url";

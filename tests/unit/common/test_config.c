@@ -205,6 +205,29 @@ static void test_missing_file_is_a_clear_error(void **state)
     assert_string_equal(err, "/nonexistent/vivimd.conf: cannot open: No such file or directory");
 }
 
+static void test_net_limits_relation_checked_after_all_keys(void **state)
+{
+    (void)state;
+    struct vv_config cfg;
+    char err[VV_CONFIG_ERR_BYTES];
+    /* Any order of keys: the relation low <= high <= max_connections is checked at the end. */
+    assert_int_equal(parse("[net]\nhigh_water = 200\nmax_connections = 300\nlow_water = 100\n"
+                           "keepalive_ms = 1000\nadvertise = 10.0.0.1:4747\n",
+                           &cfg, err),
+                     0);
+    assert_int_equal(cfg.net_low_water, 100);
+    assert_int_equal(cfg.net_high_water, 200);
+    assert_int_equal(cfg.net_keepalive_ms, 1000);
+    assert_string_equal(cfg.net_advertise, "10.0.0.1:4747");
+    vv_config_free(&cfg);
+    assert_int_equal(parse("[net]\nlow_water = 10\nhigh_water = 5\n", &cfg, err), VV_ECONFIG_RANGE);
+    assert_non_null(strstr(err, "low_water (10) <= high_water (5)"));
+    assert_int_equal(parse("[net]\nhigh_water = 2000\n", &cfg, err), VV_ECONFIG_RANGE);
+    assert_non_null(strstr(err, "max_connections (1024)"));
+    assert_int_equal(parse("[net]\nhandshake_timeout_ms = 5\n", &cfg, err), VV_ECONFIG_RANGE);
+    assert_int_equal(parse("[net]\nadvertise = nowhere\n", &cfg, err), VV_ECONFIG_VALUE);
+}
+
 static void test_split_hostport(void **state)
 {
     (void)state;
@@ -230,6 +253,7 @@ int main(void)
         cmocka_unit_test(test_printed_config_loads_back_identically),
         cmocka_unit_test(test_missing_file_is_a_clear_error),
         cmocka_unit_test(test_split_hostport),
+        cmocka_unit_test(test_net_limits_relation_checked_after_all_keys),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
