@@ -798,6 +798,39 @@ static void test_oversized_length_fails_before_buffering(void **state)
     end_free(&b);
 }
 
+/* A large frame's buffer tracks the bytes received (never more than twice), is allocated
+ * once when the frame arrives in two reads, and is gone once the frame was delivered. */
+static void test_large_frame_buffer_follows_the_bytes_received(void **state)
+{
+    (void)state;
+    struct end a, b;
+    connect_pair(&a, &b, ALL_AT_ONCE);
+    size_t sizes[] = {64 * 1024, VV_SESSION_MAX_FRAME_BYTES};
+    for (size_t i = 0; i < VV_ARRAY_SIZE(sizes); i++) {
+        uint8_t *p = pattern(sizes[i], 3);
+        assert_int_equal(send_frame(&a, p, sizes[i]), 0);
+        size_t total = a.wire_len, off = 0;
+        while (off < total) {
+            size_t n = VV_MIN(total - off, (size_t)64 * 1024); /* 64 KiB reads */
+            assert_int_equal(vv_session_feed(b.s, a.wire + off, n), 0);
+            off += n;
+            if (off == total)
+                break;
+            size_t body = off - 4;
+            assert_true(vv_session_buffered(b.s) >= body);
+            assert_true(vv_session_buffered(b.s) <= 2 * body);
+            if (i == 0) /* one allocation, the exact size */
+                assert_int_equal(vv_session_buffered(b.s), sizes[i] + 16);
+        }
+        assert_frame(&b, (int)i + 1, p, sizes[i]);
+        assert_int_equal(vv_session_buffered(b.s), 0);
+        a.wire_len = 0;
+        vv_free(p);
+    }
+    end_free(&a);
+    end_free(&b);
+}
+
 static void test_abort_from_a_callback_stops_delivery(void **state)
 {
     (void)state;
@@ -856,6 +889,7 @@ int main(void)
         cmocka_unit_test(test_many_messages_in_one_feed_arrive_in_order),
         cmocka_unit_test(test_damaged_transport_frames_fail_and_kill_the_session),
         cmocka_unit_test(test_oversized_length_fails_before_buffering),
+        cmocka_unit_test(test_large_frame_buffer_follows_the_bytes_received),
         cmocka_unit_test(test_abort_from_a_callback_stops_delivery),
         cmocka_unit_test(test_feeding_from_a_callback_is_refused),
     };
