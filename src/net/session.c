@@ -221,7 +221,8 @@ static int write_handshake(struct vv_session *s)
     s->in_callback = true;
     s->cbs.write(s->arg, out, LEN_BYTES + n);
     s->in_callback = false;
-    return 0;
+    /* The transport may abort from write (the socket failed): the handshake state is gone. */
+    return s->phase == PHASE_DEAD ? VV_ECLOSED : 0;
 }
 
 int vv_session_start(struct vv_session *s)
