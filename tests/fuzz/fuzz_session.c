@@ -45,7 +45,18 @@ struct end {
     /* Scenario 3: the frames expected, in order. */
     const uint8_t *expect;
     size_t expect_len, expect_off;
+    /* Once armed, the transport "closes the connection" (vv_session_abort) inside the
+     * abort_at-th callback, as the TCP transport does on a failed write or a bad frame. */
+    int armed, abort_at, calls, aborted;
 };
+
+static void maybe_abort(struct end *e)
+{
+    if (e->armed && e->abort_at && ++e->calls == e->abort_at) {
+        vv_session_abort(e->s);
+        e->aborted = 1;
+    }
+}
 
 static void on_write(void *arg, const uint8_t *data, size_t len)
 {
@@ -56,6 +67,7 @@ static void on_write(void *arg, const uint8_t *data, size_t len)
     }
     memcpy(e->wire + e->wire_len, data, len);
     e->wire_len += len;
+    maybe_abort(e);
 }
 
 static void on_established(void *arg, const uint8_t node_id[VV_NODE_ID_BYTES], const uint8_t pk[32],
@@ -68,6 +80,7 @@ static void on_established(void *arg, const uint8_t node_id[VV_NODE_ID_BYTES], c
     vv_identity_node_id(pk, id);
     CHECK(memcmp(id, node_id, VV_NODE_ID_BYTES) == 0);
     e->established = 1;
+    maybe_abort(e);
 }
 
 static void on_frame(void *arg, const uint8_t *data, size_t len)
@@ -83,6 +96,7 @@ static void on_frame(void *arg, const uint8_t *data, size_t len)
         CHECK(memcmp(e->expect + e->expect_off + 2, data, n) == 0);
         e->expect_off += 2 + n;
     }
+    maybe_abort(e);
 }
 
 static const struct vv_session_cbs cbs = {on_write, on_established, on_frame};
@@ -131,6 +145,7 @@ static int feed_all(struct end *e, const uint8_t *data, size_t len, uint8_t spli
         }
         rc = vv_session_feed(e->s, data + off, n);
         off += n;
+        CHECK(!e->aborted || rc == VV_ECLOSED);
         /* Never more held than arrived, give or take the growth factor and inline buffer. */
         CHECK(vv_session_buffered(e->s) <= 2 * off + VV_SESSION_INLINE_BYTES);
         if (rc != 0)
@@ -187,6 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     uint8_t mode = data[0] % 4, split = data[1];
+    int abort_at = (data[0] >> 2) & 7; /* 0: never */
     data += 2;
     size -= 2;
     struct end a = {0}, b = {0};
@@ -194,6 +210,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 0:
         b.s = vv_session_new(&keys_b, false, NULL, (const uint8_t *)"hello", 5, &cbs, &b);
         CHECK(b.s && vv_session_start(b.s) == 0);
+        b.armed = 1;
+        b.abort_at = abort_at;
         feed_all(&b, data, size, split);
         CHECK(!b.established); /* message 3 cannot be forged without the ephemeral key */
         break;
@@ -215,8 +233,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = seal_list(&a, data, size, &used);
         b.expect = data;
         b.expect_len = used;
-        CHECK(feed_all(&b, a.wire, n, split) == 0);
-        CHECK(b.expect_off == used); /* every frame delivered */
+        b.armed = 1;
+        b.abort_at = abort_at;
+        int rc = feed_all(&b, a.wire, n, split);
+        if (abort_at && (size_t)abort_at <= b.frames) {
+            CHECK(rc == VV_ECLOSED && b.frames == (size_t)abort_at); /* nothing after abort */
+        } else {
+            CHECK(rc == 0);
+            CHECK(b.expect_off == used); /* every frame delivered */
+        }
         break;
     }
     }
@@ -275,6 +300,8 @@ static void write_seeds(const char *dir)
     const uint8_t list[] = {0, 1, 'x', 0, 5, 0, 'p', 'i', 'n', 'g', 0, 3, 1, 2, 3};
     write_seed(dir, "frames", 3, 0, list, sizeof(list));
     write_seed(dir, "frames-split", 3, 11, list, sizeof(list));
+    write_seed(dir, "frames-abort-2nd", 3 | 2 << 2, 0, list, sizeof(list));
+    write_seed(dir, "responder-msg1-abort", 0 | 1 << 2, 0, m1, l1);
     static uint8_t biglist[2 + 4000];
     biglist[0] = 4000 >> 8;
     biglist[1] = 4000 & 0xff;
