@@ -104,7 +104,8 @@ bool vv_session_established(const struct vv_session *s);
  * Encrypts one frame (1..VV_SESSION_MAX_FRAME_BYTES bytes) into out: 4-byte big-endian
  * length, ciphertext, tag; out_cap >= len + VV_SESSION_OVERHEAD. frame may be out + 4 (the
  * frame is then encrypted in place, saving a copy); any other overlap is not allowed.
- * Returns 0, VV_ESTATE (not established / dead), VV_EINVAL (empty, too long, out too small).
+ * Returns 0, VV_ESTATE (not established / dead), VV_EINVAL (empty, too long, out too small),
+ * or VV_ELIMIT after 2^64-1 frames (the sending key is spent; the session is then dead).
  */
 int vv_session_seal(struct vv_session *s, const uint8_t *frame, size_t len, uint8_t *out,
                     size_t out_cap);

@@ -221,7 +221,8 @@ static int write_handshake(struct vv_session *s)
     s->in_callback = true;
     s->cbs.write(s->arg, out, LEN_BYTES + n);
     s->in_callback = false;
-    return 0;
+    /* The transport may abort from write (the socket failed): the handshake state is gone. */
+    return s->phase == PHASE_DEAD ? VV_ECLOSED : 0;
 }
 
 int vv_session_start(struct vv_session *s)
@@ -343,8 +344,10 @@ static int check_length(const struct vv_session *s, size_t n)
 }
 
 /* Room for `want` body bytes in total. Bodies that fit inline use the inline buffer; larger
- * ones a heap buffer that doubles as bytes arrive, capped at the body's length, so memory
- * follows what the peer actually sent rather than what its length prefix claimed. */
+ * ones a heap buffer of twice the bytes received so far, capped at the body's length, so
+ * memory follows what the peer actually sent rather than what its length prefix claimed
+ * (at most 2x), and a body that arrives in two reads (a 64 KiB frame through a 64 KiB read
+ * buffer) is allocated once, at its exact size, without a copy on growth. */
 static uint8_t *body_buffer(struct vv_session *s, size_t want)
 {
     if (s->msg_len <= VV_SESSION_INLINE_BYTES)
@@ -352,8 +355,8 @@ static uint8_t *body_buffer(struct vv_session *s, size_t want)
     if (want <= VV_SESSION_INLINE_BYTES && s->big == NULL)
         return s->inline_buf;
     if (want > s->big_cap) {
-        size_t cap = VV_MAX(want, VV_MAX(2 * s->big_cap, (size_t)2 * VV_SESSION_INLINE_BYTES));
-        cap = VV_MIN(cap, s->msg_len);
+        /* want > VV_SESSION_INLINE_BYTES and want > big_cap here, so cap <= 2 * want. */
+        size_t cap = VV_MIN(2 * want, s->msg_len);
         bool first = s->big == NULL;
         s->big = vv_xrealloc(s->big, cap);
         if (first && s->msg_have)

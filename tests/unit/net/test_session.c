@@ -42,6 +42,8 @@ struct end {
     uint8_t last_hash[32];
     bool seal_on_established; /* send "hi from <role>" as soon as established */
     bool abort_on_frame;
+    int abort_on_write; /* abort inside the n-th write callback (1-based), 0: never */
+    int writes;
     bool feed_in_frame;
     int reenter_rc;
 };
@@ -58,7 +60,10 @@ static void append(struct end *e, const uint8_t *data, size_t len)
 
 static void on_write(void *arg, const uint8_t *data, size_t len)
 {
-    append(arg, data, len);
+    struct end *e = arg;
+    append(e, data, len);
+    if (++e->writes == e->abort_on_write)
+        vv_session_abort(e->s); /* the transport's write failed: it closes the connection */
 }
 
 static int send_frame(struct end *e, const uint8_t *data, size_t len)
@@ -798,6 +803,39 @@ static void test_oversized_length_fails_before_buffering(void **state)
     end_free(&b);
 }
 
+/* A large frame's buffer tracks the bytes received (never more than twice), is allocated
+ * once when the frame arrives in two reads, and is gone once the frame was delivered. */
+static void test_large_frame_buffer_follows_the_bytes_received(void **state)
+{
+    (void)state;
+    struct end a, b;
+    connect_pair(&a, &b, ALL_AT_ONCE);
+    size_t sizes[] = {64 * 1024, VV_SESSION_MAX_FRAME_BYTES};
+    for (size_t i = 0; i < VV_ARRAY_SIZE(sizes); i++) {
+        uint8_t *p = pattern(sizes[i], 3);
+        assert_int_equal(send_frame(&a, p, sizes[i]), 0);
+        size_t total = a.wire_len, off = 0;
+        while (off < total) {
+            size_t n = VV_MIN(total - off, (size_t)64 * 1024); /* 64 KiB reads */
+            assert_int_equal(vv_session_feed(b.s, a.wire + off, n), 0);
+            off += n;
+            if (off == total)
+                break;
+            size_t body = off - 4;
+            assert_true(vv_session_buffered(b.s) >= body);
+            assert_true(vv_session_buffered(b.s) <= 2 * body);
+            if (i == 0) /* one allocation, the exact size */
+                assert_int_equal(vv_session_buffered(b.s), sizes[i] + 16);
+        }
+        assert_frame(&b, (int)i + 1, p, sizes[i]);
+        assert_int_equal(vv_session_buffered(b.s), 0);
+        a.wire_len = 0;
+        vv_free(p);
+    }
+    end_free(&a);
+    end_free(&b);
+}
+
 static void test_abort_from_a_callback_stops_delivery(void **state)
 {
     (void)state;
@@ -815,6 +853,36 @@ static void test_abort_from_a_callback_stops_delivery(void **state)
     vv_free(p);
     end_free(&a);
     end_free(&b);
+}
+
+/* The transport may close the connection from inside write (a failed socket write): the
+ * session must not touch its handshake state afterwards, for each of the three messages. */
+static void test_abort_from_the_write_callback(void **state)
+{
+    (void)state;
+    for (int which = 1; which <= 3; which++) {
+        struct end a, b;
+        end_init(&a, 0, true, NULL, NULL);
+        end_init(&b, 1, false, NULL, NULL);
+        if (which == 2)
+            b.abort_on_write = 1; /* message 2 */
+        else
+            a.abort_on_write = which == 1 ? 1 : 2; /* message 1, message 3 */
+        int rc = vv_session_start(a.s);
+        if (which == 1) {
+            assert_int_equal(rc, VV_ECLOSED);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_int_equal(pump(&a, &b, ALL_AT_ONCE), VV_ECLOSED);
+        }
+        struct end *victim = which == 2 ? &b : &a;
+        assert_int_equal(victim->writes, 1 + (which == 3));
+        assert_int_equal(victim->established_calls, 0);
+        assert_false(vv_session_established(victim->s));
+        assert_int_equal(vv_session_feed(victim->s, (const uint8_t *)"x", 1), VV_ECLOSED);
+        end_free(&a);
+        end_free(&b);
+    }
 }
 
 static void test_feeding_from_a_callback_is_refused(void **state)
@@ -856,7 +924,9 @@ int main(void)
         cmocka_unit_test(test_many_messages_in_one_feed_arrive_in_order),
         cmocka_unit_test(test_damaged_transport_frames_fail_and_kill_the_session),
         cmocka_unit_test(test_oversized_length_fails_before_buffering),
+        cmocka_unit_test(test_large_frame_buffer_follows_the_bytes_received),
         cmocka_unit_test(test_abort_from_a_callback_stops_delivery),
+        cmocka_unit_test(test_abort_from_the_write_callback),
         cmocka_unit_test(test_feeding_from_a_callback_is_refused),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);

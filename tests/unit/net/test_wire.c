@@ -430,6 +430,18 @@ static void test_huge_declared_lengths_on_a_tiny_buffer_fail_without_allocating(
     vv_test_use_cmocka_allocator();
     assert_int_equal(allocs, 0);
 
+    /* The count is compared with the bytes after it, not with the frame's size: 100,000
+     * would fit in this frame, but only 10 bytes follow it. */
+    struct bb big = {0};
+    hdr(&big);
+    put1(&big, 0x92);
+    put_be(&big, 0xc6, 150000, 4);
+    putrep(&big, 0x00, 150000);
+    put_be(&big, 0xdd, 100000, 4);
+    putrep(&big, 0x00, 10);
+    assert_int_equal(both(&big), VV_EWIRE_TRUNCATED);
+    bb_free(&big);
+
     /* A count that fits the bytes that remain but is over the container limit. */
     struct bb b = {0};
     hdr(&b);
