@@ -93,6 +93,10 @@ void vv_net_set_handshake_cb(struct vv_net *net, vv_net_handshake_cb cb, void *a
 typedef void (*vv_net_dial_cb)(void *arg, const char *address, const uint8_t *node_id,
                                const char *why);
 void vv_net_set_dial_cb(struct vv_net *net, vv_net_dial_cb cb, void *arg);
+/* Observer of established connections coming (up) and going (!up, with why). */
+typedef void (*vv_net_conn_cb)(void *arg, const uint8_t node_id[VV_NODE_ID_BYTES],
+                               const char *remote, bool inbound, bool up, const char *why);
+void vv_net_set_conn_cb(struct vv_net *net, vv_net_conn_cb cb, void *arg);
 /* Closes every connection and the listener; frees the net once their handles closed. */
 void vv_net_close(struct vv_net *net);
 

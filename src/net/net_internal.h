@@ -33,6 +33,9 @@ struct vv_net_module {
 const char *vv__net_node_type_name(int t);
 int vv__net_node_type_parse(const char *s);
 
+/* Publishes a failed dial on the monitor's event stream. */
+void vv__net_dial_failed(struct vv_net_module *m, const char *address, const char *why);
+
 int vv__net_rpc_register(struct vv_net_module *m, struct vv_rpc *rpc);
 /* Hooks the RPC side to the started net (dial outcomes), and unhooks it, failing calls
  * still waiting. */

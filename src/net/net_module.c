@@ -14,6 +14,7 @@
 #include "net_internal.h"
 #include "vivim/log.h"
 #include "vivim/metrics.h"
+#include "vivim/monitor.h"
 
 static const char *const node_type_names[VV_NODE_TYPE_COUNT] = {
     "bootstrap", "relay", "indexer", "storage", "edge", "client", "self_hosted"};
@@ -174,6 +175,30 @@ static void on_handshake(void *arg, bool ok, double seconds)
         vv_histogram_observe(m->hs_ok, seconds);
 }
 
+/* ---- events on the monitor's stream ------------------------------------------------------ */
+
+static void on_conn(void *arg, const uint8_t node_id[VV_NODE_ID_BYTES], const char *remote,
+                    bool inbound, bool up, const char *why)
+{
+    struct vv_net_module *m = arg;
+    if (m->node->monitor == NULL)
+        return;
+    char hex[VV_NODE_ID_HEX_BYTES];
+    vv_hex_encode(node_id, VV_NODE_ID_BYTES, hex);
+    json_t *data =
+        json_pack("{s:s, s:s, s:b}", "nodeId", hex, "remote", remote, "inbound", inbound);
+    if (!up)
+        json_object_set_new(data, "reason", json_string(why ? why : ""));
+    vv_monitor_event(m->node->monitor, up ? "peer.connected" : "peer.disconnected", data);
+}
+
+void vv__net_dial_failed(struct vv_net_module *m, const char *address, const char *why)
+{
+    if (m->node->monitor != NULL)
+        vv_monitor_event(m->node->monitor, "peer.dial_failed",
+                         json_pack("{s:s, s:s}", "address", address, "reason", why ? why : ""));
+}
+
 /* ---- bootstrap ----------------------------------------------------------------------- */
 
 static void add_bootstrap(struct vv_net_module *m, const char *list)
@@ -280,6 +305,7 @@ static int net_start(struct vv_node *n)
     }
     n->net = m->net;
     vv_net_set_handshake_cb(m->net, on_handshake, m);
+    vv_net_set_conn_cb(m->net, on_conn, m);
     rc = vv_net_listen(m->net, err, sizeof(err));
     if (rc != 0) {
         vv_log_error("net", "%s", err);

@@ -100,6 +100,8 @@ struct vv_net {
     void *hs_arg;
     vv_net_dial_cb dial_cb;
     void *dial_arg;
+    vv_net_conn_cb conn_cb;
+    void *conn_arg;
 
     struct vv_net_stats stats;
     unsigned open_handles, pending_dials;
@@ -224,8 +226,11 @@ static void conn_close(struct conn *c, const char *why)
         net->dial_cb(net->dial_arg, c->remote, NULL, why);
     if (c->registered) {
         table_remove(net, c);
-        if (!net->closed)
+        if (!net->closed) {
             vv_env_peer_event(net->env, c->id, false);
+            if (net->conn_cb)
+                net->conn_cb(net->conn_arg, c->id, c->remote, c->inbound, false, why);
+        }
     } else if (c->has_expect && !net->closed && was <= C_HANDSHAKE &&
                table_find(net, c->expect) == NULL) {
         /* A failed dial to a known node: the connection manager backs off now rather than
@@ -392,6 +397,8 @@ static void session_established(void *arg, const uint8_t node_id[VV_NODE_ID_BYTE
     vv_log_debug("net", "connected to %.16s… at %s%s", hex, c->remote,
                  c->inbound ? " (inbound)" : "");
     vv_env_peer_event(net->env, c->id, true);
+    if (net->conn_cb && c->state == C_ESTABLISHED)
+        net->conn_cb(net->conn_arg, c->id, c->remote, c->inbound, true, NULL);
 }
 
 static void session_frame(void *arg, const uint8_t *data, size_t len)
@@ -859,6 +866,12 @@ void vv_net_set_dial_cb(struct vv_net *net, vv_net_dial_cb cb, void *arg)
 {
     net->dial_cb = cb;
     net->dial_arg = arg;
+}
+
+void vv_net_set_conn_cb(struct vv_net *net, vv_net_conn_cb cb, void *arg)
+{
+    net->conn_cb = cb;
+    net->conn_arg = arg;
 }
 
 void vv_net_close(struct vv_net *net)

@@ -5,12 +5,14 @@ the net metrics. Then a node under hostile peers: garbage, a valid handshake fol
 garbage, a malformed frame, an oversized length, 1,000 half-open connections, and a peer that
 floods requests and never reads the answers - the node stays responsive and bounded."""
 
+import json
 import os
 import resource
 import socket
 import subprocess
 import time
 import unittest
+import urllib.parse
 
 import vivimtest
 from vivimtest import Node, RpcError, http_get
@@ -113,6 +115,10 @@ class Mesh(unittest.TestCase):
         wait_for("a full mesh of five", self.full_mesh, 60)
         victim = self.others[1]
         vid = self.ids[2]
+        # The monitor's event stream on A reports the peer going and coming back.
+        u = urllib.parse.urlsplit(self.a.metrics_url)
+        events = socket.create_connection((u.hostname, u.port), timeout=10)
+        events.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
         victim.stop(sig=9)
         for n in self.nodes:
             if n is not victim:
@@ -121,6 +127,19 @@ class Mesh(unittest.TestCase):
         victim.start()
         self.assertEqual(victim.rpc("node.status")["nodeId"], vid)  # same identity
         wait_for("the mesh to heal", self.full_mesh, 60)
+        buf = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            evs = [json.loads(l[6:]) for l in buf.split(b"\n") if l.startswith(b"data: ")]
+            kinds = [(e["kind"], e["data"].get("nodeId")) for e in evs]
+            if ("peer.disconnected", vid) in kinds and ("peer.connected", vid) in kinds:
+                break
+            buf += events.recv(65536)
+        events.close()
+        self.assertIn(("peer.disconnected", vid), kinds)
+        self.assertIn(("peer.connected", vid), kinds)
+        self.assertLess(kinds.index(("peer.disconnected", vid)),
+                        len(kinds) - 1 - kinds[::-1].index(("peer.connected", vid)))
 
     def test_3_rpc_methods(self):
         wait_for("a full mesh of five", self.full_mesh, 60)
@@ -169,6 +188,20 @@ class Mesh(unittest.TestCase):
         self.assertGreater(metric(n, "vivimd_net_bytes_sent_total"), 0)
         self.assertGreaterEqual(metric(n, "vivimd_net_handshake_duration_seconds_count"), 4)
         self.assertEqual(metric(n, "vivimd_net_half_open"), 0)
+
+
+class Mdns(unittest.TestCase):
+    def test_two_nodes_find_each_other_without_bootstrap(self):
+        with Node(extra_config={"net": {"mdns": "true"}}) as a, \
+                Node(extra_config={"net": {"mdns": "true"}}) as b:
+            for n in (a, b):
+                if "mDNS discovery not started" in n.log_text():
+                    self.skipTest("no multicast here: " + n.log_text())
+            ida = a.rpc("node.status")["nodeId"]
+            idb = b.rpc("node.status")["nodeId"]
+            wait_for("mDNS discovery", lambda: idb in peer_ids(a) and ida in peer_ids(b), 30)
+            p = a.rpc("peers.info", {"nodeId": idb})
+            self.assertEqual(p["address"], f"127.0.0.1:{b.net_port}")
 
 
 class Hostile(unittest.TestCase):
