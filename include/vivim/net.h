@@ -118,10 +118,24 @@ void vv_net_foreach(const struct vv_net *net,
                     void (*fn)(const struct vv_net_conn_info *info, void *arg), void *arg);
 
 /*
- * Transports: which one carries an address. "tcp" takes host:port; addresses with a scheme
- * (ws://, quic://) name transports that are not built yet and are refused with VV_EINVAL.
+ * Transports: how addresses of one kind are listened on and dialled. TCP (host:port,
+ * [v6]:port, name:port) is built in; WebSocket (ws://) and QUIC (quic://) are to be added
+ * with vv_net_add_transport and until then such addresses are refused with VV_EINVAL. A
+ * transport's listen/dial produce connections that carry the same sessions and frames.
  */
-const char *vv_net_select_transport(const char *address);
+struct vv_net_transport {
+    const char *name;                     /* "tcp" */
+    bool (*handles)(const char *address); /* does this address belong to it? */
+    int (*listen)(struct vv_net *net, const char *address, char *err, size_t err_len);
+    int (*dial)(struct vv_net *net, const uint8_t *expect, const char *address);
+};
+#define VV_NET_MAX_TRANSPORTS 4
+/* Adds a transport (t is borrowed; asked before those added earlier). VV_EEXIST for a name
+ * already present, VV_ELIMIT beyond VV_NET_MAX_TRANSPORTS. */
+int vv_net_add_transport(struct vv_net *net, const struct vv_net_transport *t);
+/* The transport for address, or NULL. */
+const struct vv_net_transport *vv_net_select_transport(const struct vv_net *net,
+                                                       const char *address);
 
 /* The hello a node carries in its handshake: [node type, capabilities, listen, region]. */
 int vv_net_hello_encode(int node_type, uint32_t capabilities, const char *listen,

@@ -175,11 +175,11 @@ static struct vv_rpc_answer peers_connect(struct vv_rpc_request *req, json_t *pa
                             sizeof(err)) != 0 ||
         node_id_param(params, false, id, &have_id, err, sizeof(err)) != 0)
         return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
-    if (vv_net_select_transport(address) == NULL)
-        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS,
-                           "address: expected host:port or [v6]:port (the only transport is tcp)");
     if (m->net == NULL)
         return not_running(req);
+    if (vv_net_select_transport(m->net, address) == NULL)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS,
+                           "address: expected host:port or [v6]:port (the only transport is tcp)");
     struct vv_net_conn_info ci;
     if (have_id && vv_net_info(m->net, id, &ci) == 0) {
         char hex[VV_NODE_ID_HEX_BYTES];

@@ -102,6 +102,8 @@ struct vv_net {
     void *dial_arg;
     vv_net_conn_cb conn_cb;
     void *conn_arg;
+    const struct vv_net_transport *transports[VV_NET_MAX_TRANSPORTS];
+    unsigned n_transports;
 
     struct vv_net_stats stats;
     unsigned open_handles, pending_dials;
@@ -656,15 +658,42 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     vv_free(d);
 }
 
-const char *vv_net_select_transport(const char *address)
+/* ---- transports ------------------------------------------------------------------------ */
+
+static bool tcp_handles(const char *address)
 {
-    if (address == NULL || strstr(address, "://") != NULL)
-        return NULL;
+    if (strstr(address, "://") != NULL)
+        return false;
     char host[256];
     uint16_t port;
-    if (vv_config_split_hostport(address, host, sizeof(host), &port) != 0 || port == 0)
+    return vv_config_split_hostport(address, host, sizeof(host), &port) == 0;
+}
+
+static int tcp_dial(struct vv_net *net, const uint8_t *expect, const char *address);
+static int tcp_listen(struct vv_net *net, const char *address, char *err, size_t err_len);
+
+static const struct vv_net_transport tcp_transport = {"tcp", tcp_handles, tcp_listen, tcp_dial};
+
+int vv_net_add_transport(struct vv_net *net, const struct vv_net_transport *t)
+{
+    for (unsigned i = 0; i < net->n_transports; i++)
+        if (strcmp(net->transports[i]->name, t->name) == 0)
+            return VV_EEXIST;
+    if (net->n_transports == VV_NET_MAX_TRANSPORTS)
+        return VV_ELIMIT;
+    net->transports[net->n_transports++] = t;
+    return 0;
+}
+
+const struct vv_net_transport *vv_net_select_transport(const struct vv_net *net,
+                                                       const char *address)
+{
+    if (address == NULL || *address == '\0' || strlen(address) >= VV_NET_ADDRESS_BYTES)
         return NULL;
-    return "tcp";
+    for (unsigned i = net->n_transports; i-- > 0;)
+        if (net->transports[i]->handles(address))
+            return net->transports[i];
+    return NULL;
 }
 
 int vv_net_connect(struct vv_net *net, const uint8_t *expect, const char *address)
@@ -673,18 +702,24 @@ int vv_net_connect(struct vv_net *net, const uint8_t *expect, const char *addres
         return VV_ESTATE;
     if (expect != NULL && table_find(net, expect) != NULL)
         return 0; /* already connected */
-    if (address == NULL || *address == '\0' || strlen(address) >= VV_NET_ADDRESS_BYTES)
-        return VV_EINVAL;
-    if (vv_net_select_transport(address) == NULL)
+    const struct vv_net_transport *t = vv_net_select_transport(net, address);
+    if (t == NULL)
         return VV_EINVAL;
     if (net->stats.half_open >= net->cfg.max_half_open) {
         net->stats.refused_half_open++;
         return VV_ECONN_LIMIT;
     }
     net->stats.dials++;
+    return t->dial(net, expect, address);
+}
+
+static int tcp_dial(struct vv_net *net, const uint8_t *expect, const char *address)
+{
     char host[256];
     uint16_t port;
     vv_config_split_hostport(address, host, sizeof(host), &port);
+    if (port == 0)
+        return VV_EINVAL;
     struct sockaddr_storage ss;
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) == 0 ||
         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) == 0)
@@ -813,6 +848,7 @@ struct vv_net *vv_net_new(uv_loop_t *loop, const struct vv_session_keys *keys,
     uv_timer_start(&net->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     uv_unref((uv_handle_t *)&net->sweep);
 
+    vv_net_add_transport(net, &tcp_transport);
     struct vv_env_transport t = {op_send, op_connect, op_disconnect, net};
     vv_env_uv_set_transport(env, &t);
     return net;
@@ -822,15 +858,26 @@ int vv_net_listen(struct vv_net *net, char *err, size_t err_len)
 {
     if (net->listen_addr[0] == '\0')
         return 0;
+    const struct vv_net_transport *t = vv_net_select_transport(net, net->listen_addr);
+    if (t == NULL) {
+        snprintf(err, err_len, "[net] listen = %s: no transport for this address",
+                 net->listen_addr);
+        return VV_EINVAL;
+    }
+    return t->listen(net, net->listen_addr, err, err_len);
+}
+
+static int tcp_listen(struct vv_net *net, const char *address, char *err, size_t err_len)
+{
     char host[256];
     uint16_t port;
-    int rc = vv_config_split_hostport(net->listen_addr, host, sizeof(host), &port);
+    int rc = vv_config_split_hostport(address, host, sizeof(host), &port);
     struct sockaddr_storage ss;
     if (rc == 0 && uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
         rc = VV_EINVAL;
     if (rc != 0) {
-        snprintf(err, err_len, "[net] listen = %s: not a numeric host:port", net->listen_addr);
+        snprintf(err, err_len, "[net] listen = %s: not a numeric host:port", address);
         return VV_EINVAL;
     }
     uv_tcp_init(net->loop, &net->listener);

@@ -266,8 +266,9 @@ static void test_wrong_identity_is_refused(void **state)
     /* Transports that do not exist yet, and nonsense. */
     assert_int_equal(vv_net_connect(b.net, NULL, "quic://127.0.0.1:5"), VV_EINVAL);
     assert_int_equal(vv_net_connect(b.net, NULL, "no port"), VV_EINVAL);
-    assert_null(vv_net_select_transport("ws://x:1"));
-    assert_string_equal(vv_net_select_transport("[::1]:4747"), "tcp");
+    assert_null(vv_net_select_transport(b.net, "ws://x:1"));
+    assert_string_equal(vv_net_select_transport(b.net, "[::1]:4747")->name, "tcp");
+    assert_string_equal(vv_net_select_transport(b.net, "example.org:4747")->name, "tcp");
 
     tnode_close(&a);
     tnode_close(&b);
@@ -447,6 +448,49 @@ static void test_queue_bound_and_nothing_accepted_is_lost(void **state)
     finish(&loop);
 }
 
+/* A second transport, as WebSocket or QUIC will be: it is asked first for its addresses. */
+static int fake_dials;
+static bool fake_handles(const char *address)
+{
+    return strncmp(address, "fake://", 7) == 0;
+}
+static int fake_listen(struct vv_net *net, const char *address, char *err, size_t err_len)
+{
+    (void)net;
+    (void)address;
+    (void)err;
+    (void)err_len;
+    return 0;
+}
+static int fake_dial(struct vv_net *net, const uint8_t *expect, const char *address)
+{
+    (void)net;
+    (void)expect;
+    (void)address;
+    fake_dials++;
+    return 0;
+}
+
+static void test_transports_are_selected_by_address(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct tnode a;
+    tnode_init(&a, &loop, NULL);
+    static const struct vv_net_transport fake = {"fake", fake_handles, fake_listen, fake_dial};
+    assert_int_equal(vv_net_add_transport(a.net, &fake), 0);
+    assert_int_equal(vv_net_add_transport(a.net, &fake), VV_EEXIST);
+    assert_string_equal(vv_net_select_transport(a.net, "fake://x")->name, "fake");
+    assert_string_equal(vv_net_select_transport(a.net, "127.0.0.1:9")->name, "tcp");
+    assert_null(vv_net_select_transport(a.net, "quic://x:1"));
+    assert_int_equal(vv_net_connect(a.net, NULL, "fake://x"), 0);
+    assert_int_equal(fake_dials, 1);
+    assert_int_equal(vv_net_connect(a.net, NULL, "quic://x:1"), VV_EINVAL);
+    tnode_close(&a);
+    finish(&loop);
+}
+
 static void test_hello_codec(void **state)
 {
     (void)state;
@@ -485,6 +529,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello_codec),
+        cmocka_unit_test(test_transports_are_selected_by_address),
         cmocka_unit_test(test_connect_and_exchange_frames),
         cmocka_unit_test(test_wrong_identity_is_refused),
         cmocka_unit_test(test_dial_by_name_resolves),
