@@ -22,8 +22,7 @@ TESTPEER = os.environ.get("VIVIM_TESTPEER",
 
 # Freed memory that AddressSanitizer holds in quarantine (256 MiB by default) would count in
 # the resident size the hostile tests bound; keep it small for the nodes started here.
-if "ASAN_OPTIONS" in os.environ:
-    os.environ["ASAN_OPTIONS"] += ":quarantine_size_mb=16"
+os.environ["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=16"
 
 FAST = {
     "keepalive_ms": "1000",
