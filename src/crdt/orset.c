@@ -270,6 +270,15 @@ static size_t join_dots(const struct elem *a, const struct ctx *actx, const stru
     return n;
 }
 
+/* True when none of our element's dots is removed by m (m has no entries for it). */
+static bool elem_survives(const struct elem *a, const struct orset_msg *m)
+{
+    for (size_t k = 0; k < a->ndots; k++)
+        if (ctx_has(&m->s.ctx, &a->dots[k]) && !dots_have(m->keep, m->nkeep, &a->dots[k]))
+            return false;
+    return true;
+}
+
 static char *dup_bytes(const char *p, size_t n)
 {
     char *c = vv_xmalloc(n ? n : 1);
@@ -283,15 +292,24 @@ static int set_join(struct vv_orset *s, const struct orset_msg *m)
     for (size_t k = 0; k < m->nkeep; k++)
         if (!ctx_has(&s->ctx, &m->keep[k]))
             return VV_ECRDT_CAUSALITY;
-    struct vv_orset r = {0};
-    size_t i = 0, j = 0;
     const struct vv_orset *t = &m->s;
+    struct vv_orset r = {0};
+    r.cap = s->len + t->len;
+    r.e = r.cap ? vv_xmalloc(r.cap * sizeof(*r.e)) : NULL;
+    size_t i = 0, j = 0;
     while (i < s->len || j < t->len) {
         int c = i == s->len ? 1
                 : j == t->len
                     ? -1
                     : vv__crdt_bytes_cmp(s->e[i].val, s->e[i].len, t->e[j].val, t->e[j].len);
         const struct elem *a = c <= 0 ? &s->e[i] : NULL, *b = c >= 0 ? &t->e[j] : NULL;
+        if (a && !b && elem_survives(a, m)) { /* the common case: untouched, moved whole */
+            set_push(&r, *a);
+            s->e[i].val = NULL;
+            s->e[i].dots = NULL;
+            i++;
+            continue;
+        }
         struct dot *dots;
         size_t n = join_dots(a, &s->ctx, b, m, &dots);
         if (n) {
