@@ -21,7 +21,8 @@
  * Errors: VV_ECRDT_DECODE for any malformed, truncated, oversized, non-canonical, unknown
  * version or wrong-type encoding; VV_ECRDT_CAUSALITY for an OR-Set delta that assumes dots
  * the receiver has not seen; VV_ECRDT_RANGE for a counter or clock that would overflow;
- * VV_ELIMIT for a local value or path over the limits below; VV_EINVAL for bad arguments.
+ * VV_ELIMIT for a local value or path, or a join result, over the limits below; VV_EINVAL
+ * for bad arguments.
  * A call that fails never changes the object it was given.
  */
 #ifndef VIVIM_CRDT_H
@@ -47,10 +48,16 @@ enum vv_crdt_type {
     VV_CRDT_STATE_VECTOR = 0x06,
 };
 
+/* The type byte of an encoding (a vv_crdt_type, or another type's byte: the caller checks),
+ * or VV_ECRDT_DECODE when buf is shorter than 2 bytes or of another format version. */
+int vv_crdt_peek_type(const uint8_t *buf, size_t len);
+
 /*
  * Decoding limits. They bound the memory a hostile encoding can make us allocate (together
  * with the rule that a count may never exceed the bytes left in the input) and the recursion
- * of nested maps. A message is at most 1 MiB anyway (VV_ENV_MAX_MESSAGE_BYTES).
+ * of nested maps. A message is at most 1 MiB anyway (VV_ENV_MAX_MESSAGE_BYTES). A join (apply
+ * or merge) whose result could pass them is refused with VV_ELIMIT, so no replica builds a
+ * state its peers would not decode.
  */
 #define VV_CRDT_MAX_REPLICAS    65536   /* entries of a counter or a state vector */
 #define VV_CRDT_MAX_VALUE_BYTES 65536   /* canonical JSON text of one value */

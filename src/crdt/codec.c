@@ -102,6 +102,13 @@ int vv__crdt_r_init(struct vv__crdt_r *r, const uint8_t *buf, size_t len, uint8_
     return 0;
 }
 
+int vv_crdt_peek_type(const uint8_t *buf, size_t len)
+{
+    if (!buf || len < 2 || buf[0] != VV_CRDT_FORMAT_VERSION)
+        return VV_ECRDT_DECODE;
+    return buf[1];
+}
+
 static size_t r_left(const struct vv__crdt_r *r)
 {
     return r->err ? 0 : (size_t)(r->end - r->p);

@@ -115,17 +115,24 @@ static int counter_decode(const uint8_t *buf, size_t len, bool pn, struct counte
 }
 
 /* Refuses (VV_ECRDT_RANGE, dst unchanged) a merge whose p + n would overflow: only hostile
- * entries can do that, since one replica's history never has more than UINT64_MAX events. */
+ * entries can do that, since one replica's history never has more than UINT64_MAX events.
+ * Refuses (VV_ELIMIT) one that would pass VV_CRDT_MAX_REPLICAS entries, which no peer would
+ * decode. */
 static int counter_merge(struct counter *dst, const struct counter *src)
 {
+    size_t added = 0;
     for (size_t i = 0; i < src->len; i++) {
         size_t j = counter_find(dst, src->e[i].replica);
-        if (j < dst->len && dst->e[j].replica == src->e[i].replica) {
+        if (j == dst->len || dst->e[j].replica != src->e[i].replica) {
+            added++;
+        } else {
             uint64_t p = VV_MAX(dst->e[j].p, src->e[i].p), n = VV_MAX(dst->e[j].n, src->e[i].n);
             if (p + n < p)
                 return VV_ECRDT_RANGE;
         }
     }
+    if (dst->len + added > VV_CRDT_MAX_REPLICAS)
+        return VV_ELIMIT;
     for (size_t i = 0; i < src->len; i++) {
         struct centry *d = counter_slot(dst, src->e[i].replica);
         d->p = VV_MAX(d->p, src->e[i].p);

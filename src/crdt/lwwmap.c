@@ -156,7 +156,24 @@ static bool below_horizon(const struct mentry *e, uint64_t horizon_ms)
     return e->kind == KIND_TOMBSTONE && vv_hlc_wall_ms(e->ts.hlc) < horizon_ms;
 }
 
-/* dst ⊔= src; never fails (src was checked when decoded). */
+/* False when joining src into dst could leave a level with more keys than any peer would
+ * decode (an upper bound: the keys of both sides, at every level that would be joined). */
+static bool map_join_fits(const struct vv_lwwmap *dst, const struct vv_lwwmap *src)
+{
+    if (dst->len + src->len > VV_CRDT_MAX_ELEMENTS)
+        return false;
+    for (size_t j = 0; j < src->len; j++) {
+        const struct mentry *b = &src->e[j];
+        bool found;
+        size_t i = map_find(dst, b->key, b->klen, &found);
+        if (found && b->kind == KIND_MAP && entry_order(&dst->e[i], b) == 0 &&
+            !map_join_fits(dst->e[i].child, b->child))
+            return false;
+    }
+    return true;
+}
+
+/* dst ⊔= src; never fails (src was checked when decoded, and map_join_fits). */
 static void map_join(struct vv_lwwmap *dst, const struct vv_lwwmap *src, uint64_t horizon_ms)
 {
     for (size_t j = 0; j < src->len; j++) {
@@ -401,6 +418,11 @@ static int map_write_path(struct vv_lwwmap *m, struct vv_hlc *clock, uint64_t ph
         }
         level = e->child;
     }
+    if (!map_join_fits(m, d)) {
+        *clock = saved;
+        vv_lwwmap_free(d);
+        return VV_ELIMIT;
+    }
     map_join(m, d, m->horizon_ms);
     if (delta)
         map_encode(d, delta, delta_len);
@@ -525,6 +547,10 @@ int vv_lwwmap_apply(struct vv_lwwmap *m, const uint8_t *buf, size_t len)
     int rc = map_decode(buf, len, &d);
     if (rc)
         return rc;
+    if (!map_join_fits(m, d)) {
+        vv_lwwmap_free(d);
+        return VV_ELIMIT;
+    }
     map_join(m, d, m->horizon_ms);
     vv_lwwmap_free(d);
     return 0;
@@ -534,6 +560,8 @@ int vv_lwwmap_merge(struct vv_lwwmap *dst, const struct vv_lwwmap *src)
 {
     if (dst == src)
         return 0;
+    if (!map_join_fits(dst, src))
+        return VV_ELIMIT;
     map_join(dst, src, dst->horizon_ms);
     return 0;
 }

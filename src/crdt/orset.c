@@ -270,6 +270,14 @@ static size_t join_dots(const struct elem *a, const struct ctx *actx, const stru
     return n;
 }
 
+static size_t total_dots(const struct vv_orset *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->len; i++)
+        n += s->e[i].ndots;
+    return n;
+}
+
 /* True when none of our element's dots is removed by m (m has no entries for it). */
 static bool elem_survives(const struct elem *a, const struct orset_msg *m)
 {
@@ -286,13 +294,18 @@ static char *dup_bytes(const char *p, size_t n)
     return c;
 }
 
-/* s ⊔= m. Fails only with VV_ECRDT_CAUSALITY, before changing anything. */
+/* s ⊔= m. Fails with VV_ECRDT_CAUSALITY or VV_ELIMIT, before changing anything. */
 static int set_join(struct vv_orset *s, const struct orset_msg *m)
 {
     for (size_t k = 0; k < m->nkeep; k++)
         if (!ctx_has(&s->ctx, &m->keep[k]))
             return VV_ECRDT_CAUSALITY;
     const struct vv_orset *t = &m->s;
+    /* What no peer would decode is refused (the bounds are upper bounds of the result). */
+    if (s->len + t->len > VV_CRDT_MAX_ELEMENTS ||
+        s->ctx.ncloud + t->ctx.ncloud > VV_CRDT_MAX_ELEMENTS ||
+        total_dots(s) + total_dots(t) > VV_CRDT_MAX_ELEMENTS)
+        return VV_ELIMIT;
     struct vv_orset r = {0};
     r.cap = s->len + t->len;
     r.e = r.cap ? vv_xmalloc(r.cap * sizeof(*r.e)) : NULL;
@@ -490,14 +503,14 @@ static int msg_decode(const uint8_t *buf, size_t len, struct orset_msg *m)
 
 /* ---- public API --------------------------------------------------------------------------- */
 
-static void finish_delta(struct orset_msg *d, struct vv_orset *s, uint8_t **delta,
-                         size_t *delta_len)
+/* Joins the local update d into s and, when asked and it worked, encodes it. */
+static int finish_delta(struct orset_msg *d, struct vv_orset *s, uint8_t **delta, size_t *delta_len)
 {
-    if (delta)
-        set_encode(&d->s, NULL, delta, delta_len);
     int rc = set_join(s, d);
-    (void)rc; /* no keep dots: cannot fail */
+    if (rc == 0 && delta)
+        set_encode(&d->s, NULL, delta, delta_len);
     msg_free(d);
+    return rc;
 }
 
 int vv_orset_add(struct vv_orset *s, uint64_t replica, const json_t *value, uint8_t **delta,
@@ -536,8 +549,7 @@ int vv_orset_add(struct vv_orset *s, uint64_t replica, const json_t *value, uint
     if (found)
         for (size_t k = 0; k < s->e[i].ndots; k++)
             ctx_add(&d.s.ctx, &s->e[i].dots[k]);
-    finish_delta(&d, s, delta, delta_len);
-    return 0;
+    return finish_delta(&d, s, delta, delta_len);
 }
 
 int vv_orset_remove(struct vv_orset *s, const json_t *value, uint8_t **delta, size_t *delta_len)
@@ -554,8 +566,7 @@ int vv_orset_remove(struct vv_orset *s, const json_t *value, uint8_t **delta, si
     if (found)
         for (size_t k = 0; k < s->e[i].ndots; k++)
             ctx_add(&d.s.ctx, &s->e[i].dots[k]);
-    finish_delta(&d, s, delta, delta_len);
-    return 0;
+    return finish_delta(&d, s, delta, delta_len);
 }
 
 bool vv_orset_contains(const struct vv_orset *s, const json_t *value)

@@ -59,6 +59,9 @@ static void test_non_minimal_and_oversized_varints_are_refused(void **state)
     assert_int_equal(vv__crdt_r_init(&r, v2, 2, 0x7f), VV_ECRDT_DECODE);
     assert_int_equal(vv__crdt_r_init(&r, other, 2, 0x7f), VV_ECRDT_DECODE);
     assert_int_equal(vv__crdt_r_init(&r, NULL, 0, 0x7f), VV_ECRDT_DECODE);
+    assert_int_equal(vv_crdt_peek_type(other, 2), VV_CRDT_GCOUNTER);
+    assert_int_equal(vv_crdt_peek_type(v2, 2), VV_ECRDT_DECODE);
+    assert_int_equal(vv_crdt_peek_type(other, 1), VV_ECRDT_DECODE);
 }
 
 static void test_counts_are_bounded_by_the_bytes_left(void **state)

@@ -187,6 +187,34 @@ static void test_hostile_encodings_are_rejected_without_change(void **state)
     vv_pncounter_free(p);
 }
 
+static void test_join_past_the_replica_limit_is_refused(void **state)
+{
+    (void)state;
+    /* A state no peer could decode must not be built by joining either. */
+    struct vv_gcounter *c = vv_gcounter_new(), *other = vv_gcounter_new();
+    for (uint64_t r = 1; r <= VV_CRDT_MAX_REPLICAS; r++)
+        assert_int_equal(vv_gcounter_increment(c, r, 1, NULL, NULL), 0);
+    uint8_t *d, *e;
+    size_t dl, el;
+    assert_int_equal(vv_gcounter_increment(other, VV_CRDT_MAX_REPLICAS + 1, 1, &d, &dl), 0);
+    assert_int_equal(vv_gcounter_apply(c, d, dl), VV_ELIMIT);
+    assert_int_equal(vv_gcounter_merge(c, other), VV_ELIMIT);
+    assert_int_equal(vv_gcounter_value(c), VV_CRDT_MAX_REPLICAS);
+    /* The full state at the limit still round-trips; updates of known replicas still apply. */
+    assert_int_equal(vv_gcounter_encode(c, &e, &el), 0);
+    struct vv_gcounter *back;
+    assert_int_equal(vv_gcounter_decode(e, el, &back), 0);
+    vv_free(d);
+    assert_int_equal(vv_gcounter_increment(other, 7, 5, &d, &dl), 0);
+    assert_int_equal(vv_gcounter_apply(c, d, dl), 0);
+    assert_int_equal(vv_gcounter_value(c), VV_CRDT_MAX_REPLICAS + 4);
+    vv_free(d);
+    vv_free(e);
+    vv_gcounter_free(back);
+    vv_gcounter_free(c);
+    vv_gcounter_free(other);
+}
+
 /* ---- convergence -------------------------------------------------------------------------- */
 
 static void *pn_create(void)
@@ -291,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_pncounter_goes_both_ways_and_saturates),
         cmocka_unit_test(test_delta_since_sends_only_what_the_peer_lacks),
         cmocka_unit_test(test_hostile_encodings_are_rejected_without_change),
+        cmocka_unit_test(test_join_past_the_replica_limit_is_refused),
         cmocka_unit_test(test_random_delivery_converges),
         cmocka_unit_test(test_random_delivery_sums_every_operation),
     };
