@@ -188,7 +188,9 @@ struct vv_lwwreg;
 
 struct vv_lwwreg *vv_lwwreg_new(void);
 void vv_lwwreg_free(struct vv_lwwreg *r);
-/* Sets the value (any JSON value, stored canonically) at a new timestamp from clock. */
+/* Sets the value (any JSON value, stored canonically) at a new timestamp from clock, greater
+ * than the one it overwrites. VV_ECRDT_RANGE: the current value's timestamp is more than
+ * VV_HLC_MAX_DRIFT_MS ahead of phys_ms (see vv_hlc_receive); nothing changes. */
 int vv_lwwreg_set(struct vv_lwwreg *r, struct vv_hlc *clock, uint64_t phys_ms, const json_t *value,
                   uint8_t **delta, size_t *delta_len);
 /* False until the first set; ts (may be NULL) receives the winning write's timestamp. */
@@ -244,6 +246,9 @@ size_t vv_orset_context_size(const struct vv_orset *s);
  * path: depth keys (NUL-terminated UTF-8), the last one naming the entry, the others naming
  * nested maps (created at a new timestamp when missing or not a map). 1 ≤ depth <
  * VV_CRDT_MAX_DEPTH.
+ *
+ * Writes take a timestamp from clock greater than the entry they replace; VV_ECRDT_RANGE when
+ * that entry is more than VV_HLC_MAX_DRIFT_MS ahead of phys_ms (nothing changes).
  */
 struct vv_lwwmap;
 

@@ -334,11 +334,3 @@ int vv_crdt_sv_decode(const uint8_t *buf, size_t len, struct vv_crdt_sv *out)
     out->n = n;
     return 0;
 }
-
-int64_t vv__crdt_sat_add(int64_t a, int64_t b)
-{
-    int64_t s;
-    if (__builtin_add_overflow(a, b, &s))
-        return a > 0 ? INT64_MAX : INT64_MIN;
-    return s;
-}

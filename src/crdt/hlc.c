@@ -63,3 +63,17 @@ int vv_crdt_ts_cmp(const struct vv_crdt_ts *a, const struct vv_crdt_ts *b)
         return a->replica < b->replica ? -1 : 1;
     return 0;
 }
+
+int vv__crdt_clock_beat(struct vv_hlc *c, uint64_t phys_ms, uint64_t beat_hlc,
+                        struct vv_crdt_ts *out)
+{
+    struct vv_hlc saved = *c;
+    int rc = 0;
+    if (beat_hlc > c->last)
+        rc = vv_hlc_receive(c, phys_ms, &(struct vv_crdt_ts){beat_hlc, 0}, NULL);
+    if (rc == 0)
+        rc = vv_hlc_now(c, phys_ms, out);
+    if (rc)
+        *c = saved;
+    return rc;
+}

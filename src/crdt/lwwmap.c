@@ -381,11 +381,9 @@ static int map_write_path(struct vv_lwwmap *m, struct vv_hlc *clock, uint64_t ph
         return VV_ENOTFOUND;
     }
     struct vv_hlc saved = *clock;
-    clock->last = VV_MAX(clock->last, beat);
     struct vv_crdt_ts ts;
-    int rc = vv_hlc_now(clock, phys_ms, &ts);
+    int rc = vv__crdt_clock_beat(clock, phys_ms, beat, &ts);
     if (rc) {
-        *clock = saved;
         vv_free(val);
         return rc;
     }

@@ -98,15 +98,9 @@ int vv_lwwreg_set(struct vv_lwwreg *r, struct vv_hlc *clock, uint64_t phys_ms, c
     int rc = vv__crdt_value_dump(value, &val, &val_len);
     if (rc)
         return rc;
-    /* A local write must beat the value it overwrites, even one from a remote clock ahead of
-     * ours that was never passed through vv_hlc_receive. */
-    struct vv_hlc saved = *clock;
-    if (r->set)
-        clock->last = VV_MAX(clock->last, r->ts.hlc);
     struct vv_crdt_ts ts;
-    rc = vv_hlc_now(clock, phys_ms, &ts);
+    rc = vv__crdt_clock_beat(clock, phys_ms, r->set ? r->ts.hlc : 0, &ts);
     if (rc) {
-        *clock = saved;
         vv_free(val);
         return rc;
     }

@@ -73,7 +73,13 @@ void vv__crdt_sv_write(struct vv__crdt_w *w, const struct vv_crdt_sv_entry *e, s
 /* Reads into newly allocated entries; on error nothing is allocated. */
 int vv__crdt_sv_read(struct vv__crdt_r *r, struct vv_crdt_sv_entry **e, size_t *n);
 
-/* The saturating sum a + b for values of the range [INT64_MIN, INT64_MAX]. */
-int64_t vv__crdt_sat_add(int64_t a, int64_t b);
+/*
+ * A timestamp for a local write that must beat an entry written at beat_hlc (0: none): the
+ * clock first takes beat_hlc in as vv_hlc_receive does, so a write always wins over what it
+ * overwrites, and an entry more than VV_HLC_MAX_DRIFT_MS ahead of phys_ms is not followed into
+ * the future (VV_ECRDT_RANGE, clock unchanged).
+ */
+int vv__crdt_clock_beat(struct vv_hlc *c, uint64_t phys_ms, uint64_t beat_hlc,
+                        struct vv_crdt_ts *out);
 
 #endif

@@ -120,13 +120,22 @@ static void test_last_writer_wins_in_any_order(void **state)
     apply_free(x, del);
     assert_int_equal(vv_lwwmap_apply(x, ub.b, ub.n), 0);
     assert_json_text(x, "{}");
-    /* A local write after seeing a write from a clock far ahead still wins. */
+    /* A local write after seeing a write from a clock 99 s ahead still wins. */
     struct vv_hlc fast;
     vv_hlc_init(&fast, 3);
-    struct upd uf = set_int(b, &fast, 900000, k, 1, 30);
+    struct upd uf = set_int(b, &fast, 100000, k, 1, 30);
     apply_free(a, uf);
     vv_free(set_int(a, &ca, 700, k, 1, 40).b);
     assert_json_text(a, "{\"k\":40}");
+    /* One from an hour ahead is not followed: the write is refused, our clock unchanged. */
+    struct upd far = set_int(b, &fast, 3600 * 1000, k, 1, 50);
+    apply_free(a, far);
+    struct vv_hlc before = ca;
+    json_t *v60 = json_integer(60);
+    assert_int_equal(vv_lwwmap_set(a, &ca, 800, k, 1, v60, NULL, NULL), VV_ECRDT_RANGE);
+    assert_int_equal(ca.last, before.last);
+    assert_json_text(a, "{\"k\":50}");
+    json_decref(v60);
     vv_free(ua.b);
     vv_free(ub.b);
     vv_lwwmap_free(a);

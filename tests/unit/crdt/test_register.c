@@ -92,7 +92,16 @@ static void test_later_write_wins_in_any_order(void **state)
     assert_value(a, "\"mine\"");
     assert_int_equal(vv_lwwreg_apply(b, mine.b, mine.n), 0);
     assert_value(b, "\"mine\"");
-    struct upd *all[] = {&u1, &u2, &tie_a, &tie_b, &uf, &mine};
+    /* A write from an hour ahead is not followed into the future. */
+    struct upd far = set_json(b, &fast, 3600 * 1000, "\"far\"");
+    assert_int_equal(vv_lwwreg_apply(a, far.b, far.n), 0);
+    uint64_t last = ca.last;
+    json_t *nope = json_string("nope");
+    assert_int_equal(vv_lwwreg_set(a, &ca, 302, nope, NULL, NULL), VV_ECRDT_RANGE);
+    json_decref(nope);
+    assert_int_equal(ca.last, last);
+    assert_value(a, "\"far\"");
+    struct upd *all[] = {&u1, &u2, &tie_a, &tie_b, &uf, &mine, &far};
     for (size_t i = 0; i < VV_ARRAY_SIZE(all); i++)
         vv_free(all[i]->b);
     vv_lwwreg_free(a);
