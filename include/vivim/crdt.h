@@ -38,7 +38,7 @@
 
 #define VV_CRDT_FORMAT_VERSION 1 /* first byte of every encoding */
 
-/* Second byte of every encoding. 0x20..0x2f are reserved for the sequence (crdt_seq.h). */
+/* Second byte of every encoding of these types (the sequence's format has its own layout). */
 enum vv_crdt_type {
     VV_CRDT_GCOUNTER = 0x01,
     VV_CRDT_PNCOUNTER = 0x02,
