@@ -503,14 +503,17 @@ static int msg_decode(const uint8_t *buf, size_t len, struct orset_msg *m)
 
 /* ---- public API --------------------------------------------------------------------------- */
 
-/* Joins the local update d into s and, when asked and it worked, encodes it. */
-static int finish_delta(struct orset_msg *d, struct vv_orset *s, uint8_t **delta, size_t *delta_len)
+/*
+ * Local operations change the state directly instead of joining their update in: the join
+ * of an update that touches one element would cost O(elements). What they do is exactly
+ * that join (the property tests check it against replicas that apply the updates): dots
+ * are unique to one element, so an add or remove touches no element but its own.
+ */
+static void encode_and_free(struct orset_msg *d, uint8_t **delta, size_t *delta_len)
 {
-    int rc = set_join(s, d);
-    if (rc == 0 && delta)
+    if (delta)
         set_encode(&d->s, NULL, delta, delta_len);
     msg_free(d);
-    return rc;
 }
 
 int vv_orset_add(struct vv_orset *s, uint64_t replica, const json_t *value, uint8_t **delta,
@@ -544,12 +547,27 @@ int vv_orset_add(struct vv_orset *s, uint64_t replica, const json_t *value, uint
     struct orset_msg d = {0};
     struct dot *dots = vv_xmalloc(sizeof(*dots));
     dots[0] = nd;
-    set_push(&d.s, (struct elem){.val = val, .len = len, .ndots = 1, .dots = dots});
+    set_push(&d.s, (struct elem){.val = dup_bytes(val, len), .len = len, .ndots = 1, .dots = dots});
     ctx_add(&d.s.ctx, &nd);
     if (found)
         for (size_t k = 0; k < s->e[i].ndots; k++)
             ctx_add(&d.s.ctx, &s->e[i].dots[k]);
-    return finish_delta(&d, s, delta, delta_len);
+    encode_and_free(&d, delta, delta_len);
+    /* Its effect here: the element's dots become {nd}; nd joins the context. */
+    struct dot *mine = vv_xmalloc(sizeof(*mine));
+    mine[0] = nd;
+    if (found) {
+        vv_free(val);
+        vv_free(s->e[i].dots);
+        s->e[i].dots = mine;
+        s->e[i].ndots = 1;
+    } else {
+        set_push(s, (struct elem){0}); /* room for one more */
+        memmove(&s->e[i + 1], &s->e[i], (s->len - 1 - i) * sizeof(*s->e));
+        s->e[i] = (struct elem){.val = val, .len = len, .ndots = 1, .dots = mine};
+    }
+    ctx_add(&s->ctx, &nd);
+    return 0;
 }
 
 int vv_orset_remove(struct vv_orset *s, const json_t *value, uint8_t **delta, size_t *delta_len)
@@ -566,7 +584,14 @@ int vv_orset_remove(struct vv_orset *s, const json_t *value, uint8_t **delta, si
     if (found)
         for (size_t k = 0; k < s->e[i].ndots; k++)
             ctx_add(&d.s.ctx, &s->e[i].dots[k]);
-    return finish_delta(&d, s, delta, delta_len);
+    encode_and_free(&d, delta, delta_len);
+    /* Its effect here: the element goes; its dots are in the context already. */
+    if (found) {
+        elem_free(&s->e[i]);
+        memmove(&s->e[i], &s->e[i + 1], (s->len - i - 1) * sizeof(*s->e));
+        s->len--;
+    }
+    return 0;
 }
 
 bool vv_orset_contains(const struct vv_orset *s, const json_t *value)
