@@ -77,8 +77,8 @@ void vv_crdt_seq_state_vector(const struct vv_crdt_seq *d, uint8_t **out, size_t
  * for an empty peer) is missing: its items plus every deletion. Returns 0 or VV_ECRDT_DECODE
  * for a malformed state vector. *out is vv_free()d by the caller.
  */
-int vv_crdt_seq_encode_delta(struct vv_crdt_seq *d, const uint8_t *sv, size_t sv_len,
-                             uint8_t **out, size_t *out_len);
+int vv_crdt_seq_encode_delta(struct vv_crdt_seq *d, const uint8_t *sv, size_t sv_len, uint8_t **out,
+                             size_t *out_len);
 
 /* The whole document, in document order (loads fastest into an empty document). */
 void vv_crdt_seq_encode_state(struct vv_crdt_seq *d, uint8_t **out, size_t *out_len);

@@ -336,8 +336,8 @@ static void idx_insert_after(struct vv__seq_agent *a, uint32_t bi, uint32_t ei, 
     if (b->n == VV__SEQ_IDX_BLOCK) {
         /* Split the full block; appends at the end keep the old block full (sequential
          * typing appends, so blocks stay dense). */
-        uint32_t keep = (bi == a->nblocks - 1 && ei == b->n - 1) ? VV__SEQ_IDX_BLOCK
-                                                                   : VV__SEQ_IDX_BLOCK / 2;
+        uint32_t keep =
+            (bi == a->nblocks - 1 && ei == b->n - 1) ? VV__SEQ_IDX_BLOCK : VV__SEQ_IDX_BLOCK / 2;
         struct vv__seq_idx_block *nb = vv_xmalloc(sizeof(*nb));
         nb->n = b->n - keep;
         memcpy(nb->seq, b->seq + keep, nb->n * sizeof(uint32_t));
@@ -347,8 +347,7 @@ static void idx_insert_after(struct vv__seq_agent *a, uint32_t bi, uint32_t ei, 
             a->cap_blocks *= 2;
             a->blocks = vv_xrealloc(a->blocks, a->cap_blocks * sizeof(*a->blocks));
         }
-        memmove(a->blocks + bi + 2, a->blocks + bi + 1,
-                (a->nblocks - bi - 1) * sizeof(*a->blocks));
+        memmove(a->blocks + bi + 2, a->blocks + bi + 1, (a->nblocks - bi - 1) * sizeof(*a->blocks));
         a->blocks[bi + 1] = nb;
         a->nblocks++;
         if (ei + 1 >= keep) {
@@ -576,8 +575,8 @@ char *vv_crdt_seq_text(const struct vv_crdt_seq *d, size_t *len)
 static bool can_extend(const struct vv_crdt_seq *d, const run_t *x, uint32_t agent, uint32_t seq,
                        sqid_t ol, sqid_t orr, uint32_t coff, bool deleted)
 {
-    return x->agent == agent && x->seq + x->len == seq && ol.agent == agent &&
-           ol.seq == seq - 1 && vv__seq_id_eq(x->orr, orr) && x->deleted == deleted &&
+    return x->agent == agent && x->seq + x->len == seq && ol.agent == agent && ol.seq == seq - 1 &&
+           vv__seq_id_eq(x->orr, orr) && x->deleted == deleted &&
            (deleted || (coff != VV__SEQ_NO_CONTENT && x->coff + x->len == coff));
 }
 

@@ -11,21 +11,21 @@
 
 #include "crdt/seq_internal.h"
 
-#define SEQ_VERSION      1
-#define FLAG_DOC_ORDER   0x01 /* records are the whole document in document order */
-#define SV_VERSION       1
-#define REC_MIN_BYTES    3 /* header, agent, seq: one byte each at least */
-#define DEL_MIN_BYTES    3
-#define AGENT_ID_BYTES   8
-#define SV_ENTRY_MIN     9
-#define OL_NONE          0
-#define OL_PREV_SEQ      1 /* (same agent, seq - 1) */
-#define OL_PREV_RECORD   2 /* the last item of the previous record */
-#define OL_EXPLICIT      3
-#define OR_NONE          0
-#define OR_NEXT_RECORD   1 /* the first item of the next record */
-#define OR_SAME_AGENT    2 /* (same agent, seq + zigzag delta) */
-#define OR_EXPLICIT      3
+#define SEQ_VERSION    1
+#define FLAG_DOC_ORDER 0x01 /* records are the whole document in document order */
+#define SV_VERSION     1
+#define REC_MIN_BYTES  3 /* header, agent, seq: one byte each at least */
+#define DEL_MIN_BYTES  3
+#define AGENT_ID_BYTES 8
+#define SV_ENTRY_MIN   9
+#define OL_NONE        0
+#define OL_PREV_SEQ    1 /* (same agent, seq - 1) */
+#define OL_PREV_RECORD 2 /* the last item of the previous record */
+#define OL_EXPLICIT    3
+#define OR_NONE        0
+#define OR_NEXT_RECORD 1 /* the first item of the next record */
+#define OR_SAME_AGENT  2 /* (same agent, seq + zigzag delta) */
+#define OR_EXPLICIT    3
 /* Largest zigzag seq delta: seqs differ by less than 2^31. */
 #define ZIGZAG_MAX ((uint64_t)VV_CRDT_SEQ_MAX_SEQ * 2 + 1)
 
@@ -391,8 +391,8 @@ static uint32_t sv_lookup(const struct sv_entry *e, size_t n, uint64_t id)
     return 0;
 }
 
-int vv_crdt_seq_encode_delta(struct vv_crdt_seq *d, const uint8_t *sv, size_t sv_len,
-                             uint8_t **out, size_t *out_len)
+int vv_crdt_seq_encode_delta(struct vv_crdt_seq *d, const uint8_t *sv, size_t sv_len, uint8_t **out,
+                             size_t *out_len)
 {
     *out = NULL;
     *out_len = 0;
@@ -681,10 +681,10 @@ int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len)
         return rc;
     }
     uint32_t nu = x.nids ? x.nids : 1;
-    uint32_t *amap = vv_xmalloc(nu * sizeof(uint32_t));   /* update agent -> doc agent */
-    uint32_t *sim = vv_xmalloc(nu * sizeof(uint32_t));    /* items known, as scheduled */
-    uint32_t *cov = vv_xmalloc(nu * sizeof(uint32_t));    /* items known after the update */
-    uint32_t *qhead = vv_xcalloc(nu, sizeof(uint32_t));   /* per agent: range in keys */
+    uint32_t *amap = vv_xmalloc(nu * sizeof(uint32_t)); /* update agent -> doc agent */
+    uint32_t *sim = vv_xmalloc(nu * sizeof(uint32_t));  /* items known, as scheduled */
+    uint32_t *cov = vv_xmalloc(nu * sizeof(uint32_t));  /* items known after the update */
+    uint32_t *qhead = vv_xcalloc(nu, sizeof(uint32_t)); /* per agent: range in keys */
     uint32_t *qend = vv_xcalloc(nu, sizeof(uint32_t));
     bool *onstack = vv_xcalloc(nu, sizeof(bool));
     struct frame *stack = vv_xmalloc(nu * sizeof(*stack));
@@ -764,7 +764,8 @@ int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len)
                     continue;
                 }
                 sqid_t dep = {VV__SEQ_NONE, 0};
-                if (w->seq >= sim[c] && w->ol.agent != VV__SEQ_NONE && w->ol.seq >= sim[w->ol.agent])
+                if (w->seq >= sim[c] && w->ol.agent != VV__SEQ_NONE &&
+                    w->ol.seq >= sim[w->ol.agent])
                     dep = w->ol;
                 else if (w->orr.agent != VV__SEQ_NONE && w->orr.seq >= sim[w->orr.agent])
                     dep = w->orr;
@@ -797,8 +798,8 @@ int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len)
             const struct drec *w = &x.recs[i];
             uint32_t coff = w->deleted ? VV__SEQ_NO_CONTENT
                                        : vv__seq_chars_append(d, x.cps + w->cstart, w->len);
-            runs[i] = vv__seq_run_new(amap[w->agent], w->seq, w->len, MAP(w->ol), MAP(w->orr),
-                                      coff, w->deleted);
+            runs[i] = vv__seq_run_new(amap[w->agent], w->seq, w->len, MAP(w->ol), MAP(w->orr), coff,
+                                      w->deleted);
         }
         for (size_t i = 0; i < x.nrecs; i++) {
             const run_t *y = runs[keys[i].rec];
@@ -816,9 +817,9 @@ int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len)
             if (known <= w->seq)
                 trim = 0;
             sqid_t ol = trim ? (sqid_t){a, known - 1} : MAP(w->ol);
-            uint32_t coff = w->deleted ? VV__SEQ_NO_CONTENT
-                                       : vv__seq_chars_append(d, x.cps + w->cstart + trim,
-                                                              w->len - trim);
+            uint32_t coff = w->deleted
+                                ? VV__SEQ_NO_CONTENT
+                                : vv__seq_chars_append(d, x.cps + w->cstart + trim, w->len - trim);
             vv__seq_integrate(d, a, w->seq + trim, w->len - trim, ol, MAP(w->orr), coff,
                               w->deleted);
         }
