@@ -14,18 +14,32 @@
 #define SEQ_VERSION    1
 #define FLAG_DOC_ORDER 0x01 /* records are the whole document in document order */
 #define SV_VERSION     1
-#define REC_MIN_BYTES  3 /* header, agent, seq: one byte each at least */
+#define REC_MIN_BYTES  1 /* a record can be a single header byte */
 #define DEL_MIN_BYTES  3
 #define AGENT_ID_BYTES 8
 #define SV_ENTRY_MIN   9
-#define OL_NONE        0
-#define OL_PREV_SEQ    1 /* (same agent, seq - 1) */
-#define OL_PREV_RECORD 2 /* the last item of the previous record */
-#define OL_EXPLICIT    3
-#define OR_NONE        0
-#define OR_NEXT_RECORD 1 /* the first item of the next record */
-#define OR_SAME_AGENT  2 /* (same agent, seq + zigzag delta) */
-#define OR_EXPLICIT    3
+/* Record header bits (the rest, from bit 7 up, is the length). */
+#define H_DELETED    0x01
+#define H_OL_SHIFT   1
+#define H_OR_SHIFT   3
+#define H_CONT       0x20 /* the record continues its left origin: same agent, next seq */
+#define H_SAME_AGENT 0x40 /* same agent as the previous record */
+#define H_LEN_SHIFT  7
+/* How a record names an origin. */
+#define REF_NONE     0 /* document start (left) or end (right) */
+#define REF_ADJACENT 1 /* left: the previous record's last item; right: the next one's first */
+#define REF_RECORD   2 /* the record k back (left, last item) or ahead (right, first item) */
+#define REF_EXPLICIT 3 /* agent index and seq */
+/* How far the encoder looks for a record to name an origin by. */
+#define REF_WINDOW 64
+/* Content methods. */
+#define CONTENT_RAW    0
+#define CONTENT_ORDER1 1
+/* An order-1 coded text expands at most this many times (the model's probabilities stay
+ * within [15, 4081]/4096, so no bit costs less than 0.0053 bits: at most ~190 times). */
+#define CONTENT_MAX_RATIO 256
+/* Most UTF-8 bytes of text one update may carry. */
+#define CONTENT_MAX_BYTES (16u << 20)
 /* Largest zigzag seq delta: seqs differ by less than 2^31. */
 #define ZIGZAG_MAX ((uint64_t)VV_CRDT_SEQ_MAX_SEQ * 2 + 1)
 
@@ -158,6 +172,160 @@ static uint64_t get_u64le(struct rd *r)
     return v;
 }
 
+/* ---- content coding ------------------------------------------------------------------------
+ *
+ * The text of an update is one UTF-8 string, stored raw or, when that is smaller, coded with an
+ * adaptive order-1 binary arithmetic coder: each byte is coded as 8 bits, most significant
+ * first, each bit with a probability (12 bits, of a 1) from a table indexed by the previous
+ * byte and the bits of this byte seen so far; after each use the probability moves 1/16 of
+ * the way towards the bit. The arithmetic coder is the 32-bit carry-less one of Matt Mahoney's
+ * lpaq1 (as published): [x1, x2] is split at x1 + (x2 - x1) * p / 4096, a 1 taking the lower
+ * part; while x1 and x2 agree in their top byte it is emitted; the end emits x1's 4 bytes.
+ *
+ * Decoding a bit is a chain of dependent steps, so the text is cut in two halves coded as two
+ * independent streams, and the decoder runs both in one loop: the processor overlaps them,
+ * which nearly halves the time to load a document. docs/crdt.md has the exact arithmetic.
+ */
+
+#define AC_CONTEXTS (256 * 256)
+
+struct ac {
+    uint32_t x1, x2, x;
+    const uint8_t *in; /* decoder input */
+    size_t len, at;
+    uint16_t *model;
+    struct buf *out; /* encoder output */
+};
+
+static void ac_init(struct ac *c)
+{
+    c->x1 = 0;
+    c->x2 = 0xFFFFFFFF;
+    c->x = 0;
+    c->model = vv_xmalloc(AC_CONTEXTS * sizeof(uint16_t));
+    for (size_t i = 0; i < AC_CONTEXTS; i++)
+        c->model[i] = 2048;
+}
+
+static inline uint32_t ac_mid(const struct ac *c, uint16_t p)
+{
+    return c->x1 + (uint32_t)(((uint64_t)(c->x2 - c->x1) * p) >> 12);
+}
+
+/* Branch-free: the bits are unpredictable, and a mispredicted branch per bit would cost more
+ * than all the arithmetic. */
+static inline void ac_update(uint16_t *p, uint32_t mask)
+{
+    uint32_t v = *p, up = v + ((4096 - v) >> 4), down = v - (v >> 4);
+    *p = (uint16_t)((up & mask) | (down & ~mask));
+}
+
+static void ac_encode(const uint8_t *in, size_t n, struct buf *out)
+{
+    struct ac c;
+    ac_init(&c);
+    unsigned prev = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned ch = in[i], ctx = 1;
+        uint16_t *row = c.model + (prev << 8);
+        for (int k = 7; k >= 0; k--) {
+            unsigned bit = (ch >> k) & 1;
+            uint32_t mid = ac_mid(&c, row[ctx]);
+            if (bit)
+                c.x2 = mid;
+            else
+                c.x1 = mid + 1;
+            ac_update(&row[ctx], -(uint32_t)bit);
+            ctx = ctx << 1 | bit;
+            while (((c.x1 ^ c.x2) & 0xFF000000) == 0) {
+                put_u8(out, (uint8_t)(c.x2 >> 24));
+                c.x1 <<= 8;
+                c.x2 = c.x2 << 8 | 0xFF;
+            }
+        }
+        prev = ch;
+    }
+    for (int k = 3; k >= 0; k--)
+        put_u8(out, (uint8_t)(c.x1 >> (8 * k)));
+    vv_free(c.model);
+}
+
+static void ac_start(struct ac *c, const uint8_t *in, size_t len)
+{
+    ac_init(c);
+    c->in = in;
+    c->len = len;
+    c->at = 0;
+    for (int k = 0; k < 4; k++)
+        c->x = c->x << 8 | (c->at < c->len ? c->in[c->at++] : 0);
+}
+
+/* One bit in context row[ctx]; input past the end reads as 0 (the caller checks the text). */
+static inline unsigned ac_bit(struct ac *c, uint16_t *p)
+{
+    uint32_t mid = ac_mid(c, *p);
+    unsigned bit = c->x <= mid;
+    uint32_t mask = -(uint32_t)bit;
+    c->x2 = (mid & mask) | (c->x2 & ~mask);
+    c->x1 = (c->x1 & mask) | ((mid + 1) & ~mask);
+    ac_update(p, mask);
+    while (((c->x1 ^ c->x2) & 0xFF000000) == 0) {
+        c->x1 <<= 8;
+        c->x2 = c->x2 << 8 | 0xFF;
+        c->x = c->x << 8 | (c->at < c->len ? c->in[c->at++] : 0);
+    }
+    return bit;
+}
+
+/* Decodes halves out[0, na) from a and out[na, na + nb) from b (nb >= na), interleaved. */
+static void ac_decode2(struct ac *a, struct ac *b, uint8_t *out, size_t na, size_t nb)
+{
+    unsigned pa = 0, pb = 0;
+    uint8_t *ob = out + na;
+    for (size_t i = 0; i < nb; i++) {
+        unsigned ca = 1, cb = 1;
+        uint16_t *ra = a->model + (pa << 8), *rb = b->model + (pb << 8);
+        if (i < na) {
+            for (int k = 0; k < 8; k++) {
+                ca = ca << 1 | ac_bit(a, &ra[ca]);
+                cb = cb << 1 | ac_bit(b, &rb[cb]);
+            }
+            out[i] = (uint8_t)ca;
+            pa = ca & 0xFF;
+        } else {
+            for (int k = 0; k < 8; k++)
+                cb = cb << 1 | ac_bit(b, &rb[cb]);
+        }
+        ob[i] = (uint8_t)cb;
+        pb = cb & 0xFF;
+    }
+}
+
+/* varint raw length, method byte, then the raw bytes, or the two coded halves' lengths and
+ * the halves, whichever is smaller. */
+static void put_content(struct buf *b, const uint8_t *text, size_t n)
+{
+    struct buf ha = {0}, hb = {0};
+    size_t na = n / 2;
+    if (n >= 64) {
+        ac_encode(text, na, &ha);
+        ac_encode(text + na, n - na, &hb);
+    }
+    put_varint(b, n);
+    if (n >= 64 && ha.n + hb.n + 8 < n) {
+        put_u8(b, CONTENT_ORDER1);
+        put_varint(b, ha.n);
+        put_varint(b, hb.n);
+        put_bytes(b, ha.p, ha.n);
+        put_bytes(b, hb.p, hb.n);
+    } else {
+        put_u8(b, CONTENT_RAW);
+        put_bytes(b, text, n);
+    }
+    vv_free(ha.p);
+    vv_free(hb.p);
+}
+
 /* ---- encoding --------------------------------------------------------------------------- */
 
 struct wrec {
@@ -245,38 +413,48 @@ static void enc_finish(const struct vv_crdt_seq *d, struct enc *e, uint8_t flags
     put_varint(&b, e->nrecs);
     for (size_t i = 0; i < e->nrecs; i++) {
         const struct wrec *w = &e->recs[i];
-        const struct wrec *pw = i ? &e->recs[i - 1] : NULL, *nw = i + 1 < e->nrecs ? w + 1 : NULL;
-        unsigned olm, orm;
+        unsigned olm = REF_EXPLICIT, orm = REF_EXPLICIT;
+        size_t olk = 0, ork = 0;
         if (w->ol.agent == VV__SEQ_NONE)
-            olm = OL_NONE;
-        else if (pw && w->ol.agent == pw->agent && w->ol.seq == pw->seq + pw->len - 1)
-            olm = OL_PREV_RECORD;
-        else if (w->ol.agent == w->agent && w->ol.seq + 1 == w->seq)
-            olm = OL_PREV_SEQ;
-        else
-            olm = OL_EXPLICIT;
+            olm = REF_NONE;
+        for (size_t k = 1; olm == REF_EXPLICIT && k <= VV_MIN(i, REF_WINDOW); k++) {
+            const struct wrec *o = w - k;
+            if (o->agent == w->ol.agent && o->seq + o->len - 1 == w->ol.seq)
+                olm = k == 1 ? REF_ADJACENT : REF_RECORD, olk = k;
+        }
         if (w->orr.agent == VV__SEQ_NONE)
-            orm = OR_NONE;
-        else if (nw && w->orr.agent == nw->agent && w->orr.seq == nw->seq)
-            orm = OR_NEXT_RECORD;
-        else if (w->orr.agent == w->agent)
-            orm = OR_SAME_AGENT;
-        else
-            orm = OR_EXPLICIT;
-        put_varint(&b, (uint64_t)w->len << 5 | orm << 3 | olm << 1 | (w->deleted ? 1u : 0u));
-        uint32_t a = map[w->agent];
-        put_varint(&b, a);
-        put_varint(&b, zigzag((int64_t)w->seq - (int64_t)prev_end[a]));
-        prev_end[a] = w->seq + w->len;
-        if (olm == OL_EXPLICIT) {
+            orm = REF_NONE;
+        for (size_t k = 1; orm == REF_EXPLICIT && k <= REF_WINDOW && i + k < e->nrecs; k++) {
+            const struct wrec *o = w + k;
+            if (o->agent == w->orr.agent && o->seq == w->orr.seq)
+                orm = k == 1 ? REF_ADJACENT : REF_RECORD, ork = k;
+        }
+        bool cont = olm != REF_NONE && w->ol.agent == w->agent && w->ol.seq + 1 == w->seq;
+        bool same = !cont && i > 0 && w[-1].agent == w->agent;
+        put_varint(&b, (uint64_t)w->len << H_LEN_SHIFT | (same ? H_SAME_AGENT : 0) |
+                           (cont ? H_CONT : 0) | orm << H_OR_SHIFT | olm << H_OL_SHIFT |
+                           (w->deleted ? H_DELETED : 0));
+        if (olm == REF_RECORD)
+            put_varint(&b, olk - 2);
+        else if (olm == REF_EXPLICIT) {
             put_varint(&b, map[w->ol.agent]);
             put_varint(&b, w->ol.seq);
         }
-        if (orm == OR_SAME_AGENT) {
-            put_varint(&b, zigzag((int64_t)w->orr.seq - (int64_t)w->seq));
-        } else if (orm == OR_EXPLICIT) {
+        uint32_t a = map[w->agent];
+        if (!cont) {
+            if (!same)
+                put_varint(&b, a);
+            put_varint(&b, zigzag((int64_t)w->seq - (int64_t)prev_end[a]));
+        }
+        prev_end[a] = w->seq + w->len;
+        if (orm == REF_RECORD) {
+            put_varint(&b, ork - 2);
+        } else if (orm == REF_EXPLICIT) {
             put_varint(&b, map[w->orr.agent]);
-            put_varint(&b, w->orr.seq);
+            if (w->orr.agent == w->agent)
+                put_varint(&b, zigzag((int64_t)w->orr.seq - (int64_t)w->seq));
+            else
+                put_varint(&b, w->orr.seq);
         }
     }
     put_varint(&b, e->ndels);
@@ -285,8 +463,7 @@ static void enc_finish(const struct vv_crdt_seq *d, struct enc *e, uint8_t flags
         put_varint(&b, e->dels[i].seq);
         put_varint(&b, e->dels[i].len);
     }
-    put_varint(&b, e->content.n);
-    put_bytes(&b, e->content.p, e->content.n);
+    put_content(&b, e->content.p, e->content.n);
 
     vv_free(prev_end);
     vv_free(map);
@@ -462,8 +639,8 @@ struct drec {
     uint32_t agent, seq, len; /* update agent indices */
     sqid_t ol, orr;
     bool deleted;
-    bool or_next;    /* the right origin is the next record's first item */
-    uint32_t cstart; /* first code point in dec.cps, for visible records */
+    uint32_t or_ahead; /* the right origin is the first item of the record this far ahead */
+    uint32_t cstart;   /* first code point in dec.cps, for visible records */
 };
 
 struct dec {
@@ -539,72 +716,93 @@ static int decode(const uint8_t *p, size_t n, struct dec *x)
     for (size_t i = 0; i < nrecs && !r.bad; i++) {
         struct drec *w = &x->recs[i];
         uint64_t h = get_varint(&r);
-        uint64_t len = h >> 5;
-        unsigned orm = (h >> 3) & 3, olm = (h >> 1) & 3;
-        w->deleted = h & 1;
-        w->agent = (uint32_t)get_bounded(&r, nids ? nids - 1 : 0);
-        int64_t seq = (int64_t)prev_end[w->agent] + unzigzag(get_bounded(&r, ZIGZAG_MAX));
-        if (r.bad || nids == 0 || len == 0 || seq < 0 || len > VV_CRDT_SEQ_MAX_SEQ ||
-            (uint64_t)seq + len > VV_CRDT_SEQ_MAX_SEQ) {
+        uint64_t len = h >> H_LEN_SHIFT;
+        unsigned olm = (h >> H_OL_SHIFT) & 3, orm = (h >> H_OR_SHIFT) & 3;
+        bool cont = h & H_CONT, same = h & H_SAME_AGENT;
+        w->deleted = h & H_DELETED;
+        w->or_ahead = 0;
+        if (r.bad || len == 0 || len > VV_CRDT_SEQ_MAX_SEQ || (cont && same) ||
+            (cont && olm == REF_NONE) || (same && i == 0) || nids == 0) {
+            r.bad = true;
+            break;
+        }
+        const struct drec *o;
+        switch (olm) {
+        case REF_NONE:
+            w->ol = (sqid_t){VV__SEQ_NONE, 0};
+            break;
+        case REF_ADJACENT:
+        case REF_RECORD:
+            o = olm == REF_ADJACENT ? (i ? w - 1 : NULL)
+                                    : (i >= 2 ? w - 2 - get_bounded(&r, i - 2) : NULL);
+            if (o == NULL || r.bad) {
+                r.bad = true;
+                break;
+            }
+            w->ol = (sqid_t){o->agent, o->seq + o->len - 1};
+            break;
+        default:
+            w->ol = get_id(&r, x->nids);
+            break;
+        }
+        int64_t seq;
+        if (cont) {
+            w->agent = w->ol.agent;
+            seq = (int64_t)w->ol.seq + 1;
+        } else {
+            w->agent = same ? w[-1].agent : (uint32_t)get_bounded(&r, nids - 1);
+            seq = (int64_t)prev_end[w->agent] + unzigzag(get_bounded(&r, ZIGZAG_MAX));
+        }
+        if (r.bad || seq < 0 || (uint64_t)seq + len > VV_CRDT_SEQ_MAX_SEQ) {
             r.bad = true;
             break;
         }
         w->seq = (uint32_t)seq;
         w->len = (uint32_t)len;
         prev_end[w->agent] = w->seq + w->len;
-        switch (olm) {
-        case OL_NONE:
-            w->ol = (sqid_t){VV__SEQ_NONE, 0};
-            break;
-        case OL_PREV_SEQ:
-            if (w->seq == 0)
-                r.bad = true;
-            w->ol = (sqid_t){w->agent, w->seq - 1};
-            break;
-        case OL_PREV_RECORD:
-            if (i == 0)
-                r.bad = true;
-            else
-                w->ol = (sqid_t){w[-1].agent, w[-1].seq + w[-1].len - 1};
-            break;
-        default:
-            w->ol = get_id(&r, x->nids);
-            break;
-        }
         switch (orm) {
-        case OR_NONE:
+        case REF_NONE:
             w->orr = (sqid_t){VV__SEQ_NONE, 0};
             break;
-        case OR_NEXT_RECORD:
-            if (i + 1 == nrecs)
+        case REF_ADJACENT:
+            if (i + 1 >= nrecs)
                 r.bad = true;
-            break; /* resolved below */
-        case OR_SAME_AGENT: {
-            int64_t s = (int64_t)w->seq + unzigzag(get_bounded(&r, ZIGZAG_MAX));
-            if (s < 0 || s >= VV_CRDT_SEQ_MAX_SEQ)
-                r.bad = true;
-            w->orr = (sqid_t){w->agent, (uint32_t)s};
+            w->or_ahead = 1;
             break;
-        }
+        case REF_RECORD:
+            if (i + 2 >= nrecs)
+                r.bad = true;
+            else
+                w->or_ahead = 2 + (uint32_t)get_bounded(&r, nrecs - i - 3);
+            break;
         default:
-            w->orr = get_id(&r, x->nids);
+            w->orr.agent = (uint32_t)get_bounded(&r, nids - 1);
+            if (w->orr.agent == w->agent) {
+                int64_t s = (int64_t)w->seq + unzigzag(get_bounded(&r, ZIGZAG_MAX));
+                if (s < 0 || s >= VV_CRDT_SEQ_MAX_SEQ)
+                    r.bad = true;
+                w->orr.seq = (uint32_t)s;
+            } else {
+                w->orr.seq = (uint32_t)get_bounded(&r, VV_CRDT_SEQ_MAX_SEQ - 1);
+            }
             break;
         }
         /* An origin inside the record itself is caught later as a dependency cycle. */
         if (!w->deleted) {
             w->cstart = (uint32_t)visible;
             visible += len;
-            if (visible > n) /* every code point needs a byte of content */
+            if (visible > CONTENT_MAX_BYTES) /* every code point takes a byte at least */
                 r.bad = true;
         }
-        w->or_next = orm == OR_NEXT_RECORD;
     }
     vv_free(prev_end);
     if (r.bad)
         return VV_ECRDT_DECODE;
     for (size_t i = 0; i < nrecs; i++)
-        if (x->recs[i].or_next)
-            x->recs[i].orr = (sqid_t){x->recs[i + 1].agent, x->recs[i + 1].seq};
+        if (x->recs[i].or_ahead) {
+            const struct drec *o = &x->recs[i + x->recs[i].or_ahead];
+            x->recs[i].orr = (sqid_t){o->agent, o->seq};
+        }
 
     uint64_t ndels = get_bounded(&r, rd_left(&r) / DEL_MIN_BYTES);
     if (r.bad)
@@ -619,23 +817,41 @@ static int decode(const uint8_t *p, size_t n, struct dec *x)
         if (nids == 0 || g->len == 0)
             r.bad = true;
     }
-    uint64_t cbytes = get_bounded(&r, rd_left(&r));
-    if (r.bad || cbytes != rd_left(&r))
-        return VV_ECRDT_DECODE;
     /* The content: exactly `visible` code points of valid UTF-8. */
-    x->cps = vv_xmalloc((visible ? visible : 1) * sizeof(uint32_t));
+    uint64_t cbytes = get_bounded(&r, CONTENT_MAX_BYTES);
+    unsigned method = get_u8(&r);
+    uint64_t coded_a = 0, coded_b = 0;
+    if (method == CONTENT_ORDER1) {
+        coded_a = get_bounded(&r, rd_left(&r));
+        coded_b = get_bounded(&r, rd_left(&r));
+    }
+    uint64_t coded = method == CONTENT_ORDER1 ? coded_a + coded_b : cbytes;
+    if (r.bad || method > CONTENT_ORDER1 || coded != rd_left(&r) || cbytes < visible ||
+        (method == CONTENT_ORDER1 && cbytes > coded * CONTENT_MAX_RATIO))
+        return VV_ECRDT_DECODE;
     const uint8_t *c = r.p + r.i;
+    uint8_t *plain = NULL;
+    if (method == CONTENT_ORDER1) {
+        plain = vv_xmalloc(cbytes ? cbytes : 1);
+        struct ac ha, hb;
+        ac_start(&ha, c, coded_a);
+        ac_start(&hb, c + coded_a, coded_b);
+        ac_decode2(&ha, &hb, plain, cbytes / 2, cbytes - cbytes / 2);
+        vv_free(ha.model);
+        vv_free(hb.model);
+        c = plain;
+    }
+    x->cps = vv_xmalloc((visible ? visible : 1) * sizeof(uint32_t));
     size_t ci = 0;
     while (ci < cbytes) {
-        if (x->ncps == visible)
-            return VV_ECRDT_DECODE;
-        size_t k = vv__seq_utf8_get(c + ci, cbytes - ci, &x->cps[x->ncps]);
+        size_t k = x->ncps < visible ? vv__seq_utf8_get(c + ci, cbytes - ci, &x->cps[x->ncps]) : 0;
         if (k == 0)
-            return VV_ECRDT_DECODE;
+            break;
         ci += k;
         x->ncps++;
     }
-    if (x->ncps != visible)
+    vv_free(plain);
+    if (ci != cbytes || x->ncps != visible)
         return VV_ECRDT_DECODE;
     return 0;
 }
@@ -645,25 +861,43 @@ struct skey {
     uint32_t rec;
 };
 
-static int cmp_skey(const void *a, const void *b)
-{
-    uint64_t x = ((const struct skey *)a)->key, y = ((const struct skey *)b)->key;
-    return x < y ? -1 : x > y;
-}
-
-/* Sorts record indices by (agent, seq) unless they already are (deltas are). */
+/* Sorts record indices by (agent, seq) unless they already are (deltas are): an LSD radix
+ * sort, 11 bits a pass, skipping passes where every key has the same digit. */
 static struct skey *sort_records(const struct dec *x)
 {
-    struct skey *k = vv_xmalloc((x->nrecs ? x->nrecs : 1) * sizeof(*k));
+    size_t n = x->nrecs;
+    struct skey *k = vv_xmalloc((n ? n : 1) * sizeof(*k));
     bool sorted = true;
-    for (size_t i = 0; i < x->nrecs; i++) {
+    for (size_t i = 0; i < n; i++) {
         k[i].key = (uint64_t)x->recs[i].agent << 32 | x->recs[i].seq;
         k[i].rec = (uint32_t)i;
         if (i > 0 && k[i].key < k[i - 1].key)
             sorted = false;
     }
-    if (!sorted)
-        qsort(k, x->nrecs, sizeof(*k), cmp_skey);
+    if (sorted)
+        return k;
+    struct skey *tmp = vv_xmalloc(n * sizeof(*tmp));
+    size_t *count = vv_xmalloc(2048 * sizeof(size_t));
+    for (unsigned shift = 0; shift < 64; shift += 11) {
+        memset(count, 0, 2048 * sizeof(size_t));
+        for (size_t i = 0; i < n; i++)
+            count[(k[i].key >> shift) & 2047]++;
+        if (count[(k[0].key >> shift) & 2047] == n)
+            continue;
+        size_t sum = 0;
+        for (size_t d = 0; d < 2048; d++) {
+            size_t c = count[d];
+            count[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            tmp[count[(k[i].key >> shift) & 2047]++] = k[i];
+        struct skey *t = k;
+        k = tmp;
+        tmp = t;
+    }
+    vv_free(tmp);
+    vv_free(count);
     return k;
 }
 

@@ -290,7 +290,9 @@ static void test_delta_sends_only_what_the_peer_lacks(void **state)
     (void)state;
     struct vv_crdt_seq *a = vv_crdt_seq_new(1), *b = vv_crdt_seq_new(2);
     char big[2001];
-    memset(big, 'q', 2000);
+    rng_state = 42;
+    for (int i = 0; i < 2000; i++)
+        big[i] = (char)('a' + rnd_below(26)); /* random: the coded text stays near 1,200 bytes */
     big[2000] = 0;
     ins(a, 0, big);
     sync2(a, b);
@@ -302,7 +304,7 @@ static void test_delta_sends_only_what_the_peer_lacks(void **state)
     assert_int_equal(vv_crdt_seq_encode_delta(a, sv, svl, &delta, &dl), 0);
     assert_int_equal(vv_crdt_seq_encode_delta(a, NULL, 0, &full, &fl), 0);
     assert_true(dl < 64);   /* three characters and one deleted range, not 2,000 */
-    assert_true(fl > 2000); /* the full delta carries all the text */
+    assert_true(fl > 1000); /* the full delta carries all the text */
     assert_int_equal(vv_crdt_seq_apply(b, delta, dl), 0);
     expect_same(a, b);
     /* A full delta into an empty replica gives the same document. */
@@ -427,20 +429,28 @@ static void test_hostile_updates_are_refused_without_change(void **state)
     /* Hand-made: huge counts, ids past the table, a record whose origin is itself. */
     static const uint8_t huge_agents[] = {1, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F};
     static const uint8_t huge_records[] = {1, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0, 0};
-    /* one agent (id 5), one visible record of 1 item at seq 0 whose left origin is
-     * explicit (agent 0, seq 0): itself. header = 1<<5 | 0<<3 | 3<<1 | 0 = 38. */
-    static const uint8_t self_origin[] = {1, 0, 1,  5, 0, 0, 0, 0, 0, 0,
-                                          0, 1, 38, 0, 0, 0, 0, 0, 1, 'x'};
-    /* the same record naming agent 3 of a one-agent table */
-    static const uint8_t bad_agent[] = {1, 0, 1, 5, 0, 0, 0, 0, 0, 0, 0, 1, 32, 3, 0, 0, 1, 'x'};
+    /* Record headers are len << 7 | same agent << 6 | continues << 5 | right origin mode << 3 |
+     * left origin mode << 1 | deleted; content is raw length, method 0 (raw), bytes.
+     * One agent (id 5), one visible record of 1 item at seq 0 whose left origin is explicit
+     * (agent 0, seq 0): itself. */
+    static const uint8_t self_origin[] = {1, 0,    1,    5, 0, 0, 0, 0, 0, 0, 0,
+                                          1, 0x86, 0x01, 0, 0, 0, 0, 0, 1, 0, 'x'};
+    /* a record naming agent 3 of a one-agent table */
+    static const uint8_t bad_agent[] = {1, 0, 1,    5,    0, 0, 0, 0, 0, 0,
+                                        0, 1, 0x80, 0x01, 3, 0, 0, 1, 0, 'x'};
     /* a visible record of 2 items with 1 code point of content */
-    static const uint8_t short_content[] = {1, 0, 1, 5,  0, 0, 0, 0, 0,
-                                            0, 0, 1, 64, 0, 0, 0, 1, 'x'};
+    static const uint8_t short_content[] = {1, 0, 1,    5,    0, 0, 0, 0, 0, 0,
+                                            0, 1, 0x80, 0x02, 0, 0, 0, 1, 0, 'x'};
     /* a deleted record of 2^31 - 1 items: the seq limit, but costs no memory */
-    static const uint8_t long_tombstone[] = {1, 0,    1,    5,    0,    0,    0,    0, 0, 0, 0,
-                                             1, 0xE1, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0, 0, 0, 0};
+    static const uint8_t long_tombstone[] = {1,    0,    1,    5,    0,    0,    0, 0, 0, 0, 0, 1,
+                                             0x81, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0, 0, 0, 0, 0};
     /* a record that starts at seq 7 of an unknown replica: needs items 0..6 */
-    static const uint8_t gap[] = {1, 0, 1, 5, 0, 0, 0, 0, 0, 0, 0, 1, 32, 0, 14, 0, 1, 'x'};
+    static const uint8_t gap[] = {1, 0, 1,    5,    0, 0,  0, 0, 0, 0,
+                                  0, 1, 0x80, 0x01, 0, 14, 0, 1, 0, 'x'};
+    /* coded content (method 1) that claims far more text than its code can hold */
+    static const uint8_t ratio[] = {1, 0, 0, 0, 0, 0x80, 0x80, 0x04, 1, 1, 0, 0};
+    /* unknown content method */
+    static const uint8_t method[] = {1, 0, 0, 0, 0, 1, 7, 'x'};
     /* non-minimal varint (0x80 0x00 for 0) */
     static const uint8_t overlong[] = {1, 0, 0x80, 0x00, 0, 0, 0};
     assert_int_equal(apply_checked(base, base_len, huge_agents, sizeof(huge_agents)),
@@ -455,6 +465,8 @@ static void test_hostile_updates_are_refused_without_change(void **state)
     assert_int_equal(apply_checked(base, base_len, long_tombstone, sizeof(long_tombstone)), 0);
     assert_int_equal(apply_checked(base, base_len, gap, sizeof(gap)), VV_ECRDT_CAUSALITY);
     assert_int_equal(apply_checked(base, base_len, overlong, sizeof(overlong)), VV_ECRDT_DECODE);
+    assert_int_equal(apply_checked(base, base_len, ratio, sizeof(ratio)), VV_ECRDT_DECODE);
+    assert_int_equal(apply_checked(base, base_len, method, sizeof(method)), VV_ECRDT_DECODE);
     assert_int_equal(apply_checked(base, base_len, NULL, 0), VV_ECRDT_DECODE);
 
     vv_free(base);
