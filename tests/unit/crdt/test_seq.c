@@ -656,6 +656,253 @@ static void test_replicas_converge_under_random_delivery(void **state)
     }
 }
 
+/* ---- against a naive reference ------------------------------------------------------------ */
+
+/*
+ * The YjsMod pseudo-code of docs/crdt.md, item by item on a plain array, with linear searches:
+ * slow and obviously right. Random concurrent edits by 3 replicas, delivered in random order,
+ * must give the same text on the real document as on the reference after every delivery, and
+ * the real document must report VV_ECRDT_CAUSALITY exactly when the reference lacks an item.
+ */
+struct ritem {
+    uint64_t agent, ol_agent, or_agent;
+    uint32_t seq, ol_seq, or_seq;
+    bool has_ol, has_or, deleted;
+    char ch;
+};
+
+struct rdoc {
+    struct ritem it[1024];
+    int n;
+};
+
+static int rfind(const struct rdoc *d, uint64_t agent, uint32_t seq)
+{
+    for (int i = 0; i < d->n; i++)
+        if (d->it[i].agent == agent && d->it[i].seq == seq)
+            return i;
+    return -1;
+}
+
+static void rinsert_at(struct rdoc *d, int at, const struct ritem *x)
+{
+    assert_true(d->n < 1024);
+    memmove(&d->it[at + 1], &d->it[at], (size_t)(d->n - at) * sizeof(*x));
+    d->it[at] = *x;
+    d->n++;
+}
+
+/* Integrates x; false when an origin or the previous item of its replica is missing. */
+static bool rintegrate(struct rdoc *d, const struct ritem *x)
+{
+    if (rfind(d, x->agent, x->seq) >= 0)
+        return true;
+    if (x->seq > 0 && rfind(d, x->agent, x->seq - 1) < 0)
+        return false;
+    int left = x->has_ol ? rfind(d, x->ol_agent, x->ol_seq) : -1;
+    int right = x->has_or ? rfind(d, x->or_agent, x->or_seq) : d->n;
+    if ((x->has_ol && left < 0) || (x->has_or && right < 0))
+        return false;
+    int dest = left + 1;
+    bool scanning = false;
+    for (int i = left + 1;; i++) {
+        if (!scanning)
+            dest = i;
+        if (i == d->n || i == right)
+            break;
+        const struct ritem *o = &d->it[i];
+        int oleft = o->has_ol ? rfind(d, o->ol_agent, o->ol_seq) : -1;
+        int oright = o->has_or ? rfind(d, o->or_agent, o->or_seq) : d->n;
+        if (oleft < left)
+            break;
+        if (oleft == left) {
+            if (oright < right) {
+                scanning = true;
+            } else if (oright == right) {
+                if (x->agent < o->agent)
+                    break;
+                scanning = false;
+            } else {
+                scanning = false;
+            }
+        }
+    }
+    rinsert_at(d, dest, x);
+    return true;
+}
+
+static int rvisible(const struct rdoc *d, int pos) /* index of the pos-th visible item */
+{
+    for (int i = 0; i < d->n; i++)
+        if (!d->it[i].deleted && pos-- == 0)
+            return i;
+    return -1;
+}
+
+struct rmsg {
+    uint8_t *buf;
+    size_t len;
+    struct ritem items[8]; /* inserted items, or deleted ids (agent, seq) */
+    int nitems;
+    bool is_delete;
+};
+
+static bool rready(const struct rdoc *d, const struct rmsg *m)
+{
+    struct rdoc tmp; /* integrating chained items needs the earlier ones: try on a copy */
+    memcpy(&tmp, d, sizeof(tmp));
+    for (int k = 0; k < m->nitems; k++) {
+        if (m->is_delete) {
+            if (rfind(&tmp, m->items[k].agent, m->items[k].seq) < 0)
+                return false;
+        } else if (!rintegrate(&tmp, &m->items[k])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void rapply(struct rdoc *d, const struct rmsg *m)
+{
+    for (int k = 0; k < m->nitems; k++) {
+        if (m->is_delete)
+            d->it[rfind(d, m->items[k].agent, m->items[k].seq)].deleted = true;
+        else
+            assert_true(rintegrate(d, &m->items[k]));
+    }
+}
+
+static void rexpect_text(struct vv_crdt_seq *real, const struct rdoc *d)
+{
+    char want[1025];
+    int n = 0;
+    for (int i = 0; i < d->n; i++)
+        if (!d->it[i].deleted)
+            want[n++] = d->it[i].ch;
+    want[n] = 0;
+    expect_text(real, want);
+}
+
+static void test_matches_a_naive_yjsmod_reference(void **state)
+{
+    (void)state;
+    enum { NREP = 3, MAXMSG = 256 };
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        rng_state = seed * 0x2545F4914F6CDD1DULL;
+        static struct rdoc ref[NREP];
+        struct vv_crdt_seq *real[NREP];
+        uint64_t ids[NREP];
+        uint32_t next[NREP] = {0};
+        for (int i = 0; i < NREP; i++) {
+            ids[i] = rnd() % 4 + (uint64_t)i * 4; /* distinct, random order */
+            real[i] = vv_crdt_seq_new(ids[i]);
+            ref[i].n = 0;
+        }
+        /* inbox[j]: messages not yet delivered to replica j */
+        static struct rmsg msgs[MAXMSG];
+        int nmsg = 0;
+        bool delivered[MAXMSG][NREP];
+        memset(delivered, 0, sizeof(delivered));
+        for (int step = 0; step < 160; step++) {
+            int who = (int)rnd_below(NREP);
+            struct rdoc *d = &ref[who];
+            int vis = 0;
+            for (int i = 0; i < d->n; i++)
+                vis += !d->it[i].deleted;
+            if (rnd_below(3) > 0 && nmsg < MAXMSG) {
+                struct rmsg *m = &msgs[nmsg];
+                memset(m, 0, sizeof(*m));
+                if (vis == 0 || rnd_below(4) > 0) {
+                    int pos = (int)rnd_below((uint32_t)vis + 1), k = 1 + (int)rnd_below(4);
+                    char text[8];
+                    for (int c = 0; c < k; c++)
+                        text[c] = (char)('a' + rnd_below(26));
+                    assert_int_equal(vv_crdt_seq_insert(real[who], (size_t)pos, text, (size_t)k,
+                                                        &m->buf, &m->len),
+                                     0);
+                    /* the same items on the reference, one character at a time */
+                    for (int c = 0; c < k; c++) {
+                        struct ritem x = {.agent = ids[who], .seq = next[who]++, .ch = text[c]};
+                        int li = pos + c > 0 ? rvisible(d, pos + c - 1) : -1;
+                        if (li >= 0) {
+                            x.has_ol = true;
+                            x.ol_agent = d->it[li].agent;
+                            x.ol_seq = d->it[li].seq;
+                        }
+                        if (li + 1 < d->n) {
+                            x.has_or = true;
+                            x.or_agent = d->it[li + 1].agent;
+                            x.or_seq = d->it[li + 1].seq;
+                        }
+                        rinsert_at(d, li + 1, &x);
+                        m->items[m->nitems++] = x;
+                    }
+                } else {
+                    int pos = (int)rnd_below((uint32_t)vis);
+                    int k = 1 + (int)rnd_below((uint32_t)VV_MIN(3, vis - pos));
+                    assert_int_equal(
+                        vv_crdt_seq_delete(real[who], (size_t)pos, (size_t)k, &m->buf, &m->len), 0);
+                    m->is_delete = true;
+                    for (int c = 0; c < k; c++) {
+                        int ix = rvisible(d, pos);
+                        d->it[ix].deleted = true;
+                        m->items[m->nitems++] = d->it[ix];
+                    }
+                }
+                delivered[nmsg][who] = true;
+                nmsg++;
+                rexpect_text(real[who], d);
+            } else {
+                /* deliver a random pending message to `who` (possibly too early) */
+                int cand[MAXMSG], nc = 0;
+                for (int i = 0; i < nmsg; i++)
+                    if (!delivered[i][who])
+                        cand[nc++] = i;
+                if (nc == 0)
+                    continue;
+                int mi = cand[rnd_below((uint32_t)nc)];
+                struct rmsg *m = &msgs[mi];
+                int rc = vv_crdt_seq_apply(real[who], m->buf, m->len);
+                if (rready(d, m)) {
+                    if (rc != 0)
+                        fail_msg("seed %llu: a ready update was refused (%d)",
+                                 (unsigned long long)seed, rc);
+                    rapply(d, m);
+                    delivered[mi][who] = true;
+                    if (rnd_below(4) == 0) /* a duplicate changes nothing */
+                        assert_int_equal(vv_crdt_seq_apply(real[who], m->buf, m->len), 0);
+                } else if (rc != VV_ECRDT_CAUSALITY) {
+                    fail_msg("seed %llu: an early update gave %d", (unsigned long long)seed, rc);
+                }
+                rexpect_text(real[who], d);
+            }
+        }
+        /* Deliver everything; every replica ends with the reference's text. */
+        for (bool progress = true; progress;) {
+            progress = false;
+            for (int j = 0; j < NREP; j++)
+                for (int i = 0; i < nmsg; i++)
+                    if (!delivered[i][j] && rready(&ref[j], &msgs[i])) {
+                        assert_int_equal(vv_crdt_seq_apply(real[j], msgs[i].buf, msgs[i].len), 0);
+                        rapply(&ref[j], &msgs[i]);
+                        delivered[i][j] = true;
+                        progress = true;
+                    }
+        }
+        for (int j = 0; j < NREP; j++) {
+            for (int i = 0; i < nmsg; i++)
+                assert_true(delivered[i][j]);
+            rexpect_text(real[j], &ref[j]);
+            if (j > 0)
+                expect_same(real[0], real[j]);
+        }
+        for (int i = 0; i < nmsg; i++)
+            vv_free(msgs[i].buf);
+        for (int i = 0; i < NREP; i++)
+            vv_crdt_seq_free(real[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -672,6 +919,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_typing_at_one_place_never_interleaves),
         cmocka_unit_test(test_three_replicas_typing_backward_at_one_place_never_interleave),
         cmocka_unit_test(test_replicas_converge_under_random_delivery),
+        cmocka_unit_test(test_matches_a_naive_yjsmod_reference),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
