@@ -71,6 +71,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     vv_crdt_seq_insert(b, 2, "XY", 2, NULL, NULL);
     vv_crdt_seq_delete(b, 0, 1, NULL, NULL);
     check(b, data, size);
+
+    /* The input as a peer's state vector: a delta or VV_ECRDT_DECODE, never a crash. */
+    uint8_t *delta;
+    size_t dl;
+    int rc = vv_crdt_seq_encode_delta(b, data, size, &delta, &dl);
+    if (rc != 0 && rc != VV_ECRDT_DECODE)
+        abort();
+    if (rc == 0) {
+        struct vv_crdt_seq *c = vv_crdt_seq_new(5);
+        rc = vv_crdt_seq_apply(c, delta, dl);
+        if (rc != 0 && rc != VV_ECRDT_CAUSALITY)
+            abort(); /* our own encoding is never malformed */
+        vv_crdt_seq_free(c);
+        vv_free(delta);
+    }
     vv_crdt_seq_free(a);
     vv_crdt_seq_free(b);
     return 0;

@@ -625,8 +625,16 @@ static void converge_run(uint64_t seed, int nrep, int steps)
                 deliver_one(r[who], &q[who]);
         } else {
             int other = (int)rnd_below((uint32_t)nrep);
-            if (other != who)
+            if (other != who && rnd_below(2)) {
                 assert_int_equal(vv_crdt_seq_merge(r[who], r[other]), 0);
+            } else if (other != who) {
+                /* the other's whole state, in document order, into a non-empty replica */
+                uint8_t *st;
+                size_t sl;
+                vv_crdt_seq_encode_state(r[other], &st, &sl);
+                assert_int_equal(vv_crdt_seq_apply(r[who], st, sl), 0);
+                vv_free(st);
+            }
         }
     }
     /* Drain: every message eventually applies. */
