@@ -97,11 +97,12 @@ static int64_t unzigzag(uint64_t v)
     return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
 }
 
-static void put_u64le(struct buf *b, uint64_t v)
+/* Replica ids are big-endian, as in the other CRDT types' encodings (docs/crdt.md). */
+static void put_u64be(struct buf *b, uint64_t v)
 {
     uint8_t t[8];
     for (int i = 0; i < 8; i++)
-        t[i] = (uint8_t)(v >> (8 * i));
+        t[i] = (uint8_t)(v >> (56 - 8 * i));
     put_bytes(b, t, 8);
 }
 
@@ -159,7 +160,7 @@ static uint8_t get_u8(struct rd *r)
     return r->p[r->i++];
 }
 
-static uint64_t get_u64le(struct rd *r)
+static uint64_t get_u64be(struct rd *r)
 {
     if (rd_left(r) < 8) {
         r->bad = true;
@@ -167,7 +168,7 @@ static uint64_t get_u64le(struct rd *r)
     }
     uint64_t v = 0;
     for (int i = 0; i < 8; i++)
-        v |= (uint64_t)r->p[r->i + i] << (8 * i);
+        v = v << 8 | r->p[r->i + i];
     r->i += 8;
     return v;
 }
@@ -407,7 +408,7 @@ static void enc_finish(const struct vv_crdt_seq *d, struct enc *e, uint8_t flags
     put_u8(&b, flags);
     put_varint(&b, nused);
     for (uint32_t i = 0; i < nused; i++)
-        put_u64le(&b, d->agents[used[i]].id);
+        put_u64be(&b, d->agents[used[i]].id);
 
     uint32_t *prev_end = vv_xcalloc(nused ? nused : 1, sizeof(uint32_t));
     put_varint(&b, e->nrecs);
@@ -512,7 +513,7 @@ void vv_crdt_seq_state_vector(const struct vv_crdt_seq *d, uint8_t **out, size_t
         const struct vv__seq_agent *a = &d->agents[d->by_id[i]];
         if (a->next_seq == 0)
             continue;
-        put_u64le(&b, a->id);
+        put_u64be(&b, a->id);
         put_varint(&b, a->next_seq);
     }
     *out = b.p;
@@ -539,7 +540,7 @@ static int sv_decode(const uint8_t *p, size_t n, struct sv_entry **out, size_t *
         return VV_ECRDT_DECODE;
     struct sv_entry *e = vv_xmalloc((cnt ? cnt : 1) * sizeof(*e));
     for (uint64_t i = 0; i < cnt && !r.bad; i++) {
-        e[i].id = get_u64le(&r);
+        e[i].id = get_u64be(&r);
         e[i].next = (uint32_t)get_bounded(&r, VV_CRDT_SEQ_MAX_SEQ);
         if (i > 0 && e[i].id <= e[i - 1].id)
             r.bad = true;
@@ -695,7 +696,7 @@ static int decode(const uint8_t *p, size_t n, struct dec *x)
     x->nids = (uint32_t)nids;
     x->ids = vv_xmalloc((nids ? nids : 1) * sizeof(uint64_t));
     for (uint32_t i = 0; i < x->nids; i++)
-        x->ids[i] = get_u64le(&r);
+        x->ids[i] = get_u64be(&r);
     if (nids > 1) {
         uint64_t *s = vv_xmalloc(nids * sizeof(uint64_t));
         memcpy(s, x->ids, nids * sizeof(uint64_t));
