@@ -14,7 +14,7 @@
 #define SEQ_VERSION    1
 #define FLAG_DOC_ORDER 0x01 /* records are the whole document in document order */
 #define SV_VERSION     1
-#define REC_MIN_BYTES  1 /* a record can be a single header byte */
+#define REC_MIN_BYTES  2 /* the header alone: its length (>= 1) sits from bit 7 up */
 #define DEL_MIN_BYTES  3
 #define AGENT_ID_BYTES 8
 #define SV_ENTRY_MIN   9
