@@ -352,6 +352,21 @@ static void test_state_round_trips_through_the_encoding(void **state)
     ins(c, 3, "zz");
     sync2(a, c);
     expect_same(a, c);
+    /* A replica restored from its own saved state continues its seqs: its new edits reach a
+     * peer that had its old ones. */
+    uint8_t *saved, *u;
+    size_t sl, ul;
+    vv_crdt_seq_encode_state(a, &saved, &sl);
+    struct vv_crdt_seq *a2 = vv_crdt_seq_new(0xAAAA);
+    assert_int_equal(vv_crdt_seq_apply(a2, saved, sl), 0);
+    assert_int_equal(vv_crdt_seq_insert(a2, 0, "restored ", 9, &u, &ul), 0);
+    assert_int_equal(vv_crdt_seq_apply(b, u, ul), 0);
+    sync2(b, c);
+    expect_same(a2, b);
+    expect_same(a2, c);
+    vv_free(u);
+    vv_free(saved);
+    vv_crdt_seq_free(a2);
     vv_free(e);
     vv_crdt_seq_free(a);
     vv_crdt_seq_free(b);
