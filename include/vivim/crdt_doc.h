@@ -66,6 +66,15 @@ int vv_crdt_doc_op(struct vv_crdt_doc *d, const json_t *op, struct vv_hlc *clock
 int vv_crdt_doc_apply(struct vv_crdt_doc *d, const uint8_t *buf, size_t len, bool *buffered);
 size_t vv_crdt_doc_pending(const struct vv_crdt_doc *d);
 
+/* A fingerprint that changes whenever the document's content does (its state vector, its
+ * size, for register and map its whole state): lets the sync layer tell an update that
+ * brought something from one that repeated what was known, without decoding it twice. */
+uint64_t vv_crdt_doc_fingerprint(struct vv_crdt_doc *d);
+
+/* A counter kept for the persistence layer: updates logged since the document's last
+ * snapshot. */
+uint32_t *vv_crdt_doc_log_count(struct vv_crdt_doc *d);
+
 /* The current value as JSON (new reference). */
 json_t *vv_crdt_doc_value(const struct vv_crdt_doc *d);
 /* The full state, the state vector, and what a peer with state vector sv lacks. Types

@@ -54,12 +54,19 @@ struct vv_crdt_sync_stats {
 
 struct vv_crdt_engine;
 
-/* replica: this node's replica id in every document (derived from its node ID). cbs may be
- * NULL. anti_entropy_ms 0 = VV_CRDT_SYNC_ANTI_ENTROPY_MS. */
+/*
+ * replica: this engine's replica id in every document, or 0 for a random one. vivimd uses a
+ * random replica id per process start, as Yjs does per session: a node that crashed after
+ * sending an update it had not yet made durable can then never reuse that update's ids.
+ * cbs may be NULL. anti_entropy_ms 0 = VV_CRDT_SYNC_ANTI_ENTROPY_MS.
+ */
 struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
                                           uint32_t anti_entropy_ms,
                                           const struct vv_crdt_sync_cbs *cbs, void *arg);
 void vv_crdt_engine_free(struct vv_crdt_engine *e);
+/* Replaces the callbacks (NULL: none). */
+void vv_crdt_engine_set_cbs(struct vv_crdt_engine *e, const struct vv_crdt_sync_cbs *cbs,
+                            void *arg);
 
 /* Creates an empty document. VV_EEXIST when the id is taken, VV_EINVAL for a bad id. */
 int vv_crdt_engine_create(struct vv_crdt_engine *e, const char *id, enum vv_crdt_kind kind,
@@ -90,7 +97,11 @@ size_t vv_crdt_engine_peers(const struct vv_crdt_engine *e, const char *id,
                             const uint8_t **peers); /* n × 32 bytes, borrowed */
 const struct vv_crdt_sync_stats *vv_crdt_engine_stats(const struct vv_crdt_engine *e);
 
-/* The replica id vivimd uses for a node: the first 8 bytes of its node ID, big-endian. */
-uint64_t vv_crdt_replica_of(const uint8_t node_id[VV_NODE_ID_BYTES]);
+uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e);
+
+/* The node module (crdt_module.c): the engine on the node's environment, the document store
+ * in state_dir/crdt.sqlite, the crdt.* RPC methods. */
+struct vv_module;
+extern const struct vv_module vv_crdt_module;
 
 #endif

@@ -29,6 +29,7 @@ struct vv_crdt_doc {
         struct vv_lwwmap *map;
     } u;
     struct pending *pending; /* oldest first */
+    uint32_t log_count;
     size_t n_pending, pending_bytes;
 };
 
@@ -144,6 +145,11 @@ const char *vv_crdt_doc_id(const struct vv_crdt_doc *d)
 enum vv_crdt_kind vv_crdt_doc_kind(const struct vv_crdt_doc *d)
 {
     return d->kind;
+}
+
+uint32_t *vv_crdt_doc_log_count(struct vv_crdt_doc *d)
+{
+    return &d->log_count;
 }
 
 size_t vv_crdt_doc_pending(const struct vv_crdt_doc *d)
@@ -494,4 +500,39 @@ int vv_crdt_doc_delta(struct vv_crdt_doc *d, const uint8_t *sv, size_t sv_len, u
         return rc;
     }
     }
+}
+
+static uint64_t fnv(uint64_t h, const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211u;
+    return h;
+}
+
+uint64_t vv_crdt_doc_fingerprint(struct vv_crdt_doc *d)
+{
+    uint64_t h = 1469598103934665603u;
+    uint8_t *b = NULL;
+    size_t n = 0, size = 0;
+    switch (d->kind) {
+    case VV_CRDT_KIND_REGISTER:
+    case VV_CRDT_KIND_MAP:
+        vv_crdt_doc_state(d, &b, &n);
+        break;
+    case VV_CRDT_KIND_TEXT:
+        vv_crdt_doc_state_vector(d, &b, &n);
+        size = vv_crdt_seq_utf8_len(d->u.text) * 1000003u + vv_crdt_seq_len(d->u.text);
+        break;
+    case VV_CRDT_KIND_SET:
+        vv_crdt_doc_state_vector(d, &b, &n);
+        size = vv_orset_size(d->u.set) * 1000003u + vv_orset_context_size(d->u.set);
+        break;
+    default:
+        vv_crdt_doc_state_vector(d, &b, &n);
+        break;
+    }
+    h = fnv(h, b, n);
+    h = fnv(h, (const uint8_t *)&size, sizeof(size));
+    vv_free(b);
+    return h;
 }

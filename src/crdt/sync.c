@@ -38,12 +38,9 @@ struct vv_crdt_engine {
     struct vv_crdt_sync_stats stats;
 };
 
-uint64_t vv_crdt_replica_of(const uint8_t node_id[VV_NODE_ID_BYTES])
+uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e)
 {
-    uint64_t r = 0;
-    for (int i = 0; i < 8; i++)
-        r = (r << 8) | node_id[i];
-    return r;
+    return e->replica;
 }
 
 /* ---- the table -------------------------------------------------------------------------- */
@@ -259,6 +256,7 @@ static void apply_remote(struct vv_crdt_engine *e, struct entry *x, const uint8_
     if (len == 0)
         return; /* nothing to bring */
     bool buffered = false;
+    uint64_t before = vv_crdt_doc_fingerprint(x->doc);
     int rc = vv_crdt_doc_apply(x->doc, u, len, &buffered);
     if (rc != 0) {
         e->stats.updates_rejected++;
@@ -268,7 +266,9 @@ static void apply_remote(struct vv_crdt_engine *e, struct entry *x, const uint8_
     e->stats.updates_received++;
     if (buffered)
         e->stats.updates_buffered++;
-    if (e->cbs.updated)
+    /* A buffered update is kept for persistence too: it will apply after a restart as it
+     * will here. One that brought nothing new (a repeated delta) is not logged. */
+    if (e->cbs.updated && (buffered || vv_crdt_doc_fingerprint(x->doc) != before))
         e->cbs.updated(e->arg, x->doc, u, len, false);
 }
 
@@ -375,6 +375,8 @@ struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
 {
     struct vv_crdt_engine *e = vv_xcalloc(1, sizeof(*e));
     e->env = env;
+    while (replica == 0)
+        vv_env_random(env, &replica, sizeof(replica));
     e->replica = replica;
     vv_hlc_init(&e->clock, replica);
     if (cbs)
@@ -399,6 +401,15 @@ void vv_crdt_engine_free(struct vv_crdt_engine *e)
     vv_free(e->list);
     vv_free(e->buckets);
     vv_free(e);
+}
+
+void vv_crdt_engine_set_cbs(struct vv_crdt_engine *e, const struct vv_crdt_sync_cbs *cbs, void *arg)
+{
+    if (cbs)
+        e->cbs = *cbs;
+    else
+        memset(&e->cbs, 0, sizeof(e->cbs));
+    e->arg = arg;
 }
 
 int vv_crdt_engine_create(struct vv_crdt_engine *e, const char *id, enum vv_crdt_kind kind,
