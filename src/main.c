@@ -17,6 +17,7 @@
 
 #include "vivim/common.h"
 #include "vivim/config.h"
+#include "vivim/crdt_sync.h"
 #include "vivim/log.h"
 #include "vivim/monitor.h"
 #include "vivim/net.h"
@@ -49,8 +50,8 @@ static const struct vv_module node_methods_module = {
 
 /* Dependency order: the monitor first (it owns the metrics registry every module uses). */
 static const struct vv_module *const module_table[] = {
-    &vv_monitor_module, &vv_rpc_module,      &node_methods_module,
-    &vv_net_module,     &vv_registry_module, &vv_userdb_module,
+    &vv_monitor_module, &vv_rpc_module,      &node_methods_module, &vv_net_module,
+    &vv_crdt_module,    &vv_registry_module, &vv_userdb_module,
 };
 
 static void usage(FILE *out)

@@ -64,6 +64,9 @@ struct vv_env_ops {
     /* Ed25519 verification; the simulator may memoize it (a pure function of its inputs). */
     bool (*verify)(void *impl, const uint8_t pk[VV_ED25519_PK_BYTES], const uint8_t *msg,
                    size_t len, const uint8_t sig[64]);
+    /* Wall-clock time in ms since 1970 (hybrid logical clocks need it). May be NULL: then
+     * now_ms plus a fixed epoch stands in, which is what a simulation wants. */
+    uint64_t (*wall_ms)(void *impl);
 };
 
 struct vv_env_channel {
@@ -86,6 +89,12 @@ void vv_env_set_channel(struct vv_env *env, enum vv_channel ch, vv_env_recv_cb r
 static inline uint64_t vv_env_now(struct vv_env *env)
 {
     return env->ops->now_ms(env->impl);
+}
+#define VV_ENV_SIM_EPOCH_MS UINT64_C(1800000000000) /* 2027-01-15: simulated wall time 0 */
+static inline uint64_t vv_env_wall_ms(struct vv_env *env)
+{
+    return env->ops->wall_ms ? env->ops->wall_ms(env->impl)
+                             : VV_ENV_SIM_EPOCH_MS + env->ops->now_ms(env->impl);
 }
 static inline uint64_t vv_env_timer_start(struct vv_env *env, uint64_t delay_ms, uint64_t repeat_ms,
                                           vv_env_timer_cb cb, void *arg)

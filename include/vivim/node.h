@@ -25,6 +25,7 @@ struct vv_env_uv;
 struct vv_net;
 struct vv_connmgr;
 struct vv_net_module;
+struct vv_crdt_module;
 
 /*
  * A module's lifecycle hooks. Any hook may be NULL.
@@ -71,6 +72,7 @@ struct vv_node {
     struct vv_net *net;           /* peer connections */
     struct vv_connmgr *connmgr;   /* which peers to keep */
     struct vv_net_module *net_module;
+    struct vv_crdt_module *crdt; /* CRDT documents, their sync and their store */
 
     const struct vv_module *modules[VV_NODE_MAX_MODULES];
     enum vv_module_state module_states[VV_NODE_MAX_MODULES];

@@ -73,6 +73,9 @@ static const struct key_def keys[] = {
     {"registry", "synchronous", KEY_SYNC, F(registry_full_sync), 0, 0},
     {"userdb", "max_open", KEY_U32, F(userdb_max_open), 0, 1000000},
     {"userdb", "synchronous", KEY_SYNC, F(userdb_full_sync), 0, 0},
+    {"crdt", "anti_entropy_ms", KEY_U32, F(crdt_anti_entropy_ms), 100, 3600000},
+    {"crdt", "compact_updates", KEY_U32, F(crdt_compact_updates), 10, 10000000},
+    {"crdt", "synchronous", KEY_SYNC, F(crdt_full_sync), 0, 0},
 };
 #undef F
 
@@ -109,6 +112,9 @@ void vv_config_defaults(struct vv_config *cfg)
     cfg->registry_full_sync = false;
     cfg->userdb_max_open = 0;
     cfg->userdb_full_sync = false;
+    cfg->crdt_anti_entropy_ms = 5000;
+    cfg->crdt_compact_updates = 1000;
+    cfg->crdt_full_sync = false;
     cfg->path = NULL;
 }
 

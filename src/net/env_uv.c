@@ -6,6 +6,7 @@
  */
 #include <sodium.h>
 #include <string.h>
+#include <time.h>
 
 #include "vivim/common.h"
 #include "vivim/env_uv.h"
@@ -155,6 +156,14 @@ static bool op_verify(void *impl, const uint8_t pk[VV_ED25519_PK_BYTES], const u
     return crypto_sign_verify_detached(sig, msg, len, pk) == 0;
 }
 
+static uint64_t op_wall_ms(void *impl)
+{
+    (void)impl;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static const struct vv_env_ops uv_env_ops = {
     .now_ms = op_now_ms,
     .timer_start = op_timer_start,
@@ -164,6 +173,7 @@ static const struct vv_env_ops uv_env_ops = {
     .connect = op_connect,
     .disconnect = op_disconnect,
     .verify = op_verify,
+    .wall_ms = op_wall_ms,
 };
 
 struct vv_env_uv *vv_env_uv_new(uv_loop_t *loop, const struct vv_identity *identity)

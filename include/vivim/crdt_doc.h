@@ -1,0 +1,88 @@
+/*
+ * A CRDT document: an id, one of the data types (counter, register, set, text, map), this
+ * replica's id, and the updates that arrived before what they depend on. It turns the JSON
+ * operations of the RPC (`{"increment":1}`, `{"insert":{"pos":0,"text":"hi"}}`, ...) into the
+ * type's local operations and their updates, applies updates from other replicas in any
+ * order (idempotent, commutative), and gives the value as JSON, the full state, the state
+ * vector and the delta a peer lacks.
+ *
+ * Pure: no I/O, no clock of its own (the caller passes wall-clock milliseconds for the
+ * registers' hybrid logical clocks). Encodings are those of crdt.h and crdt_seq.h; the
+ * document adds none of its own (docs/crdt.md).
+ */
+#ifndef VIVIM_CRDT_DOC_H
+#define VIVIM_CRDT_DOC_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vivim/crdt.h"
+
+#define VV_CRDT_DOC_ID_MAX_BYTES      128  /* document ids: 1..128 bytes of printable ASCII */
+#define VV_CRDT_DOC_MAX_PENDING       1024 /* updates waiting for their dependencies, per document */
+#define VV_CRDT_DOC_MAX_PENDING_BYTES (8u << 20)
+
+enum vv_crdt_kind {
+    VV_CRDT_KIND_GCOUNTER, /* grow-only counter: "gcounter" */
+    VV_CRDT_KIND_COUNTER,  /* PN-counter: "counter" */
+    VV_CRDT_KIND_REGISTER, /* LWW-register: "register" */
+    VV_CRDT_KIND_SET,      /* add-wins OR-set: "set" */
+    VV_CRDT_KIND_TEXT,     /* sequence (RGA family, non-interleaving): "text" */
+    VV_CRDT_KIND_MAP,      /* LWW-map, nested maps allowed: "map" */
+    VV_CRDT_KIND_COUNT
+};
+
+const char *vv_crdt_kind_name(enum vv_crdt_kind k);
+/* The kind named s ("rga" is accepted for "text"), or -1. */
+int vv_crdt_kind_parse(const char *s);
+/* Whether id is a valid document id. */
+bool vv_crdt_doc_id_valid(const char *id);
+
+struct vv_crdt_doc;
+
+/* A new empty document; replica must be unique to this node for this document. */
+struct vv_crdt_doc *vv_crdt_doc_new(const char *id, enum vv_crdt_kind kind, uint64_t replica);
+void vv_crdt_doc_free(struct vv_crdt_doc *d); /* NULL is fine */
+const char *vv_crdt_doc_id(const struct vv_crdt_doc *d);
+enum vv_crdt_kind vv_crdt_doc_kind(const struct vv_crdt_doc *d);
+
+/*
+ * Applies a local operation given as JSON (see docs/rpc.md, crdt.apply). On success *update
+ * (vv_free) is what the other replicas need. Returns 0, VV_ECRDT_TYPE (an operation of
+ * another type, or malformed, with err saying which), VV_ECRDT_RANGE (a position or length
+ * outside the text), or the type's own errors.
+ */
+int vv_crdt_doc_op(struct vv_crdt_doc *d, const json_t *op, struct vv_hlc *clock, uint64_t wall_ms,
+                   uint8_t **update, size_t *update_len, char *err, size_t err_len);
+
+/*
+ * Applies an update, a delta or a full state from another replica. An update whose
+ * dependencies are missing is kept (bounded) and applied once they arrive; *buffered (may be
+ * NULL) tells. Returns 0, VV_ECRDT_DECODE (malformed or hostile: nothing changed), VV_ELIMIT
+ * (the pending buffer is full: nothing kept; a later sync repairs it).
+ */
+int vv_crdt_doc_apply(struct vv_crdt_doc *d, const uint8_t *buf, size_t len, bool *buffered);
+size_t vv_crdt_doc_pending(const struct vv_crdt_doc *d);
+
+/* A fingerprint that changes whenever the document's content does (its state vector, its
+ * size, for register and map its whole state): lets the sync layer tell an update that
+ * brought something from one that repeated what was known, without decoding it twice. */
+uint64_t vv_crdt_doc_fingerprint(struct vv_crdt_doc *d);
+
+/* A counter kept for the persistence layer: updates logged since the document's last
+ * snapshot. */
+uint32_t *vv_crdt_doc_log_count(struct vv_crdt_doc *d);
+
+/* The current value as JSON (new reference). */
+json_t *vv_crdt_doc_value(const struct vv_crdt_doc *d);
+/* The full state, the state vector, and what a peer with state vector sv lacks. Types
+ * without a state vector (register, map) have an empty one and their delta is their state.
+ * *out is vv_free()d by the caller. */
+int vv_crdt_doc_state(struct vv_crdt_doc *d, uint8_t **out, size_t *out_len);
+int vv_crdt_doc_state_vector(struct vv_crdt_doc *d, uint8_t **out, size_t *out_len);
+int vv_crdt_doc_delta(struct vv_crdt_doc *d, const uint8_t *sv, size_t sv_len, uint8_t **out,
+                      size_t *out_len);
+
+#endif

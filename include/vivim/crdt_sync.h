@@ -1,0 +1,107 @@
+/*
+ * The CRDT sync engine: this node's documents and the peers each is shared with, kept in
+ * step over vv_env (channel VV_CHANNEL_CRDT). Sans-I/O: the same code runs in the daemon and
+ * as many replicas in the simulator.
+ *
+ * How replicas converge (messages in docs/crdt.md, "Sync protocol"):
+ *  - a local operation is applied, handed to the persistence callback, and sent as UPDATE to
+ *    every joined peer that is connected;
+ *  - a sync round is SYNC (document id, type, state vector) answered by UPDATE with exactly
+ *    what the asker lacks, and, when asked, a SYNC back so the other direction is filled too;
+ *  - a round runs when a document is joined with a peer, when that peer (re)connects, on
+ *    crdt.sync, and every anti_entropy_ms with one joined peer chosen at random, so updates
+ *    lost to disconnections or dropped sends are repaired;
+ *  - a peer that sends SYNC for a document we do not hold creates it here (same type) and is
+ *    joined to it: joining on one side is enough.
+ * Updates are only accepted from peers joined to the document. Malformed messages are
+ * counted and dropped; an update the document rejects changes nothing.
+ */
+#ifndef VIVIM_CRDT_SYNC_H
+#define VIVIM_CRDT_SYNC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vivim/crdt_doc.h"
+#include "vivim/env.h"
+
+#define VV_CRDT_SYNC_MAX_DOCS        100000
+#define VV_CRDT_SYNC_MAX_PEERS       256 /* joined peers per document */
+#define VV_CRDT_SYNC_ANTI_ENTROPY_MS 5000
+
+/* Message types on the CRDT channel (high byte 0x03). */
+enum {
+    VV_CRDT_MSG_SYNC = 0x0300,
+    VV_CRDT_MSG_UPDATE = 0x0301,
+    VV_CRDT_MSG_LEAVE = 0x0302,
+};
+
+struct vv_crdt_sync_cbs {
+    /* A document appeared because a peer synced it to us (persist its creation). */
+    void (*created)(void *arg, struct vv_crdt_doc *d);
+    /* An update was accepted into d (local: made here). Persist it. */
+    void (*updated)(void *arg, struct vv_crdt_doc *d, const uint8_t *update, size_t len,
+                    bool local);
+    /* The set of peers d is shared with changed (persist it). */
+    void (*peers_changed)(void *arg, struct vv_crdt_doc *d);
+};
+
+struct vv_crdt_sync_stats {
+    uint64_t updates_sent, updates_received, updates_rejected, updates_buffered;
+    uint64_t syncs_sent, syncs_received, bad_messages, send_failures, too_large;
+};
+
+struct vv_crdt_engine;
+
+/*
+ * replica: this engine's replica id in every document, or 0 for a random one. vivimd uses a
+ * random replica id per process start, as Yjs does per session: a node that crashed after
+ * sending an update it had not yet made durable can then never reuse that update's ids.
+ * cbs may be NULL. anti_entropy_ms 0 = VV_CRDT_SYNC_ANTI_ENTROPY_MS.
+ */
+struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
+                                          uint32_t anti_entropy_ms,
+                                          const struct vv_crdt_sync_cbs *cbs, void *arg);
+void vv_crdt_engine_free(struct vv_crdt_engine *e);
+/* Replaces the callbacks (NULL: none). */
+void vv_crdt_engine_set_cbs(struct vv_crdt_engine *e, const struct vv_crdt_sync_cbs *cbs,
+                            void *arg);
+
+/* Creates an empty document. VV_EEXIST when the id is taken, VV_EINVAL for a bad id. */
+int vv_crdt_engine_create(struct vv_crdt_engine *e, const char *id, enum vv_crdt_kind kind,
+                          struct vv_crdt_doc **out);
+/* Adopts a document loaded from disk (takes d) with its joined peers. */
+int vv_crdt_engine_adopt(struct vv_crdt_engine *e, struct vv_crdt_doc *d, const uint8_t *peers,
+                         size_t n_peers);
+struct vv_crdt_doc *vv_crdt_engine_find(const struct vv_crdt_engine *e, const char *id);
+/* Drops a document from memory and from its peers' sync (LEAVE sent). */
+int vv_crdt_engine_remove(struct vv_crdt_engine *e, const char *id);
+
+/* A local operation (JSON, see crdt_doc.h): applied, persisted (callback), sent. */
+int vv_crdt_engine_op(struct vv_crdt_engine *e, const char *id, const json_t *op, char *err,
+                      size_t err_len);
+/* Shares a document with a peer and starts a sync round with it (when connected). */
+int vv_crdt_engine_join(struct vv_crdt_engine *e, const char *id,
+                        const uint8_t peer[VV_NODE_ID_BYTES]);
+/* Stops sharing with peer (NULL: with every peer); the peers are told. */
+int vv_crdt_engine_leave(struct vv_crdt_engine *e, const char *id, const uint8_t *peer);
+/* A sync round with peer now (it must be joined). VV_ECONN_NOT_CONNECTED when not connected. */
+int vv_crdt_engine_sync(struct vv_crdt_engine *e, const char *id,
+                        const uint8_t peer[VV_NODE_ID_BYTES]);
+
+/* Listing. */
+size_t vv_crdt_engine_count(const struct vv_crdt_engine *e);
+struct vv_crdt_doc *vv_crdt_engine_doc_at(const struct vv_crdt_engine *e, size_t i);
+size_t vv_crdt_engine_peers(const struct vv_crdt_engine *e, const char *id,
+                            const uint8_t **peers); /* n × 32 bytes, borrowed */
+const struct vv_crdt_sync_stats *vv_crdt_engine_stats(const struct vv_crdt_engine *e);
+
+uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e);
+
+/* The node module (crdt_module.c): the engine on the node's environment, the document store
+ * in state_dir/crdt.sqlite, the crdt.* RPC methods. */
+struct vv_module;
+extern const struct vv_module vv_crdt_module;
+
+#endif

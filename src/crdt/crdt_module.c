@@ -1,0 +1,486 @@
+/*
+ * CRDT documents as a node module: the sync engine on the node's environment, and the
+ * store that makes documents survive restarts (state_dir/crdt.sqlite).
+ *
+ * The store is a snapshot per document plus a log of the updates since; at start-up every
+ * document is rebuilt from its snapshot and its log (synchronously, before the node is
+ * ready). Writes are grouped: every update, new document and peer change goes into the
+ * batch that is open, one transaction on the thread pool; a batch closes when the pool
+ * takes it (so the next writes start the next batch). A crdt.apply or crdt.create is
+ * answered only once the batch holding its write committed: durable before acknowledged.
+ * When a document has logged compact_updates updates, its current state is written as its
+ * snapshot and its log deleted, in the same ordered stream of batches, so no update logged
+ * after the snapshot was taken is lost.
+ *
+ * Who owns what: the module owns the engine (which owns the documents) and the open batch;
+ * a batch owns its items and the RPC requests waiting for it until its done callback.
+ */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "crdt_internal.h"
+#include "vivim/log.h"
+#include "vivim/metrics.h"
+
+static const char *const migrations[] = {
+    "CREATE TABLE IF NOT EXISTS docs ("
+    "  id TEXT PRIMARY KEY,"
+    "  kind INTEGER NOT NULL,"
+    "  snapshot BLOB,"
+    "  peers BLOB NOT NULL DEFAULT x'') WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS updates ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  doc_id TEXT NOT NULL,"
+    "  data BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS updates_doc ON updates(doc_id, seq);",
+    NULL,
+};
+
+enum item_kind { ITEM_DOC, ITEM_UPDATE, ITEM_PEERS, ITEM_SNAPSHOT };
+
+struct item {
+    enum item_kind kind;
+    char id[VV_CRDT_DOC_ID_MAX_BYTES + 1];
+    int doc_kind;
+    uint8_t *data;
+    size_t len;
+};
+
+struct waiter {
+    struct vv_rpc_request *req;
+    json_t *result;
+};
+
+struct batch {
+    struct vv_sqlite_job job; /* first */
+    struct vv_crdt_module *m;
+    struct item *items;
+    size_t n, cap;
+    struct waiter *waiters;
+    size_t n_waiters, cap_waiters;
+    int rc;
+    bool submitted;
+    char err[256];
+};
+
+/* ---- the batch's transaction, on the pool ------------------------------------------------- */
+
+static int run_item(sqlite3 *db, const struct item *it)
+{
+    static const char *const sql[] = {
+        [ITEM_DOC] = "INSERT OR IGNORE INTO docs(id, kind) VALUES (?1, ?2)",
+        [ITEM_UPDATE] = "INSERT INTO updates(doc_id, data) VALUES (?1, ?3)",
+        [ITEM_PEERS] = "UPDATE docs SET peers = ?3 WHERE id = ?1",
+        [ITEM_SNAPSHOT] = "UPDATE docs SET snapshot = ?3 WHERE id = ?1",
+    };
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql[it->kind], -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, it->id, -1, SQLITE_STATIC);
+    if (it->kind == ITEM_DOC)
+        sqlite3_bind_int(st, 2, it->doc_kind);
+    else
+        sqlite3_bind_blob(st, 3, it->data ? (const void *)it->data : "", (int)it->len,
+                          SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if (it->kind == ITEM_SNAPSHOT) {
+        /* Every update logged before this point is in the snapshot. */
+        rc = sqlite3_prepare_v2(db, "DELETE FROM updates WHERE doc_id = ?1", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+            return rc;
+        sqlite3_bind_text(st, 1, it->id, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+static void batch_work(sqlite3 *db, struct vv_sqlite_job *job)
+{
+    struct batch *b = (struct batch *)job;
+    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    for (size_t i = 0; rc == SQLITE_OK && i < b->n; i++)
+        rc = run_item(db, &b->items[i]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(b->err, sizeof(b->err), "%s", sqlite3_errmsg(db));
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        b->rc = VV_EIO;
+    }
+}
+
+static void batch_free(struct batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        vv_free(b->items[i].data);
+    vv_free(b->items);
+    vv_free(b->waiters);
+    vv_free(b);
+}
+
+static void batch_done(struct vv_sqlite_job *job, int status)
+{
+    struct batch *b = (struct batch *)job;
+    struct vv_crdt_module *m = b->m;
+    int rc = status != 0 ? status : b->rc;
+    m->pending_batches--;
+    if (rc != 0) {
+        m->store_errors++;
+        vv_log_error("crdt", "document store write failed: %s",
+                     b->err[0] ? b->err : vv_strerror(rc));
+    }
+    for (size_t i = 0; i < b->n_waiters; i++) {
+        struct waiter *w = &b->waiters[i];
+        if (rc == 0)
+            vv_rpc_reply(w->req, w->result);
+        else {
+            json_decref(w->result);
+            vv_rpc_fail(w->req, VV_EIO, "not stored: %s", b->err[0] ? b->err : vv_strerror(rc));
+        }
+    }
+    batch_free(b);
+}
+
+static void batch_started(struct vv_sqlite_job *job)
+{
+    struct batch *b = (struct batch *)job;
+    if (b->m->open == b)
+        b->m->open = NULL; /* later writes go into a new batch */
+}
+
+static void submit_open(struct vv_crdt_module *m)
+{
+    struct batch *b = m->open;
+    if (b == NULL || b->submitted)
+        return;
+    b->submitted = true;
+    /* The pool takes it when the batches before it are done; until then (on_start) writes
+     * still join it. on_start may run inside this call when the pool is idle. */
+    vv_sqlite_submit(m->db, &b->job, batch_work, batch_done);
+}
+
+static void on_flush(uv_timer_t *t)
+{
+    submit_open(t->data);
+}
+
+static struct batch *open_batch(struct vv_crdt_module *m)
+{
+    if (m->open != NULL)
+        return m->open;
+    struct batch *b = vv_xcalloc(1, sizeof(*b));
+    b->m = m;
+    b->job.on_start = batch_started;
+    m->open = b;
+    m->pending_batches++;
+    /* Submitted at the end of this turn of the loop, so that every write made in it (an RPC
+     * batch, a burst of updates from a peer) joins one transaction. */
+    uv_timer_start(m->flush, on_flush, 0, 0);
+    return b;
+}
+
+static void add_item(struct vv_crdt_module *m, enum item_kind kind, struct vv_crdt_doc *d,
+                     const uint8_t *data, size_t len, bool copy)
+{
+    if (m->db == NULL)
+        return;
+    struct batch *b = open_batch(m);
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 16;
+        b->items = vv_xrealloc(b->items, b->cap * sizeof(*b->items));
+    }
+    struct item *it = &b->items[b->n++];
+    memset(it, 0, sizeof(*it));
+    it->kind = kind;
+    vv_strlcpy(it->id, vv_crdt_doc_id(d), sizeof(it->id));
+    it->doc_kind = (int)vv_crdt_doc_kind(d);
+    if (copy && len > 0) {
+        it->data = vv_xmalloc(len);
+        memcpy(it->data, data, len);
+    } else {
+        it->data = (uint8_t *)data; /* taken */
+    }
+    it->len = len;
+}
+
+/* Makes req wait for the batch holding the writes just added (result is taken). */
+void vv__crdt_wait_stored(struct vv_crdt_module *m, struct vv_rpc_request *req, json_t *result)
+{
+    if (m->db == NULL || m->open == NULL) {
+        vv_rpc_reply(req, result); /* nothing was written */
+        return;
+    }
+    struct batch *b = m->open;
+    if (b->n_waiters == b->cap_waiters) {
+        b->cap_waiters = b->cap_waiters ? 2 * b->cap_waiters : 4;
+        b->waiters = vv_xrealloc(b->waiters, b->cap_waiters * sizeof(*b->waiters));
+    }
+    b->waiters[b->n_waiters++] = (struct waiter){req, result};
+}
+
+/* ---- engine callbacks ------------------------------------------------------------------------ */
+
+static void on_created(void *arg, struct vv_crdt_doc *d)
+{
+    struct vv_crdt_module *m = arg;
+    add_item(m, ITEM_DOC, d, NULL, 0, false);
+}
+
+static void on_updated(void *arg, struct vv_crdt_doc *d, const uint8_t *u, size_t len, bool local)
+{
+    struct vv_crdt_module *m = arg;
+    if (local)
+        m->local_updates++;
+    else
+        m->remote_updates++;
+    add_item(m, ITEM_UPDATE, d, u, len, true);
+    uint32_t *count = vv_crdt_doc_log_count(d);
+    if (++*count >= m->compact_updates) {
+        uint8_t *st;
+        size_t stn;
+        if (vv_crdt_doc_state(d, &st, &stn) == 0) {
+            add_item(m, ITEM_SNAPSHOT, d, st, stn, false);
+            *count = 0;
+            m->compactions++;
+        }
+    }
+}
+
+static void on_peers_changed(void *arg, struct vv_crdt_doc *d)
+{
+    struct vv_crdt_module *m = arg;
+    const uint8_t *peers;
+    size_t n = vv_crdt_engine_peers(m->engine, vv_crdt_doc_id(d), &peers);
+    add_item(m, ITEM_PEERS, d, peers, n * VV_NODE_ID_BYTES, true);
+}
+
+void vv__crdt_store_created(struct vv_crdt_module *m, struct vv_crdt_doc *d)
+{
+    on_created(m, d);
+}
+
+/* ---- loading ------------------------------------------------------------------------------- */
+
+static int load_all(struct vv_crdt_module *m, const char *path)
+{
+    sqlite3 *db;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, migrations[0], NULL, NULL, NULL);
+    sqlite3_stmt *docs = NULL, *ups = NULL;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "SELECT id, kind, snapshot, peers FROM docs", -1, &docs, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "SELECT data FROM updates WHERE doc_id = ?1 ORDER BY seq", -1,
+                                &ups, NULL);
+    size_t n_docs = 0, n_updates = 0, bad = 0;
+    while (rc == SQLITE_OK && sqlite3_step(docs) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(docs, 0);
+        int kind = sqlite3_column_int(docs, 1);
+        struct vv_crdt_doc *d =
+            id ? vv_crdt_doc_new(id, (enum vv_crdt_kind)kind, vv_crdt_engine_replica(m->engine))
+               : NULL;
+        if (d == NULL) {
+            bad++;
+            continue;
+        }
+        const void *snap = sqlite3_column_blob(docs, 2);
+        int snap_len = sqlite3_column_bytes(docs, 2);
+        if (snap != NULL && snap_len > 0 && vv_crdt_doc_apply(d, snap, (size_t)snap_len, NULL) != 0)
+            bad++;
+        sqlite3_bind_text(ups, 1, id, -1, SQLITE_TRANSIENT);
+        uint32_t logged = 0;
+        while (sqlite3_step(ups) == SQLITE_ROW) {
+            const void *u = sqlite3_column_blob(ups, 0);
+            int ul = sqlite3_column_bytes(ups, 0);
+            if (u == NULL || ul <= 0 || vv_crdt_doc_apply(d, u, (size_t)ul, NULL) != 0)
+                bad++;
+            logged++;
+            n_updates++;
+        }
+        sqlite3_reset(ups);
+        *vv_crdt_doc_log_count(d) = logged;
+        const void *peers = sqlite3_column_blob(docs, 3);
+        int pl = sqlite3_column_bytes(docs, 3);
+        vv_crdt_engine_adopt(m->engine, d, peers,
+                             peers && pl % VV_NODE_ID_BYTES == 0 ? (size_t)pl / VV_NODE_ID_BYTES
+                                                                 : 0);
+        n_docs++;
+    }
+    if (rc != SQLITE_OK)
+        vv_log_error("crdt", "cannot load %s: %s", path, sqlite3_errmsg(db));
+    sqlite3_finalize(docs);
+    sqlite3_finalize(ups);
+    sqlite3_close(db);
+    if (rc == SQLITE_OK) {
+        vv_log_info("crdt", "%zu document(s) loaded from %s (%zu logged updates)", n_docs, path,
+                    n_updates);
+        if (bad > 0)
+            vv_log_warn("crdt", "%zu stored update(s) or document(s) could not be applied", bad);
+    }
+    return rc == SQLITE_OK ? 0 : VV_EIO;
+}
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+#define ENGINE_STAT(field)                                                                         \
+    static double st_##field(void *data)                                                           \
+    {                                                                                              \
+        struct vv_crdt_module *m = data;                                                           \
+        return m->engine ? (double)vv_crdt_engine_stats(m->engine)->field : 0.0;                   \
+    }
+ENGINE_STAT(updates_sent)
+ENGINE_STAT(updates_received)
+ENGINE_STAT(updates_rejected)
+ENGINE_STAT(updates_buffered)
+ENGINE_STAT(syncs_sent)
+ENGINE_STAT(syncs_received)
+ENGINE_STAT(bad_messages)
+ENGINE_STAT(too_large)
+
+static double st_docs(void *data)
+{
+    struct vv_crdt_module *m = data;
+    return m->engine ? (double)vv_crdt_engine_count(m->engine) : 0.0;
+}
+static double st_compactions(void *data)
+{
+    return (double)((struct vv_crdt_module *)data)->compactions;
+}
+static double st_store_errors(void *data)
+{
+    return (double)((struct vv_crdt_module *)data)->store_errors;
+}
+
+static void register_metrics(struct vv_crdt_module *m, struct vv_metrics *mx)
+{
+    vv_metrics_gauge_fn(mx, "vivimd_crdt_documents", "CRDT documents held.", st_docs, m);
+    static const struct {
+        const char *name, *help;
+        double (*fn)(void *);
+    } c[] = {
+        {"vivimd_crdt_updates_sent_total", "Updates sent to peers.", st_updates_sent},
+        {"vivimd_crdt_updates_received_total", "Updates from peers accepted.", st_updates_received},
+        {"vivimd_crdt_updates_rejected_total",
+         "Updates from peers refused (malformed, hostile, or beyond a limit).",
+         st_updates_rejected},
+        {"vivimd_crdt_updates_buffered_total",
+         "Updates from peers that waited for their dependencies.", st_updates_buffered},
+        {"vivimd_crdt_syncs_sent_total", "Sync rounds started (state vectors sent).",
+         st_syncs_sent},
+        {"vivimd_crdt_syncs_received_total", "Sync rounds answered.", st_syncs_received},
+        {"vivimd_crdt_bad_messages_total", "Malformed CRDT messages from peers.", st_bad_messages},
+        {"vivimd_crdt_too_large_total",
+         "Updates or deltas not sent because they exceed the 1 MiB frame limit.", st_too_large},
+        {"vivimd_crdt_compactions_total", "Document logs folded into snapshots.", st_compactions},
+        {"vivimd_crdt_store_errors_total", "Failed writes to the document store.", st_store_errors},
+    };
+    for (size_t i = 0; i < VV_ARRAY_SIZE(c); i++)
+        vv_metrics_counter_fn(mx, c[i].name, c[i].help, c[i].fn, m);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+static void free_handle(uv_handle_t *h)
+{
+    vv_free(h);
+}
+
+static void on_db_open(struct vv_sqlite *s, int status, const char *msg, void *arg)
+{
+    (void)s;
+    struct vv_crdt_module *m = arg;
+    if (status != 0) {
+        m->store_errors++;
+        vv_log_error("crdt", "document store: %s", msg ? msg : vv_strerror(status));
+    }
+}
+
+static int crdt_init(struct vv_node *n)
+{
+    struct vv_crdt_module *m = vv_xcalloc(1, sizeof(*m));
+    m->node = n;
+    n->crdt = m;
+    if (n->metrics)
+        register_metrics(m, n->metrics);
+    return n->rpc ? vv__crdt_rpc_register(m, n->rpc) : 0;
+}
+
+static int crdt_start(struct vv_node *n)
+{
+    struct vv_crdt_module *m = n->crdt;
+    if (n->env == NULL) {
+        vv_log_error("crdt", "the peer network module must start first");
+        return VV_ESTATE;
+    }
+    static const struct vv_crdt_sync_cbs cbs = {on_created, on_updated, on_peers_changed};
+    m->compact_updates = n->config.crdt_compact_updates;
+    /* The callbacks are connected once the stored documents are in: loading writes nothing. */
+    m->engine =
+        vv_crdt_engine_new(vv_env_uv_env(n->env), 0, n->config.crdt_anti_entropy_ms, NULL, NULL);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/crdt.sqlite", n->config.state_dir);
+    int rc = load_all(m, path);
+    if (rc != 0)
+        return rc;
+    vv_crdt_engine_set_cbs(m->engine, &cbs, m);
+    m->flush = vv_xmalloc(sizeof(*m->flush));
+    uv_timer_init(n->loop, m->flush);
+    m->flush->data = m;
+    rc = vv_sqlite_open(n->loop, path,
+                        n->config.crdt_full_sync ? VV_SQLITE_SYNC_FULL : VV_SQLITE_SYNC_NORMAL,
+                        migrations, on_db_open, m, &m->db);
+    if (rc != 0) {
+        vv_log_error("crdt", "cannot open %s: %s", path, vv_strerror(rc));
+        return rc;
+    }
+    vv_log_info("crdt", "replica %016llx, %zu document(s)",
+                (unsigned long long)vv_crdt_engine_replica(m->engine),
+                vv_crdt_engine_count(m->engine));
+    return 0;
+}
+
+static void crdt_stop(struct vv_node *n)
+{
+    struct vv_crdt_module *m = n->crdt;
+    if (m == NULL)
+        return;
+    if (m->engine) {
+        vv_crdt_engine_free(m->engine);
+        m->engine = NULL;
+    }
+    if (m->db) {
+        /* The open batch is submitted now; queued batches are written before the close job
+         * runs (the store's jobs run in order), and their waiters answered. */
+        submit_open(m);
+        m->open = NULL;
+        vv_sqlite_close(m->db, NULL, NULL);
+        m->db = NULL;
+    }
+    if (m->flush) {
+        uv_close((uv_handle_t *)m->flush, free_handle);
+        m->flush = NULL;
+    }
+}
+
+static void crdt_deinit(struct vv_node *n)
+{
+    vv_free(n->crdt);
+    n->crdt = NULL;
+}
+
+const struct vv_module vv_crdt_module = {
+    .name = "crdt",
+    .init = crdt_init,
+    .start = crdt_start,
+    .stop = crdt_stop,
+    .deinit = crdt_deinit,
+};

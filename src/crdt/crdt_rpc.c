@@ -1,0 +1,355 @@
+/* The crdt.* RPC methods. Writes (create, apply) answer once durable. */
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "crdt_internal.h"
+
+static struct vv_rpc_answer bad_params(struct vv_rpc_request *req, const char *err)
+{
+    return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+}
+
+/* Reads docId (and checks it); 0 or -1 with err. */
+static int doc_id_param(json_t *params, const char **id, char *err, size_t len)
+{
+    if (vv_rpc_param_string(params, "docId", true, VV_CRDT_DOC_ID_MAX_BYTES, id, err, len) != 0)
+        return -1;
+    if (!vv_crdt_doc_id_valid(*id)) {
+        snprintf(err, len, "docId: 1 to %d printable ASCII characters, no spaces",
+                 VV_CRDT_DOC_ID_MAX_BYTES);
+        return -1;
+    }
+    return 0;
+}
+
+static int node_id_param(json_t *params, bool required, uint8_t id[VV_NODE_ID_BYTES], bool *have,
+                         char *err, size_t len)
+{
+    const char *s;
+    int rc = vv_rpc_param_string(params, "nodeId", required, 64, &s, err, len);
+    *have = rc == 0;
+    if (rc < 0)
+        return -1;
+    if (rc == 0 && (strlen(s) != 64 || vv_hex_decode(s, id, VV_NODE_ID_BYTES) != 0)) {
+        snprintf(err, len, "nodeId: expected 64 hex digits");
+        return -1;
+    }
+    return 0;
+}
+
+static struct vv_rpc_answer not_running(struct vv_rpc_request *req)
+{
+    return vv_rpc_fail(req, VV_ESTATE, "CRDT documents are not running");
+}
+
+static struct vv_rpc_answer no_doc(struct vv_rpc_request *req, const char *id)
+{
+    return vv_rpc_fail(req, VV_ECRDT_NO_DOC, "no document %s", id);
+}
+
+static json_t *b64(const uint8_t *b, size_t n)
+{
+    size_t cap = sodium_base64_encoded_len(n, sodium_base64_VARIANT_ORIGINAL);
+    char *s = vv_xmalloc(cap);
+    sodium_bin2base64(s, cap, b, n, sodium_base64_VARIANT_ORIGINAL);
+    json_t *j = json_string(s);
+    vv_free(s);
+    return j;
+}
+
+static json_t *peers_json(struct vv_crdt_module *m, const char *id)
+{
+    const uint8_t *peers;
+    size_t n = vv_crdt_engine_peers(m->engine, id, &peers);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char hex[VV_NODE_ID_HEX_BYTES];
+        vv_hex_encode(peers + i * VV_NODE_ID_BYTES, VV_NODE_ID_BYTES, hex);
+        json_array_append_new(a, json_string(hex));
+    }
+    return a;
+}
+
+static struct vv_rpc_answer crdt_create(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct vv_crdt_module *m = data;
+    static const char *const allowed[] = {"docId", "type", NULL};
+    char err[256];
+    const char *id, *type;
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        doc_id_param(params, &id, err, sizeof(err)) != 0 ||
+        vv_rpc_param_string(params, "type", true, 32, &type, err, sizeof(err)) != 0)
+        return bad_params(req, err);
+    int kind = vv_crdt_kind_parse(type);
+    if (kind < 0)
+        return bad_params(req, "type: one of gcounter, counter, register, set, text, map");
+    if (m->engine == NULL)
+        return not_running(req);
+    struct vv_crdt_doc *d;
+    int rc = vv_crdt_engine_create(m->engine, id, (enum vv_crdt_kind)kind, &d);
+    if (rc == VV_EEXIST)
+        return vv_rpc_fail(req, rc, "document %s exists", id);
+    if (rc != 0)
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    vv__crdt_store_created(m, d);
+    vv__crdt_wait_stored(
+        m, req,
+        json_pack("{s:s, s:s}", "docId", id, "type", vv_crdt_kind_name((enum vv_crdt_kind)kind)));
+    return vv_rpc_pending(req);
+}
+
+static struct vv_rpc_answer crdt_apply(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct vv_crdt_module *m = data;
+    static const char *const allowed[] = {"docId", "op", NULL};
+    char err[256];
+    const char *id;
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        doc_id_param(params, &id, err, sizeof(err)) != 0)
+        return bad_params(req, err);
+    json_t *op = json_object_get(params, "op");
+    if (op == NULL)
+        return bad_params(req, "op: required");
+    if (m->engine == NULL)
+        return not_running(req);
+    if (vv_crdt_engine_find(m->engine, id) == NULL)
+        return no_doc(req, id);
+    int rc = vv_crdt_engine_op(m->engine, id, op, err, sizeof(err));
+    if (rc == VV_ECRDT_TYPE)
+        return bad_params(req, err);
+    if (rc != 0)
+        return vv_rpc_fail(req, rc, "%s", err);
+    vv__crdt_wait_stored(m, req, json_pack("{s:s, s:b}", "docId", id, "applied", 1));
+    return vv_rpc_pending(req);
+}
+
+static struct vv_crdt_doc *find_doc(struct vv_crdt_module *m, json_t *params, const char **id,
+                                    char *err, size_t len, bool *bad)
+{
+    static const char *const allowed[] = {"docId", NULL};
+    *bad = vv_rpc_params_object(params, allowed, err, len) != 0 ||
+           doc_id_param(params, id, err, len) != 0;
+    return *bad || m->engine == NULL ? NULL : vv_crdt_engine_find(m->engine, *id);
+}
+
+static struct vv_rpc_answer crdt_value(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct vv_crdt_module *m = data;
+    char err[256];
+    const char *id;
+    bool bad;
+    struct vv_crdt_doc *d = find_doc(m, params, &id, err, sizeof(err), &bad);
+    if (bad)
+        return bad_params(req, err);
+    if (m->engine == NULL)
+        return not_running(req);
+    if (d == NULL)
+        return no_doc(req, id);
+    return vv_rpc_reply(req, json_pack("{s:s, s:s, s:o}", "docId", id, "type",
+                                       vv_crdt_kind_name(vv_crdt_doc_kind(d)), "value",
+                                       vv_crdt_doc_value(d)));
+}
+
+static struct vv_rpc_answer crdt_state(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct vv_crdt_module *m = data;
+    char err[256];
+    const char *id;
+    bool bad;
+    struct vv_crdt_doc *d = find_doc(m, params, &id, err, sizeof(err), &bad);
+    if (bad)
+        return bad_params(req, err);
+    if (m->engine == NULL)
+        return not_running(req);
+    if (d == NULL)
+        return no_doc(req, id);
+    uint8_t *st;
+    size_t n;
+    int rc = vv_crdt_doc_state(d, &st, &n);
+    if (rc != 0)
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    json_t *r = json_pack("{s:s, s:s, s:o, s:I}", "docId", id, "type",
+                          vv_crdt_kind_name(vv_crdt_doc_kind(d)), "state", b64(st, n), "bytes",
+                          (json_int_t)n);
+    vv_free(st);
+    return vv_rpc_reply(req, r);
+}
+
+static struct vv_rpc_answer crdt_state_vector(struct vv_rpc_request *req, json_t *params,
+                                              void *data)
+{
+    struct vv_crdt_module *m = data;
+    char err[256];
+    const char *id;
+    bool bad;
+    struct vv_crdt_doc *d = find_doc(m, params, &id, err, sizeof(err), &bad);
+    if (bad)
+        return bad_params(req, err);
+    if (m->engine == NULL)
+        return not_running(req);
+    if (d == NULL)
+        return no_doc(req, id);
+    uint8_t *sv;
+    size_t n;
+    int rc = vv_crdt_doc_state_vector(d, &sv, &n);
+    if (rc != 0)
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    json_t *r = json_pack("{s:s, s:o, s:I}", "docId", id, "stateVector", b64(sv, n), "bytes",
+                          (json_int_t)n);
+    vv_free(sv);
+    return vv_rpc_reply(req, r);
+}
+
+static struct vv_rpc_answer peer_call(struct vv_rpc_request *req, json_t *params, void *data,
+                                      int which)
+{
+    struct vv_crdt_module *m = data;
+    static const char *const allowed[] = {"docId", "nodeId", NULL};
+    char err[256];
+    const char *id;
+    uint8_t peer[VV_NODE_ID_BYTES];
+    bool have;
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        doc_id_param(params, &id, err, sizeof(err)) != 0 ||
+        node_id_param(params, which != 1, peer, &have, err, sizeof(err)) != 0)
+        return bad_params(req, err);
+    if (m->engine == NULL)
+        return not_running(req);
+    if (vv_crdt_engine_find(m->engine, id) == NULL)
+        return no_doc(req, id);
+    if (have && memcmp(peer, m->node->identity.node_id, VV_NODE_ID_BYTES) == 0)
+        return bad_params(req, "nodeId: this node itself");
+    int rc;
+    json_t *result;
+    if (which == 0) {
+        rc = vv_crdt_engine_join(m->engine, id, peer);
+        result = json_pack("{s:s, s:o}", "docId", id, "peers", peers_json(m, id));
+    } else if (which == 1) {
+        rc = vv_crdt_engine_leave(m->engine, id, have ? peer : NULL);
+        if (rc == VV_EINVAL)
+            return vv_rpc_fail(req, rc, "document %s is not shared with that node", id);
+        result = json_pack("{s:s, s:o}", "docId", id, "peers", peers_json(m, id));
+    } else {
+        rc = vv_crdt_engine_sync(m->engine, id, peer);
+        if (rc == VV_ECONN_NOT_CONNECTED || rc == VV_ECONN_BACKPRESSURE)
+            return vv_rpc_fail(req, rc,
+                               "cannot reach that node now (%s); the round runs when it "
+                               "connects",
+                               vv_strerror(rc));
+        result = json_pack("{s:s, s:b}", "docId", id, "started", 1);
+    }
+    if (rc != 0) {
+        json_decref(result);
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    }
+    /* Joins and leaves change the stored peer list: answer once it is durable. */
+    vv__crdt_wait_stored(m, req, result);
+    return vv_rpc_pending(req);
+}
+
+static struct vv_rpc_answer crdt_join(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    return peer_call(req, params, data, 0);
+}
+static struct vv_rpc_answer crdt_leave(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    return peer_call(req, params, data, 1);
+}
+static struct vv_rpc_answer crdt_sync(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    return peer_call(req, params, data, 2);
+}
+
+static struct vv_rpc_answer crdt_list(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct vv_crdt_module *m = data;
+    static const char *const allowed[] = {NULL};
+    char err[256];
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0)
+        return bad_params(req, err);
+    if (m->engine == NULL)
+        return not_running(req);
+    json_t *a = json_array();
+    for (size_t i = 0; i < vv_crdt_engine_count(m->engine); i++) {
+        struct vv_crdt_doc *d = vv_crdt_engine_doc_at(m->engine, i);
+        json_array_append_new(a, json_pack("{s:s, s:s, s:o, s:I}", "docId", vv_crdt_doc_id(d),
+                                           "type", vv_crdt_kind_name(vv_crdt_doc_kind(d)), "peers",
+                                           peers_json(m, vv_crdt_doc_id(d)), "pending",
+                                           (json_int_t)vv_crdt_doc_pending(d)));
+    }
+    return vv_rpc_reply(req, json_pack("{s:o}", "documents", a));
+}
+
+#define DOC_PARAMS                                                                                 \
+    "{\"type\":\"object\",\"required\":[\"docId\"],\"properties\":{\"docId\":{\"type\":"           \
+    "\"string\",\"maxLength\":128}},\"additionalProperties\":false}"
+#define DOC_NODE_PARAMS(req)                                                                       \
+    "{\"type\":\"object\",\"required\":[\"docId\"" req "],\"properties\":{\"docId\":{\"type\":"    \
+    "\"string\",\"maxLength\":128},\"nodeId\":{\"type\":\"string\",\"pattern\":"                   \
+    "\"^[0-9a-fA-F]{64}$\"}},\"additionalProperties\":false}"
+#define PEERS_RESULT                                                                               \
+    "{\"type\":\"object\",\"properties\":{\"docId\":{\"type\":\"string\"},\"peers\":{\"type\":"    \
+    "\"array\",\"items\":{\"type\":\"string\"}}}}"
+
+int vv__crdt_rpc_register(struct vv_crdt_module *m, struct vv_rpc *rpc)
+{
+    const struct vv_rpc_method methods[] = {
+        {"crdt.create", crdt_create, m,
+         "Creates an empty document of a type: gcounter, counter (PN), register (LWW), set "
+         "(add-wins OR-set), text (sequence) or map (LWW-map). Answers once stored.",
+         "{\"type\":\"object\",\"required\":[\"docId\",\"type\"],\"properties\":{\"docId\":{"
+         "\"type\":\"string\",\"maxLength\":128},\"type\":{\"enum\":[\"gcounter\",\"counter\","
+         "\"register\",\"set\",\"text\",\"map\"]}},\"additionalProperties\":false}",
+         "{\"type\":\"object\",\"properties\":{\"docId\":{\"type\":\"string\"},\"type\":{"
+         "\"type\":\"string\"}}}"},
+        {"crdt.apply", crdt_apply, m,
+         "Applies one operation: {\"increment\":n} / {\"decrement\":n} (counters), {\"set\":v} "
+         "(register), {\"add\":v} / {\"remove\":v} (set), {\"insert\":{\"pos\":i,\"text\":s}} / "
+         "{\"delete\":{\"pos\":i,\"len\":n}} (text; positions in Unicode code points), "
+         "{\"put\":{\"key\":k,\"value\":v}} / {\"del\":{\"key\":k}} (map; k a string or an array "
+         "of strings for nested maps). Sent to the document's peers; answers once stored.",
+         "{\"type\":\"object\",\"required\":[\"docId\",\"op\"],\"properties\":{\"docId\":{"
+         "\"type\":\"string\"},\"op\":{\"type\":\"object\",\"minProperties\":1,"
+         "\"maxProperties\":1}},\"additionalProperties\":false}",
+         "{\"type\":\"object\",\"properties\":{\"docId\":{\"type\":\"string\"},\"applied\":{"
+         "\"const\":true}}}"},
+        {"crdt.value", crdt_value, m, "The document's current value as JSON.", DOC_PARAMS,
+         "{\"type\":\"object\",\"properties\":{\"docId\":{\"type\":\"string\"},\"type\":{"
+         "\"type\":\"string\"},\"value\":{}}}"},
+        {"crdt.state", crdt_state, m, "The document's full encoded state (docs/crdt.md), base64.",
+         DOC_PARAMS,
+         "{\"type\":\"object\",\"properties\":{\"docId\":{\"type\":\"string\"},\"type\":{"
+         "\"type\":\"string\"},\"state\":{\"type\":\"string\",\"contentEncoding\":\"base64\"},"
+         "\"bytes\":{\"type\":\"integer\"}}}"},
+        {"crdt.stateVector", crdt_state_vector, m,
+         "The document's encoded state vector, base64 (empty for register and map, whose "
+         "deltas are their whole state).",
+         DOC_PARAMS,
+         "{\"type\":\"object\",\"properties\":{\"docId\":{\"type\":\"string\"},\"stateVector\":{"
+         "\"type\":\"string\",\"contentEncoding\":\"base64\"},\"bytes\":{\"type\":\"integer\"}}}"},
+        {"crdt.join", crdt_join, m,
+         "Shares the document with a peer node and syncs with it now (or when it connects); "
+         "the peer creates the document if it lacks it. Answers once the peer list is stored.",
+         DOC_NODE_PARAMS(",\"nodeId\""), PEERS_RESULT},
+        {"crdt.leave", crdt_leave, m,
+         "Stops sharing the document with a peer (without nodeId: with every peer); the peers "
+         "are told.",
+         DOC_NODE_PARAMS(""), PEERS_RESULT},
+        {"crdt.sync", crdt_sync, m,
+         "Starts a sync round with a peer now: state vectors both ways, then exactly the missing "
+         "updates. The peer is joined if it was not.",
+         DOC_NODE_PARAMS(",\"nodeId\""),
+         "{\"type\":\"object\",\"properties\":{\"docId\":{\"type\":\"string\"},\"started\":{"
+         "\"const\":true}}}"},
+        {"crdt.list", crdt_list, m, "Every document: id, type, peers, updates waiting.",
+         "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}",
+         "{\"type\":\"object\",\"properties\":{\"documents\":{\"type\":\"array\"}}}"},
+    };
+    for (size_t i = 0; i < VV_ARRAY_SIZE(methods); i++) {
+        int rc = vv_rpc_register(rpc, &methods[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}

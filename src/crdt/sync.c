@@ -1,0 +1,553 @@
+/*
+ * The CRDT sync engine (see crdt_sync.h for the protocol). Who owns what: the engine owns
+ * every document (struct vv_crdt_doc) and, per document, the list of peers it is shared
+ * with; documents are found by id through a chained hash table and listed through an array
+ * (removal moves the last entry into the hole).
+ */
+#include <msgpack.h>
+#include <string.h>
+
+#include "vivim/common.h"
+#include "vivim/crdt_sync.h"
+#include "vivim/log.h"
+#include "vivim/wire.h"
+
+#define AE_DOCS_PER_TICK 256 /* anti-entropy rounds started per tick, at most */
+
+struct entry {
+    struct vv_crdt_doc *doc;
+    uint8_t (*peers)[VV_NODE_ID_BYTES];
+    size_t n_peers, cap_peers;
+    size_t index; /* in e->list */
+    struct entry *hnext;
+};
+
+struct vv_crdt_engine {
+    struct vv_env *env;
+    uint64_t replica;
+    struct vv_hlc clock;
+    struct vv_crdt_sync_cbs cbs;
+    void *arg;
+    struct entry **list;
+    size_t n, cap;
+    struct entry **buckets;
+    size_t n_buckets;
+    uint64_t timer;
+    uint32_t ae_ms;
+    size_t ae_cursor;
+    struct vv_crdt_sync_stats stats;
+};
+
+uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e)
+{
+    return e->replica;
+}
+
+/* ---- the table -------------------------------------------------------------------------- */
+
+static uint64_t hash_id(const char *s)
+{
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211u;
+    return h;
+}
+
+static struct entry *find_entry(const struct vv_crdt_engine *e, const char *id)
+{
+    for (struct entry *x = e->buckets[hash_id(id) & (e->n_buckets - 1)]; x; x = x->hnext)
+        if (strcmp(vv_crdt_doc_id(x->doc), id) == 0)
+            return x;
+    return NULL;
+}
+
+static void rehash(struct vv_crdt_engine *e, size_t n)
+{
+    struct entry **b = vv_xcalloc(n, sizeof(*b));
+    for (size_t i = 0; i < e->n; i++) {
+        struct entry *x = e->list[i];
+        size_t k = hash_id(vv_crdt_doc_id(x->doc)) & (n - 1);
+        x->hnext = b[k];
+        b[k] = x;
+    }
+    vv_free(e->buckets);
+    e->buckets = b;
+    e->n_buckets = n;
+}
+
+static struct entry *add_entry(struct vv_crdt_engine *e, struct vv_crdt_doc *d)
+{
+    if (e->n == e->cap) {
+        e->cap = e->cap ? 2 * e->cap : 16;
+        e->list = vv_xrealloc(e->list, e->cap * sizeof(*e->list));
+    }
+    struct entry *x = vv_xcalloc(1, sizeof(*x));
+    x->doc = d;
+    x->index = e->n;
+    e->list[e->n++] = x;
+    if (e->n > e->n_buckets)
+        rehash(e, e->n_buckets * 2);
+    else {
+        size_t k = hash_id(vv_crdt_doc_id(d)) & (e->n_buckets - 1);
+        x->hnext = e->buckets[k];
+        e->buckets[k] = x;
+    }
+    return x;
+}
+
+static void remove_entry(struct vv_crdt_engine *e, struct entry *x)
+{
+    struct entry **pp = &e->buckets[hash_id(vv_crdt_doc_id(x->doc)) & (e->n_buckets - 1)];
+    while (*pp != x)
+        pp = &(*pp)->hnext;
+    *pp = x->hnext;
+    struct entry *last = e->list[--e->n];
+    e->list[x->index] = last;
+    last->index = x->index;
+    vv_crdt_doc_free(x->doc);
+    vv_free(x->peers);
+    vv_free(x);
+}
+
+static bool has_peer(const struct entry *x, const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    for (size_t i = 0; i < x->n_peers; i++)
+        if (memcmp(x->peers[i], peer, VV_NODE_ID_BYTES) == 0)
+            return true;
+    return false;
+}
+
+static int add_peer(struct vv_crdt_engine *e, struct entry *x, const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    if (has_peer(x, peer))
+        return 0;
+    if (memcmp(peer, e->env->identity->node_id, VV_NODE_ID_BYTES) == 0)
+        return VV_EINVAL;
+    if (x->n_peers == VV_CRDT_SYNC_MAX_PEERS)
+        return VV_ELIMIT;
+    if (x->n_peers == x->cap_peers) {
+        x->cap_peers = x->cap_peers ? 2 * x->cap_peers : 4;
+        x->peers = vv_xrealloc(x->peers, x->cap_peers * VV_NODE_ID_BYTES);
+    }
+    memcpy(x->peers[x->n_peers++], peer, VV_NODE_ID_BYTES);
+    if (e->cbs.peers_changed)
+        e->cbs.peers_changed(e->arg, x->doc);
+    return 0;
+}
+
+static void drop_peer(struct vv_crdt_engine *e, struct entry *x,
+                      const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    for (size_t i = 0; i < x->n_peers; i++) {
+        if (memcmp(x->peers[i], peer, VV_NODE_ID_BYTES) == 0) {
+            memmove(x->peers[i], x->peers[x->n_peers - 1], VV_NODE_ID_BYTES);
+            x->n_peers--;
+            if (e->cbs.peers_changed)
+                e->cbs.peers_changed(e->arg, x->doc);
+            return;
+        }
+    }
+}
+
+/* ---- messages ------------------------------------------------------------------------------ */
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void pack_bin(msgpack_packer *pk, const uint8_t *b, size_t n)
+{
+    msgpack_pack_bin(pk, n);
+    if (n > 0)
+        msgpack_pack_bin_body(pk, b, n);
+}
+
+static int send_sb(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_BYTES],
+                   msgpack_sbuffer *sb)
+{
+    int rc;
+    if (sb->size > VV_WIRE_MAX_FRAME_BYTES) {
+        e->stats.too_large++;
+        rc = VV_ELIMIT;
+    } else {
+        rc = vv_env_send(e->env, peer, VV_CHANNEL_CRDT, (const uint8_t *)sb->data, sb->size);
+        if (rc != 0)
+            e->stats.send_failures++;
+    }
+    msgpack_sbuffer_destroy(sb);
+    return rc;
+}
+
+static int send_sync(struct vv_crdt_engine *e, struct entry *x,
+                     const uint8_t peer[VV_NODE_ID_BYTES], bool reply)
+{
+    uint8_t *sv;
+    size_t sv_len;
+    if (vv_crdt_doc_state_vector(x->doc, &sv, &sv_len) != 0)
+        return VV_ECRDT_TYPE;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
+    msgpack_pack_array(&pk, 4);
+    pack_str(&pk, vv_crdt_doc_id(x->doc));
+    msgpack_pack_uint8(&pk, (uint8_t)vv_crdt_doc_kind(x->doc));
+    pack_bin(&pk, sv, sv_len);
+    if (reply)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
+    vv_free(sv);
+    int rc = send_sb(e, peer, &sb);
+    if (rc == 0)
+        e->stats.syncs_sent++;
+    return rc;
+}
+
+static int send_update(struct vv_crdt_engine *e, struct entry *x,
+                       const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *u, size_t len)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
+    msgpack_pack_array(&pk, 2);
+    pack_str(&pk, vv_crdt_doc_id(x->doc));
+    pack_bin(&pk, u, len);
+    int rc = send_sb(e, peer, &sb);
+    if (rc == 0)
+        e->stats.updates_sent++;
+    return rc;
+}
+
+static void send_leave(struct vv_crdt_engine *e, const char *id,
+                       const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_CRDT_MSG_LEAVE, 0);
+    msgpack_pack_array(&pk, 1);
+    pack_str(&pk, id);
+    send_sb(e, peer, &sb);
+}
+
+/* ---- receiving ------------------------------------------------------------------------------ */
+
+static bool get_id(const msgpack_object *o, char *out)
+{
+    const char *s;
+    size_t n;
+    if (vv_wire_get_str(o, VV_CRDT_DOC_ID_MAX_BYTES, &s, &n) != 0 || n == 0)
+        return false;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return vv_crdt_doc_id_valid(out);
+}
+
+static void apply_remote(struct vv_crdt_engine *e, struct entry *x, const uint8_t *u, size_t len)
+{
+    if (len == 0)
+        return; /* nothing to bring */
+    bool buffered = false;
+    uint64_t before = vv_crdt_doc_fingerprint(x->doc);
+    int rc = vv_crdt_doc_apply(x->doc, u, len, &buffered);
+    if (rc != 0) {
+        e->stats.updates_rejected++;
+        vv_log_debug("crdt", "update to %s rejected: %s", vv_crdt_doc_id(x->doc), vv_strerror(rc));
+        return;
+    }
+    e->stats.updates_received++;
+    if (buffered)
+        e->stats.updates_buffered++;
+    /* A buffered update is kept for persistence too: it will apply after a restart as it
+     * will here. One that brought nothing new (a repeated delta) is not logged. */
+    if (e->cbs.updated && (buffered || vv_crdt_doc_fingerprint(x->doc) != before))
+        e->cbs.updated(e->arg, x->doc, u, len, false);
+}
+
+static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *data,
+                    size_t len, void *arg)
+{
+    (void)env;
+    struct vv_crdt_engine *e = arg;
+    struct vv_wire_frame f;
+    if (vv_wire_decode(data, len, &f) != 0) {
+        e->stats.bad_messages++;
+        return;
+    }
+    const msgpack_object *a;
+    uint32_t n;
+    char id[VV_CRDT_DOC_ID_MAX_BYTES + 1];
+    bool ok = vv_wire_get_array(&f.body, 1, 4, &a, &n) == 0 && get_id(&a[0], id);
+    if (ok && f.h.type == VV_CRDT_MSG_SYNC && n == 4) {
+        uint64_t kind;
+        const uint8_t *sv;
+        size_t sv_len;
+        bool reply;
+        ok = vv_wire_get_u64(&a[1], VV_CRDT_KIND_COUNT - 1, &kind) == 0 &&
+             vv_wire_get_bin(&a[2], 0, VV_WIRE_MAX_FRAME_BYTES, &sv, &sv_len) == 0 &&
+             vv_wire_get_bool(&a[3], &reply) == 0;
+        if (ok) {
+            e->stats.syncs_received++;
+            struct entry *x = find_entry(e, id);
+            if (x == NULL && e->n < VV_CRDT_SYNC_MAX_DOCS) {
+                struct vv_crdt_doc *d = vv_crdt_doc_new(id, (enum vv_crdt_kind)kind, e->replica);
+                x = add_entry(e, d);
+                if (e->cbs.created)
+                    e->cbs.created(e->arg, d);
+            }
+            if (x == NULL || vv_crdt_doc_kind(x->doc) != (enum vv_crdt_kind)kind) {
+                ok = x != NULL ? false : true; /* a type clash is the peer's error */
+            } else if (add_peer(e, x, peer) == 0) {
+                uint8_t *delta;
+                size_t dl;
+                if (vv_crdt_doc_delta(x->doc, sv, sv_len, &delta, &dl) == 0) {
+                    if (dl > 0)
+                        send_update(e, x, peer, delta, dl);
+                    vv_free(delta);
+                } else {
+                    ok = false;
+                }
+                if (reply)
+                    send_sync(e, x, peer, false);
+            }
+        }
+    } else if (ok && f.h.type == VV_CRDT_MSG_UPDATE && n == 2) {
+        const uint8_t *u;
+        size_t ul;
+        ok = vv_wire_get_bin(&a[1], 0, VV_WIRE_MAX_FRAME_BYTES, &u, &ul) == 0;
+        struct entry *x = ok ? find_entry(e, id) : NULL;
+        if (x != NULL && has_peer(x, peer))
+            apply_remote(e, x, u, ul);
+    } else if (ok && f.h.type == VV_CRDT_MSG_LEAVE && n == 1) {
+        struct entry *x = find_entry(e, id);
+        if (x != NULL)
+            drop_peer(e, x, peer);
+    } else if (ok && vv_wire_verdict(&f.h, false) == VV_WIRE_SKIP) {
+        /* a message of a newer minor version: skipped */
+    } else {
+        ok = false;
+    }
+    if (!ok)
+        e->stats.bad_messages++;
+    vv_wire_frame_free(&f);
+}
+
+static void on_peer(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up, void *arg)
+{
+    (void)env;
+    struct vv_crdt_engine *e = arg;
+    if (!up)
+        return;
+    /* A peer came (back): catch up on every document shared with it. */
+    for (size_t i = 0; i < e->n; i++)
+        if (has_peer(e->list[i], peer))
+            send_sync(e, e->list[i], peer, true);
+}
+
+static void on_tick(struct vv_env *env, void *arg)
+{
+    struct vv_crdt_engine *e = arg;
+    size_t rounds = 0;
+    for (size_t k = 0; k < e->n && rounds < AE_DOCS_PER_TICK; k++) {
+        struct entry *x = e->list[(e->ae_cursor + k) % e->n];
+        if (x->n_peers == 0)
+            continue;
+        send_sync(e, x, x->peers[vv_env_random_below(env, x->n_peers)], true);
+        rounds++;
+    }
+    if (e->n > 0)
+        e->ae_cursor = (e->ae_cursor + AE_DOCS_PER_TICK) % e->n;
+}
+
+/* ---- the engine ------------------------------------------------------------------------------ */
+
+struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
+                                          uint32_t anti_entropy_ms,
+                                          const struct vv_crdt_sync_cbs *cbs, void *arg)
+{
+    struct vv_crdt_engine *e = vv_xcalloc(1, sizeof(*e));
+    e->env = env;
+    while (replica == 0)
+        vv_env_random(env, &replica, sizeof(replica));
+    e->replica = replica;
+    vv_hlc_init(&e->clock, replica);
+    if (cbs)
+        e->cbs = *cbs;
+    e->arg = arg;
+    e->n_buckets = 64;
+    e->buckets = vv_xcalloc(e->n_buckets, sizeof(*e->buckets));
+    e->ae_ms = anti_entropy_ms ? anti_entropy_ms : VV_CRDT_SYNC_ANTI_ENTROPY_MS;
+    vv_env_set_channel(env, VV_CHANNEL_CRDT, on_recv, on_peer, e);
+    e->timer = vv_env_timer_start(env, e->ae_ms, e->ae_ms, on_tick, e);
+    return e;
+}
+
+void vv_crdt_engine_free(struct vv_crdt_engine *e)
+{
+    if (e == NULL)
+        return;
+    vv_env_timer_cancel(e->env, e->timer);
+    vv_env_set_channel(e->env, VV_CHANNEL_CRDT, NULL, NULL, NULL);
+    while (e->n > 0)
+        remove_entry(e, e->list[e->n - 1]);
+    vv_free(e->list);
+    vv_free(e->buckets);
+    vv_free(e);
+}
+
+void vv_crdt_engine_set_cbs(struct vv_crdt_engine *e, const struct vv_crdt_sync_cbs *cbs, void *arg)
+{
+    if (cbs)
+        e->cbs = *cbs;
+    else
+        memset(&e->cbs, 0, sizeof(e->cbs));
+    e->arg = arg;
+}
+
+int vv_crdt_engine_create(struct vv_crdt_engine *e, const char *id, enum vv_crdt_kind kind,
+                          struct vv_crdt_doc **out)
+{
+    if (!vv_crdt_doc_id_valid(id) || (unsigned)kind >= VV_CRDT_KIND_COUNT)
+        return VV_EINVAL;
+    if (find_entry(e, id) != NULL)
+        return VV_EEXIST;
+    if (e->n >= VV_CRDT_SYNC_MAX_DOCS)
+        return VV_ELIMIT;
+    struct vv_crdt_doc *d = vv_crdt_doc_new(id, kind, e->replica);
+    add_entry(e, d);
+    if (out)
+        *out = d;
+    return 0;
+}
+
+int vv_crdt_engine_adopt(struct vv_crdt_engine *e, struct vv_crdt_doc *d, const uint8_t *peers,
+                         size_t n_peers)
+{
+    if (find_entry(e, vv_crdt_doc_id(d)) != NULL) {
+        vv_crdt_doc_free(d);
+        return VV_EEXIST;
+    }
+    struct entry *x = add_entry(e, d);
+    struct vv_crdt_sync_cbs saved = e->cbs;
+    e->cbs.peers_changed = NULL; /* they come from disk: nothing to persist */
+    for (size_t i = 0; i < n_peers; i++)
+        add_peer(e, x, peers + i * VV_NODE_ID_BYTES);
+    e->cbs = saved;
+    return 0;
+}
+
+struct vv_crdt_doc *vv_crdt_engine_find(const struct vv_crdt_engine *e, const char *id)
+{
+    struct entry *x = find_entry(e, id);
+    return x ? x->doc : NULL;
+}
+
+int vv_crdt_engine_remove(struct vv_crdt_engine *e, const char *id)
+{
+    struct entry *x = find_entry(e, id);
+    if (x == NULL)
+        return VV_ECRDT_NO_DOC;
+    for (size_t i = 0; i < x->n_peers; i++)
+        send_leave(e, id, x->peers[i]);
+    remove_entry(e, x);
+    return 0;
+}
+
+int vv_crdt_engine_op(struct vv_crdt_engine *e, const char *id, const json_t *op, char *err,
+                      size_t err_len)
+{
+    struct entry *x = find_entry(e, id);
+    if (x == NULL) {
+        snprintf(err, err_len, "no document %s", id);
+        return VV_ECRDT_NO_DOC;
+    }
+    uint8_t *u;
+    size_t ul;
+    int rc = vv_crdt_doc_op(x->doc, op, &e->clock, vv_env_wall_ms(e->env), &u, &ul, err, err_len);
+    if (rc != 0)
+        return rc;
+    if (ul > 0) {
+        if (e->cbs.updated)
+            e->cbs.updated(e->arg, x->doc, u, ul, true);
+        for (size_t i = 0; i < x->n_peers; i++)
+            send_update(e, x, x->peers[i], u, ul);
+    }
+    vv_free(u);
+    return 0;
+}
+
+int vv_crdt_engine_join(struct vv_crdt_engine *e, const char *id,
+                        const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    struct entry *x = find_entry(e, id);
+    if (x == NULL)
+        return VV_ECRDT_NO_DOC;
+    int rc = add_peer(e, x, peer);
+    if (rc == 0)
+        send_sync(e, x, peer, true); /* when not connected, the round runs on connect */
+    return rc;
+}
+
+int vv_crdt_engine_leave(struct vv_crdt_engine *e, const char *id, const uint8_t *peer)
+{
+    struct entry *x = find_entry(e, id);
+    if (x == NULL)
+        return VV_ECRDT_NO_DOC;
+    if (peer != NULL) {
+        if (!has_peer(x, peer))
+            return VV_EINVAL;
+        send_leave(e, id, peer);
+        drop_peer(e, x, peer);
+        return 0;
+    }
+    while (x->n_peers > 0) {
+        uint8_t p[VV_NODE_ID_BYTES];
+        memcpy(p, x->peers[0], VV_NODE_ID_BYTES);
+        send_leave(e, id, p);
+        drop_peer(e, x, p);
+    }
+    return 0;
+}
+
+int vv_crdt_engine_sync(struct vv_crdt_engine *e, const char *id,
+                        const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    struct entry *x = find_entry(e, id);
+    if (x == NULL)
+        return VV_ECRDT_NO_DOC;
+    int rc = add_peer(e, x, peer);
+    if (rc != 0)
+        return rc;
+    rc = send_sync(e, x, peer, true);
+    return rc == VV_ECONN_NOT_CONNECTED || rc == VV_ECONN_BACKPRESSURE ? rc : 0;
+}
+
+size_t vv_crdt_engine_count(const struct vv_crdt_engine *e)
+{
+    return e->n;
+}
+
+struct vv_crdt_doc *vv_crdt_engine_doc_at(const struct vv_crdt_engine *e, size_t i)
+{
+    return i < e->n ? e->list[i]->doc : NULL;
+}
+
+size_t vv_crdt_engine_peers(const struct vv_crdt_engine *e, const char *id, const uint8_t **peers)
+{
+    struct entry *x = find_entry(e, id);
+    *peers = x && x->n_peers ? &x->peers[0][0] : NULL;
+    return x ? x->n_peers : 0;
+}
+
+const struct vv_crdt_sync_stats *vv_crdt_engine_stats(const struct vv_crdt_engine *e)
+{
+    return &e->stats;
+}
