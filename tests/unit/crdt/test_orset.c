@@ -297,6 +297,42 @@ static void test_hostile_encodings_are_rejected_without_change(void **state)
     vv_orset_free(s);
 }
 
+static void test_merge_in_memory_equals_applying_the_encoding(void **state)
+{
+    (void)state;
+    struct vv_orset *a = vv_orset_new(), *b = vv_orset_new(), *c = vv_orset_new();
+    struct upd shared = add_str(a, 1, "shared");
+    assert_int_equal(vv_orset_apply(b, shared.b, shared.n), 0);
+    assert_int_equal(vv_orset_apply(c, shared.b, shared.n), 0);
+    vv_free(shared.b);
+    vv_free(add_str(a, 1, "only-a").b);
+    vv_free(add_str(b, 2, "only-b").b);
+    vv_free(remove_str(b, "shared").b);
+    vv_free(add_str(c, 3, "only-c").b);
+    /* c takes a by encoding then b by encoding; a takes c and b in memory. */
+    uint8_t *e;
+    size_t el;
+    vv_orset_encode(a, &e, &el);
+    assert_int_equal(vv_orset_apply(c, e, el), 0);
+    vv_free(e);
+    vv_orset_encode(b, &e, &el);
+    assert_int_equal(vv_orset_apply(c, e, el), 0);
+    vv_free(e);
+    assert_int_equal(vv_orset_merge(a, b), 0);
+    assert_int_equal(vv_orset_merge(a, c), 0);
+    assert_int_equal(vv_orset_merge(a, a), 0);
+    assert_same_state(a, c);
+    assert_false(has_str(a, "shared"));
+    assert_true(has_str(a, "only-a") && has_str(a, "only-b") && has_str(a, "only-c"));
+    /* The merged state keeps working: a remove of an element merged in. */
+    vv_free(remove_str(a, "only-b").b);
+    assert_false(has_str(a, "only-b"));
+    assert_int_equal(vv_orset_size(a), 2);
+    vv_orset_free(a);
+    vv_orset_free(b);
+    vv_orset_free(c);
+}
+
 /* ---- convergence -------------------------------------------------------------------------- */
 
 static void *os_create(void)
@@ -429,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_many_add_remove_cycles_leave_no_tombstones),
         cmocka_unit_test(test_delta_since_carries_adds_and_removes),
         cmocka_unit_test(test_hostile_encodings_are_rejected_without_change),
+        cmocka_unit_test(test_merge_in_memory_equals_applying_the_encoding),
         cmocka_unit_test(test_random_delivery_converges),
         cmocka_unit_test(test_large_sets_converge),
         cmocka_unit_test(test_state_vector_sync_converges),
