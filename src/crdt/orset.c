@@ -18,9 +18,12 @@
  * its context (else VV_ECRDT_CAUSALITY: it does not hold the element to keep).
  *
  * Elements are sorted by their canonical JSON text, so lookups are binary searches and the
- * encoding and the JSON array come out in one order on every replica. A local operation is
- * built as an update and joined in, which costs O(elements); fine for the sets of tags,
- * members and flags this type is meant for.
+ * encoding and the JSON array come out in one order on every replica. A hash index from each
+ * live dot to its element lets a small update (one add or remove: a few dots) be joined by
+ * visiting only the elements it names or whose dots its context holds, in O(log n) plus the
+ * array move of an insert or delete; a large update (a full state, a delta for a peer far
+ * behind) is joined by one merge walk over both element lists, O(n + m), and the index is
+ * rebuilt after it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -45,10 +48,23 @@ struct ctx {
     struct dot *cloud; /* sorted; every dot > vv[replica] + 1 (else it would be in vv) */
 };
 
+/* Live dot → its element's value (the element's own val buffer, which never moves while
+ * the element lives). Open addressing, linear probing, backward-shift deletion. */
+struct idx_slot {
+    uint64_t replica, counter; /* replica 0: empty */
+    const char *val;
+    size_t len;
+};
+struct dot_index {
+    size_t n, cap; /* cap: 0 or a power of two; n * 4 <= cap * 3 */
+    struct idx_slot *slots;
+};
+
 struct vv_orset {
     size_t len, cap;
     struct elem *e; /* sorted by value bytes, unique */
     struct ctx ctx;
+    struct dot_index idx; /* every live dot; empty in a decoded update (struct orset_msg) */
 };
 
 /* A decoded update: a state and, from vv_orset_delta_since, the keep dots. */
@@ -75,6 +91,86 @@ static int dot_qcmp(const void *a, const void *b)
 static bool dots_have(const struct dot *d, size_t n, const struct dot *x)
 {
     return n && bsearch(x, d, n, sizeof(*d), dot_qcmp) != NULL;
+}
+
+/* ---- dot index ---------------------------------------------------------------------------- */
+
+static size_t idx_home(const struct dot_index *x, const struct dot *d)
+{
+    uint64_t h = d->replica * 0x9e3779b97f4a7c15ULL ^ d->counter;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 32;
+    return (size_t)h & (x->cap - 1);
+}
+
+static struct idx_slot *idx_find(const struct dot_index *x, const struct dot *d)
+{
+    if (x->cap == 0)
+        return NULL;
+    for (size_t i = idx_home(x, d);; i = (i + 1) & (x->cap - 1)) {
+        struct idx_slot *sl = &x->slots[i];
+        if (sl->replica == 0)
+            return NULL;
+        if (sl->replica == d->replica && sl->counter == d->counter)
+            return sl;
+    }
+}
+
+static void idx_put(struct dot_index *x, const struct dot *d, const char *val, size_t len);
+
+static void idx_grow(struct dot_index *x)
+{
+    struct dot_index old = *x;
+    x->cap = old.cap ? 2 * old.cap : 16;
+    x->n = 0;
+    x->slots = vv_xcalloc(x->cap, sizeof(*x->slots));
+    for (size_t i = 0; i < old.cap; i++)
+        if (old.slots[i].replica)
+            idx_put(x, &(struct dot){old.slots[i].replica, old.slots[i].counter}, old.slots[i].val,
+                    old.slots[i].len);
+    vv_free(old.slots);
+}
+
+static void idx_put(struct dot_index *x, const struct dot *d, const char *val, size_t len)
+{
+    if ((x->n + 1) * 4 > x->cap * 3)
+        idx_grow(x);
+    size_t i = idx_home(x, d);
+    while (x->slots[i].replica &&
+           !(x->slots[i].replica == d->replica && x->slots[i].counter == d->counter))
+        i = (i + 1) & (x->cap - 1);
+    if (x->slots[i].replica == 0)
+        x->n++;
+    x->slots[i] = (struct idx_slot){d->replica, d->counter, val, len};
+}
+
+static void idx_del(struct dot_index *x, const struct dot *d)
+{
+    struct idx_slot *sl = idx_find(x, d);
+    if (!sl)
+        return;
+    size_t mask = x->cap - 1, i = (size_t)(sl - x->slots), j = i;
+    /* Shift back every later entry of the probe run that may not stay behind the hole. */
+    for (;;) {
+        j = (j + 1) & mask;
+        if (x->slots[j].replica == 0)
+            break;
+        size_t k = idx_home(x, &(struct dot){x->slots[j].replica, x->slots[j].counter});
+        bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (!stays) {
+            x->slots[i] = x->slots[j];
+            i = j;
+        }
+    }
+    x->slots[i].replica = 0;
+    x->n--;
+}
+
+static void idx_free(struct dot_index *x)
+{
+    vv_free(x->slots);
+    memset(x, 0, sizeof(*x));
 }
 
 /* ---- causal context ----------------------------------------------------------------------- */
@@ -210,6 +306,16 @@ static void set_clear(struct vv_orset *s)
     s->e = NULL;
     s->len = s->cap = 0;
     ctx_free(&s->ctx);
+    idx_free(&s->idx);
+}
+
+/* Indexes every live dot of s afresh. */
+static void idx_rebuild(struct vv_orset *s)
+{
+    idx_free(&s->idx);
+    for (size_t i = 0; i < s->len; i++)
+        for (size_t k = 0; k < s->e[i].ndots; k++)
+            idx_put(&s->idx, &s->e[i].dots[k], s->e[i].val, s->e[i].len);
 }
 
 static void set_push(struct vv_orset *s, struct elem e)
@@ -294,18 +400,10 @@ static char *dup_bytes(const char *p, size_t n)
     return c;
 }
 
-/* s ⊔= m. Fails with VV_ECRDT_CAUSALITY or VV_ELIMIT, before changing anything. */
-static int set_join(struct vv_orset *s, const struct orset_msg *m)
+/* The join as one merge walk over both element lists; the index is rebuilt after. */
+static void join_walk(struct vv_orset *s, const struct orset_msg *m)
 {
-    for (size_t k = 0; k < m->nkeep; k++)
-        if (!ctx_has(&s->ctx, &m->keep[k]))
-            return VV_ECRDT_CAUSALITY;
     const struct vv_orset *t = &m->s;
-    /* What no peer would decode is refused (the bounds are upper bounds of the result). */
-    if (s->len + t->len > VV_CRDT_MAX_ELEMENTS ||
-        s->ctx.ncloud + t->ctx.ncloud > VV_CRDT_MAX_ELEMENTS ||
-        total_dots(s) + total_dots(t) > VV_CRDT_MAX_ELEMENTS)
-        return VV_ELIMIT;
     struct vv_orset r = {0};
     r.cap = s->len + t->len;
     r.e = r.cap ? vv_xmalloc(r.cap * sizeof(*r.e)) : NULL;
@@ -349,6 +447,116 @@ static int set_join(struct vv_orset *s, const struct orset_msg *m)
     s->len = r.len;
     s->cap = r.cap;
     ctx_join(&s->ctx, &t->ctx);
+    idx_rebuild(s);
+}
+
+/* An update small enough for join_targeted: few elements and few dots in its context. */
+#define TARGETED_MAX_ITEMS 64
+
+struct cand {
+    const char *val;
+    size_t len;
+};
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+    return vv__crdt_bytes_cmp(x->val, x->len, y->val, y->len);
+}
+
+/* The dots of ctx one by one, or false when there are more than max. */
+static bool ctx_small(const struct ctx *c, size_t max)
+{
+    size_t n = c->ncloud;
+    for (size_t i = 0; i < c->nvv && n <= max; i++)
+        n += c->vv[i].counter > max ? max + 1 : (size_t)c->vv[i].counter;
+    return n <= max;
+}
+
+static void elem_set_dots(struct vv_orset *s, struct elem *a, struct dot *dots, size_t n)
+{
+    for (size_t k = 0; k < a->ndots; k++)
+        idx_del(&s->idx, &a->dots[k]);
+    vv_free(a->dots);
+    a->dots = dots;
+    a->ndots = n;
+    for (size_t k = 0; k < n; k++)
+        idx_put(&s->idx, &dots[k], a->val, a->len);
+}
+
+/*
+ * The join of a small update: only the elements it names and those owning a dot in its
+ * context can change (a dot belongs to one element), and the index finds the latter. Each
+ * such element gets exactly the dots the merge walk would give it.
+ */
+static void join_targeted(struct vv_orset *s, const struct orset_msg *m)
+{
+    const struct vv_orset *t = &m->s;
+    struct cand *c = vv_xmalloc((t->len + 2 * TARGETED_MAX_ITEMS + 1) * sizeof(*c));
+    size_t nc = 0;
+    for (size_t j = 0; j < t->len; j++)
+        c[nc++] = (struct cand){t->e[j].val, t->e[j].len};
+    for (size_t i = 0; i < t->ctx.nvv; i++)
+        for (uint64_t k = 1; k <= t->ctx.vv[i].counter; k++) {
+            const struct idx_slot *sl = idx_find(&s->idx, &(struct dot){t->ctx.vv[i].replica, k});
+            if (sl)
+                c[nc++] = (struct cand){sl->val, sl->len};
+        }
+    for (size_t i = 0; i < t->ctx.ncloud; i++) {
+        const struct idx_slot *sl = idx_find(&s->idx, &t->ctx.cloud[i]);
+        if (sl)
+            c[nc++] = (struct cand){sl->val, sl->len};
+    }
+    /* Unique first: a candidate may point into an element that the loop below frees. */
+    qsort(c, nc, sizeof(*c), cand_cmp);
+    size_t nu = 0;
+    for (size_t x = 0; x < nc; x++)
+        if (nu == 0 || cand_cmp(&c[nu - 1], &c[x]) != 0)
+            c[nu++] = c[x];
+    for (size_t x = 0; x < nu; x++) {
+        bool fa, fb;
+        size_t i = elem_find(s, c[x].val, c[x].len, &fa);
+        size_t j = elem_find(t, c[x].val, c[x].len, &fb);
+        struct elem *a = fa ? &s->e[i] : NULL;
+        const struct elem *b = fb ? &t->e[j] : NULL;
+        if (!a && !b)
+            continue;
+        struct dot *dots;
+        size_t n = join_dots(a, &s->ctx, b, m, &dots);
+        if (a && n) {
+            elem_set_dots(s, a, dots, n);
+        } else if (a) {
+            elem_set_dots(s, a, NULL, 0);
+            elem_free(a);
+            memmove(&s->e[i], &s->e[i + 1], (s->len - i - 1) * sizeof(*s->e));
+            s->len--;
+        } else if (n) {
+            set_push(s, (struct elem){0});
+            memmove(&s->e[i + 1], &s->e[i], (s->len - 1 - i) * sizeof(*s->e));
+            s->e[i] = (struct elem){.val = dup_bytes(b->val, b->len), .len = b->len};
+            elem_set_dots(s, &s->e[i], dots, n);
+        }
+    }
+    vv_free(c);
+    ctx_join(&s->ctx, &t->ctx);
+}
+
+/* s ⊔= m. Fails with VV_ECRDT_CAUSALITY or VV_ELIMIT, before changing anything. */
+static int set_join(struct vv_orset *s, const struct orset_msg *m)
+{
+    for (size_t k = 0; k < m->nkeep; k++)
+        if (!ctx_has(&s->ctx, &m->keep[k]))
+            return VV_ECRDT_CAUSALITY;
+    const struct vv_orset *t = &m->s;
+    /* What no peer would decode is refused (the bounds are upper bounds of the result). */
+    if (s->len + t->len > VV_CRDT_MAX_ELEMENTS ||
+        s->ctx.ncloud + t->ctx.ncloud > VV_CRDT_MAX_ELEMENTS ||
+        s->idx.n + total_dots(t) > VV_CRDT_MAX_ELEMENTS)
+        return VV_ELIMIT;
+    if (t->len <= TARGETED_MAX_ITEMS && ctx_small(&t->ctx, TARGETED_MAX_ITEMS))
+        join_targeted(s, m);
+    else
+        join_walk(s, m);
     return 0;
 }
 
@@ -558,14 +766,12 @@ int vv_orset_add(struct vv_orset *s, uint64_t replica, const json_t *value, uint
     mine[0] = nd;
     if (found) {
         vv_free(val);
-        vv_free(s->e[i].dots);
-        s->e[i].dots = mine;
-        s->e[i].ndots = 1;
     } else {
         set_push(s, (struct elem){0}); /* room for one more */
         memmove(&s->e[i + 1], &s->e[i], (s->len - 1 - i) * sizeof(*s->e));
-        s->e[i] = (struct elem){.val = val, .len = len, .ndots = 1, .dots = mine};
+        s->e[i] = (struct elem){.val = val, .len = len};
     }
+    elem_set_dots(s, &s->e[i], mine, 1);
     ctx_add(&s->ctx, &nd);
     return 0;
 }
@@ -587,6 +793,7 @@ int vv_orset_remove(struct vv_orset *s, const json_t *value, uint8_t **delta, si
     encode_and_free(&d, delta, delta_len);
     /* Its effect here: the element goes; its dots are in the context already. */
     if (found) {
+        elem_set_dots(s, &s->e[i], NULL, 0);
         elem_free(&s->e[i]);
         memmove(&s->e[i], &s->e[i + 1], (s->len - i - 1) * sizeof(*s->e));
         s->len--;
@@ -649,6 +856,7 @@ int vv_orset_decode(const uint8_t *buf, size_t len, struct vv_orset **out)
     }
     *out = vv_xmalloc(sizeof(**out));
     **out = m.s;
+    idx_rebuild(*out);
     return 0;
 }
 

@@ -76,6 +76,48 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         vv_lwwmap_delete(s, &clock, 1001, path, 1, NULL, NULL);
     });
 
+    /* A decoded OR-Set answers its own state vector with an update that changes nothing,
+     * and keeps working under local operations (its dot index is built from the bytes). */
+    struct vv_orset *os = NULL;
+    if (vv_orset_decode(data, size, &os) == 0) {
+        struct vv_crdt_sv osv = {0};
+        uint8_t *d, *e1, *e2;
+        size_t dl, l1, l2;
+        vv_orset_state_vector(os, &osv);
+        vv_orset_delta_since(os, &osv, &d, &dl);
+        vv_orset_encode(os, &e1, &l1);
+        if (vv_orset_apply(os, d, dl) != 0)
+            abort();
+        vv_orset_encode(os, &e2, &l2);
+        same_or_die(e1, l1, e2, l2);
+        json_t *all = vv_orset_to_json(os);
+        size_t i;
+        json_t *el;
+        json_array_foreach(all, i, el)
+        {
+            if (i % 2 && vv_orset_remove(os, el, NULL, NULL) != 0)
+                abort();
+        }
+        /* May be refused (a counter at the end of its range, the element limit): fine. */
+        (void)vv_orset_add(os, 77, v2, NULL, NULL);
+        json_decref(all);
+        vv_free(d);
+        vv_free(e1);
+        vv_free(e2);
+        vv_crdt_sv_clear(&osv);
+        vv_orset_free(os);
+    }
+    /* A decoded map keeps working under local writes. */
+    struct vv_lwwmap *lm = NULL;
+    if (vv_lwwmap_decode(data, size, &lm) == 0) {
+        struct vv_hlc c2;
+        vv_hlc_init(&c2, 5);
+        vv_lwwmap_set(lm, &c2, 2000000000000ULL, path, 2, v2, NULL, NULL);
+        vv_lwwmap_delete(lm, &c2, 2000000000001ULL, path, 1, NULL, NULL);
+        vv_lwwmap_compact(lm, 2000000000002ULL);
+        vv_lwwmap_free(lm);
+    }
+
     struct vv_crdt_sv sv = {0};
     if (vv_crdt_sv_decode(data, size, &sv) == 0) {
         uint8_t *e;

@@ -320,6 +320,39 @@ static void test_limits_and_hostile_encodings(void **state)
     vv_lwwmap_free(m);
 }
 
+static void test_merge_in_memory_equals_applying_the_encoding(void **state)
+{
+    (void)state;
+    struct vv_lwwmap *a = vv_lwwmap_new(), *b = vv_lwwmap_new(), *c = vv_lwwmap_new();
+    struct vv_hlc ca, cb;
+    vv_hlc_init(&ca, 1);
+    vv_hlc_init(&cb, 2);
+    const char *doc[] = {"doc"}, *dx[] = {"doc", "x"}, *dy[] = {"doc", "y"}, *z[] = {"z"};
+    struct upd mk;
+    assert_int_equal(vv_lwwmap_set_map(a, &ca, 10, doc, 1, &mk.b, &mk.n), 0);
+    assert_int_equal(vv_lwwmap_apply(b, mk.b, mk.n), 0);
+    vv_free(mk.b);
+    vv_free(set_int(a, &ca, 20, dx, 2, 1).b);
+    vv_free(set_int(b, &cb, 21, dy, 2, 2).b);
+    vv_free(set_int(b, &cb, 22, z, 1, 3).b);
+    assert_int_equal(vv_lwwmap_delete(a, &ca, 23, z, 1, NULL, NULL), 0);
+    uint8_t *e;
+    size_t el;
+    vv_lwwmap_encode(a, &e, &el);
+    assert_int_equal(vv_lwwmap_apply(c, e, el), 0);
+    vv_free(e);
+    vv_lwwmap_encode(b, &e, &el);
+    assert_int_equal(vv_lwwmap_apply(c, e, el), 0);
+    vv_free(e);
+    assert_int_equal(vv_lwwmap_merge(b, a), 0);
+    assert_int_equal(vv_lwwmap_merge(b, b), 0);
+    assert_same_state(b, c);
+    assert_json_text(b, "{\"doc\":{\"x\":1,\"y\":2}}");
+    vv_lwwmap_free(a);
+    vv_lwwmap_free(b);
+    vv_lwwmap_free(c);
+}
+
 /* ---- convergence -------------------------------------------------------------------------- */
 
 struct rep {
@@ -393,6 +426,7 @@ int main(void)
         cmocka_unit_test(test_compaction_drops_old_tombstones),
         cmocka_unit_test(test_encoding_is_byte_exact),
         cmocka_unit_test(test_limits_and_hostile_encodings),
+        cmocka_unit_test(test_merge_in_memory_equals_applying_the_encoding),
         cmocka_unit_test(test_random_delivery_converges),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);

@@ -297,6 +297,42 @@ static void test_hostile_encodings_are_rejected_without_change(void **state)
     vv_orset_free(s);
 }
 
+static void test_merge_in_memory_equals_applying_the_encoding(void **state)
+{
+    (void)state;
+    struct vv_orset *a = vv_orset_new(), *b = vv_orset_new(), *c = vv_orset_new();
+    struct upd shared = add_str(a, 1, "shared");
+    assert_int_equal(vv_orset_apply(b, shared.b, shared.n), 0);
+    assert_int_equal(vv_orset_apply(c, shared.b, shared.n), 0);
+    vv_free(shared.b);
+    vv_free(add_str(a, 1, "only-a").b);
+    vv_free(add_str(b, 2, "only-b").b);
+    vv_free(remove_str(b, "shared").b);
+    vv_free(add_str(c, 3, "only-c").b);
+    /* c takes a by encoding then b by encoding; a takes c and b in memory. */
+    uint8_t *e;
+    size_t el;
+    vv_orset_encode(a, &e, &el);
+    assert_int_equal(vv_orset_apply(c, e, el), 0);
+    vv_free(e);
+    vv_orset_encode(b, &e, &el);
+    assert_int_equal(vv_orset_apply(c, e, el), 0);
+    vv_free(e);
+    assert_int_equal(vv_orset_merge(a, b), 0);
+    assert_int_equal(vv_orset_merge(a, c), 0);
+    assert_int_equal(vv_orset_merge(a, a), 0);
+    assert_same_state(a, c);
+    assert_false(has_str(a, "shared"));
+    assert_true(has_str(a, "only-a") && has_str(a, "only-b") && has_str(a, "only-c"));
+    /* The merged state keeps working: a remove of an element merged in. */
+    vv_free(remove_str(a, "only-b").b);
+    assert_false(has_str(a, "only-b"));
+    assert_int_equal(vv_orset_size(a), 2);
+    vv_orset_free(a);
+    vv_orset_free(b);
+    vv_orset_free(c);
+}
+
 /* ---- convergence -------------------------------------------------------------------------- */
 
 static void *os_create(void)
@@ -330,6 +366,27 @@ static void os_op(void *o, unsigned r, uint64_t now, uint64_t *rng, uint8_t **d,
     else
         assert_int_equal(vv_orset_add(o, prop_replica_id(r), v, d, dl), 0);
     json_decref(v);
+}
+
+/* A wide universe: sets of hundreds of elements, so the dot index grows, collides and
+ * shifts entries back on removal, and full-state merges take the merge-walk path. */
+static void os_op_wide(void *o, unsigned r, uint64_t now, uint64_t *rng, uint8_t **d, size_t *dl)
+{
+    (void)now;
+    json_t *v = json_integer((json_int_t)prop_below(rng, 600));
+    if (prop_below(rng, 3) == 0)
+        assert_int_equal(vv_orset_remove(o, v, d, dl), 0);
+    else
+        assert_int_equal(vv_orset_add(o, prop_replica_id(r), v, d, dl), 0);
+    json_decref(v);
+}
+
+static void test_large_sets_converge(void **state)
+{
+    (void)state;
+    const struct prop_type t = {os_create, os_destroy, os_apply, os_encode, os_json, os_op_wide};
+    for (uint64_t seed = 100; seed < 104; seed++)
+        prop_run(&t, 3 + (unsigned)(seed % 3), 3000, seed);
 }
 
 static void test_random_delivery_converges(void **state)
@@ -408,7 +465,9 @@ int main(void)
         cmocka_unit_test(test_many_add_remove_cycles_leave_no_tombstones),
         cmocka_unit_test(test_delta_since_carries_adds_and_removes),
         cmocka_unit_test(test_hostile_encodings_are_rejected_without_change),
+        cmocka_unit_test(test_merge_in_memory_equals_applying_the_encoding),
         cmocka_unit_test(test_random_delivery_converges),
+        cmocka_unit_test(test_large_sets_converge),
         cmocka_unit_test(test_state_vector_sync_converges),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);

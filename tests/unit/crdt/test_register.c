@@ -167,6 +167,58 @@ static void test_hostile_encodings_are_rejected_without_change(void **state)
     vv_lwwreg_free(r);
 }
 
+static void test_winner_is_the_write_with_the_greatest_timestamp(void **state)
+{
+    (void)state;
+    /* Four writers with skewed, sometimes backwards clocks; a reader that gets every update
+     * in a random order must end with exactly the greatest-timestamp write. */
+    uint64_t rng = 7;
+    struct vv_lwwreg *w[4], *reader = vv_lwwreg_new();
+    struct vv_hlc c[4];
+    struct upd u[200];
+    struct vv_crdt_ts best = {0, 0};
+    int best_i = -1;
+    for (int i = 0; i < 4; i++) {
+        w[i] = vv_lwwreg_new();
+        vv_hlc_init(&c[i], prop_replica_id((unsigned)i));
+    }
+    for (int k = 0; k < 200; k++) {
+        unsigned r = (unsigned)prop_below(&rng, 4);
+        uint64_t phys = 100000 + r * 3 + prop_below(&rng, 50); /* jitters back and forth */
+        json_t *v = json_integer(k);
+        assert_int_equal(vv_lwwreg_set(w[r], &c[r], phys, v, &u[k].b, &u[k].n), 0);
+        json_decref(v);
+        struct vv_crdt_ts ts;
+        assert_true(vv_lwwreg_timestamp(w[r], &ts));
+        if (vv_crdt_ts_cmp(&ts, &best) > 0) {
+            best = ts;
+            best_i = k;
+        }
+        /* Sometimes a writer hears of another's write. */
+        if (prop_below(&rng, 3) == 0)
+            assert_int_equal(vv_lwwreg_apply(w[prop_below(&rng, 4)], u[k].b, u[k].n), 0);
+    }
+    for (int k = 199; k > 0; k--) {
+        int j = (int)prop_below(&rng, (uint64_t)k + 1);
+        struct upd t = u[k];
+        u[k] = u[j];
+        u[j] = t;
+    }
+    for (int k = 0; k < 200; k++)
+        assert_int_equal(vv_lwwreg_apply(reader, u[k].b, u[k].n), 0);
+    json_t *got = vv_lwwreg_to_json(reader);
+    assert_int_equal(json_integer_value(got), best_i);
+    json_decref(got);
+    struct vv_crdt_ts ts;
+    assert_true(vv_lwwreg_timestamp(reader, &ts));
+    assert_int_equal(vv_crdt_ts_cmp(&ts, &best), 0);
+    for (int k = 0; k < 200; k++)
+        vv_free(u[k].b);
+    for (int i = 0; i < 4; i++)
+        vv_lwwreg_free(w[i]);
+    vv_lwwreg_free(reader);
+}
+
 /* ---- convergence -------------------------------------------------------------------------- */
 
 struct rep {
@@ -221,6 +273,7 @@ int main(void)
         cmocka_unit_test(test_later_write_wins_in_any_order),
         cmocka_unit_test(test_encoding_is_byte_exact),
         cmocka_unit_test(test_hostile_encodings_are_rejected_without_change),
+        cmocka_unit_test(test_winner_is_the_write_with_the_greatest_timestamp),
         cmocka_unit_test(test_random_delivery_converges),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
