@@ -276,6 +276,58 @@ static void test_wrong_identity_is_refused(void **state)
     finish(&loop);
 }
 
+static void test_ipv6(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct tnode a, b;
+    tnode_init(&a, &loop, NULL);
+    tnode_init(&b, &loop, NULL);
+    /* A third net listening on [::1]: where the machine has no IPv6 loopback, say so. */
+    struct vv_net_config cfg;
+    vv_net_config_defaults(&cfg);
+    cfg.listen = "[::1]:0";
+    uint8_t hello[64];
+    size_t hl;
+    assert_int_equal(vv_net_hello_encode(3, 5, "[::1]:1", "", hello, sizeof(hello), &hl), 0);
+    cfg.hello = hello;
+    cfg.hello_len = hl;
+    char err[256];
+    struct vv_session_keys keys;
+    vv_session_keys_init(&keys, &a.id);
+    struct vv_env_uv *envu = vv_env_uv_new(&loop, &a.id);
+    vv_env_set_channel(vv_env_uv_env(envu), VV_CHANNEL_TEST, on_recv, on_peer, &a);
+    struct vv_net *v6 = vv_net_new(&loop, &keys, envu, &cfg, err, sizeof(err));
+    assert_non_null(v6);
+    if (vv_net_listen(v6, err, sizeof(err)) != 0) {
+        fprintf(stderr, "SKIP test_ipv6: %s\n", err);
+    } else {
+        char addr[64];
+        snprintf(addr, sizeof(addr), "[::1]:%u", vv_net_bound_port(v6));
+        assert_int_equal(vv_net_connect(b.net, a.id.node_id, addr), 0);
+        int outcomes = 0;
+        for (int i = 0; i < 250 && outcomes == 0; i++) {
+            run_for(&loop, 20);
+            outcomes = b.dial_ok + b.dial_failed;
+        }
+        if (b.dial_failed)
+            fail_msg("dial to %s failed: %s", addr, b.dial_why);
+        assert_true(run_until(&loop, &b.ups, 1, 5000));
+        struct vv_net_conn_info ci;
+        assert_int_equal(vv_net_info(b.net, a.id.node_id, &ci), 0);
+        assert_string_equal(ci.remote, addr);
+        assert_int_equal(vv_net_info(v6, b.id.node_id, &ci), 0);
+        assert_true(strncmp(ci.remote, "[::1]:", 6) == 0);
+    }
+    vv_net_close(v6);
+    vv_env_uv_close(envu);
+    vv_session_keys_clear(&keys);
+    tnode_close(&a);
+    tnode_close(&b);
+    finish(&loop);
+}
+
 static void test_dial_by_name_resolves(void **state)
 {
     (void)state;
@@ -533,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_connect_and_exchange_frames),
         cmocka_unit_test(test_wrong_identity_is_refused),
         cmocka_unit_test(test_dial_by_name_resolves),
+        cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_simultaneous_dials_keep_one_connection),
         cmocka_unit_test(test_half_open_limit_and_handshake_deadline),
         cmocka_unit_test(test_queue_bound_and_nothing_accepted_is_lost),
