@@ -119,6 +119,11 @@ void vv_connmgr_protect(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES
 /* Dials a peer now (ignoring backoff), or disconnects one. */
 int vv_connmgr_connect(struct vv_connmgr *cm, const uint8_t *id, const char *address);
 int vv_connmgr_disconnect(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES]);
+/* The transport tells that a dial to address failed before any identity was learned (a
+ * refused connection, a failed handshake, a name that does not resolve): the peer backs off
+ * now rather than at the manager's dial deadline. Dials to a known ID are reported as that
+ * peer going down instead. */
+void vv_connmgr_dial_failed(struct vv_connmgr *cm, const char *address);
 
 uint32_t vv_connmgr_connected_count(const struct vv_connmgr *cm);
 uint32_t vv_connmgr_known_count(const struct vv_connmgr *cm);

@@ -533,6 +533,19 @@ static void on_peer(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], bool
     }
 }
 
+void vv_connmgr_dial_failed(struct vv_connmgr *cm, const char *address)
+{
+    struct peer *p = address != NULL ? find_by_address(cm, address) : NULL;
+    if (p == NULL || !p->pub.dialing || p->pub.connected)
+        return;
+    uint64_t now = vv_env_now(cm->env);
+    p->pub.dialing = false;
+    cm->dialing--;
+    p->pub.failures++;
+    cm->stats.dial_failures++;
+    p->pub.next_dial_ms = now + backoff_ms(cm, p->pub.failures);
+}
+
 /* ---- the periodic policy pass ----------------------------------------------------------- */
 
 static void start_dial(struct vv_connmgr *cm, struct peer *p, uint64_t now)

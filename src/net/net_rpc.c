@@ -217,8 +217,11 @@ static struct vv_rpc_answer peers_connect(struct vv_rpc_request *req, json_t *pa
 static void on_dial(void *arg, const char *address, const uint8_t *node_id, const char *why)
 {
     struct vv_net_module *m = arg;
-    if (node_id == NULL)
+    if (node_id == NULL) {
         vv__net_dial_failed(m, address, why);
+        if (m->connmgr)
+            vv_connmgr_dial_failed(m->connmgr, address);
+    }
     struct vv__net_pending **pp = &m->pending;
     while (*pp) {
         struct vv__net_pending *p = *pp;
