@@ -819,6 +819,56 @@ static void test_compaction_drops_deleted_text_and_changes_nothing_else(void **s
     vv_crdt_seq_free(fresh);
 }
 
+/*
+ * Why compaction keeps tombstone ids: after every replica has every item and every deletion
+ * (all state vectors equal, all texts equal), a new local insert still names a tombstone, as
+ * its right origin (the item right after its left origin, tombstones included). A replica
+ * without that tombstone cannot integrate the insert.
+ */
+static void test_new_inserts_still_name_tombstones_every_replica_has_seen(void **state)
+{
+    (void)state;
+    struct vv_crdt_seq *a = vv_crdt_seq_new(1), *b = vv_crdt_seq_new(2),
+                       *only_a = vv_crdt_seq_new(3);
+    uint8_t *u;
+    size_t ul;
+    assert_int_equal(vv_crdt_seq_insert(a, 0, "ac", 2, &u, &ul), 0);
+    assert_int_equal(vv_crdt_seq_apply(only_a, u, ul), 0); /* has a's items, none of b's */
+    vv_free(u);
+    sync2(a, b);
+    ins(b, 1, "b"); /* b's item 0, between 'a' and 'c' */
+    sync2(a, b);
+    del(a, 1, 1); /* 'b' becomes a tombstone */
+    sync2(a, b);
+    uint8_t *sva, *svb;
+    size_t la, lb;
+    vv_crdt_seq_state_vector(a, &sva, &la);
+    vv_crdt_seq_state_vector(b, &svb, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(sva, svb, la); /* both have seen everything */
+    expect_text(a, "ac");
+    expect_text(b, "ac");
+    vv_crdt_seq_compact(a, NULL);
+    vv_crdt_seq_compact(b, NULL);
+    /* Control: a types at the end (origins 'c' and none); the replica without b's items
+     * integrates it. */
+    assert_int_equal(vv_crdt_seq_insert(a, 2, "Y", 1, &u, &ul), 0);
+    assert_int_equal(vv_crdt_seq_apply(only_a, u, ul), 0);
+    assert_int_equal(vv_crdt_seq_apply(b, u, ul), 0);
+    vv_free(u);
+    /* a types after 'a': left origin 'a', right origin the tombstone 'b'. */
+    assert_int_equal(vv_crdt_seq_insert(a, 1, "X", 1, &u, &ul), 0);
+    assert_int_equal(vv_crdt_seq_apply(only_a, u, ul), VV_ECRDT_CAUSALITY);
+    assert_int_equal(vv_crdt_seq_apply(b, u, ul), 0);
+    expect_text(b, "aXcY");
+    vv_free(u);
+    vv_free(sva);
+    vv_free(svb);
+    vv_crdt_seq_free(a);
+    vv_crdt_seq_free(b);
+    vv_crdt_seq_free(only_a);
+}
+
 /* An empty document and one whose every character is deleted compact and keep working. */
 static void test_compaction_of_empty_and_fully_deleted_documents(void **state)
 {
@@ -1105,6 +1155,7 @@ int main(void)
         cmocka_unit_test(test_replicas_converge_with_random_compactions),
         cmocka_unit_test(test_compaction_drops_deleted_text_and_changes_nothing_else),
         cmocka_unit_test(test_compaction_of_empty_and_fully_deleted_documents),
+        cmocka_unit_test(test_new_inserts_still_name_tombstones_every_replica_has_seen),
         cmocka_unit_test(test_hostile_updates_are_refused_by_a_compacted_document),
         cmocka_unit_test(test_matches_a_naive_yjsmod_reference),
     };
