@@ -869,6 +869,44 @@ static void test_new_inserts_still_name_tombstones_every_replica_has_seen(void *
     vv_crdt_seq_free(only_a);
 }
 
+/*
+ * Tombstones with consecutive ids, adjacent in the document, whose right origins differ are
+ * not one run: compaction must keep both (the encoding, and so every peer, would see the
+ * second one's right origin change).
+ */
+static void test_compaction_keeps_adjacent_tombstones_with_different_origins(void **state)
+{
+    (void)state;
+    struct vv_crdt_seq *a = vv_crdt_seq_new(1), *b = vv_crdt_seq_new(2);
+    ins(a, 0, "a"); /* a:0, right origin none */
+    sync2(a, b);
+    ins(b, 1, "Z"); /* after 'a' */
+    sync2(a, b);
+    ins(a, 1, "b"); /* a:1, left origin 'a', right origin 'Z': "abZ" */
+    sync2(a, b);
+    expect_text(a, "abZ");
+    del(a, 0, 2);
+    sync2(a, b);
+    size_t runs = vv_crdt_seq_run_count(a);
+    assert_int_equal(runs, 3);
+    vv_crdt_seq_compact(a, NULL);
+    assert_int_equal(vv_crdt_seq_run_count(a), runs);
+    expect_same(a, b);
+    /* later concurrent inserts around the tombstones integrate the same on both */
+    uint8_t *ua, *ub;
+    size_t la, lb;
+    assert_int_equal(vv_crdt_seq_insert(a, 0, "m", 1, &ua, &la), 0);
+    assert_int_equal(vv_crdt_seq_insert(b, 0, "n", 1, &ub, &lb), 0);
+    assert_int_equal(vv_crdt_seq_apply(a, ub, lb), 0);
+    assert_int_equal(vv_crdt_seq_apply(b, ua, la), 0);
+    vv_crdt_seq_compact(b, NULL);
+    expect_same(a, b);
+    vv_free(ua);
+    vv_free(ub);
+    vv_crdt_seq_free(a);
+    vv_crdt_seq_free(b);
+}
+
 /* An empty document and one whose every character is deleted compact and keep working. */
 static void test_compaction_of_empty_and_fully_deleted_documents(void **state)
 {
@@ -1016,9 +1054,9 @@ static void rexpect_text(struct vv_crdt_seq *real, const struct rdoc *d)
     expect_text(real, want);
 }
 
-static void test_matches_a_naive_yjsmod_reference(void **state)
+/* With `compact`, the real replicas compact at random moments; nothing may change. */
+static void reference_run(bool compact)
 {
-    (void)state;
     enum { NREP = 3, MAXMSG = 256 };
     for (uint64_t seed = 1; seed <= 40; seed++) {
         rng_state = seed * 0x2545F4914F6CDD1DULL;
@@ -1039,6 +1077,10 @@ static void test_matches_a_naive_yjsmod_reference(void **state)
         for (int step = 0; step < 160; step++) {
             int who = (int)rnd_below(NREP);
             struct rdoc *d = &ref[who];
+            if (compact && rnd_below(6) == 0) {
+                vv_crdt_seq_compact(real[who], NULL);
+                rexpect_text(real[who], d);
+            }
             int vis = 0;
             for (int i = 0; i < d->n; i++)
                 vis += !d->it[i].deleted;
@@ -1136,6 +1178,18 @@ static void test_matches_a_naive_yjsmod_reference(void **state)
     }
 }
 
+static void test_matches_a_naive_yjsmod_reference(void **state)
+{
+    (void)state;
+    reference_run(false);
+}
+
+static void test_compacting_replicas_still_match_the_reference(void **state)
+{
+    (void)state;
+    reference_run(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1155,9 +1209,11 @@ int main(void)
         cmocka_unit_test(test_replicas_converge_with_random_compactions),
         cmocka_unit_test(test_compaction_drops_deleted_text_and_changes_nothing_else),
         cmocka_unit_test(test_compaction_of_empty_and_fully_deleted_documents),
+        cmocka_unit_test(test_compaction_keeps_adjacent_tombstones_with_different_origins),
         cmocka_unit_test(test_new_inserts_still_name_tombstones_every_replica_has_seen),
         cmocka_unit_test(test_hostile_updates_are_refused_by_a_compacted_document),
         cmocka_unit_test(test_matches_a_naive_yjsmod_reference),
+        cmocka_unit_test(test_compacting_replicas_still_match_the_reference),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
