@@ -90,4 +90,26 @@ int vv_crdt_seq_merge(struct vv_crdt_seq *dst, struct vv_crdt_seq *src);
 /* Number of runs (tree nodes) the document holds: for tests and benchmarks. */
 size_t vv_crdt_seq_run_count(const struct vv_crdt_seq *d);
 
+/* Bytes the document's structures hold (runs, seq indexes, agents, text array capacity),
+ * not counting the allocator's per-block overhead: for tests and benchmarks. */
+size_t vv_crdt_seq_mem_bytes(const struct vv_crdt_seq *d);
+
+struct vv_crdt_seq_compact_stats {
+    size_t runs_before, runs_after;   /* tree nodes */
+    size_t chars_before, chars_after; /* code points kept in the text array */
+    size_t bytes_before, bytes_after; /* vv_crdt_seq_mem_bytes */
+};
+
+/*
+ * Compacts the document in memory: drops the text of deleted items (only visible text stays,
+ * in document order), merges adjacent runs that continue each other (tombstones included, as
+ * Yjs merges deleted items), repacks the seq indexes and trims every array to its size. Ids,
+ * origins and tombstones all stay: the content, the state vector, every encoding
+ * (vv_crdt_seq_encode_state gives the same bytes before and after) and every future update's
+ * outcome are unchanged, so it may run at any time on any replica, without coordination.
+ * Tombstone ids are not collected: docs/crdt.md ("Compaction") explains why that is not safe
+ * under this algorithm, whatever the peers' state vectors say. `out` may be NULL.
+ */
+void vv_crdt_seq_compact(struct vv_crdt_seq *d, struct vv_crdt_seq_compact_stats *out);
+
 #endif

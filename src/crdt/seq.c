@@ -796,3 +796,93 @@ void vv__seq_integrate(struct vv_crdt_seq *d, uint32_t agent, uint32_t seq, uint
         prev = prev_run(dest_run);
     place(d, prev, agent, seq, len, ol, orr, coff, deleted);
 }
+
+/* ---- compaction ------------------------------------------------------------------------- */
+
+size_t vv_crdt_seq_mem_bytes(const struct vv_crdt_seq *d)
+{
+    size_t n = sizeof(*d) + d->nruns * sizeof(run_t) + d->cap_chars * sizeof(uint32_t) +
+               d->cap_agents * (sizeof(struct vv__seq_agent) + sizeof(uint32_t));
+    for (uint32_t i = 0; i < d->nagents; i++)
+        n += d->agents[i].cap_blocks * sizeof(struct vv__seq_idx_block *) +
+             d->agents[i].nblocks * sizeof(struct vv__seq_idx_block);
+    return n;
+}
+
+/* Rewrites an agent's index without the runs marked absorbed (len 0), in full blocks. */
+static void idx_repack(struct vv__seq_agent *a)
+{
+    struct vv__seq_idx_block **nb = NULL;
+    uint32_t nn = 0, cap = 0;
+    for (uint32_t bi = 0; bi < a->nblocks; bi++) {
+        struct vv__seq_idx_block *b = a->blocks[bi];
+        for (uint32_t ei = 0; ei < b->n; ei++) {
+            if (b->run[ei]->len == 0)
+                continue;
+            if (nn == 0 || nb[nn - 1]->n == VV__SEQ_IDX_BLOCK) {
+                if (nn == cap) {
+                    cap = cap ? cap * 2 : 1;
+                    nb = vv_xrealloc(nb, cap * sizeof(*nb));
+                }
+                nb[nn] = vv_xmalloc(sizeof(**nb));
+                nb[nn++]->n = 0;
+            }
+            struct vv__seq_idx_block *t = nb[nn - 1];
+            t->seq[t->n] = b->seq[ei];
+            t->run[t->n++] = b->run[ei];
+        }
+        vv_free(b);
+    }
+    vv_free(a->blocks);
+    a->blocks = nb; /* NULL when the agent has no items */
+    a->nblocks = nn;
+    a->cap_blocks = cap;
+}
+
+void vv_crdt_seq_compact(struct vv_crdt_seq *d, struct vv_crdt_seq_compact_stats *out)
+{
+    struct vv_crdt_seq_compact_stats st = {.runs_before = d->nruns,
+                                           .chars_before = d->nchars,
+                                           .bytes_before = vv_crdt_seq_mem_bytes(d)};
+    size_t n = d->nruns, kept = 0, i = 0;
+    run_t **all = vv_xmalloc((n ? n : 1) * sizeof(*all));
+    run_t **keep = vv_xmalloc((n ? n : 1) * sizeof(*keep));
+    size_t nvis = vv_crdt_seq_len(d);
+    uint32_t *chars = vv_xmalloc((nvis ? nvis : 1) * sizeof(uint32_t));
+    uint32_t nc = 0;
+    for (run_t *x = vv__seq_first(d); x; x = vv__seq_next(x))
+        all[i++] = x;
+    /* In document order: the visible text is copied in that order, so runs that continue
+     * each other also become contiguous in the new array, and merge. */
+    for (i = 0; i < n; i++) {
+        run_t *x = all[i];
+        if (!x->deleted) {
+            memcpy(chars + nc, d->chars + x->coff, x->len * sizeof(uint32_t));
+            x->coff = nc;
+            nc += x->len;
+        }
+        if (kept > 0 && continues(keep[kept - 1], x)) {
+            keep[kept - 1]->len += x->len;
+            x->len = 0; /* absorbed: leaves the indexes, then is freed */
+        } else {
+            keep[kept++] = x;
+        }
+    }
+    for (uint32_t a = 0; a < d->nagents; a++)
+        idx_repack(&d->agents[a]);
+    for (i = 0; i < n; i++)
+        if (all[i]->len == 0)
+            vv_free(all[i]);
+    vv__seq_build(d, keep, kept); /* balanced again */
+    vv_free(d->chars);
+    d->chars = chars;
+    d->nchars = nc;
+    d->cap_chars = nvis ? nvis : 1;
+    vv_free(all);
+    vv_free(keep);
+    st.runs_after = d->nruns;
+    st.chars_after = d->nchars;
+    st.bytes_after = vv_crdt_seq_mem_bytes(d);
+    if (out)
+        *out = st;
+}

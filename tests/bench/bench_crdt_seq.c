@@ -5,6 +5,9 @@
  * to load it into a fresh document (median of 5), and CPU time to merge two replicas that each
  * replayed the whole trace independently under different replica ids (median of 5). "exact"
  * means the final text equals endContent and the loaded document equals the original.
+ * Then compaction (vv_crdt_seq_compact) of the replayed document: its CPU time (median of 5,
+ * each on a fresh replay), the structures' bytes before and after (vv_crdt_seq_mem_bytes) and
+ * the encoded size after it; "exact" also requires the same text and encoded state after.
  *
  * usage: bench_crdt_seq [TRACE.json.gz...]   (default: every trace in
  * $VIVIM_SHARED_DATA/editing-traces)
@@ -153,11 +156,31 @@ static void bench_trace(const char *path)
     if (merged_len != 2 * vv_crdt_seq_len(doc))
         exact = false;
 
+    double t_compact[RUNS];
+    struct vv_crdt_seq_compact_stats cs = {0};
+    for (int r = 0; r < RUNS; r++) {
+        struct vv_crdt_seq *c = replay(1, p, n);
+        double t0 = cpu_ms();
+        vv_crdt_seq_compact(c, &cs);
+        t_compact[r] = cpu_ms() - t0;
+        vv_crdt_seq_free(c);
+    }
+    uint8_t *cenc;
+    size_t cenc_len;
+    vv_crdt_seq_compact(doc, NULL);
+    vv_crdt_seq_encode_state(doc, &cenc, &cenc_len);
+    char *ctext = vv_crdt_seq_text(doc, NULL);
+    if (strcmp(ctext, end) != 0 || cenc_len != enc_len || memcmp(cenc, enc, enc_len) != 0)
+        exact = false;
+    vv_free(ctext);
+    vv_free(cenc);
+
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
-    printf("| %.*s | vivimd | %.1f | %zu | %.2f | %.1f | %s |\n",
+    printf("| %.*s | vivimd | %.1f | %zu | %.2f | %.1f | %.2f | %zu -> %zu | %zu | %s |\n",
            (int)(strlen(base) - (strstr(base, ".json.gz") ? 8 : 0)), base, median(t_replay, RUNS),
-           enc_len, median(t_load, RUNS), median(t_merge, RUNS), exact ? "exact" : "WRONG");
+           enc_len, median(t_load, RUNS), median(t_merge, RUNS), median(t_compact, RUNS),
+           cs.bytes_before, cs.bytes_after, cenc_len, exact ? "exact" : "WRONG");
     fflush(stdout);
     vv_free(enc);
     vv_crdt_seq_free(doc);
@@ -169,7 +192,8 @@ int main(int argc, char **argv)
 {
     printf(
         "| trace | implementation | replay ms (CPU, median) | encoded bytes | load ms | merge ms "
-        "| final text |\n| --- | --- | ---: | ---: | ---: | ---: | --- |\n");
+        "| compact ms | memory bytes before -> after compact | encoded bytes after compact "
+        "| final text |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
             bench_trace(argv[i]);

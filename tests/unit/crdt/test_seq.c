@@ -375,11 +375,19 @@ static void test_state_round_trips_through_the_encoding(void **state)
 
 /* ---- hostile input ------------------------------------------------------------------------ */
 
+static bool hostile_on_compacted; /* apply_checked compacts the base document first */
+
 /* Applies buf to a copy of doc state `base`; returns rc and checks an error left it alone. */
 static int apply_checked(const uint8_t *base, size_t base_len, const uint8_t *buf, size_t len)
 {
     struct vv_crdt_seq *d = vv_crdt_seq_new(99);
     assert_int_equal(vv_crdt_seq_apply(d, base, base_len), 0);
+    if (hostile_on_compacted) {
+        /* tombstones with their text dropped, a compacted index and tree */
+        if (vv_crdt_seq_len(d) > 1)
+            assert_int_equal(vv_crdt_seq_delete(d, 0, 1, NULL, NULL), 0);
+        vv_crdt_seq_compact(d, NULL);
+    }
     uint8_t *before, *after;
     size_t bl, al;
     vv_crdt_seq_encode_state(d, &before, &bl);
@@ -489,6 +497,14 @@ static void test_hostile_updates_are_refused_without_change(void **state)
     vv_free(u);
     vv_crdt_seq_free(a);
     vv_crdt_seq_free(b);
+}
+
+/* The same hostile inputs against a compacted document: refused the same way, no change. */
+static void test_hostile_updates_are_refused_by_a_compacted_document(void **state)
+{
+    hostile_on_compacted = true;
+    test_hostile_updates_are_refused_without_change(state);
+    hostile_on_compacted = false;
 }
 
 /* ---- non-interleaving --------------------------------------------------------------------- */
@@ -613,7 +629,10 @@ static void random_edit(struct vv_crdt_seq *d, uint8_t **u, size_t *ul)
     }
 }
 
-static void converge_run(uint64_t seed, int nrep, int steps)
+/* With `compact`, replicas compact at random moments (and some at the end) while they edit
+ * and exchange updates, deltas and states; compacted and uncompacted ones must converge to
+ * the same encoded state. */
+static void converge_run(uint64_t seed, int nrep, int steps, bool compact)
 {
     rng_state = seed;
     struct vv_crdt_seq *r[5];
@@ -622,6 +641,15 @@ static void converge_run(uint64_t seed, int nrep, int steps)
         r[i] = vv_crdt_seq_new(rnd());
     for (int s = 0; s < steps; s++) {
         int who = (int)rnd_below((uint32_t)nrep);
+        if (compact && rnd_below(8) == 0) {
+            struct vv_crdt_seq_compact_stats st;
+            char *before = vv_crdt_seq_text(r[who], NULL);
+            vv_crdt_seq_compact(r[who], &st);
+            expect_text(r[who], before);
+            vv_free(before);
+            assert_int_equal(st.chars_after, vv_crdt_seq_len(r[who]));
+            assert_true(st.runs_after <= st.runs_before);
+        }
         uint32_t what = rnd_below(10);
         if (what < 6) {
             uint8_t *u;
@@ -666,6 +694,12 @@ static void converge_run(uint64_t seed, int nrep, int steps)
     }
     for (int i = 1; i < nrep; i++)
         expect_same(r[0], r[i]);
+    if (compact) {
+        for (int i = 0; i < nrep; i += 2)
+            vv_crdt_seq_compact(r[i], NULL);
+        for (int i = 1; i < nrep; i++)
+            expect_same(r[0], r[i]);
+    }
     for (int i = 0; i < nrep; i++)
         vv_crdt_seq_free(r[i]);
 }
@@ -675,8 +709,222 @@ static void test_replicas_converge_under_random_delivery(void **state)
     (void)state;
     for (uint64_t seed = 1; seed <= 24; seed++) {
         uint64_t s = seed * 0x9E3779B97F4A7C15ULL;
-        converge_run(s, 3 + (int)(seed % 3), 300);
+        converge_run(s, 3 + (int)(seed % 3), 300, false);
     }
+}
+
+static void test_replicas_converge_with_random_compactions(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 24; seed++) {
+        uint64_t s = seed * 0xD1B54A32D192ED03ULL;
+        converge_run(s, 3 + (int)(seed % 3), 400, true);
+    }
+}
+
+/*
+ * Compaction changes nothing observable: same text, state vector and encoded state; the
+ * deleted text leaves memory; a compacted replica and an uncompacted copy of it (same
+ * replica id) then make byte-identical updates for the same edits and accept the same ones.
+ */
+static void test_compaction_drops_deleted_text_and_changes_nothing_else(void **state)
+{
+    (void)state;
+    rng_state = 0xC0A1E5CE;
+    struct vv_crdt_seq *a = vv_crdt_seq_new(7), *peer = vv_crdt_seq_new(8);
+    for (int i = 0; i < 3000; i++) {
+        uint8_t *u;
+        size_t ul;
+        random_edit(a, &u, &ul);
+        vv_free(u);
+        if (i % 500 == 0) {
+            random_edit(peer, &u, &ul);
+            vv_free(u);
+            sync2(a, peer);
+        }
+    }
+    sync2(a, peer);
+    uint8_t *st0, *sv0;
+    size_t st0_len, sv0_len;
+    vv_crdt_seq_encode_state(a, &st0, &st0_len);
+    vv_crdt_seq_state_vector(a, &sv0, &sv0_len);
+    char *text0 = vv_crdt_seq_text(a, NULL);
+    struct vv_crdt_seq *copy = vv_crdt_seq_new(7);
+    assert_int_equal(vv_crdt_seq_apply(copy, st0, st0_len), 0);
+
+    struct vv_crdt_seq_compact_stats cs;
+    vv_crdt_seq_compact(a, &cs);
+    expect_text(a, text0);
+    assert_int_equal(cs.chars_after, vv_crdt_seq_len(a));
+    assert_true(cs.chars_before > cs.chars_after); /* random_edit deletes 3 times in 10 */
+    assert_true(cs.bytes_after < cs.bytes_before);
+    assert_int_equal(cs.bytes_after, vv_crdt_seq_mem_bytes(a));
+    assert_int_equal(cs.runs_after, vv_crdt_seq_run_count(a));
+    uint8_t *st1, *sv1;
+    size_t st1_len, sv1_len;
+    vv_crdt_seq_encode_state(a, &st1, &st1_len);
+    vv_crdt_seq_state_vector(a, &sv1, &sv1_len);
+    assert_int_equal(st1_len, st0_len);
+    assert_memory_equal(st1, st0, st0_len);
+    assert_int_equal(sv1_len, sv0_len);
+    assert_memory_equal(sv1, sv0, sv0_len);
+    /* Compacting twice changes nothing more. */
+    struct vv_crdt_seq_compact_stats cs2;
+    vv_crdt_seq_compact(a, &cs2);
+    assert_int_equal(cs2.runs_after, cs.runs_after);
+    assert_int_equal(cs2.chars_after, cs.chars_after);
+
+    /* Same edits on the compacted replica and its uncompacted copy: same updates. */
+    uint64_t saved = rng_state;
+    for (int i = 0; i < 400; i++) {
+        uint8_t *ua, *uc;
+        size_t la, lc;
+        rng_state = saved;
+        random_edit(a, &ua, &la);
+        rng_state = saved;
+        random_edit(copy, &uc, &lc);
+        saved = rng_state;
+        assert_int_equal(la, lc);
+        assert_memory_equal(ua, uc, la);
+        assert_int_equal(vv_crdt_seq_apply(peer, ua, la), 0);
+        vv_free(ua);
+        vv_free(uc);
+        if (i % 100 == 50)
+            vv_crdt_seq_compact(a, NULL);
+    }
+    expect_same(a, copy);
+    /* Deltas from the compacted replica bring an empty and a stale peer up to date. */
+    struct vv_crdt_seq *fresh = vv_crdt_seq_new(9);
+    assert_int_equal(vv_crdt_seq_merge(fresh, a), 0);
+    assert_int_equal(vv_crdt_seq_merge(peer, a), 0);
+    expect_same(fresh, copy);
+    expect_same(peer, copy);
+    /* ... and its deltas and updates reach it from the uncompacted side. */
+    uint8_t *u;
+    size_t ul;
+    assert_int_equal(vv_crdt_seq_insert(peer, 0, "peer", 4, &u, &ul), 0);
+    assert_int_equal(vv_crdt_seq_apply(a, u, ul), 0);
+    vv_free(u);
+    assert_int_equal(vv_crdt_seq_merge(copy, peer), 0);
+    expect_same(a, copy);
+
+    vv_free(st0);
+    vv_free(st1);
+    vv_free(sv0);
+    vv_free(sv1);
+    vv_free(text0);
+    vv_crdt_seq_free(a);
+    vv_crdt_seq_free(copy);
+    vv_crdt_seq_free(peer);
+    vv_crdt_seq_free(fresh);
+}
+
+/*
+ * Why compaction keeps tombstone ids: after every replica has every item and every deletion
+ * (all state vectors equal, all texts equal), a new local insert still names a tombstone, as
+ * its right origin (the item right after its left origin, tombstones included). A replica
+ * without that tombstone cannot integrate the insert.
+ */
+static void test_new_inserts_still_name_tombstones_every_replica_has_seen(void **state)
+{
+    (void)state;
+    struct vv_crdt_seq *a = vv_crdt_seq_new(1), *b = vv_crdt_seq_new(2),
+                       *only_a = vv_crdt_seq_new(3);
+    uint8_t *u;
+    size_t ul;
+    assert_int_equal(vv_crdt_seq_insert(a, 0, "ac", 2, &u, &ul), 0);
+    assert_int_equal(vv_crdt_seq_apply(only_a, u, ul), 0); /* has a's items, none of b's */
+    vv_free(u);
+    sync2(a, b);
+    ins(b, 1, "b"); /* b's item 0, between 'a' and 'c' */
+    sync2(a, b);
+    del(a, 1, 1); /* 'b' becomes a tombstone */
+    sync2(a, b);
+    uint8_t *sva, *svb;
+    size_t la, lb;
+    vv_crdt_seq_state_vector(a, &sva, &la);
+    vv_crdt_seq_state_vector(b, &svb, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(sva, svb, la); /* both have seen everything */
+    expect_text(a, "ac");
+    expect_text(b, "ac");
+    vv_crdt_seq_compact(a, NULL);
+    vv_crdt_seq_compact(b, NULL);
+    /* Control: a types at the end (origins 'c' and none); the replica without b's items
+     * integrates it. */
+    assert_int_equal(vv_crdt_seq_insert(a, 2, "Y", 1, &u, &ul), 0);
+    assert_int_equal(vv_crdt_seq_apply(only_a, u, ul), 0);
+    assert_int_equal(vv_crdt_seq_apply(b, u, ul), 0);
+    vv_free(u);
+    /* a types after 'a': left origin 'a', right origin the tombstone 'b'. */
+    assert_int_equal(vv_crdt_seq_insert(a, 1, "X", 1, &u, &ul), 0);
+    assert_int_equal(vv_crdt_seq_apply(only_a, u, ul), VV_ECRDT_CAUSALITY);
+    assert_int_equal(vv_crdt_seq_apply(b, u, ul), 0);
+    expect_text(b, "aXcY");
+    vv_free(u);
+    vv_free(sva);
+    vv_free(svb);
+    vv_crdt_seq_free(a);
+    vv_crdt_seq_free(b);
+    vv_crdt_seq_free(only_a);
+}
+
+/*
+ * Tombstones with consecutive ids, adjacent in the document, whose right origins differ are
+ * not one run: compaction must keep both (the encoding, and so every peer, would see the
+ * second one's right origin change).
+ */
+static void test_compaction_keeps_adjacent_tombstones_with_different_origins(void **state)
+{
+    (void)state;
+    struct vv_crdt_seq *a = vv_crdt_seq_new(1), *b = vv_crdt_seq_new(2);
+    ins(a, 0, "a"); /* a:0, right origin none */
+    sync2(a, b);
+    ins(b, 1, "Z"); /* after 'a' */
+    sync2(a, b);
+    ins(a, 1, "b"); /* a:1, left origin 'a', right origin 'Z': "abZ" */
+    sync2(a, b);
+    expect_text(a, "abZ");
+    del(a, 0, 2);
+    sync2(a, b);
+    size_t runs = vv_crdt_seq_run_count(a);
+    assert_int_equal(runs, 3);
+    vv_crdt_seq_compact(a, NULL);
+    assert_int_equal(vv_crdt_seq_run_count(a), runs);
+    expect_same(a, b);
+    /* later concurrent inserts around the tombstones integrate the same on both */
+    uint8_t *ua, *ub;
+    size_t la, lb;
+    assert_int_equal(vv_crdt_seq_insert(a, 0, "m", 1, &ua, &la), 0);
+    assert_int_equal(vv_crdt_seq_insert(b, 0, "n", 1, &ub, &lb), 0);
+    assert_int_equal(vv_crdt_seq_apply(a, ub, lb), 0);
+    assert_int_equal(vv_crdt_seq_apply(b, ua, la), 0);
+    vv_crdt_seq_compact(b, NULL);
+    expect_same(a, b);
+    vv_free(ua);
+    vv_free(ub);
+    vv_crdt_seq_free(a);
+    vv_crdt_seq_free(b);
+}
+
+/* An empty document and one whose every character is deleted compact and keep working. */
+static void test_compaction_of_empty_and_fully_deleted_documents(void **state)
+{
+    (void)state;
+    struct vv_crdt_seq *d = vv_crdt_seq_new(1);
+    vv_crdt_seq_compact(d, NULL);
+    assert_int_equal(vv_crdt_seq_run_count(d), 0);
+    ins(d, 0, "hello world");
+    del(d, 0, 11);
+    struct vv_crdt_seq_compact_stats cs;
+    vv_crdt_seq_compact(d, &cs);
+    assert_int_equal(cs.chars_before, 11);
+    assert_int_equal(cs.chars_after, 0);
+    assert_int_equal(cs.runs_after, 1); /* the one tombstone run */
+    expect_text(d, "");
+    ins(d, 0, "\xC3\xA9t\xC3\xA9");
+    expect_text(d, "\xC3\xA9t\xC3\xA9");
+    vv_crdt_seq_free(d);
 }
 
 /* ---- against a naive reference ------------------------------------------------------------ */
@@ -806,9 +1054,9 @@ static void rexpect_text(struct vv_crdt_seq *real, const struct rdoc *d)
     expect_text(real, want);
 }
 
-static void test_matches_a_naive_yjsmod_reference(void **state)
+/* With `compact`, the real replicas compact at random moments; nothing may change. */
+static void reference_run(bool compact)
 {
-    (void)state;
     enum { NREP = 3, MAXMSG = 256 };
     for (uint64_t seed = 1; seed <= 40; seed++) {
         rng_state = seed * 0x2545F4914F6CDD1DULL;
@@ -829,6 +1077,10 @@ static void test_matches_a_naive_yjsmod_reference(void **state)
         for (int step = 0; step < 160; step++) {
             int who = (int)rnd_below(NREP);
             struct rdoc *d = &ref[who];
+            if (compact && rnd_below(6) == 0) {
+                vv_crdt_seq_compact(real[who], NULL);
+                rexpect_text(real[who], d);
+            }
             int vis = 0;
             for (int i = 0; i < d->n; i++)
                 vis += !d->it[i].deleted;
@@ -926,6 +1178,18 @@ static void test_matches_a_naive_yjsmod_reference(void **state)
     }
 }
 
+static void test_matches_a_naive_yjsmod_reference(void **state)
+{
+    (void)state;
+    reference_run(false);
+}
+
+static void test_compacting_replicas_still_match_the_reference(void **state)
+{
+    (void)state;
+    reference_run(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -942,7 +1206,14 @@ int main(void)
         cmocka_unit_test(test_concurrent_typing_at_one_place_never_interleaves),
         cmocka_unit_test(test_three_replicas_typing_backward_at_one_place_never_interleave),
         cmocka_unit_test(test_replicas_converge_under_random_delivery),
+        cmocka_unit_test(test_replicas_converge_with_random_compactions),
+        cmocka_unit_test(test_compaction_drops_deleted_text_and_changes_nothing_else),
+        cmocka_unit_test(test_compaction_of_empty_and_fully_deleted_documents),
+        cmocka_unit_test(test_compaction_keeps_adjacent_tombstones_with_different_origins),
+        cmocka_unit_test(test_new_inserts_still_name_tombstones_every_replica_has_seen),
+        cmocka_unit_test(test_hostile_updates_are_refused_by_a_compacted_document),
         cmocka_unit_test(test_matches_a_naive_yjsmod_reference),
+        cmocka_unit_test(test_compacting_replicas_still_match_the_reference),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }

@@ -134,10 +134,30 @@ static void check_trace(const char *name, const struct trace *t)
     expect_text(loaded, t->end);
     expect_same(one, loaded);
 
+    /* Compaction keeps the text and the encoded state exactly and shrinks memory to what
+     * the visible text and the tombstone structure need. */
+    struct vv_crdt_seq_compact_stats cs;
+    vv_crdt_seq_compact(one, &cs);
+    expect_text(one, t->end);
+    uint8_t *ec;
+    size_t ecl;
+    vv_crdt_seq_encode_state(one, &ec, &ecl);
+    assert_int_equal(ecl, el);
+    assert_memory_equal(ec, e, el);
+    vv_free(ec);
+    assert_int_equal(cs.chars_after, vv_crdt_seq_len(one));
+    assert_true(cs.bytes_after < cs.bytes_before);
+    assert_true(cs.runs_after <= cs.runs_before);
+    printf("  %s compacted: %zu -> %zu runs, %zu -> %zu code points kept, %zu -> %zu bytes "
+           "(loaded copy: %zu bytes)\n",
+           name, cs.runs_before, cs.runs_after, cs.chars_before, cs.chars_after, cs.bytes_before,
+           cs.bytes_after, vv_crdt_seq_mem_bytes(loaded));
+
     /* Two replicas: A edits the first half, they sync, B edits the rest, they sync. */
     struct vv_crdt_seq *a = vv_crdt_seq_new(2), *b = vv_crdt_seq_new(3);
     size_t mid = t->n / 2;
     apply_patches(a, t, 0, mid);
+    vv_crdt_seq_compact(a, NULL); /* a compacted replica syncs with one that never compacts */
     assert_int_equal(vv_crdt_seq_merge(b, a), 0);
     apply_patches(b, t, mid, t->n);
     assert_int_equal(vv_crdt_seq_merge(a, b), 0);
