@@ -71,6 +71,12 @@ size_t vv_crdt_doc_pending(const struct vv_crdt_doc *d);
  * brought something from one that repeated what was known, without decoding it twice. */
 uint64_t vv_crdt_doc_fingerprint(struct vv_crdt_doc *d);
 
+/* Frees what the document keeps but no longer shows: for text, the content of deleted
+ * characters (ids and structure stay, so every later update still integrates; the value,
+ * the state vector and the encodings are unchanged). Other types: nothing (map tombstones
+ * need the discard rule of docs/crdt.md, which the document layer does not enforce yet). */
+void vv_crdt_doc_compact(struct vv_crdt_doc *d);
+
 /* A counter kept for the persistence layer: updates logged since the document's last
  * snapshot. */
 uint32_t *vv_crdt_doc_log_count(struct vv_crdt_doc *d);

@@ -244,6 +244,7 @@ static void on_updated(void *arg, struct vv_crdt_doc *d, const uint8_t *u, size_
     add_item(m, ITEM_UPDATE, d, u, len, true);
     uint32_t *count = vv_crdt_doc_log_count(d);
     if (++*count >= m->compact_updates) {
+        vv_crdt_doc_compact(d); /* the snapshot is a good moment to let deleted text go */
         uint8_t *st;
         size_t stn;
         if (vv_crdt_doc_state(d, &st, &stn) == 0) {

@@ -147,6 +147,12 @@ enum vv_crdt_kind vv_crdt_doc_kind(const struct vv_crdt_doc *d)
     return d->kind;
 }
 
+void vv_crdt_doc_compact(struct vv_crdt_doc *d)
+{
+    if (d->kind == VV_CRDT_KIND_TEXT)
+        vv_crdt_seq_compact(d->u.text, NULL);
+}
+
 uint32_t *vv_crdt_doc_log_count(struct vv_crdt_doc *d)
 {
     return &d->log_count;
