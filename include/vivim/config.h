@@ -53,8 +53,9 @@ struct vv_config {
     uint32_t userdb_max_open; /* open per-user databases; 0 = from RLIMIT_NOFILE */
     bool userdb_full_sync;    /* synchronous=FULL instead of NORMAL */
     /* [crdt] */
-    uint32_t crdt_anti_entropy_ms; /* how often each shared document is re-synced */
-    uint32_t crdt_compact_updates; /* logged updates per document before a snapshot */
+    uint32_t crdt_anti_entropy_ms;    /* how often each shared document is re-synced */
+    uint32_t crdt_compact_updates;    /* logged updates per document before a snapshot */
+    uint32_t crdt_max_peer_documents; /* documents peers may create here by syncing them */
     bool crdt_full_sync;
 
     char *path; /* the file this was loaded from (copy), or NULL for defaults */

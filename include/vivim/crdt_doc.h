@@ -67,7 +67,7 @@ int vv_crdt_doc_apply(struct vv_crdt_doc *d, const uint8_t *buf, size_t len, boo
 size_t vv_crdt_doc_pending(const struct vv_crdt_doc *d);
 
 /* A fingerprint that changes whenever the document's content does (its state vector, its
- * size, for register and map its whole state): lets the sync layer tell an update that
+ * size, for register, set and map its whole state): lets the sync layer tell an update that
  * brought something from one that repeated what was known, without decoding it twice. */
 uint64_t vv_crdt_doc_fingerprint(struct vv_crdt_doc *d);
 

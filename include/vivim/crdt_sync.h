@@ -49,6 +49,7 @@ struct vv_crdt_sync_cbs {
 
 struct vv_crdt_sync_stats {
     uint64_t updates_sent, updates_received, updates_rejected, updates_buffered;
+    uint64_t docs_created_by_peers, docs_refused; /* SYNC for documents we lacked */
     uint64_t syncs_sent, syncs_received, bad_messages, send_failures, too_large;
 };
 
@@ -64,6 +65,9 @@ struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
                                           uint32_t anti_entropy_ms,
                                           const struct vv_crdt_sync_cbs *cbs, void *arg);
 void vv_crdt_engine_free(struct vv_crdt_engine *e);
+/* How many documents peers may create here by syncing them to us (default 10,000): beyond
+ * it, SYNC for an unknown document is ignored and counted. */
+void vv_crdt_engine_set_max_peer_docs(struct vv_crdt_engine *e, uint32_t max);
 /* Replaces the callbacks (NULL: none). */
 void vv_crdt_engine_set_cbs(struct vv_crdt_engine *e, const struct vv_crdt_sync_cbs *cbs,
                             void *arg);

@@ -16,8 +16,8 @@
  *    and at most max_half_open of them exist at once (more are refused at accept);
  *  - every peer's outbound queue is bounded (peer_queue_bytes): a send beyond it fails with
  *    VV_ECONN_BACKPRESSURE, so a peer that never reads costs at most that much; all queues
- *    and partly received frames together stay under memory_budget_bytes (sends fail and
- *    reading pauses while over);
+ *    and partly received frames together stay under memory_budget_bytes (sends fail while
+ *    over, and the connection holding the largest partial frame is closed);
  *  - every received frame is checked (wire.h) before a module sees it; a malformed frame
  *    closes the connection.
  */
@@ -52,7 +52,7 @@ struct vv_net_stats {
     uint64_t accepted, dials, dial_failures, handshakes_ok, handshakes_failed, handshake_timeouts,
         refused_half_open, refused_max_connections, duplicates_closed;
     uint64_t frames_in, frames_out, bytes_in, bytes_out, decode_errors, frames_skipped;
-    uint64_t drops_backpressure, drops_budget, read_pauses;
+    uint64_t drops_backpressure, drops_budget, budget_closes;
     uint32_t connections, half_open;          /* now */
     uint64_t queued_bytes, rx_buffered_bytes; /* now */
 };

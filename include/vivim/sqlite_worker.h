@@ -57,6 +57,9 @@ int vv_sqlite_submit(struct vv_sqlite *s, struct vv_sqlite_job *job, vv_sqlite_w
  * connection closes on the pool and the handle frees itself, after which cb (may be NULL)
  * fires. */
 void vv_sqlite_close(struct vv_sqlite *s, void (*cb)(void *arg), void *arg);
+/* The same, but every job already submitted runs (or fails, after a failed open) before the
+ * connection closes: for writes that were promised to be kept. */
+void vv_sqlite_close_after_pending(struct vv_sqlite *s, void (*cb)(void *arg), void *arg);
 
 /* Jobs waiting or running. */
 unsigned vv_sqlite_pending(const struct vv_sqlite *s);

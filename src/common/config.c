@@ -75,6 +75,7 @@ static const struct key_def keys[] = {
     {"userdb", "synchronous", KEY_SYNC, F(userdb_full_sync), 0, 0},
     {"crdt", "anti_entropy_ms", KEY_U32, F(crdt_anti_entropy_ms), 100, 3600000},
     {"crdt", "compact_updates", KEY_U32, F(crdt_compact_updates), 10, 10000000},
+    {"crdt", "max_peer_documents", KEY_U32, F(crdt_max_peer_documents), 0, 100000},
     {"crdt", "synchronous", KEY_SYNC, F(crdt_full_sync), 0, 0},
 };
 #undef F
@@ -114,6 +115,7 @@ void vv_config_defaults(struct vv_config *cfg)
     cfg->userdb_full_sync = false;
     cfg->crdt_anti_entropy_ms = 5000;
     cfg->crdt_compact_updates = 1000;
+    cfg->crdt_max_peer_documents = 10000;
     cfg->crdt_full_sync = false;
     cfg->path = NULL;
 }

@@ -222,6 +222,19 @@ static void close_work(sqlite3 *db, struct vv_sqlite_job *job)
         sqlite3_close_v2(db); /* finalizes nothing: every job finalizes its statements */
 }
 
+void vv_sqlite_close_after_pending(struct vv_sqlite *s, void (*cb)(void *arg), void *arg)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    s->close_cb = cb;
+    s->close_arg = arg;
+    /* Jobs already queued run first (the queue is in order); no new ones are taken. */
+    s->close_job.work = close_work;
+    s->close_job.done = NULL;
+    enqueue(s, &s->close_job);
+}
+
 void vv_sqlite_close(struct vv_sqlite *s, void (*cb)(void *arg), void *arg)
 {
     if (s->closing)

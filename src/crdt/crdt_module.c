@@ -75,7 +75,16 @@ static int run_item(sqlite3 *db, const struct item *it)
         [ITEM_SNAPSHOT] = "UPDATE docs SET snapshot = ?3 WHERE id = ?1",
     };
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, sql[it->kind], -1, &st, NULL);
+    int rc;
+    if (it->kind != ITEM_DOC) {
+        /* The document's row, in case the batch that created it failed: a later write must
+         * not be kept where loading cannot find it. */
+        struct item doc = *it;
+        doc.kind = ITEM_DOC;
+        if ((rc = run_item(db, &doc)) != SQLITE_OK)
+            return rc;
+    }
+    rc = sqlite3_prepare_v2(db, sql[it->kind], -1, &st, NULL);
     if (rc != SQLITE_OK)
         return rc;
     sqlite3_bind_text(st, 1, it->id, -1, SQLITE_STATIC);
@@ -132,6 +141,9 @@ static void batch_done(struct vv_sqlite_job *job, int status)
     struct vv_crdt_module *m = b->m;
     int rc = status != 0 ? status : b->rc;
     m->pending_batches--;
+    /* A store that failed to open finishes jobs without starting them (no on_start). */
+    if (m->open == b)
+        m->open = NULL;
     if (rc != 0) {
         m->store_errors++;
         vv_log_error("crdt", "document store write failed: %s",
@@ -143,7 +155,10 @@ static void batch_done(struct vv_sqlite_job *job, int status)
             vv_rpc_reply(w->req, w->result);
         else {
             json_decref(w->result);
-            vv_rpc_fail(w->req, VV_EIO, "not stored: %s", b->err[0] ? b->err : vv_strerror(rc));
+            vv_rpc_fail(w->req, VV_EIO,
+                        "applied in memory and sent to peers, but not stored (it may be lost at "
+                        "restart): %s",
+                        b->err[0] ? b->err : vv_strerror(rc));
         }
     }
     batch_free(b);
@@ -202,9 +217,10 @@ static void add_item(struct vv_crdt_module *m, enum item_kind kind, struct vv_cr
     it->kind = kind;
     vv_strlcpy(it->id, vv_crdt_doc_id(d), sizeof(it->id));
     it->doc_kind = (int)vv_crdt_doc_kind(d);
-    if (copy && len > 0) {
-        it->data = vv_xmalloc(len);
-        memcpy(it->data, data, len);
+    if (copy) {
+        it->data = len > 0 ? vv_xmalloc(len) : NULL;
+        if (len > 0)
+            memcpy(it->data, data, len);
     } else {
         it->data = (uint8_t *)data; /* taken */
     }
@@ -243,7 +259,9 @@ static void on_updated(void *arg, struct vv_crdt_doc *d, const uint8_t *u, size_
         m->remote_updates++;
     add_item(m, ITEM_UPDATE, d, u, len, true);
     uint32_t *count = vv_crdt_doc_log_count(d);
-    if (++*count >= m->compact_updates) {
+    /* No snapshot while updates wait for their dependencies: the snapshot would not hold
+     * them, and deleting the log would lose them. */
+    if (++*count >= m->compact_updates && vv_crdt_doc_pending(d) == 0) {
         vv_crdt_doc_compact(d); /* the snapshot is a good moment to let deleted text go */
         uint8_t *st;
         size_t stn;
@@ -346,6 +364,7 @@ ENGINE_STAT(syncs_sent)
 ENGINE_STAT(syncs_received)
 ENGINE_STAT(bad_messages)
 ENGINE_STAT(too_large)
+ENGINE_STAT(docs_refused)
 
 static double st_docs(void *data)
 {
@@ -381,6 +400,9 @@ static void register_metrics(struct vv_crdt_module *m, struct vv_metrics *mx)
         {"vivimd_crdt_bad_messages_total", "Malformed CRDT messages from peers.", st_bad_messages},
         {"vivimd_crdt_too_large_total",
          "Updates or deltas not sent because they exceed the 1 MiB frame limit.", st_too_large},
+        {"vivimd_crdt_docs_refused_total",
+         "Sync requests for unknown documents ignored ([crdt] max_peer_documents reached).",
+         st_docs_refused},
         {"vivimd_crdt_compactions_total", "Document logs folded into snapshots.", st_compactions},
         {"vivimd_crdt_store_errors_total", "Failed writes to the document store.", st_store_errors},
     };
@@ -404,6 +426,8 @@ static void on_db_open(struct vv_sqlite *s, int status, const char *msg, void *a
         vv_log_error("crdt", "document store: %s", msg ? msg : vv_strerror(status));
     }
 }
+
+static void crdt_stop(struct vv_node *n);
 
 static int crdt_init(struct vv_node *n)
 {
@@ -430,9 +454,13 @@ static int crdt_start(struct vv_node *n)
     char path[4200];
     snprintf(path, sizeof(path), "%s/crdt.sqlite", n->config.state_dir);
     int rc = load_all(m, path);
-    if (rc != 0)
+    if (rc != 0) {
+        vv_crdt_engine_free(m->engine);
+        m->engine = NULL;
         return rc;
+    }
     vv_crdt_engine_set_cbs(m->engine, &cbs, m);
+    vv_crdt_engine_set_max_peer_docs(m->engine, n->config.crdt_max_peer_documents);
     m->flush = vv_xmalloc(sizeof(*m->flush));
     uv_timer_init(n->loop, m->flush);
     m->flush->data = m;
@@ -441,6 +469,8 @@ static int crdt_start(struct vv_node *n)
                         migrations, on_db_open, m, &m->db);
     if (rc != 0) {
         vv_log_error("crdt", "cannot open %s: %s", path, vv_strerror(rc));
+        m->db = NULL;
+        crdt_stop(n);
         return rc;
     }
     vv_log_info("crdt", "replica %016llx, %zu document(s)",
@@ -459,11 +489,11 @@ static void crdt_stop(struct vv_node *n)
         m->engine = NULL;
     }
     if (m->db) {
-        /* The open batch is submitted now; queued batches are written before the close job
-         * runs (the store's jobs run in order), and their waiters answered. */
+        /* The open batch is submitted now; every queued batch is written before the close
+         * job runs (the store's jobs run in order), and their waiters are answered. */
         submit_open(m);
         m->open = NULL;
-        vv_sqlite_close(m->db, NULL, NULL);
+        vv_sqlite_close_after_pending(m->db, NULL, NULL);
         m->db = NULL;
     }
     if (m->flush) {

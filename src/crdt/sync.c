@@ -34,6 +34,7 @@ struct vv_crdt_engine {
     size_t n_buckets;
     uint64_t timer;
     uint32_t ae_ms;
+    uint32_t max_peer_docs;
     size_t ae_cursor;
     struct vv_crdt_sync_stats stats;
 };
@@ -297,11 +298,15 @@ static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], co
         if (ok) {
             e->stats.syncs_received++;
             struct entry *x = find_entry(e, id);
-            if (x == NULL && e->n < VV_CRDT_SYNC_MAX_DOCS) {
+            if (x == NULL && e->n < VV_CRDT_SYNC_MAX_DOCS &&
+                e->stats.docs_created_by_peers < e->max_peer_docs) {
                 struct vv_crdt_doc *d = vv_crdt_doc_new(id, (enum vv_crdt_kind)kind, e->replica);
                 x = add_entry(e, d);
+                e->stats.docs_created_by_peers++;
                 if (e->cbs.created)
                     e->cbs.created(e->arg, d);
+            } else if (x == NULL) {
+                e->stats.docs_refused++;
             }
             if (x == NULL || vv_crdt_doc_kind(x->doc) != (enum vv_crdt_kind)kind) {
                 ok = x != NULL ? false : true; /* a type clash is the peer's error */
@@ -385,6 +390,7 @@ struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
     e->n_buckets = 64;
     e->buckets = vv_xcalloc(e->n_buckets, sizeof(*e->buckets));
     e->ae_ms = anti_entropy_ms ? anti_entropy_ms : VV_CRDT_SYNC_ANTI_ENTROPY_MS;
+    e->max_peer_docs = 10000;
     vv_env_set_channel(env, VV_CHANNEL_CRDT, on_recv, on_peer, e);
     e->timer = vv_env_timer_start(env, e->ae_ms, e->ae_ms, on_tick, e);
     return e;
@@ -401,6 +407,11 @@ void vv_crdt_engine_free(struct vv_crdt_engine *e)
     vv_free(e->list);
     vv_free(e->buckets);
     vv_free(e);
+}
+
+void vv_crdt_engine_set_max_peer_docs(struct vv_crdt_engine *e, uint32_t max)
+{
+    e->max_peer_docs = max;
 }
 
 void vv_crdt_engine_set_cbs(struct vv_crdt_engine *e, const struct vv_crdt_sync_cbs *cbs, void *arg)

@@ -548,7 +548,7 @@ void vv_connmgr_dial_failed(struct vv_connmgr *cm, const char *address)
 
 /* ---- the periodic policy pass ----------------------------------------------------------- */
 
-static void start_dial(struct vv_connmgr *cm, struct peer *p, uint64_t now)
+static int start_dial(struct vv_connmgr *cm, struct peer *p, uint64_t now)
 {
     int rc = vv_env_connect(cm->env, p->pub.id_known ? p->pub.id : NULL,
                             p->pub.address[0] ? p->pub.address : NULL);
@@ -557,11 +557,12 @@ static void start_dial(struct vv_connmgr *cm, struct peer *p, uint64_t now)
         p->pub.failures++;
         cm->stats.dial_failures++;
         p->pub.next_dial_ms = now + backoff_ms(cm, p->pub.failures);
-        return;
+        return rc;
     }
     p->pub.dialing = true;
     p->dial_deadline_ms = now + VV_CONNMGR_DIAL_TIMEOUT_MS;
     cm->dialing++;
+    return 0;
 }
 
 static bool dialable(const struct peer *p, uint64_t now)
@@ -742,9 +743,7 @@ int vv_connmgr_connect(struct vv_connmgr *cm, const uint8_t *id, const char *add
         return 0;
     uint64_t now = vv_env_now(cm->env);
     p->pub.next_dial_ms = now;
-    uint64_t dials = cm->stats.dials, failures = cm->stats.dial_failures;
-    start_dial(cm, p, now);
-    return cm->stats.dials > dials && cm->stats.dial_failures > failures ? VV_EINVAL : 0;
+    return start_dial(cm, p, now); /* the transport's own error when the dial cannot start */
 }
 
 int vv_connmgr_disconnect(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES])

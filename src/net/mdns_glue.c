@@ -12,7 +12,8 @@
 #include "vivim/log.h"
 #include "vivim/mdns.h"
 
-#define VV_MDNS_QUERY_MS 60000 /* re-ask for peers this often */
+#define VV_MDNS_QUERY_MS        60000 /* re-ask for peers this often */
+#define VV_MDNS_ANNOUNCE_MIN_MS 1000  /* answers to queries, at most this often */
 
 struct vv__net_mdns {
     uv_udp_t udp;
@@ -22,6 +23,7 @@ struct vv__net_mdns {
     uint8_t rbuf[VV_MDNS_MAX_PACKET];
     unsigned open;
     uint64_t packets, bad_packets, peers_found;
+    uint64_t last_announce_ms;
 };
 
 struct send_req {
@@ -93,12 +95,19 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struc
         d->bad_packets++;
         return;
     }
-    if (for_us)
+    /* At most one announcement per second, however many queries arrive. */
+    uint64_t now = uv_now(d->m->node->loop);
+    if (for_us && now - d->last_announce_ms >= VV_MDNS_ANNOUNCE_MIN_MS) {
+        d->last_announce_ms = now;
         send_announce(d);
+    }
     for (size_t i = 0; i < n; i++) {
         if (memcmp(peers[i].id, d->m->node->identity.node_id, VV_NODE_ID_BYTES) == 0)
             continue;
-        if (d->m->connmgr && vv_connmgr_add_peer(d->m->connmgr, peers[i].id, peers[i].addr, 0) == 0)
+        /* Only peers we do not know: an unauthenticated LAN host must not be able to point
+         * known peers (bootstrap ones included) at bogus addresses. */
+        if (d->m->connmgr && vv_connmgr_find(d->m->connmgr, peers[i].id) == NULL &&
+            vv_connmgr_add_peer(d->m->connmgr, peers[i].id, peers[i].addr, 0) == 0)
             d->peers_found++;
     }
 }

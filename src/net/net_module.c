@@ -73,7 +73,7 @@ NET_STAT_FN(decode_errors)
 NET_STAT_FN(frames_skipped)
 NET_STAT_FN(drops_backpressure)
 NET_STAT_FN(drops_budget)
-NET_STAT_FN(read_pauses)
+NET_STAT_FN(budget_closes)
 
 #define CM_STAT_FN(field)                                                                          \
     static double cm_##field(void *data)                                                           \
@@ -140,9 +140,10 @@ static void register_metrics(struct vv_net_module *m, struct vv_metrics *mx)
          "Sends refused because the peer's outbound queue was full.", stat_drops_backpressure},
         {true, "vivimd_net_drops_budget_total",
          "Sends refused because the global network memory budget was reached.", stat_drops_budget},
-        {true, "vivimd_net_read_pauses_total",
-         "Times reading from a peer paused because the memory budget was reached.",
-         stat_read_pauses},
+        {true, "vivimd_net_budget_closes_total",
+         "Connections closed because the memory budget was reached (the one holding the "
+         "largest partly received frame).",
+         stat_budget_closes},
         {true, "vivimd_net_trimmed_total", "Peers disconnected to get back under high_water.",
          cm_trimmed},
         {true, "vivimd_net_idle_drops_total", "Peers disconnected for not answering pings.",
@@ -248,6 +249,8 @@ static void advertised(const struct vv_config *c, char *out, size_t cap)
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
+static void net_stop(struct vv_node *n);
+
 static int net_init(struct vv_node *n)
 {
     struct vv_net_module *m = vv_xcalloc(1, sizeof(*m));
@@ -285,6 +288,7 @@ static int net_start(struct vv_node *n)
                                  &hello_len);
     if (rc != 0) {
         vv_log_error("net", "advertised address or region too long");
+        net_stop(n);
         return rc;
     }
 
@@ -301,6 +305,7 @@ static int net_start(struct vv_node *n)
     m->net = vv_net_new(n->loop, &m->keys, m->envu, &nc, err, sizeof(err));
     if (m->net == NULL) {
         vv_log_error("net", "%s", err);
+        net_stop(n);
         return VV_EINVAL;
     }
     n->net = m->net;
@@ -309,6 +314,7 @@ static int net_start(struct vv_node *n)
     rc = vv_net_listen(m->net, err, sizeof(err));
     if (rc != 0) {
         vv_log_error("net", "%s", err);
+        net_stop(n); /* a module that fails to start is not stopped by the node */
         return rc;
     }
 

@@ -27,7 +27,7 @@
 #include "vivim/wire.h"
 
 #define READ_BUFFER_BYTES (64u << 10)
-#define SWEEP_MS          250 /* handshake timeouts, resuming paused reads */
+#define SWEEP_MS          250 /* handshake timeouts, retired duplicates */
 #define MIN_BUCKETS       64
 #define RETIRE_MS         2000
 
@@ -42,7 +42,8 @@ struct conn {
     struct vv_net *net;
     struct vv_session *session;
     enum conn_state state;
-    bool inbound, registered, paused, has_expect, deliver_failed;
+    bool inbound, registered, has_expect, deliver_failed;
+    bool in_up_dispatch, down_deferred; /* see session_established */
     int node_type;
     uint32_t capabilities;
     uint8_t expect[VV_NODE_ID_BYTES];
@@ -61,6 +62,7 @@ struct conn {
 struct dial {
     uv_getaddrinfo_t req;
     struct vv_net *net;
+    struct dial *prev, *next; /* resolutions in flight, cancelled at close */
     bool has_expect;
     uint8_t expect[VV_NODE_ID_BYTES];
     char address[VV_NET_ADDRESS_BYTES];
@@ -89,6 +91,7 @@ struct vv_net {
     uv_timer_t sweep;
 
     struct conn *conns; /* list head */
+    struct dial *dials; /* resolutions in flight */
     struct conn **buckets;
     size_t n_buckets;
 
@@ -228,7 +231,11 @@ static void conn_close(struct conn *c, const char *why)
         net->dial_cb(net->dial_arg, c->remote, NULL, why);
     if (c->registered) {
         table_remove(net, c);
-        if (!net->closed) {
+        if (!net->closed && c->in_up_dispatch) {
+            /* A module closed it while modules were still being told it came up: they hear
+             * of the close once all of them heard of the opening. */
+            c->down_deferred = true;
+        } else if (!net->closed) {
             vv_env_peer_event(net->env, c->id, false);
             if (net->conn_cb)
                 net->conn_cb(net->conn_arg, c->id, c->remote, c->inbound, false, why);
@@ -363,8 +370,6 @@ static void session_established(void *arg, const uint8_t node_id[VV_NODE_ID_BYTE
         net->hs_cb(net->hs_arg, true, secs);
     net->stats.half_open--;
     c->state = C_ESTABLISHED;
-    if (!c->inbound && net->dial_cb)
-        net->dial_cb(net->dial_arg, c->remote, node_id, NULL);
     c->established_ms = uv_now(net->loop);
 
     struct conn *old = table_find(net, node_id);
@@ -378,6 +383,8 @@ static void session_established(void *arg, const uint8_t node_id[VV_NODE_ID_BYTE
             keep_new = (new_ours == i_am_smaller);
         }
         net->stats.duplicates_closed++;
+        if (!c->inbound && net->dial_cb)
+            net->dial_cb(net->dial_arg, c->remote, node_id, NULL);
         struct conn *loser = keep_new ? old : c;
         if (keep_new) {
             /* Move the registration without telling modules the peer went away. */
@@ -390,17 +397,29 @@ static void session_established(void *arg, const uint8_t node_id[VV_NODE_ID_BYTE
     }
     if (net->stats.connections >= net->cfg.max_connections) {
         net->stats.refused_max_connections++;
+        if (!c->inbound && net->dial_cb)
+            net->dial_cb(net->dial_arg, c->remote, NULL, "connection limit");
         conn_close(c, "connection limit");
         return;
     }
+    if (!c->inbound && net->dial_cb)
+        net->dial_cb(net->dial_arg, c->remote, node_id, NULL);
     table_add(net, c);
     char hex[VV_NODE_ID_HEX_BYTES];
     vv_hex_encode(c->id, VV_NODE_ID_BYTES, hex);
     vv_log_debug("net", "connected to %.16s… at %s%s", hex, c->remote,
                  c->inbound ? " (inbound)" : "");
+    c->in_up_dispatch = true;
     vv_env_peer_event(net->env, c->id, true);
-    if (net->conn_cb && c->state == C_ESTABLISHED)
+    c->in_up_dispatch = false;
+    if (net->conn_cb)
         net->conn_cb(net->conn_arg, c->id, c->remote, c->inbound, true, NULL);
+    if (c->down_deferred && !net->closed) {
+        vv_env_peer_event(net->env, c->id, false);
+        if (net->conn_cb)
+            net->conn_cb(net->conn_arg, c->id, c->remote, c->inbound, false,
+                         "closed while coming up");
+    }
 }
 
 static void session_frame(void *arg, const uint8_t *data, size_t len)
@@ -409,6 +428,8 @@ static void session_frame(void *arg, const uint8_t *data, size_t len)
     struct vv_net *net = c->net;
     if ((c->state != C_ESTABLISHED && c->state != C_RETIRING) || c->deliver_failed)
         return;
+    if (c->state == C_RETIRING && table_find(net, c->id) == NULL)
+        return; /* the peer went down: its modules were told, nothing more from it */
     c->frames_in++;
     net->stats.frames_in++;
     struct vv_wire_header h;
@@ -456,6 +477,29 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)net->rbuf, READ_BUFFER_BYTES);
 }
 
+/*
+ * Over the memory budget: the connection holding the largest partly received frame is
+ * closed, until the total is back under. Pausing reads instead cannot work: a paused
+ * connection keeps its partial frame, which is what holds the total up, so nothing would
+ * ever resume (and every send would fail meanwhile). A peer that streams huge frames slowly
+ * is the likely culprit; an honest one reconnects.
+ */
+static void enforce_budget(struct vv_net *net)
+{
+    while (net->stats.queued_bytes + net->stats.rx_buffered_bytes > net->cfg.memory_budget_bytes) {
+        struct conn *worst = NULL;
+        for (struct conn *c = net->conns; c; c = c->next)
+            if (c->state != C_CLOSING && c->rx_buffered > 0 &&
+                (worst == NULL || c->rx_buffered > worst->rx_buffered))
+                worst = c;
+        if (worst == NULL)
+            return; /* the outbound queues alone: sends are refused until they drain */
+        net->stats.budget_closes++;
+        worst->errors++;
+        conn_close(worst, "memory budget: largest partial frame");
+    }
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = (struct conn *)s;
@@ -496,13 +540,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     net->stats.rx_buffered_bytes += now_buffered;
     net->stats.rx_buffered_bytes -= c->rx_buffered;
     c->rx_buffered = now_buffered;
-    if (now_buffered > 0 &&
-        net->stats.queued_bytes + net->stats.rx_buffered_bytes > net->cfg.memory_budget_bytes) {
-        /* Over budget: stop taking more of this partial frame until memory is released. */
-        uv_read_stop(s);
-        c->paused = true;
-        net->stats.read_pauses++;
-    }
+    if (net->stats.queued_bytes + net->stats.rx_buffered_bytes > net->cfg.memory_budget_bytes)
+        enforce_budget(net);
 }
 
 /* ---- connection setup ---------------------------------------------------------------- */
@@ -636,6 +675,12 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     struct dial *d = req->data;
     struct vv_net *net = d->net;
     net->pending_dials--;
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        net->dials = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
     if (net->closed) {
         uv_freeaddrinfo(res);
         vv_free(d);
@@ -705,6 +750,20 @@ int vv_net_connect(struct vv_net *net, const uint8_t *expect, const char *addres
     const struct vv_net_transport *t = vv_net_select_transport(net, address);
     if (t == NULL)
         return VV_EINVAL;
+    /* One dial at a time to a node or an address: two connections in the same direction
+     * could be resolved differently by the two ends (each keeps the one it completed
+     * first), so the second is not made. */
+    for (const struct conn *c = net->conns; c; c = c->next) {
+        if (c->inbound || c->state > C_HANDSHAKE)
+            continue;
+        if ((expect != NULL && c->has_expect && memcmp(c->expect, expect, VV_NODE_ID_BYTES) == 0) ||
+            strcmp(c->remote, address) == 0)
+            return 0;
+    }
+    for (const struct dial *d = net->dials; d; d = d->next)
+        if ((expect != NULL && d->has_expect && memcmp(d->expect, expect, VV_NODE_ID_BYTES) == 0) ||
+            strcmp(d->address, address) == 0)
+            return 0;
     if (net->stats.half_open >= net->cfg.max_half_open) {
         net->stats.refused_half_open++;
         return VV_ECONN_LIMIT;
@@ -742,6 +801,10 @@ static int tcp_dial(struct vv_net *net, const uint8_t *expect, const char *addre
         net->stats.dial_failures++;
         return rc;
     }
+    d->next = net->dials;
+    if (net->dials)
+        net->dials->prev = d;
+    net->dials = d;
     net->pending_dials++;
     return 0;
 }
@@ -753,14 +816,12 @@ void vv_net_disconnect(struct vv_net *net, const uint8_t peer[VV_NODE_ID_BYTES])
         conn_close(c, "disconnected on request");
 }
 
-/* ---- the sweep: handshake deadlines and paused reads ----------------------------------- */
+/* ---- the sweep: handshake deadlines and retired duplicates ----------------------------------- */
 
 static void on_sweep(uv_timer_t *t)
 {
     struct vv_net *net = t->data;
     uint64_t now = uv_now(net->loop);
-    bool under_budget =
-        net->stats.queued_bytes + net->stats.rx_buffered_bytes < net->cfg.memory_budget_bytes;
     struct conn *c = net->conns;
     while (c) {
         struct conn *next = c->next;
@@ -774,9 +835,6 @@ static void on_sweep(uv_timer_t *t)
             conn_close(c, "handshake timeout");
         } else if (c->state == C_RETIRING && now - c->retired_ms >= RETIRE_MS) {
             conn_close(c, "duplicate connection");
-        } else if (c->paused && under_budget && c->state != C_CLOSING) {
-            c->paused = false;
-            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
         }
         c = next;
     }
@@ -933,7 +991,10 @@ void vv_net_close(struct vv_net *net)
     uv_close((uv_handle_t *)&net->sweep, on_handle_closed);
     if (net->listening)
         uv_close((uv_handle_t *)&net->listener, on_handle_closed);
-    /* Resolutions in flight come back (or are cancelled) and free themselves. */
+    /* Resolutions in flight are cancelled (one already running on the pool comes back when
+     * it is done) and free themselves in their callback. */
+    for (struct dial *d = net->dials; d; d = d->next)
+        uv_cancel((uv_req_t *)&d->req);
     maybe_free(net);
 }
 

@@ -203,6 +203,28 @@ class Mdns(unittest.TestCase):
             self.assertEqual(p["address"], f"127.0.0.1:{b.net_port}")
 
 
+class MemoryBudget(unittest.TestCase):
+    def test_partial_frames_over_the_budget_close_the_largest(self):
+        # Budget 1 MiB: two peers each start a 1 MiB frame and send 700 KB of it. Together
+        # they are over; the node closes the one holding more, and the other stays. Sends to
+        # other peers keep working.
+        with Node(extra_config={"net": {"memory_budget_mb": "1", "keepalive_ms": "60000"}}) as n:
+            port = str(n.net_port)
+            big = subprocess.Popen([TESTPEER, "127.0.0.1", port, "partial", "760000", "20"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(1.5)
+            small = subprocess.Popen([TESTPEER, "127.0.0.1", port, "partial", "700000", "6"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            out, err = big.communicate(timeout=60)
+            self.assertEqual(big.returncode, 0, f"the larger partial frame was not closed: {err}")
+            out, err = small.communicate(timeout=60)
+            self.assertEqual(small.returncode, 3, "the smaller one should have been kept")
+            self.assertGreaterEqual(metric(n, "vivimd_net_budget_closes_total"), 1)
+            r = subprocess.run([TESTPEER, "127.0.0.1", port, "handshake"], capture_output=True,
+                               text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)  # it still sends
+
+
 class Hostile(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -9,6 +9,8 @@
  *   oversized        then send a length prefix of 2 GiB
  *   noread N SECS    then send N valid PING frames without ever reading the answers, and
  *                    hold the connection open for SECS seconds
+ *   partial N SECS   then start a 1 MiB frame, send N bytes of it, and hold for SECS seconds
+ *                    (exit 0 when the node closed the connection meanwhile, 3 when not)
  *
  * For the first four it exits 0 when the node closed the connection within 10 seconds (or,
  * for handshake, sent a frame), 1 otherwise. Plain blocking POSIX sockets: this is a test
@@ -209,6 +211,18 @@ int main(int argc, char **argv)
         fflush(stdout);
         sleep((unsigned)secs);
         rc = 0;
+    } else if (strcmp(mode, "partial") == 0 && argc >= 6) {
+        size_t n = (size_t)atol(argv[4]);
+        int secs = atoi(argv[5]);
+        uint8_t len[4] = {0x00, 0x10, 0x00, 0x10}; /* 1 MiB + 16: the largest allowed */
+        write_all(p.fd, len, sizeof(len));
+        uint8_t *junk = malloc(n);
+        randombytes_buf(junk, n);
+        write_all(p.fd, junk, n);
+        free(junk);
+        printf("sent %zu\n", n);
+        fflush(stdout);
+        rc = wait_closed(p.fd, secs * 1000) ? 0 : 3;
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);
         rc = 2;

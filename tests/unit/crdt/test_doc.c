@@ -279,6 +279,37 @@ static void test_delta_state_and_hostile_input(void **state)
     }
 }
 
+/* A remove that takes away only some of an element's dots must count as a change (the sync
+ * layer logs only updates that change the document). */
+static void test_fingerprint_sees_partial_set_removes(void **state)
+{
+    (void)state;
+    struct vv_hlc clock;
+    vv_hlc_init(&clock, 1);
+    struct vv_crdt_doc *a = vv_crdt_doc_new("s", VV_CRDT_KIND_SET, 1);
+    struct vv_crdt_doc *b = vv_crdt_doc_new("s", VV_CRDT_KIND_SET, 2);
+    struct vv_crdt_doc *n = vv_crdt_doc_new("s", VV_CRDT_KIND_SET, 3);
+    struct upd ua = op(a, &clock, 1000, "{\"add\":\"x\"}");
+    struct upd ub = op(b, &clock, 1000, "{\"add\":\"x\"}");
+    assert_int_equal(vv_crdt_doc_apply(n, ua.b, ua.n, NULL), 0);
+    assert_int_equal(vv_crdt_doc_apply(n, ub.b, ub.n, NULL), 0);
+    struct upd rm = op(a, &clock, 1000, "{\"remove\":\"x\"}");
+    uint64_t before = vv_crdt_doc_fingerprint(n);
+    assert_int_equal(vv_crdt_doc_apply(n, rm.b, rm.n, NULL), 0);
+    assert_true(vv_crdt_doc_fingerprint(n) != before);
+    assert_value(n, "[\"x\"]"); /* B's add is still there */
+    /* Applying it again changes nothing, and the fingerprint says so. */
+    before = vv_crdt_doc_fingerprint(n);
+    assert_int_equal(vv_crdt_doc_apply(n, rm.b, rm.n, NULL), 0);
+    assert_true(vv_crdt_doc_fingerprint(n) == before);
+    vv_free(ua.b);
+    vv_free(ub.b);
+    vv_free(rm.b);
+    vv_crdt_doc_free(a);
+    vv_crdt_doc_free(b);
+    vv_crdt_doc_free(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_out_of_order_updates_are_buffered_then_applied),
         cmocka_unit_test(test_pending_buffer_is_bounded),
         cmocka_unit_test(test_delta_state_and_hostile_input),
+        cmocka_unit_test(test_fingerprint_sees_partial_set_removes),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
