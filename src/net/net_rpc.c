@@ -73,9 +73,16 @@ static json_t *peer_json(struct vv_net_module *m, const struct vv_net_conn_info 
     return o;
 }
 
+static const char *const cap_names[] = {"dht", "pubsub", "store", "relay", "crdt", "federation"};
+
 struct list_ctx {
     struct vv_net_module *m;
     json_t *arr;
+    /* Discovery filters (the seed's): all of caps, region, minimum reputation, type. */
+    uint32_t caps;
+    const char *region;
+    int64_t min_reputation;
+    int type;
 };
 
 static void list_one(const struct vv_net_conn_info *ci, void *arg)
@@ -83,6 +90,12 @@ static void list_one(const struct vv_net_conn_info *ci, void *arg)
     struct list_ctx *x = arg;
     const struct vv_connmgr_peer *cp =
         x->m->connmgr ? vv_connmgr_find(x->m->connmgr, ci->node_id) : NULL;
+    if ((ci->capabilities & x->caps) != x->caps || (x->type >= 0 && ci->node_type != x->type))
+        return;
+    if (x->region != NULL && (cp == NULL || strcmp(cp->region, x->region) != 0))
+        return;
+    if (x->min_reputation > INT32_MIN && (cp == NULL || cp->reputation < x->min_reputation))
+        return;
     json_array_append_new(x->arr, peer_json(x->m, ci, cp));
 }
 
@@ -94,13 +107,52 @@ static struct vv_rpc_answer not_running(struct vv_rpc_request *req)
 static struct vv_rpc_answer peers_list(struct vv_rpc_request *req, json_t *params, void *data)
 {
     struct vv_net_module *m = data;
-    static const char *const allowed[] = {NULL};
+    static const char *const allowed[] = {"capabilities", "region", "minReputation", "type", NULL};
     char err[256];
     if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0)
         return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    struct list_ctx x = {m, NULL, 0, NULL, INT32_MIN, -1};
+    json_t *caps = json_object_get(params, "capabilities");
+    if (caps != NULL) {
+        size_t i;
+        json_t *c;
+        if (!json_is_array(caps))
+            return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "capabilities: expected an array");
+        json_array_foreach(caps, i, c)
+        {
+            size_t k = 0;
+            while (k < VV_ARRAY_SIZE(cap_names) &&
+                   !(json_is_string(c) && strcmp(json_string_value(c), cap_names[k]) == 0))
+                k++;
+            if (k == VV_ARRAY_SIZE(cap_names))
+                return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS,
+                                   "capabilities[%zu]: one of dht, pubsub, store, relay, crdt, "
+                                   "federation",
+                                   i);
+            x.caps |= 1u << k;
+        }
+    }
+    if (vv_rpc_param_string(params, "region", false, VV_CONNMGR_REGION_BYTES - 1, &x.region, err,
+                            sizeof(err)) < 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    json_t *rep = json_object_get(params, "minReputation");
+    if (rep != NULL) {
+        if (!json_is_integer(rep) || json_integer_value(rep) < VV_CONNMGR_REPUTATION_MIN ||
+            json_integer_value(rep) > VV_CONNMGR_REPUTATION_MAX)
+            return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS,
+                               "minReputation: an integer from -100 to 100");
+        x.min_reputation = json_integer_value(rep);
+    }
+    const char *type = NULL;
+    if (vv_rpc_param_string(params, "type", false, 32, &type, err, sizeof(err)) < 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    if (type != NULL && (x.type = vv__net_node_type_parse(type)) < 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS,
+                           "type: one of bootstrap, relay, indexer, storage, edge, client, "
+                           "self_hosted");
     if (m->net == NULL)
         return not_running(req);
-    struct list_ctx x = {m, json_array()};
+    x.arr = json_array();
     vv_net_foreach(m->net, list_one, &x);
     return vv_rpc_reply(req, json_pack("{s:o, s:I, s:I}", "peers", x.arr, "connected",
                                        (json_int_t)vv_net_count(m->net), "known",
@@ -320,8 +372,14 @@ int vv__net_rpc_register(struct vv_net_module *m, struct vv_rpc *rpc)
 {
     const struct vv_rpc_method methods[] = {
         {"peers.list", peers_list, m,
-         "Connected peers: node ID, address, type, capabilities, RTT, connected since, bytes.",
-         "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}",
+         "Connected peers: node ID, address, type, capabilities, RTT, connected since, bytes. "
+         "Optional filters: peers with all of capabilities, in region, with at least "
+         "minReputation, of type.",
+         "{\"type\":\"object\",\"properties\":{\"capabilities\":{\"type\":\"array\","
+         "\"items\":{\"enum\":[\"dht\",\"pubsub\",\"store\",\"relay\",\"crdt\","
+         "\"federation\"]}},\"region\":{\"type\":\"string\"},\"minReputation\":{"
+         "\"type\":\"integer\",\"minimum\":-100,\"maximum\":100},\"type\":{\"type\":"
+         "\"string\"}},\"additionalProperties\":false}",
          "{\"type\":\"object\",\"properties\":{\"peers\":{\"type\":\"array\",\"items\":" PEER_SCHEMA
          "},\"connected\":{\"type\":\"integer\"},\"known\":{\"type\":\"integer\"}}}"},
         {"peers.info", peers_info, m,

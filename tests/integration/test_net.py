@@ -149,6 +149,17 @@ class Mesh(unittest.TestCase):
         self.assertEqual(info["nodeId"], cid)
         for key in ("remote", "inbound", "rttMs", "bytesIn", "bytesOut", "queuedBytes"):
             self.assertIn(key, info)
+        # Discovery filters.
+        self.assertEqual(len(b.rpc("peers.list", {"capabilities": ["dht", "store"]})["peers"]), 4)
+        self.assertEqual(len(b.rpc("peers.list", {"capabilities": ["federation"]})["peers"]), 0)
+        self.assertEqual(len(b.rpc("peers.list", {"type": "storage"})["peers"]), 4)
+        self.assertEqual(len(b.rpc("peers.list", {"type": "client"})["peers"]), 0)
+        self.assertEqual(len(b.rpc("peers.list", {"region": "mars"})["peers"]), 0)
+        self.assertEqual(len(b.rpc("peers.list", {"minReputation": -100})["peers"]), 4)
+        for bad in ({"capabilities": ["x"]}, {"minReputation": 500}, {"type": "x"}, {"y": 1}):
+            with self.assertRaises(RpcError) as e:
+                b.rpc("peers.list", bad)
+            self.assertEqual(e.exception.code, -32602, bad)
         # Connecting to a connected peer says so.
         r = b.rpc("peers.connect", {"address": f"127.0.0.1:{c.net_port}", "nodeId": cid})
         self.assertTrue(r["alreadyConnected"])
