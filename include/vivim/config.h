@@ -56,6 +56,7 @@ struct vv_config {
     uint32_t crdt_anti_entropy_ms;    /* how often each shared document is re-synced */
     uint32_t crdt_compact_updates;    /* logged updates per document before a snapshot */
     uint32_t crdt_max_peer_documents; /* documents peers may create here by syncing them */
+    bool crdt_auto_join;              /* a peer syncing a document with us is joined to it */
     bool crdt_full_sync;
 
     char *path; /* the file this was loaded from (copy), or NULL for defaults */

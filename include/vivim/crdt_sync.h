@@ -68,6 +68,10 @@ void vv_crdt_engine_free(struct vv_crdt_engine *e);
 /* How many documents peers may create here by syncing them to us (default 10,000): beyond
  * it, SYNC for an unknown document is ignored and counted. */
 void vv_crdt_engine_set_max_peer_docs(struct vv_crdt_engine *e, uint32_t max);
+/* Whether a peer that syncs a document with us is joined to it (and creates it here when
+ * missing): true by default. false: only peers joined here (vv_crdt_engine_join) are synced
+ * with, and SYNC from any other peer is ignored and counted (docs_refused). */
+void vv_crdt_engine_set_auto_join(struct vv_crdt_engine *e, bool on);
 /* Replaces the callbacks (NULL: none). */
 void vv_crdt_engine_set_cbs(struct vv_crdt_engine *e, const struct vv_crdt_sync_cbs *cbs,
                             void *arg);

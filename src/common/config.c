@@ -76,6 +76,7 @@ static const struct key_def keys[] = {
     {"crdt", "anti_entropy_ms", KEY_U32, F(crdt_anti_entropy_ms), 100, 3600000},
     {"crdt", "compact_updates", KEY_U32, F(crdt_compact_updates), 10, 10000000},
     {"crdt", "max_peer_documents", KEY_U32, F(crdt_max_peer_documents), 0, 100000},
+    {"crdt", "auto_join", KEY_BOOL, F(crdt_auto_join), 0, 0},
     {"crdt", "synchronous", KEY_SYNC, F(crdt_full_sync), 0, 0},
 };
 #undef F
@@ -116,6 +117,7 @@ void vv_config_defaults(struct vv_config *cfg)
     cfg->crdt_anti_entropy_ms = 5000;
     cfg->crdt_compact_updates = 1000;
     cfg->crdt_max_peer_documents = 10000;
+    cfg->crdt_auto_join = true;
     cfg->crdt_full_sync = false;
     cfg->path = NULL;
 }

@@ -461,6 +461,7 @@ static int crdt_start(struct vv_node *n)
     }
     vv_crdt_engine_set_cbs(m->engine, &cbs, m);
     vv_crdt_engine_set_max_peer_docs(m->engine, n->config.crdt_max_peer_documents);
+    vv_crdt_engine_set_auto_join(m->engine, n->config.crdt_auto_join);
     m->flush = vv_xmalloc(sizeof(*m->flush));
     uv_timer_init(n->loop, m->flush);
     m->flush->data = m;

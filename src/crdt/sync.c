@@ -35,6 +35,7 @@ struct vv_crdt_engine {
     uint64_t timer;
     uint32_t ae_ms;
     uint32_t max_peer_docs;
+    bool auto_join;
     size_t ae_cursor;
     struct vv_crdt_sync_stats stats;
 };
@@ -298,6 +299,11 @@ static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], co
         if (ok) {
             e->stats.syncs_received++;
             struct entry *x = find_entry(e, id);
+            if (!e->auto_join && (x == NULL || !has_peer(x, peer))) {
+                e->stats.docs_refused++; /* not shared with that peer here */
+                vv_wire_frame_free(&f);
+                return;
+            }
             if (x == NULL && e->n < VV_CRDT_SYNC_MAX_DOCS &&
                 e->stats.docs_created_by_peers < e->max_peer_docs) {
                 struct vv_crdt_doc *d = vv_crdt_doc_new(id, (enum vv_crdt_kind)kind, e->replica);
@@ -391,6 +397,7 @@ struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
     e->buckets = vv_xcalloc(e->n_buckets, sizeof(*e->buckets));
     e->ae_ms = anti_entropy_ms ? anti_entropy_ms : VV_CRDT_SYNC_ANTI_ENTROPY_MS;
     e->max_peer_docs = 10000;
+    e->auto_join = true;
     vv_env_set_channel(env, VV_CHANNEL_CRDT, on_recv, on_peer, e);
     e->timer = vv_env_timer_start(env, e->ae_ms, e->ae_ms, on_tick, e);
     return e;
@@ -407,6 +414,11 @@ void vv_crdt_engine_free(struct vv_crdt_engine *e)
     vv_free(e->list);
     vv_free(e->buckets);
     vv_free(e);
+}
+
+void vv_crdt_engine_set_auto_join(struct vv_crdt_engine *e, bool on)
+{
+    e->auto_join = on;
 }
 
 void vv_crdt_engine_set_max_peer_docs(struct vv_crdt_engine *e, uint32_t max)
