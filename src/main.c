@@ -287,5 +287,9 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* libuv's thread pool (4 threads by default) runs SQLite jobs of three stores and peer
+     * name lookups; a few slow DNS answers must not hold every store's commits. Read once,
+     * at the pool's first use; an operator's own setting wins. */
+    setenv("UV_THREADPOOL_SIZE", "16", 0);
     return run(config_path);
 }
