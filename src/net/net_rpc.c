@@ -15,8 +15,18 @@ struct vv__net_pending {
     struct vv__net_pending *next;
     struct vv_rpc_request *req;
     char address[VV_NET_ADDRESS_BYTES];
+    bool has_id;
+    uint8_t id[VV_NODE_ID_BYTES];
     uint64_t deadline_ms;
 };
+
+static void answer_connected(struct vv__net_pending *p, const uint8_t *node_id, bool already)
+{
+    char hex[VV_NODE_ID_HEX_BYTES];
+    vv_hex_encode(node_id, VV_NODE_ID_BYTES, hex);
+    vv_rpc_reply(p->req, json_pack("{s:s, s:s, s:b}", "nodeId", hex, "address", p->address,
+                                   "alreadyConnected", already));
+}
 
 static json_t *caps_json(uint32_t caps)
 {
@@ -257,6 +267,10 @@ static struct vv_rpc_answer peers_connect(struct vv_rpc_request *req, json_t *pa
     struct vv__net_pending *p = vv_xcalloc(1, sizeof(*p));
     p->req = req;
     vv_strlcpy(p->address, address, sizeof(p->address));
+    if (have_id) {
+        p->has_id = true;
+        memcpy(p->id, id, VV_NODE_ID_BYTES);
+    }
     p->deadline_ms =
         uv_now(m->node->loop) + m->node->config.net_handshake_timeout_ms + CONNECT_GRACE_MS;
     p->next = m->pending;
@@ -277,16 +291,17 @@ static void on_dial(void *arg, const char *address, const uint8_t *node_id, cons
     struct vv__net_pending **pp = &m->pending;
     while (*pp) {
         struct vv__net_pending *p = *pp;
-        if (strcmp(p->address, address) != 0) {
+        /* The dial of this call, or (when it named the node) any dial that reached that
+         * node: the manager may have been dialling it at another address already. */
+        bool same_node =
+            node_id != NULL && p->has_id && memcmp(p->id, node_id, VV_NODE_ID_BYTES) == 0;
+        if (strcmp(p->address, address) != 0 && !same_node) {
             pp = &p->next;
             continue;
         }
         *pp = p->next;
         if (node_id != NULL) {
-            char hex[VV_NODE_ID_HEX_BYTES];
-            vv_hex_encode(node_id, VV_NODE_ID_BYTES, hex);
-            vv_rpc_reply(p->req, json_pack("{s:s, s:s, s:b}", "nodeId", hex, "address", address,
-                                           "alreadyConnected", 0));
+            answer_connected(p, node_id, false);
         } else {
             vv_rpc_fail(p->req, VV_ECONN_NOT_CONNECTED, "dial to %s failed: %s", address,
                         why ? why : "unknown");
@@ -302,12 +317,18 @@ static void on_pending_timer(uv_timer_t *t)
     struct vv__net_pending **pp = &m->pending;
     while (*pp) {
         struct vv__net_pending *p = *pp;
-        if (now < p->deadline_ms) {
+        struct vv_net_conn_info ci;
+        bool connected = p->has_id && m->net && vv_net_info(m->net, p->id, &ci) == 0;
+        if (now < p->deadline_ms && !connected) {
             pp = &p->next;
             continue;
         }
         *pp = p->next;
-        vv_rpc_fail(p->req, VV_ECONN_NOT_CONNECTED, "dial to %s: no answer in time", p->address);
+        if (connected)
+            answer_connected(p, p->id, false); /* it came through another dial */
+        else
+            vv_rpc_fail(p->req, VV_ECONN_NOT_CONNECTED, "dial to %s: no answer in time",
+                        p->address);
         vv_free(p);
     }
 }
