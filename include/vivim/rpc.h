@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vivim/identity.h"
+
 /* JSON-RPC 2.0's reserved codes. Application errors use the codes of vivim/error.h. */
 #define VV_RPC_PARSE_ERROR      (-32700)
 #define VV_RPC_INVALID_REQUEST  (-32600)
@@ -101,6 +103,9 @@ int vv_rpc_param_string(const json_t *params, const char *name, bool required, s
                         const char **out, char *err, size_t err_len);
 int vv_rpc_param_uint(const json_t *params, const char *name, bool required, uint64_t min,
                       uint64_t max, uint64_t *out, char *err, size_t err_len);
+/* A node ID written as 64 hex digits. */
+int vv_rpc_param_node_id(const json_t *params, const char *name, bool required,
+                         uint8_t out[VV_NODE_ID_BYTES], char *err, size_t err_len);
 
 /* ---- the module ---------------------------------------------------------------------- */
 

@@ -23,21 +23,6 @@ static int doc_id_param(json_t *params, const char **id, char *err, size_t len)
     return 0;
 }
 
-static int node_id_param(json_t *params, bool required, uint8_t id[VV_NODE_ID_BYTES], bool *have,
-                         char *err, size_t len)
-{
-    const char *s;
-    int rc = vv_rpc_param_string(params, "nodeId", required, 64, &s, err, len);
-    *have = rc == 0;
-    if (rc < 0)
-        return -1;
-    if (rc == 0 && (strlen(s) != 64 || vv_hex_decode(s, id, VV_NODE_ID_BYTES) != 0)) {
-        snprintf(err, len, "nodeId: expected 64 hex digits");
-        return -1;
-    }
-    return 0;
-}
-
 static struct vv_rpc_answer not_running(struct vv_rpc_request *req)
 {
     return vv_rpc_fail(req, VV_ESTATE, "CRDT documents are not running");
@@ -124,28 +109,36 @@ static struct vv_rpc_answer crdt_apply(struct vv_rpc_request *req, json_t *param
     return vv_rpc_pending(req);
 }
 
-static struct vv_crdt_doc *find_doc(struct vv_crdt_module *m, json_t *params, const char **id,
-                                    char *err, size_t len, bool *bad)
+/* The calls that take exactly {docId} of an existing document: the document, or NULL with
+ * *a the answer. */
+static struct vv_crdt_doc *doc_call(struct vv_rpc_request *req, json_t *params,
+                                    struct vv_crdt_module *m, const char **id,
+                                    struct vv_rpc_answer *a)
 {
     static const char *const allowed[] = {"docId", NULL};
-    *bad = vv_rpc_params_object(params, allowed, err, len) != 0 ||
-           doc_id_param(params, id, err, len) != 0;
-    return *bad || m->engine == NULL ? NULL : vv_crdt_engine_find(m->engine, *id);
+    char err[256];
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        doc_id_param(params, id, err, sizeof(err)) != 0) {
+        *a = bad_params(req, err);
+        return NULL;
+    }
+    if (m->engine == NULL) {
+        *a = not_running(req);
+        return NULL;
+    }
+    struct vv_crdt_doc *d = vv_crdt_engine_find(m->engine, *id);
+    if (d == NULL)
+        *a = no_doc(req, *id);
+    return d;
 }
 
 static struct vv_rpc_answer crdt_value(struct vv_rpc_request *req, json_t *params, void *data)
 {
-    struct vv_crdt_module *m = data;
-    char err[256];
     const char *id;
-    bool bad;
-    struct vv_crdt_doc *d = find_doc(m, params, &id, err, sizeof(err), &bad);
-    if (bad)
-        return bad_params(req, err);
-    if (m->engine == NULL)
-        return not_running(req);
+    struct vv_rpc_answer a;
+    struct vv_crdt_doc *d = doc_call(req, params, data, &id, &a);
     if (d == NULL)
-        return no_doc(req, id);
+        return a;
     return vv_rpc_reply(req, json_pack("{s:s, s:s, s:o}", "docId", id, "type",
                                        vv_crdt_kind_name(vv_crdt_doc_kind(d)), "value",
                                        vv_crdt_doc_value(d)));
@@ -153,17 +146,11 @@ static struct vv_rpc_answer crdt_value(struct vv_rpc_request *req, json_t *param
 
 static struct vv_rpc_answer crdt_state(struct vv_rpc_request *req, json_t *params, void *data)
 {
-    struct vv_crdt_module *m = data;
-    char err[256];
     const char *id;
-    bool bad;
-    struct vv_crdt_doc *d = find_doc(m, params, &id, err, sizeof(err), &bad);
-    if (bad)
-        return bad_params(req, err);
-    if (m->engine == NULL)
-        return not_running(req);
+    struct vv_rpc_answer a;
+    struct vv_crdt_doc *d = doc_call(req, params, data, &id, &a);
     if (d == NULL)
-        return no_doc(req, id);
+        return a;
     uint8_t *st;
     size_t n;
     int rc = vv_crdt_doc_state(d, &st, &n);
@@ -179,17 +166,11 @@ static struct vv_rpc_answer crdt_state(struct vv_rpc_request *req, json_t *param
 static struct vv_rpc_answer crdt_state_vector(struct vv_rpc_request *req, json_t *params,
                                               void *data)
 {
-    struct vv_crdt_module *m = data;
-    char err[256];
     const char *id;
-    bool bad;
-    struct vv_crdt_doc *d = find_doc(m, params, &id, err, sizeof(err), &bad);
-    if (bad)
-        return bad_params(req, err);
-    if (m->engine == NULL)
-        return not_running(req);
+    struct vv_rpc_answer a;
+    struct vv_crdt_doc *d = doc_call(req, params, data, &id, &a);
     if (d == NULL)
-        return no_doc(req, id);
+        return a;
     uint8_t *sv;
     size_t n;
     int rc = vv_crdt_doc_state_vector(d, &sv, &n);
@@ -209,11 +190,12 @@ static struct vv_rpc_answer peer_call(struct vv_rpc_request *req, json_t *params
     char err[256];
     const char *id;
     uint8_t peer[VV_NODE_ID_BYTES];
-    bool have;
+    int peer_rc = 1;
     if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
         doc_id_param(params, &id, err, sizeof(err)) != 0 ||
-        node_id_param(params, which != 1, peer, &have, err, sizeof(err)) != 0)
+        (peer_rc = vv_rpc_param_node_id(params, "nodeId", which != 1, peer, err, sizeof(err))) < 0)
         return bad_params(req, err);
+    bool have = peer_rc == 0;
     if (m->engine == NULL)
         return not_running(req);
     if (vv_crdt_engine_find(m->engine, id) == NULL)

@@ -169,33 +169,31 @@ static struct vv_rpc_answer peers_list(struct vv_rpc_request *req, json_t *param
                                        (json_int_t)vv_connmgr_known_count(m->connmgr)));
 }
 
-static int node_id_param(json_t *params, bool required, uint8_t id[VV_NODE_ID_BYTES], bool *present,
-                         char *err, size_t err_len)
+/* The calls that take exactly {nodeId}: true with id read, or false with *a the answer. */
+static bool node_id_call(struct vv_rpc_request *req, json_t *params, struct vv_net_module *m,
+                         uint8_t id[VV_NODE_ID_BYTES], struct vv_rpc_answer *a)
 {
-    const char *s = NULL;
-    int rc = vv_rpc_param_string(params, "nodeId", required, 64, &s, err, err_len);
-    *present = rc == 0;
-    if (rc < 0)
-        return rc;
-    if (rc == 0 && (strlen(s) != 64 || vv_hex_decode(s, id, VV_NODE_ID_BYTES) != 0)) {
-        snprintf(err, err_len, "nodeId: expected 64 hex digits");
-        return -1;
+    static const char *const allowed[] = {"nodeId", NULL};
+    char err[256];
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        vv_rpc_param_node_id(params, "nodeId", true, id, err, sizeof(err)) != 0) {
+        *a = vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+        return false;
     }
-    return 0;
+    if (m->net == NULL) {
+        *a = not_running(req);
+        return false;
+    }
+    return true;
 }
 
 static struct vv_rpc_answer peers_info(struct vv_rpc_request *req, json_t *params, void *data)
 {
     struct vv_net_module *m = data;
-    static const char *const allowed[] = {"nodeId", NULL};
-    char err[256];
     uint8_t id[VV_NODE_ID_BYTES];
-    bool have;
-    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
-        node_id_param(params, true, id, &have, err, sizeof(err)) != 0)
-        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
-    if (m->net == NULL)
-        return not_running(req);
+    struct vv_rpc_answer a;
+    if (!node_id_call(req, params, m, id, &a))
+        return a;
     struct vv_net_conn_info ci;
     bool connected = vv_net_info(m->net, id, &ci) == 0;
     const struct vv_connmgr_peer *cp = vv_connmgr_find(m->connmgr, id);
@@ -207,15 +205,10 @@ static struct vv_rpc_answer peers_info(struct vv_rpc_request *req, json_t *param
 static struct vv_rpc_answer peers_disconnect(struct vv_rpc_request *req, json_t *params, void *data)
 {
     struct vv_net_module *m = data;
-    static const char *const allowed[] = {"nodeId", NULL};
-    char err[256];
     uint8_t id[VV_NODE_ID_BYTES];
-    bool have;
-    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
-        node_id_param(params, true, id, &have, err, sizeof(err)) != 0)
-        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
-    if (m->net == NULL)
-        return not_running(req);
+    struct vv_rpc_answer a;
+    if (!node_id_call(req, params, m, id, &a))
+        return a;
     struct vv_net_conn_info ci;
     if (vv_net_info(m->net, id, &ci) != 0)
         return vv_rpc_fail(req, VV_ECONN_NOT_CONNECTED, "peer not connected");
@@ -231,12 +224,13 @@ static struct vv_rpc_answer peers_connect(struct vv_rpc_request *req, json_t *pa
     char err[256];
     const char *address;
     uint8_t id[VV_NODE_ID_BYTES];
-    bool have_id;
+    int id_rc = 1;
     if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
         vv_rpc_param_string(params, "address", true, VV_NET_ADDRESS_BYTES - 1, &address, err,
                             sizeof(err)) != 0 ||
-        node_id_param(params, false, id, &have_id, err, sizeof(err)) != 0)
+        (id_rc = vv_rpc_param_node_id(params, "nodeId", false, id, err, sizeof(err))) < 0)
         return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    bool have_id = id_rc == 0;
     if (m->net == NULL)
         return not_running(req);
     if (vv_net_select_transport(m->net, address) == NULL)

@@ -46,6 +46,20 @@ int vv_rpc_param_string(const json_t *params, const char *name, bool required, s
     return 0;
 }
 
+int vv_rpc_param_node_id(const json_t *params, const char *name, bool required,
+                         uint8_t out[VV_NODE_ID_BYTES], char *err, size_t err_len)
+{
+    const char *s;
+    int rc = vv_rpc_param_string(params, name, required, 2 * VV_NODE_ID_BYTES, &s, err, err_len);
+    if (rc != 0)
+        return rc;
+    if (strlen(s) != 2 * VV_NODE_ID_BYTES || vv_hex_decode(s, out, VV_NODE_ID_BYTES) != 0) {
+        snprintf(err, err_len, "%s: expected 64 hex digits", name);
+        return -1;
+    }
+    return 0;
+}
+
 int vv_rpc_param_uint(const json_t *params, const char *name, bool required, uint64_t min,
                       uint64_t max, uint64_t *out, char *err, size_t err_len)
 {

@@ -132,8 +132,7 @@ static void *app_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, 
     a->sim = sim;
     a->env = env;
     a->index = index;
-    a->e =
-        vv_crdt_engine_new(env, 0, 2000, NULL, NULL); /* a fresh replica id per start */
+    a->e = vv_crdt_engine_new(env, 0, 2000, NULL, NULL); /* a fresh replica id per start */
     for (int k = 0; k < 4; k++)
         assert_int_equal(vv_crdt_engine_create(a->e, doc_ids[k], doc_kinds[k], NULL), 0);
     /* Neighbours: the next node on a ring, and two chosen by a hash of the index, so the
