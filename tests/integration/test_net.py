@@ -257,12 +257,12 @@ class Hostile(unittest.TestCase):
         self.assertEqual(self.node.rpc("node.status", timeout=5)["state"], "ready")
         return time.monotonic() - t0
 
-    def testpeer(self, *args, timeout=60):
+    def run_peer(self, *args, timeout=60):
         return subprocess.run([TESTPEER, "127.0.0.1", self.port] + list(args),
                               capture_output=True, text=True, timeout=timeout)
 
     def test_a_valid_peer_gets_a_hello(self):
-        r = self.testpeer("handshake")
+        r = self.run_peer("handshake")
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.split("\n")
         self.assertEqual(lines[0], self.node.rpc("node.status")["nodeId"])
@@ -285,7 +285,7 @@ class Hostile(unittest.TestCase):
     def test_garbage_badframe_oversized_after_a_valid_handshake(self):
         for mode in ("garbage", "badframe", "oversized"):
             before = metric(self.node, "vivimd_net_decode_errors_total")
-            r = self.testpeer(mode)
+            r = self.run_peer(mode)
             self.assertEqual(r.returncode, 0, f"{mode}: the node did not close: {r.stderr}")
             wait_for(f"{mode} to be counted", lambda: metric(
                 self.node, "vivimd_net_decode_errors_total") > before, 10)
@@ -318,11 +318,12 @@ class Hostile(unittest.TestCase):
         self.responsive()
 
     def test_peer_that_never_reads(self):
-        # It sends 200,000 PINGs and reads none of the PONGs: the node's queue towards it
-        # stops at peer_queue_bytes and the rest are dropped, counted.
+        # It sends a million PINGs and reads none of the PONGs (with a 4 KiB receive window):
+        # once the kernel's buffers are full, the node's queue towards it stops at
+        # peer_queue_bytes and the rest are dropped, counted.
         rss0 = rss_kib(self.node.pid)
         before = metric(self.node, "vivimd_net_drops_backpressure_total")
-        p = subprocess.Popen([TESTPEER, "127.0.0.1", self.port, "noread", "200000", "8"],
+        p = subprocess.Popen([TESTPEER, "127.0.0.1", self.port, "noread", "1000000", "8"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             wait_for("sends to be refused", lambda: metric(

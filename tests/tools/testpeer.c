@@ -114,6 +114,11 @@ int main(int argc, char **argv)
         return 1;
     }
     struct peer p = {.fd = socket(res->ai_family, SOCK_STREAM, 0)};
+    if (p.fd >= 0 && strcmp(mode, "noread") == 0) {
+        /* A small receive window, so the node's answers pile up on its side soon. */
+        int small = 4096;
+        setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    }
     if (p.fd < 0 || connect(p.fd, res->ai_addr, res->ai_addrlen) != 0) {
         perror("connect");
         return 1;
