@@ -66,6 +66,8 @@ struct vv_rpc_method {
 /* Registers a method (the descriptor is copied; its strings must be static). Returns 0,
  * VV_EEXIST for a duplicate name, VV_ELIMIT past VV_RPC_MAX_METHODS. */
 int vv_rpc_register(struct vv_rpc *rpc, const struct vv_rpc_method *m);
+/* Registers n methods in order; stops at the first error and returns it. */
+int vv_rpc_register_all(struct vv_rpc *rpc, const struct vv_rpc_method *methods, size_t n);
 
 /* Answers with result (taken). */
 struct vv_rpc_answer vv_rpc_reply(struct vv_rpc_request *req, json_t *result);

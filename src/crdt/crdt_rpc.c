@@ -328,10 +328,5 @@ int vv__crdt_rpc_register(struct vv_crdt_module *m, struct vv_rpc *rpc)
          "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}",
          "{\"type\":\"object\",\"properties\":{\"documents\":{\"type\":\"array\"}}}"},
     };
-    for (size_t i = 0; i < VV_ARRAY_SIZE(methods); i++) {
-        int rc = vv_rpc_register(rpc, &methods[i]);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    return vv_rpc_register_all(rpc, methods, VV_ARRAY_SIZE(methods));
 }

@@ -507,16 +507,24 @@ int vv_crdt_engine_op(struct vv_crdt_engine *e, const char *id, const json_t *op
     return 0;
 }
 
-int vv_crdt_engine_join(struct vv_crdt_engine *e, const char *id,
-                        const uint8_t peer[VV_NODE_ID_BYTES])
+/* Joins peer to document id and starts a round with it; the send's own result in *sent. */
+static int join_and_sync(struct vv_crdt_engine *e, const char *id,
+                         const uint8_t peer[VV_NODE_ID_BYTES], int *sent)
 {
     struct entry *x = find_entry(e, id);
     if (x == NULL)
         return VV_ECRDT_NO_DOC;
     int rc = add_peer(e, x, peer);
     if (rc == 0)
-        send_sync(e, x, peer, true); /* when not connected, the round runs on connect */
+        *sent = send_sync(e, x, peer, true);
     return rc;
+}
+
+int vv_crdt_engine_join(struct vv_crdt_engine *e, const char *id,
+                        const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    int sent;
+    return join_and_sync(e, id, peer, &sent); /* when not connected, the round runs on connect */
 }
 
 int vv_crdt_engine_leave(struct vv_crdt_engine *e, const char *id, const uint8_t *peer)
@@ -543,14 +551,11 @@ int vv_crdt_engine_leave(struct vv_crdt_engine *e, const char *id, const uint8_t
 int vv_crdt_engine_sync(struct vv_crdt_engine *e, const char *id,
                         const uint8_t peer[VV_NODE_ID_BYTES])
 {
-    struct entry *x = find_entry(e, id);
-    if (x == NULL)
-        return VV_ECRDT_NO_DOC;
-    int rc = add_peer(e, x, peer);
+    int sent = 0;
+    int rc = join_and_sync(e, id, peer, &sent);
     if (rc != 0)
         return rc;
-    rc = send_sync(e, x, peer, true);
-    return rc == VV_ECONN_NOT_CONNECTED || rc == VV_ECONN_BACKPRESSURE ? rc : 0;
+    return sent == VV_ECONN_NOT_CONNECTED || sent == VV_ECONN_BACKPRESSURE ? sent : 0;
 }
 
 size_t vv_crdt_engine_count(const struct vv_crdt_engine *e)

@@ -416,10 +416,5 @@ int vv__net_rpc_register(struct vv_net_module *m, struct vv_rpc *rpc)
          NODE_ID_PARAMS,
          "{\"type\":\"object\",\"properties\":{\"disconnected\":{\"const\":true}}}"},
     };
-    for (size_t i = 0; i < VV_ARRAY_SIZE(methods); i++) {
-        int rc = vv_rpc_register(rpc, &methods[i]);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    return vv_rpc_register_all(rpc, methods, VV_ARRAY_SIZE(methods));
 }

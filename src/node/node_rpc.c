@@ -83,10 +83,5 @@ int vv_node_rpc_register(struct vv_node *n)
          "fails to load is an error and the running configuration is kept.",
          no_params, "{\"type\":\"object\",\"properties\":{\"changes\":{\"type\":\"string\"}}}"},
     };
-    for (size_t i = 0; i < VV_ARRAY_SIZE(methods); i++) {
-        int rc = vv_rpc_register(n->rpc, &methods[i]);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    return vv_rpc_register_all(n->rpc, methods, VV_ARRAY_SIZE(methods));
 }

@@ -329,10 +329,5 @@ int vv_registry_rpc_register(struct vv_rpc *rpc)
          "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"at\":{\"type\":"
          "\"integer\"}}}"},
     };
-    for (size_t i = 0; i < VV_ARRAY_SIZE(methods); i++) {
-        int rc = vv_rpc_register(rpc, &methods[i]);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    return vv_rpc_register_all(rpc, methods, VV_ARRAY_SIZE(methods));
 }

@@ -277,6 +277,16 @@ static const struct vv_rpc_method *find_method(const struct vv_rpc *rpc, const c
     return NULL;
 }
 
+int vv_rpc_register_all(struct vv_rpc *rpc, const struct vv_rpc_method *methods, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = vv_rpc_register(rpc, &methods[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 int vv_rpc_register(struct vv_rpc *rpc, const struct vv_rpc_method *m)
 {
     if (find_method(rpc, m->name))

@@ -7,29 +7,16 @@ import json
 import os
 import random
 import shutil
-import signal
+import threading
 import sqlite3
 import tempfile
-import threading
-import time
 import unittest
 
 import vivimtest
-from vivimtest import Node, RpcError
+from vivimtest import Node, RpcError, wait_for
 
 NET = {"keepalive_ms": "1000", "reconnect_max_ms": "1000", "low_water": "4", "high_water": "8"}
 CRDT = {"anti_entropy_ms": "500"}
-
-
-def wait_for(what, fn, timeout):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 class ThreeNodes(unittest.TestCase):
@@ -173,10 +160,7 @@ class KillNine(unittest.TestCase):
             sent_incr = 0
             acked_marks = []
             for round_ in range(10):
-                node.start()
-                stop = threading.Event()
-
-                def writer():
+                def writer(stop, round_=round_):
                     nonlocal acked_incr, sent_incr
                     i = 0
                     try:
@@ -203,16 +187,7 @@ class KillNine(unittest.TestCase):
                     except (OSError, ValueError):
                         return
 
-                t = threading.Thread(target=writer)
-                t.start()
-                time.sleep(0.2 + rnd.random() * 0.4)
-                node.proc.send_signal(signal.SIGKILL)
-                node.proc.wait()
-                stop.set()
-                t.join(10)
-                node._log.close()
-                node._notify.close()
-                node.proc = None
+                vivimtest.kill_during(node, writer, 0.2 + rnd.random() * 0.4)
             self.assertGreater(acked_incr, 20)
             with sqlite3.connect(os.path.join(node.state_dir, "crdt.sqlite")) as db:
                 self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")

@@ -15,7 +15,7 @@ import unittest
 import urllib.parse
 
 import vivimtest
-from vivimtest import Node, RpcError, http_get
+from vivimtest import Node, RpcError, wait_for, http_get
 
 TESTPEER = os.environ.get("VIVIM_TESTPEER",
                           os.path.join(os.path.dirname(vivimtest.VIVIMD), "vivim-testpeer"))
@@ -41,17 +41,6 @@ def metric(node, name):
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in /metrics")
-
-
-def wait_for(what, fn, timeout):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 def peer_ids(node):

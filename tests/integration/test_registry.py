@@ -9,13 +9,10 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import tempfile
-import threading
-import time
 import unittest
 
 import vivimtest
@@ -223,8 +220,6 @@ class KillNine(unittest.TestCase):
             node = Node(tmp=tmp, start=False)
             seq = 0
             for round_ in range(20):
-                node.start()
-                stop = threading.Event()
 
                 def call(s, method, params, i):
                     req = {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
@@ -234,7 +229,7 @@ class KillNine(unittest.TestCase):
                         raise ConnectionError("vivimd went away")
                     return "result" in json.loads(line)
 
-                def writer():
+                def writer(stop):
                     nonlocal seq
                     try:
                         with node.connect(timeout=5) as s:
@@ -254,16 +249,7 @@ class KillNine(unittest.TestCase):
                     except (OSError, ValueError):
                         return
 
-                t = threading.Thread(target=writer)
-                t.start()
-                time.sleep(0.2 + rnd.random() * 0.4)
-                node.proc.send_signal(signal.SIGKILL)
-                node.proc.wait()
-                stop.set()
-                t.join(10)
-                node._log.close()
-                node._notify.close()
-                node.proc = None
+                vivimtest.kill_during(node, writer, 0.2 + rnd.random() * 0.4)
             self.assertGreater(len(acked_records), 20)
             # Every file passes SQLite's integrity check.
             files = [os.path.join(node.state_dir, "registry.db")] + glob.glob(

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -216,6 +217,36 @@ class Node:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def wait_for(what, fn, timeout):
+    """Polls fn every 0.1 s until it returns something true (returned), or fails after
+    timeout seconds naming what was awaited and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def kill_during(node, writer, delay):
+    """Starts node, runs writer(stop_event) on a thread, SIGKILLs the node after delay
+    seconds, and leaves the node stopped and ready to start again."""
+    node.start()
+    stop = threading.Event()
+    t = threading.Thread(target=writer, args=(stop,))
+    t.start()
+    time.sleep(delay)
+    node.proc.send_signal(signal.SIGKILL)
+    node.proc.wait()
+    stop.set()
+    t.join(10)
+    node._log.close()
+    node._notify.close()
+    node.proc = None
 
 
 def main():
