@@ -65,6 +65,9 @@ int vv_crdt_doc_op(struct vv_crdt_doc *d, const json_t *op, struct vv_hlc *clock
  */
 int vv_crdt_doc_apply(struct vv_crdt_doc *d, const uint8_t *buf, size_t len, bool *buffered);
 size_t vv_crdt_doc_pending(const struct vv_crdt_doc *d);
+/* The integration work (scan steps, see vv_crdt_seq_last_work) the last update applied to d
+ * took, for text documents; 0 for the other types, whose updates cost their size. */
+uint64_t vv_crdt_doc_last_work(const struct vv_crdt_doc *d);
 
 /* A fingerprint that changes whenever the document's content does (its state vector, its
  * size, for register, set and map its whole state): lets the sync layer tell an update that

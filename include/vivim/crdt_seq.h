@@ -61,12 +61,29 @@ int vv_crdt_seq_delete(struct vv_crdt_seq *d, size_t pos, size_t len, uint8_t **
 
 /*
  * Applies an update, a delta or a full state from any replica. Idempotent; commutes with
- * every other update delivered in causal order. Returns 0; VV_ECRDT_DECODE for malformed
- * input (the document is unchanged); VV_ECRDT_CAUSALITY when the update needs items not
- * seen yet (unchanged; apply it again after the missing ones); VV_ELIMIT when the document
- * would exceed VV_CRDT_SEQ_MAX_REPLICAS.
+ * every other update delivered in causal order. All or nothing: on any error the document is
+ * unchanged. Returns 0; VV_ECRDT_DECODE for malformed input; VV_ECRDT_CAUSALITY when the
+ * update needs items not seen yet (apply it again after the missing ones); VV_ELIMIT when
+ * the document would exceed VV_CRDT_SEQ_MAX_REPLICAS; VV_ECRDT_HISTORY when an item would
+ * land among items of its own replica that its origins say it never saw (no honest replica
+ * writes that); VV_ECRDT_COST when integrating it would take more than the work budget
+ * (VV_CRDT_SEQ_WORK_MAX scan steps).
  */
 int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len);
+
+/*
+ * What integrating one update may cost, in scan steps (runs an item's placement looks at).
+ * Each item of an honest update scans only the items written concurrently between its
+ * origins: merging two diverged histories costs about a step per run of the other side for
+ * each place both edited. Piles of concurrent inserts at one place cost quadratically (only
+ * forged histories, or tens of thousands of replicas typing at one spot unseen by each other,
+ * make them); one update stops at this many steps: about 35 ms of work on the machines in
+ * docs/benchmarks.md, undone whole.
+ */
+#define VV_CRDT_SEQ_WORK_MAX (4u << 20)
+
+/* The scan steps the last vv_crdt_seq_apply on d took (for metrics and tests). */
+uint64_t vv_crdt_seq_last_work(const struct vv_crdt_seq *d);
 
 /* The state vector (for every replica, how many of its items this document holds), encoded.
  * *out is vv_free()d by the caller. */

@@ -51,6 +51,12 @@ struct vv_crdt_sync_stats {
     uint64_t updates_sent, updates_received, updates_rejected, updates_buffered;
     uint64_t docs_created_by_peers, docs_refused; /* SYNC for documents we lacked */
     uint64_t syncs_sent, syncs_received, bad_messages, send_failures, too_large;
+    /* Refused updates by cause: over the integration budget, or an impossible history. */
+    uint64_t updates_too_costly, updates_forged;
+    uint64_t integration_steps; /* scan steps spent integrating text updates from peers */
+    /* Messages held for a later loop turn once a turn's work allowance is spent: waiting
+     * now (count and bytes), ever deferred, dropped because the queue was full. */
+    uint64_t deferred_msgs, deferred_bytes, deferred_total, deferred_dropped;
 };
 
 struct vv_crdt_engine;

@@ -69,6 +69,8 @@
     X(VV_ECRDT_RANGE, -11103, "position or length out of range")                                   \
     X(VV_ECRDT_NO_DOC, -11104, "no such document")                                                 \
     X(VV_ECRDT_CAUSALITY, -11105, "update depends on operations not yet seen")                     \
+    X(VV_ECRDT_COST, -11106, "update would cost too much to integrate")                            \
+    X(VV_ECRDT_HISTORY, -11107, "update contradicts its replica's own history")                    \
     /* store: -11200 .. -11299 */                                                                  \
     /* registry: -11300 .. -11399 */                                                               \
     /* userdb: -11400 .. -11499 */                                                                 \

@@ -365,6 +365,13 @@ ENGINE_STAT(syncs_received)
 ENGINE_STAT(bad_messages)
 ENGINE_STAT(too_large)
 ENGINE_STAT(docs_refused)
+ENGINE_STAT(updates_too_costly)
+ENGINE_STAT(updates_forged)
+ENGINE_STAT(integration_steps)
+ENGINE_STAT(deferred_msgs)
+ENGINE_STAT(deferred_bytes)
+ENGINE_STAT(deferred_total)
+ENGINE_STAT(deferred_dropped)
 
 static double st_docs(void *data)
 {
@@ -383,6 +390,12 @@ static double st_store_errors(void *data)
 static void register_metrics(struct vv_crdt_module *m, struct vv_metrics *mx)
 {
     vv_metrics_gauge_fn(mx, "vivimd_crdt_documents", "CRDT documents held.", st_docs, m);
+    vv_metrics_gauge_fn(mx, "vivimd_crdt_deferred_messages",
+                        "CRDT messages from peers waiting for a later loop turn.", st_deferred_msgs,
+                        m);
+    vv_metrics_gauge_fn(mx, "vivimd_crdt_deferred_bytes",
+                        "Bytes of CRDT messages from peers waiting for a later loop turn.",
+                        st_deferred_bytes, m);
     static const struct {
         const char *name, *help;
         double (*fn)(void *);
@@ -403,6 +416,23 @@ static void register_metrics(struct vv_crdt_module *m, struct vv_metrics *mx)
         {"vivimd_crdt_docs_refused_total",
          "Sync requests for unknown documents ignored ([crdt] max_peer_documents reached).",
          st_docs_refused},
+        {"vivimd_crdt_updates_too_costly_total",
+         "Text updates from peers refused because integrating them would exceed the work "
+         "budget (4,194,304 scan steps).",
+         st_updates_too_costly},
+        {"vivimd_crdt_updates_forged_total",
+         "Text updates from peers refused because they contradict their replica's own history.",
+         st_updates_forged},
+        {"vivimd_crdt_integration_steps_total",
+         "Scan steps spent integrating text updates from peers (refused ones included).",
+         st_integration_steps},
+        {"vivimd_crdt_deferred_total",
+         "CRDT messages from peers held for a later loop turn (the turn's work was spent).",
+         st_deferred_total},
+        {"vivimd_crdt_deferred_dropped_total",
+         "CRDT messages from peers dropped because the deferred queue was full (4,096 "
+         "messages or 16 MiB); the next sync round brings their content again.",
+         st_deferred_dropped},
         {"vivimd_crdt_compactions_total", "Document logs folded into snapshots.", st_compactions},
         {"vivimd_crdt_store_errors_total", "Failed writes to the document store.", st_store_errors},
     };

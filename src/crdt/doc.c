@@ -391,6 +391,11 @@ int vv_crdt_doc_apply(struct vv_crdt_doc *d, const uint8_t *buf, size_t len, boo
     return rc;
 }
 
+uint64_t vv_crdt_doc_last_work(const struct vv_crdt_doc *d)
+{
+    return d->kind == VV_CRDT_KIND_TEXT ? vv_crdt_seq_last_work(d->u.text) : 0;
+}
+
 /* ---- views ------------------------------------------------------------------------------ */
 
 json_t *vv_crdt_doc_value(const struct vv_crdt_doc *d)

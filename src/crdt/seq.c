@@ -323,8 +323,10 @@ run_t *vv__seq_idx_find(const struct vv__seq_agent *a, uint32_t seq, uint32_t *b
 static void idx_insert_after(struct vv__seq_agent *a, uint32_t bi, uint32_t ei, run_t *r)
 {
     if (a->nblocks == 0) {
-        a->cap_blocks = 4;
-        a->blocks = vv_xmalloc(a->cap_blocks * sizeof(*a->blocks));
+        if (a->cap_blocks == 0) { /* an index emptied by a rollback keeps its array */
+            a->cap_blocks = 4;
+            a->blocks = vv_xmalloc(a->cap_blocks * sizeof(*a->blocks));
+        }
         a->blocks[0] = vv_xmalloc(sizeof(struct vv__seq_idx_block));
         a->blocks[0]->n = 1;
         a->blocks[0]->seq[0] = r->seq;
@@ -580,18 +582,31 @@ static bool can_extend(const struct vv_crdt_seq *d, const run_t *x, uint32_t age
            (deleted || (coff != VV__SEQ_NO_CONTENT && x->coff + x->len == coff));
 }
 
-/* Places new items right after prev (NULL: at the start). */
-static void place(struct vv_crdt_seq *d, run_t *prev, uint32_t agent, uint32_t seq, uint32_t len,
-                  sqid_t ol, sqid_t orr, uint32_t coff, bool deleted)
+static void txn_log(struct vv__seq_txn *t, struct vv__seq_undo u)
+{
+    if (t == NULL)
+        return;
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 64;
+        t->log = vv_xrealloc(t->log, t->cap * sizeof(*t->log));
+    }
+    t->log[t->n++] = u;
+}
+
+/* Places new items right after prev (NULL: at the start), logged in t unless t is NULL. */
+static void place(struct vv_crdt_seq *d, struct vv__seq_txn *t, run_t *prev, uint32_t agent,
+                  uint32_t seq, uint32_t len, sqid_t ol, sqid_t orr, uint32_t coff, bool deleted)
 {
     if (prev && can_extend(d, prev, agent, seq, ol, orr, coff, deleted)) {
         splay(d, prev);
         prev->len += len;
         pull(prev);
+        txn_log(t, (struct vv__seq_undo){VV__SEQ_UNDO_EXTEND, prev, NULL, len});
     } else {
         run_t *y = vv__seq_run_new(agent, seq, len, ol, orr, coff, deleted);
         link_after(d, prev, y);
         vv__seq_idx_append(&d->agents[agent], y);
+        txn_log(t, (struct vv__seq_undo){VV__SEQ_UNDO_NEW, y, NULL, 0});
     }
     d->agents[agent].next_seq = seq + len;
 }
@@ -657,7 +672,7 @@ int vv_crdt_seq_insert(struct vv_crdt_seq *d, size_t pos, const char *utf8, size
         }
     }
     uint32_t seq = me->next_seq;
-    place(d, prev, d->self, seq, (uint32_t)n, ol, orr, coff, false);
+    place(d, NULL, prev, d->self, seq, (uint32_t)n, ol, orr, coff, false);
     if (update)
         vv__seq_encode_insert(d, seq, (uint32_t)n, ol, orr, coff, update, update_len);
     return 0;
@@ -716,8 +731,8 @@ void vv__seq_delete_ids(struct vv_crdt_seq *d, uint32_t agent, uint32_t seq, uin
     }
 }
 
-void vv__seq_integrate(struct vv_crdt_seq *d, uint32_t agent, uint32_t seq, uint32_t len, sqid_t ol,
-                       sqid_t orr, uint32_t coff, bool deleted)
+int vv__seq_integrate(struct vv_crdt_seq *d, struct vv__seq_txn *t, uint32_t agent, uint32_t seq,
+                      uint32_t len, sqid_t ol, sqid_t orr, uint32_t coff, bool deleted)
 {
     uint64_t total = d->root ? d->root->sub_raw : 0;
     int64_t left = -1;
@@ -759,6 +774,17 @@ void vv__seq_integrate(struct vv_crdt_seq *d, uint32_t agent, uint32_t seq, uint
         }
         if (cur == NULL || i == right)
             break;
+        /*
+         * Every item strictly between the origins was written concurrently with the new one:
+         * its writer saw the origins side by side. So none of them is the writer's own (it saw
+         * all of those), and an update saying otherwise is forged; refusing it here also ends
+         * the cheapest quadratic attack, one replica's items all claiming the same origins.
+         * What is left (many replicas at one place) is bounded by the budget.
+         */
+        if (cur->agent == agent)
+            return VV_ECRDT_HISTORY;
+        if (++t->steps > t->max_steps)
+            return VV_ECRDT_COST;
         sqid_t oid = cur_off ? (sqid_t){cur->agent, cur->seq + cur_off - 1} : cur->ol;
         int64_t oleft = oid.agent == VV__SEQ_NONE ? -1 : (int64_t)id_pos(d, oid);
         uint64_t oright = cur->orr.agent == VV__SEQ_NONE ? total : id_pos(d, cur->orr);
@@ -791,10 +817,74 @@ void vv__seq_integrate(struct vv_crdt_seq *d, uint32_t agent, uint32_t seq, uint
         prev = d->root ? rightmost(d->root) : NULL;
     else if (dest_off > 0) {
         prev = dest_run;
-        split(d, dest_run, dest_off);
+        run_t *y = split(d, dest_run, dest_off);
+        txn_log(t, (struct vv__seq_undo){VV__SEQ_UNDO_SPLIT, dest_run, y, 0});
     } else
         prev = prev_run(dest_run);
-    place(d, prev, agent, seq, len, ol, orr, coff, deleted);
+    place(d, t, prev, agent, seq, len, ol, orr, coff, deleted);
+    return 0;
+}
+
+/* ---- transactions ------------------------------------------------------------------------ */
+
+void vv__seq_txn_begin(struct vv_crdt_seq *d, struct vv__seq_txn *t, uint64_t max_steps)
+{
+    *t = (struct vv__seq_txn){.max_steps = max_steps, .nagents = d->nagents, .nchars = d->nchars};
+}
+
+void vv__seq_txn_rollback(struct vv_crdt_seq *d, struct vv__seq_txn *t)
+{
+    /* Newest first, so each undo finds the tree as its change left it. */
+    for (size_t i = t->n; i-- > 0;) {
+        struct vv__seq_undo *u = &t->log[i];
+        run_t *x = u->x;
+        switch (u->kind) {
+        case VV__SEQ_UNDO_NEW:
+            unlink_run(d, x);
+            idx_remove(&d->agents[x->agent], x);
+            d->agents[x->agent].next_seq = x->seq;
+            vv_free(x);
+            break;
+        case VV__SEQ_UNDO_EXTEND:
+            splay(d, x);
+            x->len -= u->len;
+            pull(x);
+            d->agents[x->agent].next_seq = x->seq + x->len;
+            break;
+        case VV__SEQ_UNDO_SPLIT:
+            unlink_run(d, u->y);
+            idx_remove(&d->agents[u->y->agent], u->y);
+            splay(d, x);
+            x->len += u->y->len;
+            pull(x);
+            vv_free(u->y);
+            break;
+        }
+    }
+    /* Agents the update added hold no runs any more; drop them from the id order too. */
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < d->nagents; i++)
+        if (d->by_id[i] < t->nagents)
+            d->by_id[k++] = d->by_id[i];
+    for (uint32_t i = t->nagents; i < d->nagents; i++)
+        vv_free(d->agents[i].blocks);
+    d->nagents = t->nagents;
+    d->nchars = t->nchars;
+    d->last_work = t->steps;
+    vv_free(t->log);
+    t->log = NULL;
+}
+
+void vv__seq_txn_commit(struct vv_crdt_seq *d, struct vv__seq_txn *t)
+{
+    d->last_work = t->steps;
+    vv_free(t->log);
+    t->log = NULL;
+}
+
+uint64_t vv_crdt_seq_last_work(const struct vv_crdt_seq *d)
+{
+    return d->last_work;
 }
 
 /* ---- compaction ------------------------------------------------------------------------- */

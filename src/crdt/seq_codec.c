@@ -1022,7 +1022,10 @@ int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len)
             goto out;
     }
 
-    /* Commit: nothing below fails. */
+    /* Integrate, as one transaction: an item found impossible or over the budget undoes the
+     * whole update. The deletions after it cannot fail. */
+    struct vv__seq_txn txn;
+    vv__seq_txn_begin(d, &txn, VV_CRDT_SEQ_WORK_MAX);
     for (uint32_t u = 0; u < x.nids; u++)
         if (amap[u] == VV__SEQ_NONE)
             amap[u] = vv__seq_agent_add(d, x.ids[u]);
@@ -1055,11 +1058,18 @@ int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len)
             uint32_t coff = w->deleted
                                 ? VV__SEQ_NO_CONTENT
                                 : vv__seq_chars_append(d, x.cps + w->cstart + trim, w->len - trim);
-            vv__seq_integrate(d, a, w->seq + trim, w->len - trim, ol, MAP(w->orr), coff,
-                              w->deleted);
+            rc = vv__seq_integrate(d, &txn, a, w->seq + trim, w->len - trim, ol, MAP(w->orr), coff,
+                                   w->deleted);
+            if (rc)
+                break;
         }
     }
 #undef MAP
+    if (rc) {
+        vv__seq_txn_rollback(d, &txn);
+        goto out;
+    }
+    vv__seq_txn_commit(d, &txn);
     for (size_t i = 0; i < x.ndels; i++)
         vv__seq_delete_ids(d, amap[x.dels[i].agent], x.dels[i].seq, x.dels[i].len);
 

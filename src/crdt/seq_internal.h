@@ -61,6 +61,27 @@ struct vv_crdt_seq {
     size_t nruns;
     uint32_t *chars; /* code points of inserted text, append-only; runs point into it */
     size_t nchars, cap_chars;
+    uint64_t last_work; /* scan steps the last applied update took */
+};
+
+/*
+ * One remote update's integration as a transaction: what each placement changed, so that an
+ * update found too costly or impossible halfway is undone whole, and the scan steps spent
+ * against the update's budget.
+ */
+struct vv__seq_undo {
+    enum { VV__SEQ_UNDO_NEW, VV__SEQ_UNDO_EXTEND, VV__SEQ_UNDO_SPLIT } kind;
+    struct vv__seq_run *x; /* the new run, the extended run, or the split run's left part */
+    struct vv__seq_run *y; /* the split's right part */
+    uint32_t len;          /* items an extension added */
+};
+
+struct vv__seq_txn {
+    struct vv__seq_undo *log;
+    size_t n, cap;
+    uint64_t steps, max_steps;
+    uint32_t nagents; /* agents before the update */
+    size_t nchars;    /* code points before the update */
 };
 
 static inline bool vv__seq_id_eq(struct vv__seq_id a, struct vv__seq_id b)
@@ -77,9 +98,19 @@ struct vv__seq_run *vv__seq_next(const struct vv__seq_run *x);
 struct vv__seq_run *vv__seq_idx_find(const struct vv__seq_agent *a, uint32_t seq, uint32_t *bi,
                                      uint32_t *ei);
 uint32_t vv__seq_chars_append(struct vv_crdt_seq *d, const uint32_t *cps, size_t n);
-/* Integrates new items (seq == next_seq of the agent; origins present). */
-void vv__seq_integrate(struct vv_crdt_seq *d, uint32_t agent, uint32_t seq, uint32_t len,
-                       struct vv__seq_id ol, struct vv__seq_id orr, uint32_t coff, bool deleted);
+/* Starts a transaction before any agent or text of the update is added. */
+void vv__seq_txn_begin(struct vv_crdt_seq *d, struct vv__seq_txn *t, uint64_t max_steps);
+/* Undoes every placement, agent and text the transaction added, and ends it. */
+void vv__seq_txn_rollback(struct vv_crdt_seq *d, struct vv__seq_txn *t);
+/* Keeps what the transaction did, and ends it. */
+void vv__seq_txn_commit(struct vv_crdt_seq *d, struct vv__seq_txn *t);
+/* Integrates new items (seq == next_seq of the agent; origins present) inside a transaction.
+ * Returns 0, VV_ECRDT_HISTORY when the scan meets an item of the same agent (the new item's
+ * origins say its writer never saw it: impossible for an honest replica), or VV_ECRDT_COST
+ * when the transaction's scan budget runs out; the caller then rolls back. */
+int vv__seq_integrate(struct vv_crdt_seq *d, struct vv__seq_txn *t, uint32_t agent, uint32_t seq,
+                      uint32_t len, struct vv__seq_id ol, struct vv__seq_id orr, uint32_t coff,
+                      bool deleted);
 /* Marks items deleted (they exist). */
 void vv__seq_delete_ids(struct vv_crdt_seq *d, uint32_t agent, uint32_t seq, uint32_t len);
 /* Builds an empty document's tree from runs already in document order (the load fast path);

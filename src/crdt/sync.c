@@ -14,6 +14,28 @@
 
 #define AE_DOCS_PER_TICK 256 /* anti-entropy rounds started per tick, at most */
 
+/*
+ * Work from peers is metered per loop turn (turns are told apart by env time, which the
+ * daemon's driver reads once per turn): a message costs its bytes plus, for a text update,
+ * the scan steps its integration took, and the delta bytes a SYNC made us encode times
+ * DELTA_BYTE_WORK. Once a turn has spent TURN_WORK, messages wait in a bounded queue for the
+ * next turns (a 1 ms timer), oldest first, so a read full of small costly messages cannot
+ * hold the loop: one message at most overshoots the turn's allowance, and a text update
+ * costs at most VV_CRDT_SEQ_WORK_MAX steps. About 8 ns a step on the benchmark machines:
+ * TURN_WORK is a few milliseconds.
+ */
+#define TURN_WORK       (512u << 10)
+#define DELTA_BYTE_WORK 4u
+#define DEFER_MAX_MSGS  4096u
+#define DEFER_MAX_BYTES (16u << 20)
+
+struct deferred {
+    struct deferred *next;
+    uint8_t peer[VV_NODE_ID_BYTES];
+    size_t len;
+    uint8_t data[];
+};
+
 struct entry {
     struct vv_crdt_doc *doc;
     uint8_t (*peers)[VV_NODE_ID_BYTES];
@@ -38,6 +60,12 @@ struct vv_crdt_engine {
     bool auto_join;
     size_t ae_cursor;
     struct vv_crdt_sync_stats stats;
+    uint64_t last_warn_ms;               /* refused updates are logged at most once a second */
+    uint64_t unlogged;                   /* refusals since the last line */
+    uint64_t turn_ms;                    /* env time of the turn being metered */
+    uint64_t turn_work;                  /* work spent in it */
+    struct deferred *dq_head, **dq_tail; /* messages waiting for a later turn, oldest first */
+    uint64_t dq_timer;
 };
 
 uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e)
@@ -253,16 +281,33 @@ static bool get_id(const msgpack_object *o, char *out)
     return vv_crdt_doc_id_valid(out);
 }
 
-static void apply_remote(struct vv_crdt_engine *e, struct entry *x, const uint8_t *u, size_t len)
+static void apply_remote(struct vv_crdt_engine *e, struct entry *x,
+                         const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *u, size_t len)
 {
     if (len == 0)
         return; /* nothing to bring */
     bool buffered = false;
     uint64_t before = vv_crdt_doc_fingerprint(x->doc);
     int rc = vv_crdt_doc_apply(x->doc, u, len, &buffered);
+    e->stats.integration_steps += vv_crdt_doc_last_work(x->doc);
+    e->turn_work += vv_crdt_doc_last_work(x->doc);
     if (rc != 0) {
         e->stats.updates_rejected++;
-        vv_log_debug("crdt", "update to %s rejected: %s", vv_crdt_doc_id(x->doc), vv_strerror(rc));
+        e->stats.updates_too_costly += rc == VV_ECRDT_COST;
+        e->stats.updates_forged += rc == VV_ECRDT_HISTORY;
+        /* A peer can send these as fast as it likes: one line a second says enough. */
+        uint64_t now = vv_env_now(e->env);
+        if (e->last_warn_ms == 0 || now - e->last_warn_ms >= 1000) {
+            char hex[2 * VV_NODE_ID_BYTES + 1];
+            vv_hex_encode(peer, VV_NODE_ID_BYTES, hex);
+            vv_log_warn(
+                "crdt", "update to %s from peer %.16s refused: %s (%llu more since the last)",
+                vv_crdt_doc_id(x->doc), hex, vv_strerror(rc), (unsigned long long)e->unlogged);
+            e->last_warn_ms = now ? now : 1;
+            e->unlogged = 0;
+        } else {
+            e->unlogged++;
+        }
         return;
     }
     e->stats.updates_received++;
@@ -274,11 +319,11 @@ static void apply_remote(struct vv_crdt_engine *e, struct entry *x, const uint8_
         e->cbs.updated(e->arg, x->doc, u, len, false);
 }
 
-static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *data,
-                    size_t len, void *arg)
+/* Handles one message from a peer; adds what it cost to the turn's work. */
+static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_BYTES],
+                       const uint8_t *data, size_t len)
 {
-    (void)env;
-    struct vv_crdt_engine *e = arg;
+    e->turn_work += len;
     struct vv_wire_frame f;
     if (vv_wire_decode(data, len, &f) != 0) {
         e->stats.bad_messages++;
@@ -320,6 +365,7 @@ static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], co
                 uint8_t *delta;
                 size_t dl;
                 if (vv_crdt_doc_delta(x->doc, sv, sv_len, &delta, &dl) == 0) {
+                    e->turn_work += (uint64_t)dl * DELTA_BYTE_WORK;
                     if (dl > 0)
                         send_update(e, x, peer, delta, dl);
                     vv_free(delta);
@@ -336,7 +382,7 @@ static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], co
         ok = vv_wire_get_bin(&a[1], 0, VV_WIRE_MAX_FRAME_BYTES, &u, &ul) == 0;
         struct entry *x = ok ? find_entry(e, id) : NULL;
         if (x != NULL && has_peer(x, peer))
-            apply_remote(e, x, u, ul);
+            apply_remote(e, x, peer, u, ul);
     } else if (ok && f.h.type == VV_CRDT_MSG_LEAVE && n == 1) {
         struct entry *x = find_entry(e, id);
         if (x != NULL)
@@ -349,6 +395,74 @@ static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], co
     if (!ok)
         e->stats.bad_messages++;
     vv_wire_frame_free(&f);
+}
+
+static void defer_drain(struct vv_env *env, void *arg);
+
+/* Starts metering a new turn when env time moved on. */
+static void turn_begin(struct vv_crdt_engine *e)
+{
+    uint64_t now = vv_env_now(e->env);
+    if (now != e->turn_ms) {
+        e->turn_ms = now;
+        e->turn_work = 0;
+    }
+}
+
+static void defer_arm(struct vv_crdt_engine *e)
+{
+    if (e->dq_timer == 0)
+        e->dq_timer = vv_env_timer_start(e->env, 1, 0, defer_drain, e);
+}
+
+static void defer_drain(struct vv_env *env, void *arg)
+{
+    (void)env;
+    struct vv_crdt_engine *e = arg;
+    e->dq_timer = 0;
+    turn_begin(e);
+    while (e->dq_head != NULL && e->turn_work < TURN_WORK) {
+        struct deferred *m = e->dq_head;
+        e->dq_head = m->next;
+        if (e->dq_head == NULL)
+            e->dq_tail = &e->dq_head;
+        e->stats.deferred_msgs--;
+        e->stats.deferred_bytes -= m->len;
+        handle_msg(e, m->peer, m->data, m->len);
+        vv_free(m);
+    }
+    if (e->dq_head != NULL)
+        defer_arm(e);
+}
+
+static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *data,
+                    size_t len, void *arg)
+{
+    (void)env;
+    struct vv_crdt_engine *e = arg;
+    turn_begin(e);
+    if (e->dq_head == NULL && e->turn_work < TURN_WORK) {
+        handle_msg(e, peer, data, len);
+        return;
+    }
+    /* Behind the queue, in order. A full queue drops the message: the next sync round
+     * (on reconnect, or anti-entropy) brings whatever it carried again. */
+    if (e->stats.deferred_msgs >= DEFER_MAX_MSGS ||
+        e->stats.deferred_bytes + len > DEFER_MAX_BYTES) {
+        e->stats.deferred_dropped++;
+        return;
+    }
+    struct deferred *m = vv_xmalloc(sizeof(*m) + len);
+    m->next = NULL;
+    memcpy(m->peer, peer, VV_NODE_ID_BYTES);
+    m->len = len;
+    memcpy(m->data, data, len);
+    *e->dq_tail = m;
+    e->dq_tail = &m->next;
+    e->stats.deferred_msgs++;
+    e->stats.deferred_bytes += len;
+    e->stats.deferred_total++;
+    defer_arm(e);
 }
 
 static void on_peer(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up, void *arg)
@@ -398,6 +512,7 @@ struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
     e->ae_ms = anti_entropy_ms ? anti_entropy_ms : VV_CRDT_SYNC_ANTI_ENTROPY_MS;
     e->max_peer_docs = 10000;
     e->auto_join = true;
+    e->dq_tail = &e->dq_head;
     vv_env_set_channel(env, VV_CHANNEL_CRDT, on_recv, on_peer, e);
     e->timer = vv_env_timer_start(env, e->ae_ms, e->ae_ms, on_tick, e);
     return e;
@@ -408,7 +523,13 @@ void vv_crdt_engine_free(struct vv_crdt_engine *e)
     if (e == NULL)
         return;
     vv_env_timer_cancel(e->env, e->timer);
+    vv_env_timer_cancel(e->env, e->dq_timer);
     vv_env_set_channel(e->env, VV_CHANNEL_CRDT, NULL, NULL, NULL);
+    while (e->dq_head != NULL) {
+        struct deferred *m = e->dq_head;
+        e->dq_head = m->next;
+        vv_free(m);
+    }
     while (e->n > 0)
         remove_entry(e, e->list[e->n - 1]);
     vv_free(e->list);

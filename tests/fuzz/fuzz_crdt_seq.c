@@ -2,7 +2,9 @@
  * Fuzz target: sequence CRDT updates from peers (anyone the node syncs with can send them).
  * The input is applied to an empty document and to one holding text from two replicas; a
  * failing update must leave the document as it was, and a document that accepted one must
- * still encode, load back to the same state, and accept local edits.
+ * still encode, load back to the same state, and accept local edits. tests/fuzz/crdt_seq.dict
+ * holds the pieces of the quadratic pile (issue 9, item 1); libFuzzer's -timeout catches an
+ * input that integrates slowly.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -26,7 +28,8 @@ static void check(struct vv_crdt_seq *d, const uint8_t *data, size_t size)
     int rc = vv_crdt_seq_apply(d, data, size);
     state(d, &after, &al);
     if (rc != 0) {
-        if (rc != VV_ECRDT_DECODE && rc != VV_ECRDT_CAUSALITY && rc != VV_ELIMIT)
+        if (rc != VV_ECRDT_DECODE && rc != VV_ECRDT_CAUSALITY && rc != VV_ELIMIT &&
+            rc != VV_ECRDT_COST && rc != VV_ECRDT_HISTORY)
             abort();
         if (bl != al || memcmp(before, after, bl) != 0)
             abort(); /* a refused update changed the document */
@@ -87,8 +90,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 0) {
         struct vv_crdt_seq *c = vv_crdt_seq_new(5);
         rc = vv_crdt_seq_apply(c, delta, dl);
-        if (rc != 0 && rc != VV_ECRDT_CAUSALITY)
-            abort(); /* our own encoding is never malformed */
+        /* Our own encoding is never malformed. A history the fuzzer made may cost more, or
+         * show its forgery, when integrated in the delta's order rather than its own. */
+        if (rc != 0 && rc != VV_ECRDT_CAUSALITY && rc != VV_ECRDT_COST && rc != VV_ECRDT_HISTORY)
+            abort();
         vv_crdt_seq_free(c);
         vv_free(delta);
     }

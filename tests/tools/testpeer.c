@@ -11,6 +11,11 @@
  *                    hold the connection open for SECS seconds
  *   partial N SECS   then start a 1 MiB frame, send N bytes of it, and hold for SECS seconds
  *                    (exit 0 when the node closed the connection meanwhile, 3 when not)
+ *   crdtpile DOC N AGENTS SECS
+ *                    then send SYNC for a new text document DOC (the node auto-joins it) and
+ *                    one UPDATE of N one-item records over AGENTS replicas, all without
+ *                    origins (tests/tools/seq_pile.h: the quadratic pile of issue 9), read
+ *                    what the node sends for SECS seconds, exit 0
  *
  * For the first four it exits 0 when the node closed the connection within 10 seconds (or,
  * for handshake, sent a frame), 1 otherwise. Plain blocking POSIX sockets: this is a test
@@ -29,7 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "seq_pile.h"
 #include "vivim/common.h"
+#include "vivim/crdt_sync.h"
 #include "vivim/net.h"
 #include "vivim/session.h"
 #include "vivim/wire.h"
@@ -81,6 +88,19 @@ static void cb_frame(void *arg, const uint8_t *data, size_t len)
         p->got_frame = true;
         p->frame_type = h.type;
     }
+}
+
+/* Seals one frame (at most a wire frame's size) and writes it. */
+static void send_frame(struct peer *p, struct vv_session *s, const msgpack_sbuffer *sb)
+{
+    size_t n = sb->size + VV_SESSION_OVERHEAD;
+    uint8_t *out = malloc(n);
+    if (out == NULL || vv_session_seal(s, (const uint8_t *)sb->data, sb->size, out, n) != 0) {
+        fprintf(stderr, "cannot seal a frame of %zu bytes\n", sb->size);
+        exit(1);
+    }
+    write_all(p->fd, out, n);
+    free(out);
 }
 
 /* Reads until the node closes the connection; true if it did within timeout_ms. */
@@ -228,6 +248,46 @@ int main(int argc, char **argv)
         printf("sent %zu\n", n);
         fflush(stdout);
         rc = wait_closed(p.fd, secs * 1000) ? 0 : 3;
+    } else if (strcmp(mode, "crdtpile") == 0 && argc >= 8) {
+        const char *doc = argv[4];
+        size_t n = (size_t)atol(argv[5]);
+        uint32_t agents = (uint32_t)atol(argv[6]);
+        int secs = atoi(argv[7]);
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
+        msgpack_pack_array(&pk, 4);
+        msgpack_pack_str(&pk, strlen(doc));
+        msgpack_pack_str_body(&pk, doc, strlen(doc));
+        msgpack_pack_uint64(&pk, 4); /* text */
+        msgpack_pack_bin(&pk, 0);    /* an empty state vector */
+        msgpack_pack_false(&pk);
+        send_frame(&p, s, &sb);
+        msgpack_sbuffer_clear(&sb);
+        size_t ulen;
+        uint8_t *u = vv_test_seq_pile(n, agents, 0x5eed0000, &ulen);
+        vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_str(&pk, strlen(doc));
+        msgpack_pack_str_body(&pk, doc, strlen(doc));
+        msgpack_pack_bin(&pk, ulen);
+        msgpack_pack_bin_body(&pk, u, ulen);
+        send_frame(&p, s, &sb);
+        free(u);
+        msgpack_sbuffer_destroy(&sb);
+        printf("sent %zu bytes\n", ulen);
+        fflush(stdout);
+        for (int waited = 0; waited < secs * 1000; waited += 100) {
+            struct pollfd pfd = {p.fd, POLLIN, 0};
+            if (poll(&pfd, 1, 100) > 0) {
+                ssize_t r = read(p.fd, buf, sizeof(buf));
+                if (r <= 0 || vv_session_feed(s, buf, (size_t)r) != 0)
+                    break;
+            }
+        }
+        rc = 0;
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);
         rc = 2;
