@@ -1,8 +1,12 @@
 /*
  * vivimd's configuration: an INI file (inih) whose every section and key is documented in
  * config/vivimd.conf. Loading is strict: an unknown section or key, a malformed value or a
- * number out of range stops with "file:line: what is wrong". A loaded config is a plain
- * value: reload builds a new one and the node swaps the keys that may change at run time.
+ * number out of range stops with "file:line: what is wrong", and so does any value start-up
+ * or the peers would refuse (a listen host that is not an IP address, a socket path past
+ * sun_path, a region or address longer than a hello carries): --check-config, start-up and
+ * reload all load through vv_config_parse, so they cannot disagree. A loaded config is a
+ * plain value: reload builds a new one and the node swaps the keys that may change at run
+ * time.
  */
 #ifndef VIVIM_CONFIG_H
 #define VIVIM_CONFIG_H
@@ -19,9 +23,9 @@
 
 struct vv_config {
     /* [node] */
-    char *state_dir; /* identity key, SQLite files; created 0700 if missing */
+    char *state_dir; /* identity key, SQLite files; created 0700 if missing, locked at start */
     char *node_type; /* bootstrap|relay|indexer|storage|edge|client|self_hosted */
-    char *region;    /* free-form label advertised to peers, may be "" */
+    char *region;    /* label advertised to peers: "" or up to 31 bytes of UTF-8 text */
     /* [log] */
     enum vv_log_level log_level;
     /* [rpc] */
@@ -30,9 +34,9 @@ struct vv_config {
     uint32_t rpc_max_line_bytes;  /* one request line */
     uint32_t rpc_max_queue_bytes; /* unsent replies per client before it is cut off */
     /* [metrics] */
-    char *metrics_listen; /* host:port, "" disables the endpoint */
+    char *metrics_listen; /* ip:port or localhost:port, "" disables the endpoint */
     /* [net] */
-    char *net_listen;    /* host:port this node accepts peers on */
+    char *net_listen;    /* ip:port this node accepts peers on */
     char *net_bootstrap; /* comma-separated host:port or nodeid@host:port, may be "" */
     bool net_mdns;
     uint32_t net_max_connections;
