@@ -33,6 +33,8 @@ struct vv_config {
     uint32_t rpc_max_clients;     /* concurrent connections */
     uint32_t rpc_max_line_bytes;  /* one request line */
     uint32_t rpc_max_queue_bytes; /* unsent replies per client before it is cut off */
+    uint32_t rpc_max_in_flight;   /* unanswered calls per client before its reads pause */
+    uint32_t rpc_lines_per_turn;  /* request lines of one client dispatched per loop turn */
     /* [metrics] */
     char *metrics_listen; /* ip:port or localhost:port, "" disables the endpoint */
     /* [net] */

@@ -84,6 +84,8 @@ static const struct key_def keys[] = {
     {"rpc", "max_clients", KEY_U32, F(rpc_max_clients), 1, 4096},
     {"rpc", "max_line_bytes", KEY_U32, F(rpc_max_line_bytes), 1024, 64u << 20},
     {"rpc", "max_queue_bytes", KEY_U32, F(rpc_max_queue_bytes), 64u << 10, 1u << 30},
+    {"rpc", "max_in_flight", KEY_U32, F(rpc_max_in_flight), 1, 65536},
+    {"rpc", "lines_per_turn", KEY_U32, F(rpc_lines_per_turn), 1, 65536},
     {"metrics", "listen", KEY_METRICS_LISTEN, F(metrics_listen), 0, 0},
     {"net", "listen", KEY_NET_LISTEN, F(net_listen), 0, 0},
     {"net", "bootstrap", KEY_BOOTSTRAP, F(net_bootstrap), 0, 0},
@@ -125,6 +127,8 @@ void vv_config_defaults(struct vv_config *cfg)
     cfg->rpc_max_clients = 64;
     cfg->rpc_max_line_bytes = 1u << 20;
     cfg->rpc_max_queue_bytes = 16u << 20;
+    cfg->rpc_max_in_flight = 64;
+    cfg->rpc_lines_per_turn = 32;
     cfg->metrics_listen = vv_xstrdup("127.0.0.1:9464");
     cfg->net_listen = vv_xstrdup("0.0.0.0:4747");
     cfg->net_bootstrap = vv_xstrdup("");

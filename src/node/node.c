@@ -210,7 +210,9 @@ int vv_node_reload_config(struct vv_node *n, char **msg)
         restart[nr++] = "rpc.socket";
     if (fresh.rpc_max_clients != old->rpc_max_clients ||
         fresh.rpc_max_line_bytes != old->rpc_max_line_bytes ||
-        fresh.rpc_max_queue_bytes != old->rpc_max_queue_bytes)
+        fresh.rpc_max_queue_bytes != old->rpc_max_queue_bytes ||
+        fresh.rpc_max_in_flight != old->rpc_max_in_flight ||
+        fresh.rpc_lines_per_turn != old->rpc_lines_per_turn)
         restart[nr++] = "rpc limits";
     if (str_changed(fresh.metrics_listen, old->metrics_listen))
         restart[nr++] = "metrics.listen";
