@@ -55,6 +55,12 @@ static const struct key_def keys[] = {
     {"rpc", "max_line_bytes", KEY_U32, F(rpc_max_line_bytes), 1024, 64u << 20},
     {"rpc", "max_queue_bytes", KEY_U32, F(rpc_max_queue_bytes), 64u << 10, 1u << 30},
     {"metrics", "listen", KEY_HOSTPORT_OPT, F(metrics_listen), 0, 0},
+    {"metrics", "max_connections", KEY_U32, F(metrics_max_connections), 2, 100000},
+    {"metrics", "header_timeout_ms", KEY_U32, F(metrics_header_timeout_ms), 100, 600000},
+    {"metrics", "idle_timeout_ms", KEY_U32, F(metrics_idle_timeout_ms), 100, 3600000},
+    {"metrics", "write_timeout_ms", KEY_U32, F(metrics_write_timeout_ms), 100, 3600000},
+    {"metrics", "pause_queue_bytes", KEY_U32, F(metrics_pause_queue_bytes), 4096, 1u << 30},
+    {"metrics", "max_queue_bytes", KEY_U32, F(metrics_max_queue_bytes), 65536, 1u << 30},
     {"net", "listen", KEY_HOSTPORT, F(net_listen), 0, 0},
     {"net", "bootstrap", KEY_BOOTSTRAP, F(net_bootstrap), 0, 0},
     {"net", "mdns", KEY_BOOL, F(net_mdns), 0, 0},
@@ -96,6 +102,12 @@ void vv_config_defaults(struct vv_config *cfg)
     cfg->rpc_max_line_bytes = 1u << 20;
     cfg->rpc_max_queue_bytes = 16u << 20;
     cfg->metrics_listen = vv_xstrdup("127.0.0.1:9464");
+    cfg->metrics_max_connections = 64;
+    cfg->metrics_header_timeout_ms = 5000;
+    cfg->metrics_idle_timeout_ms = 10000;
+    cfg->metrics_write_timeout_ms = 15000;
+    cfg->metrics_pause_queue_bytes = 256u << 10;
+    cfg->metrics_max_queue_bytes = 1u << 20;
     cfg->net_listen = vv_xstrdup("0.0.0.0:4747");
     cfg->net_bootstrap = vv_xstrdup("");
     cfg->net_mdns = false;
@@ -490,6 +502,14 @@ int vv_config_parse(const char *name, const char *text, size_t len, struct vv_co
         snprintf(ctx.why, sizeof(ctx.why),
                  "[net] needs low_water (%u) <= high_water (%u) <= max_connections (%u)",
                  cfg->net_low_water, cfg->net_high_water, cfg->net_max_connections);
+        ctx.rc = VV_ECONFIG_RANGE;
+        line = 0;
+    }
+    if (ctx.rc == 0 && cfg->metrics_pause_queue_bytes >= cfg->metrics_max_queue_bytes) {
+        /* Reading must pause before the queue reaches the size that closes the connection. */
+        snprintf(ctx.why, sizeof(ctx.why),
+                 "[metrics] needs pause_queue_bytes (%u) < max_queue_bytes (%u)",
+                 cfg->metrics_pause_queue_bytes, cfg->metrics_max_queue_bytes);
         ctx.rc = VV_ECONFIG_RANGE;
         line = 0;
     }
