@@ -36,7 +36,13 @@ struct vv_config {
     uint32_t rpc_max_in_flight;   /* unanswered calls per client before its reads pause */
     uint32_t rpc_lines_per_turn;  /* request lines of one client dispatched per loop turn */
     /* [metrics] */
-    char *metrics_listen; /* ip:port or localhost:port, "" disables the endpoint */
+    char *metrics_listen;               /* ip:port or localhost:port, "" disables the endpoint */
+    uint32_t metrics_max_connections;   /* open connections, /events subscribers included */
+    uint32_t metrics_header_timeout_ms; /* a request must arrive whole within this */
+    uint32_t metrics_idle_timeout_ms;   /* keep-alive connection with no request in progress */
+    uint32_t metrics_write_timeout_ms;  /* unsent answers with no write progress */
+    uint32_t metrics_pause_queue_bytes; /* unsent answers past which requests are not read */
+    uint32_t metrics_max_queue_bytes;   /* unsent bytes past which the connection is closed */
     /* [net] */
     char *net_listen;    /* ip:port this node accepts peers on */
     char *net_bootstrap; /* comma-separated host:port or nodeid@host:port, may be "" */

@@ -87,6 +87,12 @@ static const struct key_def keys[] = {
     {"rpc", "max_in_flight", KEY_U32, F(rpc_max_in_flight), 1, 65536},
     {"rpc", "lines_per_turn", KEY_U32, F(rpc_lines_per_turn), 1, 65536},
     {"metrics", "listen", KEY_METRICS_LISTEN, F(metrics_listen), 0, 0},
+    {"metrics", "max_connections", KEY_U32, F(metrics_max_connections), 2, 100000},
+    {"metrics", "header_timeout_ms", KEY_U32, F(metrics_header_timeout_ms), 100, 600000},
+    {"metrics", "idle_timeout_ms", KEY_U32, F(metrics_idle_timeout_ms), 100, 3600000},
+    {"metrics", "write_timeout_ms", KEY_U32, F(metrics_write_timeout_ms), 100, 3600000},
+    {"metrics", "pause_queue_bytes", KEY_U32, F(metrics_pause_queue_bytes), 4096, 1u << 30},
+    {"metrics", "max_queue_bytes", KEY_U32, F(metrics_max_queue_bytes), 65536, 1u << 30},
     {"net", "listen", KEY_NET_LISTEN, F(net_listen), 0, 0},
     {"net", "bootstrap", KEY_BOOTSTRAP, F(net_bootstrap), 0, 0},
     {"net", "mdns", KEY_BOOL, F(net_mdns), 0, 0},
@@ -130,6 +136,12 @@ void vv_config_defaults(struct vv_config *cfg)
     cfg->rpc_max_in_flight = 64;
     cfg->rpc_lines_per_turn = 32;
     cfg->metrics_listen = vv_xstrdup("127.0.0.1:9464");
+    cfg->metrics_max_connections = 64;
+    cfg->metrics_header_timeout_ms = 5000;
+    cfg->metrics_idle_timeout_ms = 10000;
+    cfg->metrics_write_timeout_ms = 15000;
+    cfg->metrics_pause_queue_bytes = 256u << 10;
+    cfg->metrics_max_queue_bytes = 1u << 20;
     cfg->net_listen = vv_xstrdup("0.0.0.0:4747");
     cfg->net_bootstrap = vv_xstrdup("");
     cfg->net_mdns = false;
@@ -665,6 +677,15 @@ int vv_config_parse(const char *name, const char *text, size_t len, struct vv_co
                  "[net] needs low_water (%u) <= high_water (%u) <= max_connections (%u)",
                  cfg->net_low_water, cfg->net_high_water, cfg->net_max_connections);
         ctx.rc = VV_ECONFIG_RANGE;
+    }
+    if (ctx.rc == 0 && cfg->metrics_pause_queue_bytes >= cfg->metrics_max_queue_bytes) {
+        /* Reading must pause before the queue reaches the size that closes the connection. */
+        snprintf(ctx.why, sizeof(ctx.why),
+                 "[metrics] needs pause_queue_bytes (%u) < max_queue_bytes (%u)",
+                 cfg->metrics_pause_queue_bytes, cfg->metrics_max_queue_bytes);
+        ctx.rc = VV_ECONFIG_RANGE;
+        line = VV_MAX(line_of(&ctx, "metrics", "pause_queue_bytes"),
+                      line_of(&ctx, "metrics", "max_queue_bytes"));
     }
     if (ctx.rc != 0) {
         snprintf(err, VV_CONFIG_ERR_BYTES, "%s:%d: %s", name, line, ctx.why);

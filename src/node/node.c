@@ -216,6 +216,13 @@ int vv_node_reload_config(struct vv_node *n, char **msg)
         restart[nr++] = "rpc limits";
     if (str_changed(fresh.metrics_listen, old->metrics_listen))
         restart[nr++] = "metrics.listen";
+    if (fresh.metrics_max_connections != old->metrics_max_connections ||
+        fresh.metrics_header_timeout_ms != old->metrics_header_timeout_ms ||
+        fresh.metrics_idle_timeout_ms != old->metrics_idle_timeout_ms ||
+        fresh.metrics_write_timeout_ms != old->metrics_write_timeout_ms ||
+        fresh.metrics_pause_queue_bytes != old->metrics_pause_queue_bytes ||
+        fresh.metrics_max_queue_bytes != old->metrics_max_queue_bytes)
+        restart[nr++] = "metrics limits";
     if (str_changed(fresh.net_listen, old->net_listen))
         restart[nr++] = "net.listen";
     if (str_changed(fresh.net_bootstrap, old->net_bootstrap) || fresh.net_mdns != old->net_mdns ||

@@ -352,6 +352,27 @@ static void test_booleans_take_the_documented_spellings(void **state)
                         "1 or 0");
 }
 
+static void test_metrics_limits_load_and_pause_must_be_below_max(void **state)
+{
+    (void)state;
+    struct vv_config cfg;
+    char err[VV_CONFIG_ERR_BYTES];
+    assert_int_equal(parse("[metrics]\nmax_queue_bytes = 65536\nheader_timeout_ms = 250\n"
+                           "pause_queue_bytes = 4096\nmax_connections = 2\n",
+                           &cfg, err),
+                     0);
+    assert_int_equal(cfg.metrics_header_timeout_ms, 250);
+    assert_int_equal(cfg.metrics_pause_queue_bytes, 4096);
+    assert_int_equal(cfg.metrics_max_queue_bytes, 65536);
+    assert_int_equal(cfg.metrics_max_connections, 2);
+    vv_config_free(&cfg);
+    assert_int_equal(parse("[metrics]\npause_queue_bytes = 2097152\n", &cfg, err),
+                     VV_ECONFIG_RANGE);
+    assert_non_null(strstr(err, "pause_queue_bytes (2097152) < max_queue_bytes (1048576)"));
+    assert_non_null(strstr(err, "test.conf:2:")); /* the line of the key, not line 0 */
+    assert_int_equal(parse("[metrics]\nmax_connections = 1\n", &cfg, err), VV_ECONFIG_RANGE);
+}
+
 static void test_split_hostport(void **state)
 {
     (void)state;
@@ -381,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_values_startup_refuses_are_refused_at_load),
         cmocka_unit_test(test_values_at_the_startup_limits_are_accepted),
         cmocka_unit_test(test_booleans_take_the_documented_spellings),
+        cmocka_unit_test(test_metrics_limits_load_and_pause_must_be_below_max),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
