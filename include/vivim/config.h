@@ -1,8 +1,12 @@
 /*
  * vivimd's configuration: an INI file (inih) whose every section and key is documented in
  * config/vivimd.conf. Loading is strict: an unknown section or key, a malformed value or a
- * number out of range stops with "file:line: what is wrong". A loaded config is a plain
- * value: reload builds a new one and the node swaps the keys that may change at run time.
+ * number out of range stops with "file:line: what is wrong", and so does any value start-up
+ * or the peers would refuse (a listen host that is not an IP address, a socket path past
+ * sun_path, a region or address longer than a hello carries): --check-config, start-up and
+ * reload all load through vv_config_parse, so they cannot disagree. A loaded config is a
+ * plain value: reload builds a new one and the node swaps the keys that may change at run
+ * time.
  */
 #ifndef VIVIM_CONFIG_H
 #define VIVIM_CONFIG_H
@@ -19,9 +23,9 @@
 
 struct vv_config {
     /* [node] */
-    char *state_dir; /* identity key, SQLite files; created 0700 if missing */
+    char *state_dir; /* identity key, SQLite files; created 0700 if missing, locked at start */
     char *node_type; /* bootstrap|relay|indexer|storage|edge|client|self_hosted */
-    char *region;    /* free-form label advertised to peers, may be "" */
+    char *region;    /* label advertised to peers: "" or up to 31 bytes of UTF-8 text */
     /* [log] */
     enum vv_log_level log_level;
     /* [rpc] */
@@ -29,10 +33,18 @@ struct vv_config {
     uint32_t rpc_max_clients;     /* concurrent connections */
     uint32_t rpc_max_line_bytes;  /* one request line */
     uint32_t rpc_max_queue_bytes; /* unsent replies per client before it is cut off */
+    uint32_t rpc_max_in_flight;   /* unanswered calls per client before its reads pause */
+    uint32_t rpc_lines_per_turn;  /* request lines of one client dispatched per loop turn */
     /* [metrics] */
-    char *metrics_listen; /* host:port, "" disables the endpoint */
+    char *metrics_listen;               /* ip:port or localhost:port, "" disables the endpoint */
+    uint32_t metrics_max_connections;   /* open connections, /events subscribers included */
+    uint32_t metrics_header_timeout_ms; /* a request must arrive whole within this */
+    uint32_t metrics_idle_timeout_ms;   /* keep-alive connection with no request in progress */
+    uint32_t metrics_write_timeout_ms;  /* unsent answers with no write progress */
+    uint32_t metrics_pause_queue_bytes; /* unsent answers past which requests are not read */
+    uint32_t metrics_max_queue_bytes;   /* unsent bytes past which the connection is closed */
     /* [net] */
-    char *net_listen;    /* host:port this node accepts peers on */
+    char *net_listen;    /* ip:port this node accepts peers on */
     char *net_bootstrap; /* comma-separated host:port or nodeid@host:port, may be "" */
     bool net_mdns;
     uint32_t net_max_connections;

@@ -39,6 +39,8 @@
     /* node: -10300 .. -10399 */                                                                   \
     X(VV_ENODE_RUNNING, -10301, "another vivimd is already running on this socket")                \
     X(VV_ENODE_SHUTTING_DOWN, -10302, "node is shutting down")                                     \
+    X(VV_ENODE_STATE_LOCKED, -10303, "state directory is in use by another vivimd")                \
+    X(VV_ENODE_STATE_PERM, -10304, "state directory is writable by others")                        \
     /* rpc: -10400 .. -10499 */                                                                    \
     X(VV_ERPC_LINE_TOO_LONG, -10401, "request line too long")                                      \
     X(VV_ERPC_TOO_MANY_CLIENTS, -10402, "too many RPC clients")                                    \

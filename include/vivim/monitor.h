@@ -7,8 +7,10 @@
  *   GET /events   Server-Sent Events: node events and warnings, as they happen
  *
  * HTTP requests are parsed by http-parser; requests are bounded in size and time, other
- * paths get 404 and other methods 405. The monitor is the first module of the node, since
- * every other module registers its metrics at init.
+ * paths get 404 and other methods 405. A client that sends requests without reading the
+ * answers is paused, then closed; when every connection slot is taken, the oldest idle or
+ * incomplete connection gives way to a new one, so /health always gets through. The monitor is the
+ * first module of the node, since every other module registers its metrics at init.
  */
 #ifndef VIVIM_MONITOR_H
 #define VIVIM_MONITOR_H
@@ -16,13 +18,15 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#define VV_HTTP_MAX_HEADER_BYTES   8192  /* request line plus headers */
-#define VV_HTTP_REQUEST_TIMEOUT_MS 10000 /* a request must arrive whole within this */
-#define VV_HTTP_MAX_CONNECTIONS    64
-#define VV_EVENTS_MAX_SUBSCRIBERS  16
-#define VV_EVENTS_MAX_QUEUE_BYTES  (1u << 20) /* per subscriber, then it is dropped */
-#define VV_EVENTS_KEEPALIVE_MS     15000
-#define VV_EVENTS_RECENT           32 /* replayed to a new subscriber */
+/*
+ * Connections, deadlines and unsent bytes per connection are limited by the [metrics] keys
+ * of the configuration (max_connections, header_timeout_ms, idle_timeout_ms,
+ * write_timeout_ms, pause_queue_bytes, max_queue_bytes); these are the fixed ones.
+ */
+#define VV_HTTP_MAX_HEADER_BYTES  8192 /* request line plus headers */
+#define VV_EVENTS_MAX_SUBSCRIBERS 16   /* and at most half of [metrics] max_connections */
+#define VV_EVENTS_KEEPALIVE_MS    15000
+#define VV_EVENTS_RECENT          32 /* replayed to a new subscriber */
 
 struct vv_monitor;
 struct vv_module;

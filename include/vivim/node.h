@@ -59,6 +59,7 @@ struct vv_node {
     uv_loop_t *loop;
     struct vv_config config;     /* the effective configuration; reload swaps fields */
     struct vv_identity identity; /* loaded or created at init */
+    int state_lock_fd;           /* holds the flock on <state_dir>/vivimd.lock; -1 if none */
     uint64_t start_time_ms;      /* uv_now() when the node started */
     uint64_t start_wall_unix_s;  /* wall clock at start, for process_start_time_seconds */
 
@@ -89,7 +90,8 @@ struct vv_node {
 
 /*
  * Prepares the node on loop with cfg (which the node takes: do not free it afterwards).
- * Loads or creates the identity. Returns 0 or a negative code with a message logged.
+ * Takes the state directory (vv_node_lock_state_dir), then loads or creates the identity.
+ * Returns 0 or a negative code with a message logged; on failure nothing is held.
  */
 int vv_node_init(struct vv_node *n, uv_loop_t *loop, struct vv_config *cfg);
 /* Appends a module; call before vv_node_start, in dependency order. */
@@ -113,6 +115,21 @@ int vv_node_request_reload(struct vv_node *n, char **msg);
  * what changed, or the error.
  */
 int vv_node_reload_config(struct vv_node *n, char **msg);
+
+#define VV_NODE_LOCK_FILE "vivimd.lock"
+
+/*
+ * Takes dir for this process, before anything in it is read or written: creates it (mode
+ * 0700) if missing; refuses it (VV_ENODE_STATE_PERM) if group or others may write to it or
+ * another user than root or ours owns it; then takes an exclusive flock on
+ * <dir>/vivimd.lock and writes our PID into it. A lock held by another process gives
+ * VV_ENODE_STATE_LOCKED and a message with its PID. Other failures give a negative errno.
+ * err always names the directory. On success *lock_fd holds the lock until
+ * vv_node_unlock_state_dir (or the process's end); on failure it is -1.
+ */
+int vv_node_lock_state_dir(const char *dir, int *lock_fd, char *err, size_t err_len);
+/* Releases the lock taken by vv_node_lock_state_dir; lock_fd -1 is a no-op. */
+void vv_node_unlock_state_dir(int lock_fd);
 
 /* Milliseconds since the node started. */
 uint64_t vv_node_uptime_ms(const struct vv_node *n);

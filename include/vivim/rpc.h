@@ -13,7 +13,9 @@
  *
  * Limits (from [rpc] in the config): line length (a longer line is answered with an error
  * and discarded up to its newline; the connection stays usable), concurrent clients, unsent
- * bytes per client (a client that does not read is disconnected), JSON nesting depth.
+ * bytes per client (a client that does not read is disconnected), JSON nesting depth, calls
+ * in flight per client (its socket is not read meanwhile) and lines dispatched per client
+ * per loop turn (so one client's burst cannot starve the others).
  */
 #ifndef VIVIM_RPC_H
 #define VIVIM_RPC_H

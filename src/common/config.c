@@ -6,30 +6,60 @@
  * file name and line number. Values are checked here, once, so the modules can trust the
  * struct they are given. Lines are bounded (VV_CONFIG_MAX_LINE_BYTES) and checked before
  * inih sees them, so a long line is reported, never silently split.
+ *
+ * Everything start-up would refuse about a value is refused here, so that `vivimd
+ * --check-config`, start-up and reload (which all load through vv_config_parse) agree: the
+ * listen addresses are tested with the same libuv calls the listeners use, the socket path
+ * against sun_path, the region and advertised address against the hello decoder every peer
+ * runs, the PostgreSQL URL with libpq's own parser. The modules keep their checks as a
+ * backstop; a check added to a module belongs here too.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
+#include <libpq-fe.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
+#include <uv.h>
 
 #include "vivim/common.h"
 #include "vivim/config.h"
+#include "vivim/connmgr.h"
 #include "vivim/identity.h"
+#include "vivim/net.h"
+#include "vivim/session.h"
 
 #define VV_CONFIG_MAX_LINE_BYTES 4096 /* a value longer than this is surely a mistake */
 #define VV_CONFIG_MAX_BOOTSTRAP  64   /* bootstrap peers; more belong in DNS */
 #define VV_CONFIG_MAX_PATH_BYTES 4096
+/* The longest name vivimd makes under the state directory is users/xx/<sha256 hex>.db-journal
+ * (84 bytes with its '/'); keeping 128 bytes for it leaves room for SQLite's suffixes. */
+#define VV_CONFIG_STATE_DIR_MAX_BYTES (PATH_MAX - 128 - 1)
+#define VV_CONFIG_SOCKET_MAX_BYTES    (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+#define VV_CONFIG_REGION_MAX_BYTES    (VV_CONNMGR_REGION_BYTES - 1) /* what peers decode */
+#define VV_CONFIG_ADDRESS_MAX_BYTES   (VV_NET_ADDRESS_BYTES - 1)    /* advertise, bootstrap */
+
+/* With both at their limits the hello still fits what peers accept. */
+_Static_assert(VV_NET_ADDRESS_BYTES + VV_CONNMGR_REGION_BYTES + 32 <= VV_SESSION_MAX_HELLO_BYTES,
+               "the longest advertise and region must fit in a hello");
+_Static_assert(VV_CONNMGR_ADDRESS_BYTES == VV_NET_ADDRESS_BYTES,
+               "an address the net layer accepts must fit the connection manager's");
 
 enum key_type {
-    KEY_STRING, /* free text */
-    KEY_PATH,   /* non-empty; socket paths get a tighter bound at bind time */
+    KEY_STRING,    /* free text */
+    KEY_PATH,      /* non-empty */
+    KEY_STATE_DIR, /* a path short enough for every file made under it */
+    KEY_SOCKET,    /* a path that fits sun_path */
+    KEY_REGION,    /* text a peer's hello decoder accepts */
     KEY_U32,
     KEY_BOOL,
     KEY_LEVEL,
-    KEY_HOSTPORT,     /* host:port, [v6]:port */
-    KEY_HOSTPORT_OPT, /* same, or "" to disable */
+    KEY_NET_LISTEN,     /* IP address:port, [v6]:port: the peer listener does not resolve */
+    KEY_METRICS_LISTEN, /* same, or localhost:port, or "" to disable */
+    KEY_ADVERTISE,      /* host:port short enough for a hello, or "" */
     KEY_NODE_TYPE,
     KEY_BOOTSTRAP,
     KEY_REGISTRY_URL,
@@ -46,20 +76,28 @@ struct key_def {
 
 #define F(field) offsetof(struct vv_config, field)
 static const struct key_def keys[] = {
-    {"node", "state_dir", KEY_PATH, F(state_dir), 0, 0},
+    {"node", "state_dir", KEY_STATE_DIR, F(state_dir), 0, 0},
     {"node", "type", KEY_NODE_TYPE, F(node_type), 0, 0},
-    {"node", "region", KEY_STRING, F(region), 0, 0},
+    {"node", "region", KEY_REGION, F(region), 0, 0},
     {"log", "level", KEY_LEVEL, F(log_level), 0, 0},
-    {"rpc", "socket", KEY_PATH, F(rpc_socket), 0, 0},
+    {"rpc", "socket", KEY_SOCKET, F(rpc_socket), 0, 0},
     {"rpc", "max_clients", KEY_U32, F(rpc_max_clients), 1, 4096},
     {"rpc", "max_line_bytes", KEY_U32, F(rpc_max_line_bytes), 1024, 64u << 20},
     {"rpc", "max_queue_bytes", KEY_U32, F(rpc_max_queue_bytes), 64u << 10, 1u << 30},
-    {"metrics", "listen", KEY_HOSTPORT_OPT, F(metrics_listen), 0, 0},
-    {"net", "listen", KEY_HOSTPORT, F(net_listen), 0, 0},
+    {"rpc", "max_in_flight", KEY_U32, F(rpc_max_in_flight), 1, 65536},
+    {"rpc", "lines_per_turn", KEY_U32, F(rpc_lines_per_turn), 1, 65536},
+    {"metrics", "listen", KEY_METRICS_LISTEN, F(metrics_listen), 0, 0},
+    {"metrics", "max_connections", KEY_U32, F(metrics_max_connections), 2, 100000},
+    {"metrics", "header_timeout_ms", KEY_U32, F(metrics_header_timeout_ms), 100, 600000},
+    {"metrics", "idle_timeout_ms", KEY_U32, F(metrics_idle_timeout_ms), 100, 3600000},
+    {"metrics", "write_timeout_ms", KEY_U32, F(metrics_write_timeout_ms), 100, 3600000},
+    {"metrics", "pause_queue_bytes", KEY_U32, F(metrics_pause_queue_bytes), 4096, 1u << 30},
+    {"metrics", "max_queue_bytes", KEY_U32, F(metrics_max_queue_bytes), 65536, 1u << 30},
+    {"net", "listen", KEY_NET_LISTEN, F(net_listen), 0, 0},
     {"net", "bootstrap", KEY_BOOTSTRAP, F(net_bootstrap), 0, 0},
     {"net", "mdns", KEY_BOOL, F(net_mdns), 0, 0},
     {"net", "max_connections", KEY_U32, F(net_max_connections), 1, 100000},
-    {"net", "advertise", KEY_HOSTPORT_OPT, F(net_advertise), 0, 0},
+    {"net", "advertise", KEY_ADVERTISE, F(net_advertise), 0, 0},
     {"net", "low_water", KEY_U32, F(net_low_water), 1, 100000},
     {"net", "high_water", KEY_U32, F(net_high_water), 1, 100000},
     {"net", "max_half_open", KEY_U32, F(net_max_half_open), 1, 100000},
@@ -95,7 +133,15 @@ void vv_config_defaults(struct vv_config *cfg)
     cfg->rpc_max_clients = 64;
     cfg->rpc_max_line_bytes = 1u << 20;
     cfg->rpc_max_queue_bytes = 16u << 20;
+    cfg->rpc_max_in_flight = 64;
+    cfg->rpc_lines_per_turn = 32;
     cfg->metrics_listen = vv_xstrdup("127.0.0.1:9464");
+    cfg->metrics_max_connections = 64;
+    cfg->metrics_header_timeout_ms = 5000;
+    cfg->metrics_idle_timeout_ms = 10000;
+    cfg->metrics_write_timeout_ms = 15000;
+    cfg->metrics_pause_queue_bytes = 256u << 10;
+    cfg->metrics_max_queue_bytes = 1u << 20;
     cfg->net_listen = vv_xstrdup("0.0.0.0:4747");
     cfg->net_bootstrap = vv_xstrdup("");
     cfg->net_mdns = false;
@@ -224,6 +270,78 @@ static int check_hostport(const char *v, char *why, size_t why_len)
     return 0;
 }
 
+/*
+ * A listen address: host:port whose host is an IP address, tested with the libuv calls the
+ * listeners bind with (src/net/tcp.c, src/monitor/http.c); the metrics endpoint also takes
+ * "localhost", which it binds as 127.0.0.1.
+ */
+static int check_listen(const char *v, bool metrics, char *why, size_t why_len)
+{
+    int rc = check_hostport(v, why, why_len);
+    if (rc != 0)
+        return rc;
+    char host[256];
+    uint16_t port;
+    vv_config_split_hostport(v, host, sizeof(host), &port);
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+    if ((metrics && strcmp(host, "localhost") == 0) || uv_ip4_addr(host, port, &a4) == 0 ||
+        (strchr(host, ':') != NULL && uv_ip6_addr(host, port, &a6) == 0))
+        return 0;
+    snprintf(why, why_len, "expected an IP address and port (%s); host names are not resolved",
+             metrics ? "127.0.0.1:9464, [::1]:9464, localhost:9464" : "0.0.0.0:4747, [::]:4747");
+    return VV_ECONFIG_VALUE;
+}
+
+static int check_max_bytes(const char *v, size_t max, const char *who, char *why, size_t why_len)
+{
+    size_t n = strlen(v);
+    if (n <= max)
+        return 0;
+    snprintf(why, why_len, "%zu bytes; %s at most %zu", n, who, max);
+    return VV_ECONFIG_RANGE;
+}
+
+/* The region travels in the hello: it is checked by the decoder each peer runs on it. */
+static int check_region(const char *v, char *why, size_t why_len)
+{
+    int rc = check_max_bytes(v, VV_CONFIG_REGION_MAX_BYTES, "peers accept", why, why_len);
+    if (rc != 0)
+        return rc;
+    uint8_t hello[VV_SESSION_MAX_HELLO_BYTES];
+    size_t len;
+    char listen[VV_NET_ADDRESS_BYTES];
+    int type;
+    uint32_t caps;
+    if (vv_net_hello_encode(0, 0, "", v, hello, sizeof(hello), &len) != 0 ||
+        vv_net_hello_decode(hello, len, &type, &caps, listen, sizeof(listen)) != 0) {
+        snprintf(why, why_len, "peers accept only UTF-8 text without control characters");
+        return VV_ECONFIG_VALUE;
+    }
+    return 0;
+}
+
+/* libpq's own parser: a URL it cannot parse would otherwise be retried for ever. */
+static int check_pg_url(const char *v, char *why, size_t why_len)
+{
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(v, &msg);
+    if (opts != NULL) {
+        PQconninfoFree(opts);
+        return 0;
+    }
+    if (msg == NULL) {
+        snprintf(why, why_len, "libpq cannot parse this URL");
+    } else {
+        size_t n = strlen(msg);
+        while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '.' || msg[n - 1] == ' '))
+            n--;
+        snprintf(why, why_len, "%.*s", (int)VV_MIN(n, 150), msg);
+        PQfreemem(msg);
+    }
+    return VV_ECONFIG_VALUE;
+}
+
 /* Comma-separated "host:port" or "<64 hex digits>@host:port"; spaces around commas allowed. */
 static int check_bootstrap(const char *v, char *why, size_t why_len)
 {
@@ -263,6 +381,13 @@ static int check_bootstrap(const char *v, char *why, size_t why_len)
             rc = VV_ECONFIG_VALUE;
             break;
         }
+        if (strlen(tok) > VV_CONFIG_ADDRESS_MAX_BYTES) {
+            /* The connection manager would drop it at start-up with only a warning. */
+            snprintf(why, why_len, "bootstrap peer '%.80s': longer than %zu bytes", tok,
+                     (size_t)VV_CONFIG_ADDRESS_MAX_BYTES);
+            rc = VV_ECONFIG_RANGE;
+            break;
+        }
     }
     vv_free(copy);
     return rc;
@@ -284,7 +409,7 @@ static int set_key(struct vv_config *cfg, const struct key_def *k, const char *v
                  strcmp(v, "0") == 0)
             *(bool *)field = false;
         else {
-            snprintf(why, why_len, "expected true or false");
+            snprintf(why, why_len, "expected true, false, yes, no, on, off, 1 or 0");
             return VV_ECONFIG_VALUE;
         }
         return 0;
@@ -305,17 +430,40 @@ static int set_key(struct vv_config *cfg, const struct key_def *k, const char *v
         }
         return 0;
     case KEY_PATH:
+    case KEY_STATE_DIR:
+    case KEY_SOCKET:
         if (*v == '\0' || strlen(v) >= VV_CONFIG_MAX_PATH_BYTES) {
             snprintf(why, why_len, "expected a path");
             return VV_ECONFIG_VALUE;
         }
-        break;
-    case KEY_HOSTPORT:
-        if ((rc = check_hostport(v, why, why_len)) != 0)
+        if (k->type == KEY_STATE_DIR && strlen(v) > VV_CONFIG_STATE_DIR_MAX_BYTES) {
+            snprintf(why, why_len,
+                     "%zu bytes; at most %d, so that every file under it has a path shorter "
+                     "than PATH_MAX",
+                     strlen(v), VV_CONFIG_STATE_DIR_MAX_BYTES);
+            return VV_ECONFIG_RANGE;
+        }
+        if (k->type == KEY_SOCKET &&
+            (rc = check_max_bytes(v, VV_CONFIG_SOCKET_MAX_BYTES, "a Unix socket path holds", why,
+                                  why_len)) != 0)
             return rc;
         break;
-    case KEY_HOSTPORT_OPT:
-        if (*v != '\0' && (rc = check_hostport(v, why, why_len)) != 0)
+    case KEY_REGION:
+        if ((rc = check_region(v, why, why_len)) != 0)
+            return rc;
+        break;
+    case KEY_NET_LISTEN:
+        if ((rc = check_listen(v, false, why, why_len)) != 0)
+            return rc;
+        break;
+    case KEY_METRICS_LISTEN:
+        if (*v != '\0' && (rc = check_listen(v, true, why, why_len)) != 0)
+            return rc;
+        break;
+    case KEY_ADVERTISE:
+        if (*v != '\0' && ((rc = check_hostport(v, why, why_len)) != 0 ||
+                           (rc = check_max_bytes(v, VV_CONFIG_ADDRESS_MAX_BYTES, "peers accept",
+                                                 why, why_len)) != 0))
             return rc;
         break;
     case KEY_NODE_TYPE: {
@@ -341,6 +489,8 @@ static int set_key(struct vv_config *cfg, const struct key_def *k, const char *v
                      "expected empty (SQLite in the state directory) or a postgresql:// URL");
             return VV_ECONFIG_VALUE;
         }
+        if (*v != '\0' && (rc = check_pg_url(v, why, why_len)) != 0)
+            return rc;
         break;
     case KEY_STRING:
         break;
@@ -355,13 +505,46 @@ static int set_key(struct vv_config *cfg, const struct key_def *k, const char *v
 
 struct parse_ctx {
     struct vv_config *cfg;
-    int line;      /* line of the key being handled, counted by our own pass */
-    int rc;        /* first error */
-    char why[256]; /* its message, without the file:line prefix */
-    uint8_t seen[sizeof(keys) / sizeof(keys[0])];
-    const char *text; /* to find the line of a key: inih's handler is not told */
+    int rc;                                      /* first error */
+    char why[256];                               /* its message, without the file:line prefix */
+    int line_of[sizeof(keys) / sizeof(keys[0])]; /* where each key was set; 0 = not set */
+    const char *text;
     size_t len;
+    /* inih's handler is not told its line: our reader hands inih one line per call and
+     * counts them, so that checks made after every key is read can name a real line. */
+    size_t pos;    /* next byte of text for the reader */
+    int line;      /* line of the text last handed to inih */
+    bool mid_line; /* the last piece handed over did not end its line */
 };
+
+/* The line that set [section] name, or 0 if the file did not set it. */
+static int line_of(const struct parse_ctx *ctx, const char *section, const char *name)
+{
+    for (size_t i = 0; i < VV_ARRAY_SIZE(keys); i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0)
+            return ctx->line_of[i];
+    abort(); /* a key missing from keys[] is a programming error */
+}
+
+/* ini_reader over ctx->text, as inih's string reader, counting lines. */
+static char *read_line(char *str, int num, void *stream)
+{
+    struct parse_ctx *ctx = stream;
+    if (ctx->pos >= ctx->len || num < 2)
+        return NULL;
+    if (!ctx->mid_line)
+        ctx->line++;
+    size_t n = 0;
+    while (n < (size_t)num - 1 && ctx->pos < ctx->len) {
+        char c = ctx->text[ctx->pos++];
+        str[n++] = c;
+        if (c == '\n')
+            break;
+    }
+    str[n] = '\0';
+    ctx->mid_line = str[n - 1] != '\n';
+    return str;
+}
 
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -369,12 +552,12 @@ static int handler(void *user, const char *section, const char *name, const char
     for (size_t i = 0; i < VV_ARRAY_SIZE(keys); i++) {
         if (strcmp(keys[i].section, section) != 0 || strcmp(keys[i].name, name) != 0)
             continue;
-        if (ctx->seen[i]) {
+        if (ctx->line_of[i] != 0) {
             snprintf(ctx->why, sizeof(ctx->why), "[%s] %s is set twice", section, name);
             ctx->rc = VV_ECONFIG_VALUE;
             return 0;
         }
-        ctx->seen[i] = 1;
+        ctx->line_of[i] = ctx->line;
         char why[200];
         int rc = set_key(ctx->cfg, &keys[i], value, why, sizeof(why));
         if (rc != 0) {
@@ -471,9 +654,7 @@ int vv_config_parse(const char *name, const char *text, size_t len, struct vv_co
         ini_max_line = VV_CONFIG_MAX_LINE_BYTES + 3;
         ini_allow_multiline = false;
         ini_stop_on_first_error = true;
-        char *z = vv_xstrndup(text, len);
-        line = ini_parse_string(z, handler, &ctx);
-        vv_free(z);
+        line = ini_parse_stream(read_line, &ctx, handler, &ctx);
         if (line > 0 && ctx.rc == 0) {
             snprintf(ctx.why, sizeof(ctx.why),
                      "syntax error (expected [section], key = value or a comment)");
@@ -486,12 +667,25 @@ int vv_config_parse(const char *name, const char *text, size_t len, struct vv_co
     }
     if (ctx.rc == 0 && (cfg->net_low_water > cfg->net_high_water ||
                         cfg->net_high_water > cfg->net_max_connections)) {
-        /* Keys may come in any order: the relation is checked once all are read. */
+        /* Keys may come in any order: the relation is checked once all are read, and the
+         * error names the later of the two keys that conflict (the defaults never do, so at
+         * least one of them was set). */
+        bool low_high = cfg->net_low_water > cfg->net_high_water;
+        line = VV_MAX(line_of(&ctx, "net", "high_water"),
+                      line_of(&ctx, "net", low_high ? "low_water" : "max_connections"));
         snprintf(ctx.why, sizeof(ctx.why),
                  "[net] needs low_water (%u) <= high_water (%u) <= max_connections (%u)",
                  cfg->net_low_water, cfg->net_high_water, cfg->net_max_connections);
         ctx.rc = VV_ECONFIG_RANGE;
-        line = 0;
+    }
+    if (ctx.rc == 0 && cfg->metrics_pause_queue_bytes >= cfg->metrics_max_queue_bytes) {
+        /* Reading must pause before the queue reaches the size that closes the connection. */
+        snprintf(ctx.why, sizeof(ctx.why),
+                 "[metrics] needs pause_queue_bytes (%u) < max_queue_bytes (%u)",
+                 cfg->metrics_pause_queue_bytes, cfg->metrics_max_queue_bytes);
+        ctx.rc = VV_ECONFIG_RANGE;
+        line = VV_MAX(line_of(&ctx, "metrics", "pause_queue_bytes"),
+                      line_of(&ctx, "metrics", "max_queue_bytes"));
     }
     if (ctx.rc != 0) {
         snprintf(err, VV_CONFIG_ERR_BYTES, "%s:%d: %s", name, line, ctx.why);

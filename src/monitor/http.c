@@ -1,12 +1,21 @@
 /*
  * The monitor's HTTP/1.1 endpoint on libuv, with requests parsed by http-parser.
  *
- * Bounded everywhere: connections (VV_HTTP_MAX_CONNECTIONS), request line and headers
- * (VV_HTTP_MAX_HEADER_BYTES, then 431), time to send a whole request
- * (VV_HTTP_REQUEST_TIMEOUT_MS, then the connection is closed), /events subscribers and
- * their unsent bytes. Responses are produced synchronously while parsing, so pipelined
- * requests are answered in order. A connection struct owns a uv_tcp_t and a uv_timer_t and
- * is freed when both have closed.
+ * Bounded everywhere, by the [metrics] keys (struct vv__http_limits) and a few constants:
+ *  - connections (max_connections). When every slot is taken, the connection that has
+ *    waited longest for a request, idle or incomplete and not writing, is closed to make
+ *    room, so a health check always gets through; /events subscribers are never evicted
+ *    but are capped separately (VV_EVENTS_MAX_SUBSCRIBERS, and at most half the slots);
+ *  - request line and headers (VV_HTTP_MAX_HEADER_BYTES, then 431);
+ *  - time: a request must arrive whole within header_timeout_ms of its first byte (or of
+ *    the connection), a keep-alive connection may wait idle_timeout_ms for the next one,
+ *    and unsent answers must make progress within write_timeout_ms;
+ *  - unsent bytes per connection: past pause_queue_bytes no further request is parsed and
+ *    the socket is not read (the rest of the read buffer waits in the connection) until
+ *    the answers are written; past max_queue_bytes the connection is closed.
+ * Responses are produced synchronously while parsing, so pipelined requests are answered
+ * in order. A connection struct owns a uv_tcp_t and a uv_timer_t and is freed when both
+ * have closed; its one timer is re-armed for whichever deadline applies (conn_arm).
  */
 #include <http_parser.h>
 #include <stdio.h>
@@ -34,7 +43,14 @@ struct http_conn {
     bool sse;
     bool closing;
     bool close_after_write;
-    size_t queued;
+    bool paused;   /* not reading: too many unsent answers */
+    size_t queued; /* bytes handed to uv_write and not yet written */
+    /* Loop times (uv_now, ms). request_start is 0 when no request is in progress; a new
+     * connection counts as one from its accept. */
+    uint64_t request_start, idle_since, write_progress;
+    /* Read but not yet parsed, while paused: a slice of read_buf, which is not reused
+     * until it is consumed (reading is stopped meanwhile). */
+    size_t pending_off, pending_len;
     struct http_conn *prev, *next;
     char read_buf[16384];
 };
@@ -62,6 +78,11 @@ static const http_parser_settings settings = {
     .on_message_complete = on_message_complete,
 };
 
+static void feed(struct http_conn *c, const char *data, size_t len);
+static void conn_arm(struct http_conn *c);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
 static void count(struct vv_monitor *mon, const char *path, int code)
 {
     char c[8];
@@ -77,6 +98,13 @@ static void handle_closed(uv_handle_t *h)
         vv_free(c);
 }
 
+/* Counts a connection the server closes because of a limit ("header_timeout", ...). */
+static void count_closed(struct vv_monitor *mon, const char *reason)
+{
+    const char *v[1] = {reason};
+    vv_counter_inc(vv_counter_labels(mon->http_closed, v));
+}
+
 static void conn_close(struct http_conn *c)
 {
     if (c->closing)
@@ -90,12 +118,26 @@ static void conn_close(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     mon->n_conns--;
+    vv_gauge_set(mon->connections, mon->n_conns);
     if (c->sse) {
         mon->n_subs--;
         vv_gauge_set(mon->subscribers, mon->n_subs);
     }
     uv_close((uv_handle_t *)&c->tcp, handle_closed);
     uv_close((uv_handle_t *)&c->timer, handle_closed);
+}
+
+/* Parses what was read while paused, then reads again, unless it pauses once more. */
+static void conn_resume(struct http_conn *c)
+{
+    c->paused = false;
+    if (c->pending_len > 0) {
+        size_t off = c->pending_off, len = c->pending_len;
+        c->pending_len = 0;
+        feed(c, c->read_buf + off, len);
+    }
+    if (!c->paused && !c->closing)
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
 }
 
 static void write_done(uv_write_t *req, int status)
@@ -106,8 +148,19 @@ static void write_done(uv_write_t *req, int status)
     if (w->shared)
         vv__shared_buf_unref(w->shared);
     vv_free(w);
-    if (status < 0 || (c->close_after_write && c->queued == 0))
+    if (c->closing)
+        return;
+    if (status < 0 || (c->close_after_write && c->queued == 0)) {
         conn_close(c);
+        return;
+    }
+    uint64_t now = uv_now(c->tcp.loop);
+    c->write_progress = now;
+    if (c->queued == 0 && c->request_start == 0)
+        c->idle_since = now;
+    if (c->paused && c->queued < c->mon->limits.pause_queue_bytes)
+        conn_resume(c);
+    conn_arm(c);
 }
 
 static int conn_write(struct http_conn *c, const char *data, size_t len,
@@ -115,6 +168,16 @@ static int conn_write(struct http_conn *c, const char *data, size_t len,
 {
     if (c->closing)
         return VV_ECLOSED;
+    /* One answer larger than the limit is still sent whole; a queue of them is not. */
+    if (c->queued > 0 && c->queued + len > c->mon->limits.max_queue_bytes) {
+        if (c->sse)
+            vv_counter_inc(c->mon->events_dropped); /* a subscriber that does not keep up */
+        count_closed(c->mon, "queue_full");
+        conn_close(c);
+        return VV_ECLOSED;
+    }
+    if (c->queued == 0)
+        c->write_progress = uv_now(c->tcp.loop); /* the write deadline counts from here */
     struct write_req *w = vv_xmalloc(sizeof(*w) + (shared ? 0 : len));
     w->c = c;
     w->len = len;
@@ -197,7 +260,9 @@ static void respond_error(struct http_conn *c, int status, const char *path)
 static void start_events(struct http_conn *c)
 {
     struct vv_monitor *mon = c->mon;
-    if (mon->n_subs >= VV_EVENTS_MAX_SUBSCRIBERS) {
+    /* Subscribers are never evicted, so they may hold at most half of the slots. */
+    unsigned cap = VV_MIN(VV_EVENTS_MAX_SUBSCRIBERS, mon->limits.max_connections / 2);
+    if (mon->n_subs >= cap) {
         respond_error(c, 503, "/events");
         return;
     }
@@ -207,9 +272,9 @@ static void start_events(struct http_conn *c)
                               ": vivimd events\n\n";
     conn_write(c, hdr, sizeof(hdr) - 1, NULL);
     c->sse = true;
+    c->request_start = 0; /* a stream has no request deadline, only the write deadline */
     mon->n_subs++;
     vv_gauge_set(mon->subscribers, mon->n_subs);
-    uv_timer_stop(&c->timer); /* a stream has no request deadline */
     /* Replay the recent events, oldest first. */
     for (unsigned k = 0; k < mon->n_recent; k++) {
         unsigned i = (mon->recent_next + VV_EVENTS_RECENT - mon->n_recent + k) % VV_EVENTS_RECENT;
@@ -222,14 +287,8 @@ void vv__monitor_fanout(struct vv_monitor *mon, struct vv__shared_buf *frame)
     struct http_conn *c = mon->conns;
     while (c) {
         struct http_conn *next = c->next;
-        if (c->sse && !c->closing) {
-            if (c->queued + frame->len > VV_EVENTS_MAX_QUEUE_BYTES) {
-                vv_counter_inc(mon->events_dropped);
-                conn_close(c); /* a subscriber that does not keep up is let go */
-            } else {
-                conn_write(c, NULL, frame->len, frame);
-            }
-        }
+        if (c->sse && !c->closing && conn_write(c, NULL, frame->len, frame) == 0)
+            conn_arm(c); /* conn_write lets go of a subscriber that does not keep up */
         c = next;
     }
 }
@@ -239,6 +298,8 @@ void vv__monitor_fanout(struct vv_monitor *mon, struct vv__shared_buf *frame)
 static int on_message_begin(http_parser *p)
 {
     struct http_conn *c = p->data;
+    if (c->request_start == 0) /* a new connection's clock runs from its accept */
+        c->request_start = uv_now(c->tcp.loop);
     c->url_len = 0;
     c->header_bytes = 0;
     c->reject = 0;
@@ -318,17 +379,68 @@ static int on_message_complete(http_parser *p)
         respond_error(c, 404, "other");
         return 1;
     }
-    /* The next request on this connection gets a fresh deadline. */
-    if (!c->closing)
-        uv_timer_again(&c->timer);
+    if (c->closing || c->close_after_write)
+        return 1; /* parse no further request that would not be answered */
+    /* The next request gets its own header deadline; until it begins, the connection is
+     * idle. */
+    c->request_start = 0;
+    c->idle_since = uv_now(c->tcp.loop);
+    if (c->queued >= mon->limits.pause_queue_bytes)
+        http_parser_pause(p, 1); /* no more answers until these are written (feed) */
     return 0;
+}
+
+/*
+ * Which deadline applies, and when it falls: unsent answers must make progress; a request
+ * in progress must arrive whole; a keep-alive connection may wait idle for so long.
+ * Subscribers have only the write deadline.
+ */
+static const char *conn_deadline(const struct http_conn *c, uint64_t *at)
+{
+    const struct vv__http_limits *l = &c->mon->limits;
+    if (c->queued > 0) {
+        *at = c->write_progress + l->write_timeout_ms;
+        return "write_timeout";
+    }
+    if (c->sse)
+        return NULL;
+    if (c->request_start != 0) {
+        *at = c->request_start + l->header_timeout_ms;
+        return "header_timeout";
+    }
+    *at = c->idle_since + l->idle_timeout_ms;
+    return "idle_timeout";
 }
 
 static void on_timeout(uv_timer_t *t)
 {
     struct http_conn *c = t->data;
-    if (!c->sse)
-        conn_close(c); /* too slow, or idle on keep-alive */
+    uint64_t at = 0;
+    const char *reason = conn_deadline(c, &at);
+    if (reason == NULL)
+        return;
+    if (uv_now(t->loop) < at) {
+        conn_arm(c);
+        return;
+    }
+    if (c->sse)
+        vv_counter_inc(c->mon->events_dropped);
+    count_closed(c->mon, reason);
+    conn_close(c);
+}
+
+/* Re-arms the connection's timer for the deadline that applies now. */
+static void conn_arm(struct http_conn *c)
+{
+    if (c->closing)
+        return;
+    uint64_t at = 0;
+    if (conn_deadline(c, &at) == NULL) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uint64_t now = uv_now(c->tcp.loop);
+    uv_timer_start(&c->timer, on_timeout, at > now ? at - now : 0, 0);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -338,6 +450,42 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->read_buf, sizeof(c->read_buf));
 }
 
+/*
+ * Parses requests from data and answers them. When the answers queued pass
+ * pause_queue_bytes, on_message_complete pauses the parser: the rest of data (a slice of
+ * read_buf) is kept, reading stops, and write_done resumes once the answers are written.
+ * So one read of pipelined requests queues at most one answer past the pause limit.
+ */
+static void feed(struct http_conn *c, const char *data, size_t len)
+{
+    if (c->sse || c->close_after_write || c->closing)
+        return; /* a subscriber sends nothing we use; a closing one is done */
+    if (c->request_start == 0 && len > 0)
+        c->request_start = uv_now(c->tcp.loop); /* before on_message_begin: whitespace */
+    size_t parsed = http_parser_execute(&c->parser, &settings, data, len);
+    if (c->closing || c->sse)
+        return;
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED) {
+        http_parser_pause(&c->parser, 0);
+        c->pending_off = (size_t)(data + parsed - c->read_buf);
+        c->pending_len = len - parsed;
+        if (!c->paused) {
+            c->paused = true;
+            vv_counter_inc(c->mon->http_paused);
+            uv_read_stop((uv_stream_t *)&c->tcp);
+        }
+        return;
+    }
+    if (c->reject) {
+        respond_error(c, c->reject, c->reject == 405 ? "other" : "bad");
+        return;
+    }
+    if (c->parser.upgrade || parsed != len || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
+        if (!c->close_after_write)
+            respond_error(c, 400, "bad");
+    }
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct http_conn *c = s->data;
@@ -345,19 +493,34 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (c->sse || c->close_after_write || c->closing)
-        return; /* a subscriber sends nothing we use; a closing one is done */
-    size_t parsed = http_parser_execute(&c->parser, &settings, buf->base, (size_t)nread);
-    if (c->closing || c->sse)
-        return;
-    if (c->reject) {
-        respond_error(c, c->reject, c->reject == 405 ? "other" : "bad");
-        return;
+    feed(c, buf->base, (size_t)nread);
+    conn_arm(c);
+}
+
+/*
+ * Makes room for a new connection when every slot is taken: closes the one that has
+ * waited longest for a request (idle since its last answer, or with a request still
+ * incomplete) among those not writing an answer. Subscribers are capped separately and
+ * never evicted. Returns false when every connection is busy writing or streaming.
+ */
+static bool evict_one(struct vv_monitor *mon)
+{
+    struct http_conn *oldest = NULL;
+    uint64_t oldest_since = 0;
+    for (struct http_conn *c = mon->conns; c; c = c->next) {
+        if (c->sse || c->closing || c->queued > 0 || c->paused || c->close_after_write)
+            continue;
+        uint64_t since = c->request_start != 0 ? c->request_start : c->idle_since;
+        if (oldest == NULL || since <= oldest_since) {
+            oldest = c;
+            oldest_since = since;
+        }
     }
-    if (c->parser.upgrade || parsed != (size_t)nread || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
-        if (!c->close_after_write)
-            respond_error(c, 400, "bad");
-    }
+    if (oldest == NULL)
+        return false;
+    count_closed(mon, "evicted");
+    conn_close(oldest);
+    return true;
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -372,8 +535,12 @@ static void on_connection(uv_stream_t *listener, int status)
     c->tcp.data = c;
     c->timer.data = c;
     c->open_handles = 2;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
-        mon->n_conns >= VV_HTTP_MAX_CONNECTIONS) {
+    bool accepted = uv_accept(listener, (uv_stream_t *)&c->tcp) == 0;
+    if (accepted && mon->n_conns >= mon->limits.max_connections && !evict_one(mon)) {
+        count_closed(mon, "full");
+        accepted = false;
+    }
+    if (!accepted) {
         uv_close((uv_handle_t *)&c->tcp, handle_closed);
         uv_close((uv_handle_t *)&c->timer, handle_closed);
         return;
@@ -383,23 +550,32 @@ static void on_connection(uv_stream_t *listener, int status)
         mon->conns->prev = c;
     mon->conns = c;
     mon->n_conns++;
+    vv_gauge_set(mon->connections, mon->n_conns);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    uv_timer_start(&c->timer, on_timeout, VV_HTTP_REQUEST_TIMEOUT_MS, VV_HTTP_REQUEST_TIMEOUT_MS);
+    c->request_start = uv_now(listener->loop); /* the first request's header deadline */
+    c->idle_since = c->request_start;
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    conn_arm(c);
 }
 
 static void keepalive(uv_timer_t *t)
 {
     struct vv_monitor *mon = t->data;
     static const char ping[] = ": keepalive\n\n";
-    for (struct http_conn *c = mon->conns; c; c = c->next)
-        if (c->sse && !c->closing && c->queued + sizeof(ping) <= VV_EVENTS_MAX_QUEUE_BYTES)
-            conn_write(c, ping, sizeof(ping) - 1, NULL);
+    struct http_conn *c = mon->conns;
+    while (c) {
+        struct http_conn *next = c->next;
+        if (c->sse && !c->closing && conn_write(c, ping, sizeof(ping) - 1, NULL) == 0)
+            conn_arm(c);
+        c = next;
+    }
 }
 
-int vv__monitor_http_start(struct vv_monitor *mon, const char *listen)
+int vv__monitor_http_start(struct vv_monitor *mon, const char *listen,
+                           const struct vv__http_limits *limits)
 {
+    mon->limits = *limits;
     char host[256];
     uint16_t port;
     if (vv_config_split_hostport(listen, host, sizeof(host), &port) != 0)

@@ -13,6 +13,7 @@
 
 #include "monitor_internal.h"
 #include "vivim/common.h"
+#include "vivim/config.h"
 #include "vivim/log.h"
 #include "vivim/node.h"
 
@@ -230,6 +231,14 @@ static int monitor_init(struct vv_node *n)
     mon->http_requests =
         vv_metrics_counter(m, "vivimd_http_requests_total",
                            "Requests to the metrics endpoint, by path and status.", "path,code");
+    mon->connections = vv_metrics_gauge(m, "vivimd_http_connections",
+                                        "Open connections to the metrics endpoint.", NULL);
+    mon->http_paused = vv_metrics_counter(
+        m, "vivimd_http_connections_paused_total",
+        "Times a connection's requests were not read because its answers were not.", NULL);
+    mon->http_closed = vv_metrics_counter(
+        m, "vivimd_http_connections_closed_total",
+        "Connections the metrics endpoint closed or refused at a limit, by reason.", "reason");
     mon->subscribers =
         vv_metrics_gauge(m, "vivimd_events_subscribers", "Clients following /events.", NULL);
     mon->events_dropped =
@@ -248,7 +257,16 @@ static int monitor_start(struct vv_node *n)
         vv_log_info("monitor", "metrics endpoint disabled");
         return 0;
     }
-    return vv__monitor_http_start(mon, n->config.metrics_listen);
+    const struct vv_config *cfg = &n->config;
+    struct vv__http_limits limits = {
+        .max_connections = cfg->metrics_max_connections,
+        .header_timeout_ms = cfg->metrics_header_timeout_ms,
+        .idle_timeout_ms = cfg->metrics_idle_timeout_ms,
+        .write_timeout_ms = cfg->metrics_write_timeout_ms,
+        .pause_queue_bytes = cfg->metrics_pause_queue_bytes,
+        .max_queue_bytes = cfg->metrics_max_queue_bytes,
+    };
+    return vv__monitor_http_start(mon, cfg->metrics_listen, &limits);
 }
 
 static void monitor_stop(struct vv_node *n)

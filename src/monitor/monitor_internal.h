@@ -3,6 +3,7 @@
 #define VIVIM_MONITOR_INTERNAL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "vivim/metrics.h"
@@ -18,11 +19,19 @@ struct vv__shared_buf {
     char data[];
 };
 
+/* The endpoint's limits, from the [metrics] keys of the configuration. */
+struct vv__http_limits {
+    unsigned max_connections;
+    uint64_t header_timeout_ms, idle_timeout_ms, write_timeout_ms;
+    size_t pause_queue_bytes, max_queue_bytes;
+};
+
 struct vv_monitor {
     struct vv_node *n;
     uv_tcp_t listener;
     bool listening;
     char url[128];
+    struct vv__http_limits limits;
     struct http_conn *conns; /* every open HTTP connection, subscribers included */
     unsigned n_conns, n_subs;
     uv_timer_t keepalive;
@@ -30,6 +39,9 @@ struct vv_monitor {
     struct vv__shared_buf *recent[VV_EVENTS_RECENT];
     unsigned recent_next, n_recent;
     struct vv_counter *http_requests; /* {path, code} */
+    struct vv_gauge *connections;
+    struct vv_counter *http_paused;
+    struct vv_counter *http_closed; /* {reason} */
     struct vv_gauge *subscribers;
     struct vv_counter *events_dropped;
     struct vv_counter *events_total; /* {kind} */
@@ -38,7 +50,8 @@ struct vv_monitor {
 void vv__shared_buf_unref(struct vv__shared_buf *b);
 /* Sends an event frame to every subscriber (http.c). */
 void vv__monitor_fanout(struct vv_monitor *mon, struct vv__shared_buf *frame);
-int vv__monitor_http_start(struct vv_monitor *mon, const char *listen);
+int vv__monitor_http_start(struct vv_monitor *mon, const char *listen,
+                           const struct vv__http_limits *limits);
 void vv__monitor_http_stop(struct vv_monitor *mon);
 /* The /health document and status code. */
 json_t *vv__monitor_health(struct vv_monitor *mon, int *status);

@@ -35,6 +35,7 @@ const char *vv_module_state_name(enum vv_module_state s)
 int vv_node_init(struct vv_node *n, uv_loop_t *loop, struct vv_config *cfg)
 {
     memset(n, 0, sizeof(*n));
+    n->state_lock_fd = -1;
     n->loop = loop;
     n->config = *cfg;
     memset(cfg, 0, sizeof(*cfg)); /* the node owns the strings now */
@@ -44,10 +45,20 @@ int vv_node_init(struct vv_node *n, uv_loop_t *loop, struct vv_config *cfg)
     gettimeofday(&tv, NULL);
     n->start_wall_unix_s = (uint64_t)tv.tv_sec;
 
+    /* The lock comes first: a second vivimd must not read or create the identity, nor
+     * open any database, in a directory another one is using. */
     char err[512] = "";
-    int rc = vv_identity_load_or_create(n->config.state_dir, &n->identity, err, sizeof(err));
+    int rc = vv_node_lock_state_dir(n->config.state_dir, &n->state_lock_fd, err, sizeof(err));
+    if (rc != 0) {
+        vv_log_error("node", "%s", err);
+        vv_config_free(&n->config);
+        return rc;
+    }
+    rc = vv_identity_load_or_create(n->config.state_dir, &n->identity, err, sizeof(err));
     if (rc != 0) {
         vv_log_error("node", "identity: %s", err);
+        vv_node_unlock_state_dir(n->state_lock_fd);
+        n->state_lock_fd = -1;
         vv_config_free(&n->config);
         return rc;
     }
@@ -119,6 +130,9 @@ void vv_node_deinit(struct vv_node *n)
     }
     n->n_modules = 0;
     vv_identity_clear(&n->identity);
+    /* Last: every module has closed its files in the directory by now. */
+    vv_node_unlock_state_dir(n->state_lock_fd);
+    n->state_lock_fd = -1;
     vv_config_free(&n->config);
 }
 
@@ -196,10 +210,19 @@ int vv_node_reload_config(struct vv_node *n, char **msg)
         restart[nr++] = "rpc.socket";
     if (fresh.rpc_max_clients != old->rpc_max_clients ||
         fresh.rpc_max_line_bytes != old->rpc_max_line_bytes ||
-        fresh.rpc_max_queue_bytes != old->rpc_max_queue_bytes)
+        fresh.rpc_max_queue_bytes != old->rpc_max_queue_bytes ||
+        fresh.rpc_max_in_flight != old->rpc_max_in_flight ||
+        fresh.rpc_lines_per_turn != old->rpc_lines_per_turn)
         restart[nr++] = "rpc limits";
     if (str_changed(fresh.metrics_listen, old->metrics_listen))
         restart[nr++] = "metrics.listen";
+    if (fresh.metrics_max_connections != old->metrics_max_connections ||
+        fresh.metrics_header_timeout_ms != old->metrics_header_timeout_ms ||
+        fresh.metrics_idle_timeout_ms != old->metrics_idle_timeout_ms ||
+        fresh.metrics_write_timeout_ms != old->metrics_write_timeout_ms ||
+        fresh.metrics_pause_queue_bytes != old->metrics_pause_queue_bytes ||
+        fresh.metrics_max_queue_bytes != old->metrics_max_queue_bytes)
+        restart[nr++] = "metrics limits";
     if (str_changed(fresh.net_listen, old->net_listen))
         restart[nr++] = "net.listen";
     if (str_changed(fresh.net_bootstrap, old->net_bootstrap) || fresh.net_mdns != old->net_mdns ||

@@ -6,9 +6,23 @@
 #include "vivim/node.h"
 #include "vivim/rpc.h"
 
+/* These methods take no parameters: anything else in params is refused, naming it, before
+ * the method acts (node.shutdown {"bogus":1} must not stop the node). */
+static bool no_params_ok(struct vv_rpc_request *req, const json_t *params, struct vv_rpc_answer *a)
+{
+    static const char *const none[] = {NULL};
+    char err[128];
+    if (vv_rpc_params_object(params, none, err, sizeof(err)) == 0)
+        return true;
+    *a = vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    return false;
+}
+
 static struct vv_rpc_answer status(struct vv_rpc_request *req, json_t *params, void *data)
 {
-    (void)params;
+    struct vv_rpc_answer a;
+    if (!no_params_ok(req, params, &a))
+        return a;
     struct vv_node *n = data;
     json_t *modules = json_object();
     for (int i = 0; i < n->n_modules; i++)
@@ -34,22 +48,25 @@ static struct vv_rpc_answer status(struct vv_rpc_request *req, json_t *params, v
 
 static struct vv_rpc_answer shutdown_(struct vv_rpc_request *req, json_t *params, void *data)
 {
-    (void)params;
+    struct vv_rpc_answer a;
+    if (!no_params_ok(req, params, &a))
+        return a;
     struct vv_node *n = data;
     /* The answer is written before the stop closes the socket. */
-    struct vv_rpc_answer a = vv_rpc_reply(req, json_pack("{s:b}", "stopping", 1));
+    a = vv_rpc_reply(req, json_pack("{s:b}", "stopping", 1));
     vv_node_request_stop(n);
     return a;
 }
 
 static struct vv_rpc_answer reload(struct vv_rpc_request *req, json_t *params, void *data)
 {
-    (void)params;
+    struct vv_rpc_answer a;
+    if (!no_params_ok(req, params, &a))
+        return a;
     struct vv_node *n = data;
     char *msg = NULL;
     int rc = vv_node_request_reload(n, &msg);
-    struct vv_rpc_answer a =
-        rc == 0 ? vv_rpc_reply(req, json_pack("{s:s}", "changes", msg ? msg : "no changes"))
+    a = rc == 0 ? vv_rpc_reply(req, json_pack("{s:s}", "changes", msg ? msg : "no changes"))
                 : vv_rpc_fail(req, rc, "%s", msg ? msg : vv_strerror(rc));
     vv_free(msg);
     return a;

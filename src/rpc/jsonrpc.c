@@ -9,6 +9,8 @@
  * batch lives until its last member is answered. Answers to a closed connection are
  * dropped.
  */
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,7 @@ struct vv_rpc {
     int n_methods;
     struct vv__rpc_stats stats;
     struct vv__rpc_server *server;
+    uint64_t in_flight; /* requests dispatched and not yet answered, on every connection */
 };
 
 struct vv_rpc_conn {
@@ -37,6 +40,7 @@ struct vv_rpc_conn {
     bool open;
     unsigned pending; /* requests dispatched and not yet answered */
     int (*write_cb)(void *io, const char *line, size_t len);
+    void (*settled_cb)(void *io, unsigned pending); /* after each answer, while open */
     void *io;
 };
 
@@ -85,6 +89,7 @@ void vv_rpc_conn_close(struct vv_rpc_conn *c)
 {
     c->open = false;
     c->write_cb = NULL;
+    c->settled_cb = NULL;
     c->io = NULL;
     vv_rpc_conn_unref(c);
 }
@@ -97,6 +102,18 @@ bool vv_rpc_conn_is_open(const struct vv_rpc_conn *c)
 unsigned vv__rpc_conn_pending(const struct vv_rpc_conn *c)
 {
     return c->pending;
+}
+
+void vv__rpc_conn_set_settled_cb(struct vv_rpc_conn *c, void (*cb)(void *io, unsigned pending))
+{
+    c->settled_cb = cb;
+}
+
+static void set_in_flight(struct vv_rpc *rpc, int delta)
+{
+    rpc->in_flight = (uint64_t)((int64_t)rpc->in_flight + delta);
+    if (rpc->stats.in_flight)
+        vv_gauge_set(rpc->stats.in_flight, (double)rpc->in_flight);
 }
 
 static int send_value(struct vv_rpc_conn *c, json_t *v)
@@ -214,9 +231,13 @@ static void deliver(struct vv_rpc_request *req, json_t *response /* taken, may b
         json_decref(response);
     }
     c->pending--;
+    set_in_flight(c->rpc, -1);
     json_decref(req->id);
-    vv_rpc_conn_unref(c);
     vv_free(req);
+    /* The transport may resume reading a client it paused at its in-flight limit. */
+    if (c->open && c->settled_cb)
+        c->settled_cb(c->io, c->pending);
+    vv_rpc_conn_unref(c);
 }
 
 struct vv_rpc_answer vv_rpc_reply(struct vv_rpc_request *req, json_t *result)
@@ -348,13 +369,197 @@ static bool valid_id(const json_t *id)
     return json_is_string(id) || json_is_number(id) || json_is_null(id);
 }
 
+/* ---- numbers out of range -----------------------------------------------------------------
+ *
+ * JSON puts no bound on numbers, but jansson holds an integer in a json_int_t (64 bits) and
+ * a real in a double, and refuses a whole document holding one beyond those
+ * (json_error_numeric_overflow). Such a line is valid JSON, so a parse error (-32700, id
+ * null) would be wrong: the request it holds is answered -32602 naming the parameter, with
+ * its id. JSON_DECODE_INT_AS_REAL would turn every integer into a double, so instead a line
+ * that failed this way is copied once with each out-of-range number replaced by a marker
+ * string and parsed again; handle_one then looks for the markers, which never reach a
+ * handler. That is one linear pass and one more parse, only for such lines; a line with a
+ * real syntax error as well still fails the second parse and gets -32700. A marker holds a
+ * NUL, which a client's string may hold too (JSON_ALLOW_NUL): on a line that also has an
+ * out-of-range number such a string is taken for one, and the request, which has such a
+ * number anyway, is refused all the same.
+ */
+#define MARK_INT_JSON  "\"\\u0000vv:int\""
+#define MARK_REAL_JSON "\"\\u0000vv:real\""
+static const char mark_int[] = "\0vv:int";
+static const char mark_real[] = "\0vv:real";
+
+enum mark { MARK_NONE, MARK_INT, MARK_REAL };
+
+static enum mark mark_kind(const json_t *v)
+{
+    if (!json_is_string(v))
+        return MARK_NONE;
+    size_t n = json_string_length(v);
+    const char *s = json_string_value(v);
+    if (n == sizeof(mark_int) - 1 && memcmp(s, mark_int, n) == 0)
+        return MARK_INT;
+    if (n == sizeof(mark_real) - 1 && memcmp(s, mark_real, n) == 0)
+        return MARK_REAL;
+    return MARK_NONE;
+}
+
+struct textbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void textbuf_add(struct textbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        b->p = vv_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static bool is_digit(char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
+/* The extent of the number starting at s[0] ('-' or a digit) by JSON's grammar. */
+static size_t number_length(const char *s, size_t len, bool *integer)
+{
+    size_t i = 0;
+    *integer = true;
+    if (i < len && s[i] == '-')
+        i++;
+    while (i < len && is_digit(s[i]))
+        i++;
+    if (i < len && s[i] == '.') {
+        *integer = false;
+        for (i++; i < len && is_digit(s[i]); i++)
+            ;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        *integer = false;
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            i++;
+        while (i < len && is_digit(s[i]))
+            i++;
+    }
+    return i;
+}
+
+/* Does the number tok (NUL-terminated) overflow what jansson holds? Mirrors jansson's own
+ * test: strtoll's ERANGE for an integer, strtod's ERANGE with an infinite result (not an
+ * underflow) for a real. */
+static bool number_out_of_range(const char *tok, bool integer)
+{
+    errno = 0;
+    if (integer) {
+        (void)strtoll(tok, NULL, 10);
+        return errno == ERANGE;
+    }
+    double d = strtod(tok, NULL);
+    return errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL);
+}
+
+/* A copy of line (NUL-terminated, for strto*) with every out-of-range number outside
+ * strings replaced by a marker. Returns the new text (vv_free it), or NULL if none was. */
+static char *mark_out_of_range(const char *line, size_t len, size_t *out_len)
+{
+    char *copy = vv_xmalloc(len + 1);
+    memcpy(copy, line, len);
+    copy[len] = '\0';
+    struct textbuf out = {0};
+    size_t done = 0; /* copied to out up to here */
+    bool in_string = false, marked = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = copy[i];
+        if (in_string) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_string = false;
+            continue;
+        }
+        if (ch == '"') {
+            in_string = true;
+            continue;
+        }
+        if (ch != '-' && !is_digit(ch))
+            continue;
+        bool integer;
+        size_t n = number_length(copy + i, len - i, &integer);
+        char saved = copy[i + n];
+        copy[i + n] = '\0';
+        bool out_of_range = number_out_of_range(copy + i, integer);
+        copy[i + n] = saved;
+        if (out_of_range) {
+            textbuf_add(&out, copy + done, i - done);
+            const char *mark = integer ? MARK_INT_JSON : MARK_REAL_JSON;
+            textbuf_add(&out, mark, strlen(mark));
+            done = i + n;
+            marked = true;
+        }
+        i += n - 1;
+    }
+    if (!marked) {
+        vv_free(copy);
+        vv_free(out.p);
+        return NULL;
+    }
+    textbuf_add(&out, copy + done, len - done);
+    vv_free(copy);
+    *out_len = out.len;
+    return out.p;
+}
+
+/* Finds the first marker inside v (depth-first) and writes where it is to path, as
+ * "name.name[i]" relative to v; returns its kind. Depth is bounded by the check made
+ * before parsing. */
+static enum mark find_mark(const json_t *v, char *path, size_t cap, size_t at)
+{
+    enum mark k = mark_kind(v);
+    if (k != MARK_NONE)
+        return k;
+    if (json_is_object(v)) {
+        const char *key;
+        json_t *m;
+        json_object_foreach((json_t *)v, key, m)
+        {
+            int w = snprintf(path + at, cap - at, "%s%.64s", at ? "." : "", key);
+            size_t next = w < 0 ? at : at + (size_t)w < cap ? at + (size_t)w : cap - 1;
+            k = find_mark(m, path, cap, next);
+            if (k != MARK_NONE)
+                return k;
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m)
+        {
+            int w = snprintf(path + at, cap - at, "[%zu]", i);
+            size_t next = w < 0 ? at : at + (size_t)w < cap ? at + (size_t)w : cap - 1;
+            k = find_mark(m, path, cap, next);
+            if (k != MARK_NONE)
+                return k;
+        }
+    }
+    path[at] = '\0';
+    return MARK_NONE;
+}
+
 /*
  * Handles one request object. Returns the response to send for it right now (errors found
  * before dispatch), or NULL when the request was dispatched (*dispatched: its handler
  * answers through deliver) or needs no response (a notification of an unknown method).
  */
-static json_t *handle_one(struct vv_rpc_conn *c, json_t *msg, struct batch *b, size_t slot,
-                          bool *dispatched)
+static json_t *handle_one(struct vv_rpc_conn *c, json_t *msg, bool marked, struct batch *b,
+                          size_t slot, bool *dispatched)
 {
     *dispatched = false;
     struct vv_rpc *rpc = c->rpc;
@@ -364,7 +569,8 @@ static json_t *handle_one(struct vv_rpc_conn *c, json_t *msg, struct batch *b, s
                               "a request must be an object");
     }
     json_t *id = json_object_get(msg, "id");
-    json_t *reply_id = id && valid_id(id) ? id : NULL;
+    bool id_out_of_range = marked && mark_kind(id) != MARK_NONE;
+    json_t *reply_id = id && valid_id(id) && !id_out_of_range ? id : NULL;
     json_t *version = json_object_get(msg, "jsonrpc");
     json_t *method = json_object_get(msg, "method");
     json_t *params = json_object_get(msg, "params");
@@ -378,6 +584,8 @@ static json_t *handle_one(struct vv_rpc_conn *c, json_t *msg, struct batch *b, s
         why = "\"params\" must be an object or an array";
     else if (id != NULL && !valid_id(id))
         why = "\"id\" must be a string, a number or null";
+    else if (id_out_of_range)
+        why = "\"id\": number out of range";
     else {
         const char *key;
         json_t *v;
@@ -402,6 +610,20 @@ static json_t *handle_one(struct vv_rpc_conn *c, json_t *msg, struct batch *b, s
         return error_response(id, VV_RPC_METHOD_NOT_FOUND, "Method not found",
                               json_string_value(method));
     }
+    if (marked && params != NULL) {
+        char path[256] = "";
+        enum mark k = find_mark(params, path, sizeof(path), 0);
+        if (k != MARK_NONE) {
+            count_request(rpc, m->name, "invalid_params", 0);
+            if (id == NULL)
+                return NULL;
+            char msg_text[320];
+            snprintf(
+                msg_text, sizeof(msg_text), "%s%s: %s", json_is_array(params) ? "params" : "", path,
+                k == MARK_INT ? "integer out of range (-2^63 to 2^63-1)" : "number out of range");
+            return error_response(id, VV_RPC_INVALID_PARAMS, msg_text, NULL);
+        }
+    }
 
     *dispatched = true;
     struct vv_rpc_request *req = vv_xcalloc(1, sizeof(*req));
@@ -413,6 +635,7 @@ static json_t *handle_one(struct vv_rpc_conn *c, json_t *msg, struct batch *b, s
     req->start_ns = uv_hrtime();
     vv_rpc_conn_ref(c);
     c->pending++;
+    set_in_flight(rpc, +1);
     json_t *p = params ? json_incref(params) : json_object();
     struct vv_rpc_answer a = m->handler(req, p, m->data);
     json_decref(p);
@@ -424,6 +647,16 @@ static json_t *handle_one(struct vv_rpc_conn *c, json_t *msg, struct batch *b, s
 void vv_rpc_conn_input(struct vv_rpc_conn *c, const char *line, size_t len)
 {
     struct vv_rpc *rpc = c->rpc;
+    /* An empty or blank line is not JSON: JSON-RPC 2.0 answers what is not valid JSON with a
+     * parse error, and so do we (jansson's own message for it would say less). */
+    size_t blank = 0;
+    while (blank < len && (line[blank] == ' ' || line[blank] == '\t' || line[blank] == '\r'))
+        blank++;
+    if (blank == len) {
+        vv__rpc_count_error(rpc, "parse");
+        vv__rpc_conn_error(c, VV_RPC_PARSE_ERROR, "Parse error", "empty line");
+        return;
+    }
     if (!depth_ok(line, len, VV_RPC_MAX_DEPTH)) {
         vv__rpc_count_error(rpc, "parse");
         vv__rpc_conn_error(c, VV_RPC_PARSE_ERROR, "Parse error", "nesting too deep");
@@ -433,6 +666,16 @@ void vv_rpc_conn_input(struct vv_rpc_conn *c, const char *line, size_t len)
     /* NUL inside strings is accepted here so that the field holding it can be named in
      * the error; every string a handler uses is checked for it (vv_rpc_param_string). */
     json_t *msg = json_loadb(line, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    bool marked = false;
+    if (msg == NULL && json_error_code(&jerr) == json_error_numeric_overflow) {
+        size_t mlen;
+        char *m = mark_out_of_range(line, len, &mlen);
+        if (m != NULL) {
+            msg = json_loadb(m, mlen, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+            marked = msg != NULL;
+            vv_free(m);
+        }
+    }
     if (msg == NULL) {
         vv__rpc_count_error(rpc, "parse");
         vv_log_debug("rpc", "parse error: %s", jerr.text);
@@ -443,7 +686,7 @@ void vv_rpc_conn_input(struct vv_rpc_conn *c, const char *line, size_t len)
     vv_rpc_conn_ref(c);
     bool dispatched;
     if (!json_is_array(msg)) {
-        json_t *resp = handle_one(c, msg, NULL, 0, &dispatched);
+        json_t *resp = handle_one(c, msg, marked, NULL, 0, &dispatched);
         if (resp) {
             send_value(c, resp);
             json_decref(resp);
@@ -465,7 +708,7 @@ void vv_rpc_conn_input(struct vv_rpc_conn *c, const char *line, size_t len)
         /* One extra count held while dispatching, so the batch cannot finish early. */
         b->outstanding = n + 1;
         for (size_t i = 0; i < n; i++) {
-            json_t *resp = handle_one(c, json_array_get(msg, i), b, i, &dispatched);
+            json_t *resp = handle_one(c, json_array_get(msg, i), marked, b, i, &dispatched);
             if (resp != NULL)
                 json_array_set_new(b->responses, i, resp);
             if (!dispatched)
@@ -496,6 +739,14 @@ struct vv_rpc *vv_rpc_new(struct vv_node *n)
         rpc->stats.errors =
             vv_metrics_counter(n->metrics, "vivimd_rpc_errors_total",
                                "Bad input and limits hit on the RPC socket, by kind.", "kind");
+        rpc->stats.in_flight = vv_metrics_gauge(
+            n->metrics, "vivimd_rpc_requests_in_flight",
+            "JSON-RPC calls dispatched and not yet answered, on every connection.", NULL);
+        rpc->stats.read_pauses = vv_metrics_counter(
+            n->metrics, "vivimd_rpc_read_pauses_total",
+            "Times a client's socket stopped being read because it had [rpc] max_in_flight "
+            "calls unanswered.",
+            NULL);
     }
     return rpc;
 }

@@ -5,7 +5,11 @@
 
 static struct vv_rpc_answer discover(struct vv_rpc_request *req, json_t *params, void *data)
 {
-    (void)params;
+    /* No parameters (its schema says so): anything else is refused, naming it. */
+    static const char *const none[] = {NULL};
+    char err[128];
+    if (vv_rpc_params_object(params, none, err, sizeof(err)) != 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
     struct vv_rpc *rpc = data;
     return vv_rpc_reply(req, vv_rpc_describe(rpc));
 }

@@ -89,6 +89,8 @@ static int teardown(void **state)
     char p[160];
     snprintf(p, sizeof(p), "%s/node.key", f->dir);
     unlink(p);
+    snprintf(p, sizeof(p), "%s/" VV_NODE_LOCK_FILE, f->dir);
+    unlink(p);
     unlink(f->conf);
     rmdir(f->dir);
     free(f);

@@ -291,6 +291,69 @@ static void test_nesting_beyond_the_limit_is_refused_before_parsing(void **state
     expect(f, in, want);
 }
 
+/* An empty or blank line is not JSON: a parse error with id null (JSON-RPC 2.0, 4.2). */
+static void test_empty_and_blank_lines_are_parse_errors(void **state)
+{
+    struct fixture *f = *state;
+    static const char want[] = "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32700,\"message\":"
+                               "\"Parse error\",\"data\":\"empty line\"},\"id\":null}";
+    expect(f, "", want);
+    expect(f, " \t\r", want);
+}
+
+/*
+ * JSON puts no bound on numbers; one beyond what jansson holds (a 64-bit integer, a finite
+ * double) is an invalid parameter of its request, answered with the request's id, not a
+ * parse error with id null.
+ */
+static void test_numbers_out_of_range_are_invalid_params_with_the_id(void **state)
+{
+    struct fixture *f = *state;
+    expect(f,
+           "{\"jsonrpc\":\"2.0\",\"method\":\"subtract\",\"params\":{\"minuend\":"
+           "9223372036854775808,\"subtrahend\":1},\"id\":5}",
+           "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32602,\"message\":\"minuend: integer out "
+           "of range (-2^63 to 2^63-1)\"},\"id\":5}");
+    /* The smallest json_int_t is in range; one below it is not. */
+    expect(f,
+           "{\"jsonrpc\":\"2.0\",\"method\":\"subtract\",\"params\":[-9223372036854775808,0],"
+           "\"id\":6}",
+           "{\"jsonrpc\":\"2.0\",\"result\":-9223372036854775808,\"id\":6}");
+    expect(f,
+           "{\"jsonrpc\":\"2.0\",\"method\":\"sum\",\"params\":[1,-9223372036854775809],"
+           "\"id\":\"x\"}",
+           "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32602,\"message\":\"params[1]: integer "
+           "out of range (-2^63 to 2^63-1)\"},\"id\":\"x\"}");
+    expect(f,
+           "{\"id\":7,\"jsonrpc\":\"2.0\",\"method\":\"sum\",\"params\":{\"a\":{\"b\":[0,"
+           "1e400]}}}",
+           "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32602,\"message\":\"a.b[1]: number out "
+           "of range\"},\"id\":7}");
+    /* Digits inside strings are text; an underflowing real is just a small number. */
+    expect(f,
+           "{\"jsonrpc\":\"2.0\",\"method\":\"get_data\",\"params\":{\"s\":"
+           "\"99999999999999999999\",\"t\":1e-400,\"u\":99999999999999999999},\"id\":8}",
+           "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32602,\"message\":\"u: integer out of "
+           "range (-2^63 to 2^63-1)\"},\"id\":8}");
+    /* A notification holding one is not answered; an id out of range cannot be echoed. */
+    expect(f, "{\"jsonrpc\":\"2.0\",\"method\":\"sum\",\"params\":[1e999]}", NULL);
+    expect(f, "{\"jsonrpc\":\"2.0\",\"method\":\"sum\",\"id\":18446744073709551616}",
+           "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\","
+           "\"data\":\"\\\"id\\\": number out of range\"},\"id\":null}");
+    /* An unknown method is still that; a syntax error elsewhere is still a parse error. */
+    expect(f, "{\"jsonrpc\":\"2.0\",\"method\":\"nope\",\"params\":[1e999],\"id\":9}",
+           "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32601,\"message\":\"Method not found\","
+           "\"data\":\"nope\"},\"id\":9}");
+    expect_error(f, "{\"jsonrpc\":\"2.0\",\"method\":\"sum\",\"params\":[1e999,],\"id\":9}",
+                 -32700);
+    /* In a batch only the member holding it fails. */
+    expect(f,
+           "[{\"jsonrpc\":\"2.0\",\"method\":\"sum\",\"params\":[1,2],\"id\":1},"
+           "{\"jsonrpc\":\"2.0\",\"method\":\"sum\",\"params\":[-1e999],\"id\":2}]",
+           "[{\"jsonrpc\":\"2.0\",\"result\":3,\"id\":1},{\"jsonrpc\":\"2.0\",\"error\":{"
+           "\"code\":-32602,\"message\":\"params[0]: number out of range\"},\"id\":2}]");
+}
+
 static void test_pending_answer_arrives_later_and_is_dropped_after_close(void **state)
 {
     struct fixture *f = *state;
@@ -351,6 +414,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_specification_examples, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ids_are_echoed_with_their_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_members_and_params, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_empty_and_blank_lines_are_parse_errors, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_numbers_out_of_range_are_invalid_params_with_the_id,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_nesting_beyond_the_limit_is_refused_before_parsing,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
