@@ -45,6 +45,13 @@ struct vv_monitor {
     struct vv_gauge *subscribers;
     struct vv_counter *events_dropped;
     struct vv_counter *events_total; /* {kind} */
+    /* How long each turn of the event loop worked (its time minus what it slept in poll):
+     * measured in a prepare handle, from libuv's idle-time accounting. */
+    uv_prepare_t loop_probe;
+    bool loop_probe_on;
+    uint64_t probe_prev_ns, probe_prev_idle_ns; /* at the previous prepare; 0: not yet */
+    struct vv_histogram *loop_busy;
+    double loop_busy_max_s; /* the longest turn since the endpoint started */
 };
 
 void vv__shared_buf_unref(struct vv__shared_buf *b);
