@@ -90,6 +90,15 @@ int vv_config_parse(const char *name, const char *text, size_t len, struct vv_co
 /* Writes the effective configuration as an INI file that vv_config_load accepts. */
 void vv_config_print(const struct vv_config *cfg, FILE *out);
 
+/* Calls fn(section, key, reload, arg) for every key whose value differs between a and b, in
+ * the order of the key table. reload: SIGHUP applies the key at run time; when false, a
+ * change takes effect only at the next start. */
+typedef void (*vv_config_change_cb)(const char *section, const char *key, bool reload, void *arg);
+void vv_config_diff(const struct vv_config *a, const struct vv_config *b, vv_config_change_cb fn,
+                    void *arg);
+/* Copies the value of every key SIGHUP may apply from src into dst (strings duplicated). */
+void vv_config_apply_reloadable(struct vv_config *dst, const struct vv_config *src);
+
 void vv_config_free(struct vv_config *cfg);
 
 /*

@@ -41,6 +41,8 @@ struct vv_module {
     int (*start)(struct vv_node *n);
     void (*stop)(struct vv_node *n);
     void (*deinit)(struct vv_node *n);
+    /* After a reload changed n->config's run-time keys: apply them. May be NULL. */
+    void (*reload)(struct vv_node *n);
 };
 
 enum vv_module_state {
@@ -110,7 +112,9 @@ int vv_node_request_reload(struct vv_node *n, char **msg);
 
 /*
  * Reloads the configuration file the node was started with: applies the keys that may
- * change at run time (log level), logs and reports the others as needing a restart. A file
+ * change at run time (the key table in config.c marks them; each running module's reload
+ * hook applies its own), and logs and reports every other changed key as needing a
+ * restart. A file
  * that fails to load leaves the running configuration untouched. *msg (vv_free) describes
  * what changed, or the error.
  */

@@ -72,50 +72,52 @@ struct key_def {
     enum key_type type;
     size_t offset;
     uint32_t min, max; /* KEY_U32 only */
+    bool reload;       /* SIGHUP applies a change at run time; otherwise it needs a restart */
 };
 
 #define F(field) offsetof(struct vv_config, field)
 static const struct key_def keys[] = {
-    {"node", "state_dir", KEY_STATE_DIR, F(state_dir), 0, 0},
-    {"node", "type", KEY_NODE_TYPE, F(node_type), 0, 0},
-    {"node", "region", KEY_REGION, F(region), 0, 0},
-    {"log", "level", KEY_LEVEL, F(log_level), 0, 0},
-    {"rpc", "socket", KEY_SOCKET, F(rpc_socket), 0, 0},
-    {"rpc", "max_clients", KEY_U32, F(rpc_max_clients), 1, 4096},
-    {"rpc", "max_line_bytes", KEY_U32, F(rpc_max_line_bytes), 1024, 64u << 20},
-    {"rpc", "max_queue_bytes", KEY_U32, F(rpc_max_queue_bytes), 64u << 10, 1u << 30},
-    {"rpc", "max_in_flight", KEY_U32, F(rpc_max_in_flight), 1, 65536},
-    {"rpc", "lines_per_turn", KEY_U32, F(rpc_lines_per_turn), 1, 65536},
-    {"metrics", "listen", KEY_METRICS_LISTEN, F(metrics_listen), 0, 0},
-    {"metrics", "max_connections", KEY_U32, F(metrics_max_connections), 2, 100000},
-    {"metrics", "header_timeout_ms", KEY_U32, F(metrics_header_timeout_ms), 100, 600000},
-    {"metrics", "idle_timeout_ms", KEY_U32, F(metrics_idle_timeout_ms), 100, 3600000},
-    {"metrics", "write_timeout_ms", KEY_U32, F(metrics_write_timeout_ms), 100, 3600000},
-    {"metrics", "pause_queue_bytes", KEY_U32, F(metrics_pause_queue_bytes), 4096, 1u << 30},
-    {"metrics", "max_queue_bytes", KEY_U32, F(metrics_max_queue_bytes), 65536, 1u << 30},
-    {"net", "listen", KEY_NET_LISTEN, F(net_listen), 0, 0},
-    {"net", "bootstrap", KEY_BOOTSTRAP, F(net_bootstrap), 0, 0},
-    {"net", "mdns", KEY_BOOL, F(net_mdns), 0, 0},
-    {"net", "max_connections", KEY_U32, F(net_max_connections), 1, 100000},
-    {"net", "advertise", KEY_ADVERTISE, F(net_advertise), 0, 0},
-    {"net", "low_water", KEY_U32, F(net_low_water), 1, 100000},
-    {"net", "high_water", KEY_U32, F(net_high_water), 1, 100000},
-    {"net", "max_half_open", KEY_U32, F(net_max_half_open), 1, 100000},
-    {"net", "handshake_timeout_ms", KEY_U32, F(net_handshake_timeout_ms), 100, 600000},
-    {"net", "peer_queue_bytes", KEY_U32, F(net_peer_queue_bytes), 65536, 1u << 30},
-    {"net", "memory_budget_mb", KEY_U32, F(net_memory_budget_mb), 1, 1u << 20},
-    {"net", "keepalive_ms", KEY_U32, F(net_keepalive_ms), 100, 3600000},
-    {"net", "reconnect_max_ms", KEY_U32, F(net_reconnect_max_ms), 100, 86400000},
-    {"registry", "url", KEY_REGISTRY_URL, F(registry_url), 0, 0},
-    {"registry", "access_log_max_rows", KEY_U32, F(registry_access_log_max_rows), 100, 100000000},
-    {"registry", "synchronous", KEY_SYNC, F(registry_full_sync), 0, 0},
-    {"userdb", "max_open", KEY_U32, F(userdb_max_open), 0, 1000000},
-    {"userdb", "synchronous", KEY_SYNC, F(userdb_full_sync), 0, 0},
-    {"crdt", "anti_entropy_ms", KEY_U32, F(crdt_anti_entropy_ms), 100, 3600000},
-    {"crdt", "compact_updates", KEY_U32, F(crdt_compact_updates), 10, 10000000},
-    {"crdt", "max_peer_documents", KEY_U32, F(crdt_max_peer_documents), 0, 100000},
-    {"crdt", "auto_join", KEY_BOOL, F(crdt_auto_join), 0, 0},
-    {"crdt", "synchronous", KEY_SYNC, F(crdt_full_sync), 0, 0},
+    {"node", "state_dir", KEY_STATE_DIR, F(state_dir), 0, 0, false},
+    {"node", "type", KEY_NODE_TYPE, F(node_type), 0, 0, false},
+    {"node", "region", KEY_REGION, F(region), 0, 0, false},
+    {"log", "level", KEY_LEVEL, F(log_level), 0, 0, true},
+    {"rpc", "socket", KEY_SOCKET, F(rpc_socket), 0, 0, false},
+    {"rpc", "max_clients", KEY_U32, F(rpc_max_clients), 1, 4096, false},
+    {"rpc", "max_line_bytes", KEY_U32, F(rpc_max_line_bytes), 1024, 64u << 20, false},
+    {"rpc", "max_queue_bytes", KEY_U32, F(rpc_max_queue_bytes), 64u << 10, 1u << 30, false},
+    {"rpc", "max_in_flight", KEY_U32, F(rpc_max_in_flight), 1, 65536, false},
+    {"rpc", "lines_per_turn", KEY_U32, F(rpc_lines_per_turn), 1, 65536, false},
+    {"metrics", "listen", KEY_METRICS_LISTEN, F(metrics_listen), 0, 0, false},
+    {"metrics", "max_connections", KEY_U32, F(metrics_max_connections), 2, 100000, false},
+    {"metrics", "header_timeout_ms", KEY_U32, F(metrics_header_timeout_ms), 100, 600000, false},
+    {"metrics", "idle_timeout_ms", KEY_U32, F(metrics_idle_timeout_ms), 100, 3600000, false},
+    {"metrics", "write_timeout_ms", KEY_U32, F(metrics_write_timeout_ms), 100, 3600000, false},
+    {"metrics", "pause_queue_bytes", KEY_U32, F(metrics_pause_queue_bytes), 4096, 1u << 30, false},
+    {"metrics", "max_queue_bytes", KEY_U32, F(metrics_max_queue_bytes), 65536, 1u << 30, false},
+    {"net", "listen", KEY_NET_LISTEN, F(net_listen), 0, 0, false},
+    {"net", "bootstrap", KEY_BOOTSTRAP, F(net_bootstrap), 0, 0, false},
+    {"net", "mdns", KEY_BOOL, F(net_mdns), 0, 0, false},
+    {"net", "max_connections", KEY_U32, F(net_max_connections), 1, 100000, false},
+    {"net", "advertise", KEY_ADVERTISE, F(net_advertise), 0, 0, false},
+    {"net", "low_water", KEY_U32, F(net_low_water), 1, 100000, false},
+    {"net", "high_water", KEY_U32, F(net_high_water), 1, 100000, false},
+    {"net", "max_half_open", KEY_U32, F(net_max_half_open), 1, 100000, false},
+    {"net", "handshake_timeout_ms", KEY_U32, F(net_handshake_timeout_ms), 100, 600000, false},
+    {"net", "peer_queue_bytes", KEY_U32, F(net_peer_queue_bytes), 65536, 1u << 30, false},
+    {"net", "memory_budget_mb", KEY_U32, F(net_memory_budget_mb), 1, 1u << 20, false},
+    {"net", "keepalive_ms", KEY_U32, F(net_keepalive_ms), 100, 3600000, false},
+    {"net", "reconnect_max_ms", KEY_U32, F(net_reconnect_max_ms), 100, 86400000, false},
+    {"registry", "url", KEY_REGISTRY_URL, F(registry_url), 0, 0, false},
+    {"registry", "access_log_max_rows", KEY_U32, F(registry_access_log_max_rows), 100, 100000000,
+     false},
+    {"registry", "synchronous", KEY_SYNC, F(registry_full_sync), 0, 0, false},
+    {"userdb", "max_open", KEY_U32, F(userdb_max_open), 0, 1000000, false},
+    {"userdb", "synchronous", KEY_SYNC, F(userdb_full_sync), 0, 0, false},
+    {"crdt", "anti_entropy_ms", KEY_U32, F(crdt_anti_entropy_ms), 100, 3600000, false},
+    {"crdt", "compact_updates", KEY_U32, F(crdt_compact_updates), 10, 10000000, false},
+    {"crdt", "max_peer_documents", KEY_U32, F(crdt_max_peer_documents), 0, 100000, true},
+    {"crdt", "auto_join", KEY_BOOL, F(crdt_auto_join), 0, 0, true},
+    {"crdt", "synchronous", KEY_SYNC, F(crdt_full_sync), 0, 0, false},
 };
 #undef F
 
@@ -725,6 +727,61 @@ int vv_config_load(const char *path, struct vv_config *cfg, char err[VV_CONFIG_E
     int rc = vv_config_parse(path, buf, len, cfg, err);
     vv_free(buf);
     return rc;
+}
+
+/* Whether the key's value differs between a and b. */
+static bool key_differs(const struct key_def *k, const struct vv_config *a,
+                        const struct vv_config *b)
+{
+    const void *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+    switch (k->type) {
+    case KEY_U32:
+        return *(const uint32_t *)fa != *(const uint32_t *)fb;
+    case KEY_BOOL:
+    case KEY_SYNC:
+        return *(const bool *)fa != *(const bool *)fb;
+    case KEY_LEVEL:
+        return *(const enum vv_log_level *)fa != *(const enum vv_log_level *)fb;
+    default: {
+        const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+        return strcmp(sa ? sa : "", sb ? sb : "") != 0;
+    }
+    }
+}
+
+void vv_config_diff(const struct vv_config *a, const struct vv_config *b, vv_config_change_cb fn,
+                    void *arg)
+{
+    for (size_t i = 0; i < VV_ARRAY_SIZE(keys); i++)
+        if (key_differs(&keys[i], a, b))
+            fn(keys[i].section, keys[i].name, keys[i].reload, arg);
+}
+
+void vv_config_apply_reloadable(struct vv_config *dst, const struct vv_config *src)
+{
+    for (size_t i = 0; i < VV_ARRAY_SIZE(keys); i++) {
+        const struct key_def *k = &keys[i];
+        if (!k->reload || !key_differs(k, dst, src))
+            continue;
+        void *fd = (char *)dst + k->offset;
+        const void *fs = (const char *)src + k->offset;
+        switch (k->type) {
+        case KEY_U32:
+            *(uint32_t *)fd = *(const uint32_t *)fs;
+            break;
+        case KEY_BOOL:
+        case KEY_SYNC:
+            *(bool *)fd = *(const bool *)fs;
+            break;
+        case KEY_LEVEL:
+            *(enum vv_log_level *)fd = *(const enum vv_log_level *)fs;
+            break;
+        default:
+            vv_free(*(char **)fd);
+            *(char **)fd = vv_xstrdup(*(char *const *)fs);
+            break;
+        }
+    }
 }
 
 void vv_config_print(const struct vv_config *cfg, FILE *out)

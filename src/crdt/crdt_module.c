@@ -539,10 +539,22 @@ static void crdt_deinit(struct vv_node *n)
     n->crdt = NULL;
 }
 
+/* [crdt] auto_join and max_peer_documents apply at once: they only decide what the engine
+ * accepts from now on. */
+static void crdt_reload(struct vv_node *n)
+{
+    struct vv_crdt_module *m = n->crdt;
+    if (m == NULL || m->engine == NULL)
+        return;
+    vv_crdt_engine_set_max_peer_docs(m->engine, n->config.crdt_max_peer_documents);
+    vv_crdt_engine_set_auto_join(m->engine, n->config.crdt_auto_join);
+}
+
 const struct vv_module vv_crdt_module = {
     .name = "crdt",
     .init = crdt_init,
     .start = crdt_start,
     .stop = crdt_stop,
     .deinit = crdt_deinit,
+    .reload = crdt_reload,
 };

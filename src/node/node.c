@@ -6,6 +6,8 @@
  * is all-or-nothing: when a module fails to start, the ones already running are stopped in
  * reverse order and the error is returned to main, which exits non-zero.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -157,9 +159,39 @@ int vv_node_request_reload(struct vv_node *n, char **msg)
 }
 
 /* Keys that a reload may change at run time; a change to any other key needs a restart. */
-static bool str_changed(const char *a, const char *b)
+/* The reload's answer, built as the key table is walked; grows as needed. */
+struct reload_notes {
+    char *text;
+    size_t len, cap;
+    char *restart; /* keys that need a restart, comma-separated */
+    size_t rlen, rcap;
+};
+
+static void append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 {
-    return strcmp(a ? a : "", b ? b : "") != 0;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (*len + (size_t)n + 1 > *cap) {
+        *cap = (*len + (size_t)n + 1) * 2;
+        *buf = vv_xrealloc(*buf, *cap);
+    }
+    va_start(ap, fmt);
+    vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+    va_end(ap);
+    *len += (size_t)n;
+}
+
+static void note_change(const char *section, const char *key, bool reload, void *arg)
+{
+    struct reload_notes *r = arg;
+    if (!reload)
+        append(&r->restart, &r->rlen, &r->rcap, "%s%s.%s", r->rlen ? ", " : "", section, key);
+    else if (strcmp(section, "log") != 0) /* the level is noted with its values */
+        append(&r->text, &r->len, &r->cap, "%s%s.%s applied", r->len ? "; " : "", section, key);
 }
 
 int vv_node_reload_config(struct vv_node *n, char **msg)
@@ -182,76 +214,33 @@ int vv_node_reload_config(struct vv_node *n, char **msg)
         return rc;
     }
 
-    char changes[1024] = "";
-    size_t off = 0;
-#define NOTE(...)                                                                                  \
-    do {                                                                                           \
-        if (off < sizeof(changes))                                                                 \
-            off += (size_t)snprintf(changes + off, sizeof(changes) - off, __VA_ARGS__);            \
-    } while (0)
-
+    /* Every key is either applied here or reported as needing a restart (the key table in
+     * config.c says which); nothing changes silently. */
     struct vv_config *old = &n->config;
-    if (fresh.log_level != old->log_level) {
-        NOTE("%slog.level %s -> %s", off ? "; " : "", vv_log_level_name(old->log_level),
-             vv_log_level_name(fresh.log_level));
-        old->log_level = fresh.log_level;
-        vv_log_set_level(fresh.log_level);
-    }
-    /* Everything else is bound to sockets, files or peers at start: report, do not apply. */
-    const char *restart[16];
-    int nr = 0;
-    if (str_changed(fresh.state_dir, old->state_dir))
-        restart[nr++] = "node.state_dir";
-    if (str_changed(fresh.node_type, old->node_type))
-        restart[nr++] = "node.type";
-    if (str_changed(fresh.region, old->region))
-        restart[nr++] = "node.region";
-    if (str_changed(fresh.rpc_socket, old->rpc_socket))
-        restart[nr++] = "rpc.socket";
-    if (fresh.rpc_max_clients != old->rpc_max_clients ||
-        fresh.rpc_max_line_bytes != old->rpc_max_line_bytes ||
-        fresh.rpc_max_queue_bytes != old->rpc_max_queue_bytes ||
-        fresh.rpc_max_in_flight != old->rpc_max_in_flight ||
-        fresh.rpc_lines_per_turn != old->rpc_lines_per_turn)
-        restart[nr++] = "rpc limits";
-    if (str_changed(fresh.metrics_listen, old->metrics_listen))
-        restart[nr++] = "metrics.listen";
-    if (fresh.metrics_max_connections != old->metrics_max_connections ||
-        fresh.metrics_header_timeout_ms != old->metrics_header_timeout_ms ||
-        fresh.metrics_idle_timeout_ms != old->metrics_idle_timeout_ms ||
-        fresh.metrics_write_timeout_ms != old->metrics_write_timeout_ms ||
-        fresh.metrics_pause_queue_bytes != old->metrics_pause_queue_bytes ||
-        fresh.metrics_max_queue_bytes != old->metrics_max_queue_bytes)
-        restart[nr++] = "metrics limits";
-    if (str_changed(fresh.net_listen, old->net_listen))
-        restart[nr++] = "net.listen";
-    if (str_changed(fresh.net_bootstrap, old->net_bootstrap) || fresh.net_mdns != old->net_mdns ||
-        fresh.net_max_connections != old->net_max_connections ||
-        str_changed(fresh.net_advertise, old->net_advertise) ||
-        fresh.net_low_water != old->net_low_water || fresh.net_high_water != old->net_high_water ||
-        fresh.net_max_half_open != old->net_max_half_open ||
-        fresh.net_handshake_timeout_ms != old->net_handshake_timeout_ms ||
-        fresh.net_peer_queue_bytes != old->net_peer_queue_bytes ||
-        fresh.net_memory_budget_mb != old->net_memory_budget_mb ||
-        fresh.net_keepalive_ms != old->net_keepalive_ms ||
-        fresh.net_reconnect_max_ms != old->net_reconnect_max_ms)
-        restart[nr++] = "net peers";
-    if (str_changed(fresh.registry_url, old->registry_url))
-        restart[nr++] = "registry.url";
-    if (nr > 0) {
-        NOTE("%schanged but needs a restart:", off ? "; " : "");
-        for (int i = 0; i < nr; i++)
-            NOTE("%s %s", i ? "," : "", restart[i]);
-    }
-    if (off == 0)
-        NOTE("no changes");
-#undef NOTE
+    struct reload_notes r = {0};
+    if (fresh.log_level != old->log_level)
+        append(&r.text, &r.len, &r.cap, "log.level %s -> %s", vv_log_level_name(old->log_level),
+               vv_log_level_name(fresh.log_level));
+    vv_config_diff(old, &fresh, note_change, &r);
+    vv_config_apply_reloadable(old, &fresh);
+    vv_log_set_level(old->log_level);
+    for (int i = 0; i < n->n_modules; i++)
+        if (n->module_states[i] == VV_MODULE_RUNNING && n->modules[i]->reload)
+            n->modules[i]->reload(n);
+    if (r.rlen > 0)
+        append(&r.text, &r.len, &r.cap, "%schanged but needs a restart: %s", r.len ? "; " : "",
+               r.restart);
+    if (r.len == 0)
+        append(&r.text, &r.len, &r.cap, "no changes");
+    vv_free(r.restart);
     vv_config_free(&fresh);
-    vv_log_notice("node", "configuration reloaded from %s: %s", old->path, changes);
+    vv_log_notice("node", "configuration reloaded from %s: %s", old->path, r.text);
     vv_monitor_event(n->monitor, "node.reload",
-                     json_pack("{s:b, s:s}", "ok", 1, "changes", changes));
+                     json_pack("{s:b, s:s}", "ok", 1, "changes", r.text));
     if (msg)
-        *msg = vv_xstrdup(changes);
+        *msg = r.text;
+    else
+        vv_free(r.text);
     return 0;
 }
 

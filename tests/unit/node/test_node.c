@@ -40,7 +40,7 @@ static void note(const char *what, const char *name)
         (void)n;                                                                                   \
         note("deinit", #id);                                                                       \
     }                                                                                              \
-    static const struct vv_module id = {#id, id##_init, id##_start, id##_stop, id##_deinit};
+    static const struct vv_module id = {#id, id##_init, id##_start, id##_stop, id##_deinit, NULL};
 
 FAKE_MODULE(a, 0)
 FAKE_MODULE(b, 0)
