@@ -4,8 +4,8 @@
  * typed at the same place at the same time.
  *
  * Every inserted character is an item with an id (replica, seq): the replica is a 64-bit number
- * the caller chooses (vivimd derives it from the node id; two replicas that edit the same
- * document must never share one), seq counts that replica's insertions from 0. A document keeps
+ * the caller chooses (vivimd draws a random one per process start, docs/crdt.md "Replica ids";
+ * two replicas that edit the same document must never share one), seq counts that replica's insertions from 0. A document keeps
  * deleted items as tombstones. Positions and lengths count Unicode code points; text goes in
  * and out as UTF-8.
  *
