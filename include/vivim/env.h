@@ -75,11 +75,22 @@ struct vv_env_channel {
     void *arg;
 };
 
+struct vv__env_peer_ev {
+    uint8_t peer[VV_NODE_ID_BYTES];
+    bool up;
+};
+
 struct vv_env {
     const struct vv_env_ops *ops;
     void *impl;
     const struct vv_identity *identity; /* this node's keys and ID */
     struct vv_env_channel channels[VV_ENV_MAX_CHANNELS];
+    /* Peer events raised while the channels are being told of another (a module that
+     * disconnects a peer from its "up" callback) wait here and are told after it, in order:
+     * no channel hears "down" before "up", whichever driver raised them (env.c). */
+    bool dispatching;
+    struct vv__env_peer_ev *held; /* NULL unless events are held */
+    size_t n_held, cap_held;
 };
 
 /* Called by modules. */

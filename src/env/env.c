@@ -5,6 +5,7 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "vivim/common.h"
 #include "vivim/env.h"
 
 void vv_env_set_channel(struct vv_env *env, enum vv_channel ch, vv_env_recv_cb recv,
@@ -41,11 +42,37 @@ void vv_env_deliver(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], ui
         c->recv(env, peer, data, len, c->arg);
 }
 
-void vv_env_peer_event(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up)
+static void tell_channels(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up)
 {
     for (int i = 0; i < VV_ENV_MAX_CHANNELS; i++) {
         struct vv_env_channel *c = &env->channels[i];
         if (c->peer != NULL)
             c->peer(env, peer, up, c->arg);
     }
+}
+
+void vv_env_peer_event(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up)
+{
+    if (env->dispatching) {
+        /* Told after the event being told now (its channels must all hear it first). The
+         * array lives only while events are held. */
+        if (env->n_held == env->cap_held) {
+            env->cap_held = env->cap_held ? env->cap_held * 2 : 4;
+            env->held = vv_xrealloc(env->held, env->cap_held * sizeof(*env->held));
+        }
+        struct vv__env_peer_ev *h = &env->held[env->n_held++];
+        memcpy(h->peer, peer, VV_NODE_ID_BYTES);
+        h->up = up;
+        return;
+    }
+    env->dispatching = true;
+    tell_channels(env, peer, up);
+    for (size_t i = 0; i < env->n_held; i++) {
+        struct vv__env_peer_ev ev = env->held[i]; /* a copy: telling may grow the array */
+        tell_channels(env, ev.peer, ev.up);
+    }
+    vv_free(env->held);
+    env->held = NULL;
+    env->n_held = env->cap_held = 0;
+    env->dispatching = false;
 }

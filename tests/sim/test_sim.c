@@ -213,6 +213,75 @@ static void test_partition_blocks_traffic_and_heals(void **state)
     vv_free(group);
 }
 
+/* ---- peer-event order ------------------------------------------------------------------- */
+
+/* Channel 0 (the connection manager's place) hangs up on every peer from its "up" callback,
+ * as a manager over its limit does; channel 3 writes down what it hears. */
+struct order_app {
+    struct vv_env *env;
+    char log[64];
+};
+
+static void order_conn_peer(struct vv_env *env, const uint8_t *peer, bool up, void *arg)
+{
+    (void)arg;
+    if (up)
+        vv_env_disconnect(env, peer);
+}
+
+static void order_crdt_peer(struct vv_env *env, const uint8_t *peer, bool up, void *arg)
+{
+    (void)env, (void)peer;
+    struct order_app *a = arg;
+    size_t n = strlen(a->log);
+    if (n + 1 < sizeof(a->log))
+        a->log[n] = up ? 'U' : 'D';
+}
+
+static void *order_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, void *arg)
+{
+    (void)sim, (void)arg;
+    struct order_app *a = vv_xcalloc(1, sizeof(*a));
+    a->env = env;
+    if (index == 0)
+        vv_env_set_channel(env, VV_CHANNEL_CONN, NULL, order_conn_peer, a);
+    vv_env_set_channel(env, VV_CHANNEL_CRDT, NULL, order_crdt_peer, a);
+    return a;
+}
+
+static void order_dial(struct vv_sim *sim, void *arg)
+{
+    (void)arg;
+    assert_int_equal(vv_env_connect(vv_sim_env(sim, 0), NULL, "sim:1"), 0);
+}
+
+static void order_destroy(void *app, void *arg)
+{
+    (void)arg;
+    vv_free(app);
+}
+
+/* As in the daemon (tcp.c holds "down" while modules are told of "up"): a module that hangs
+ * up on a peer while the channels are told it came up makes every channel hear "up" first,
+ * then "down". Before, channel 3 heard "down" (nested) and then "up" for a peer with no
+ * link. */
+static void test_down_raised_during_up_is_told_after_it_to_every_channel(void **state)
+{
+    (void)state;
+    struct vv_sim_config cfg;
+    vv_sim_config_defaults(&cfg, seed, 2);
+    struct vv_sim_app app = {order_create, order_destroy, NULL};
+    struct vv_sim *sim = vv_sim_new(&cfg, &app);
+    vv_sim_at(sim, 100, order_dial, NULL); /* once both nodes are up */
+    vv_sim_run_until(sim, 5000);
+    struct order_app *a = vv_sim_app_of(sim, 0), *b = vv_sim_app_of(sim, 1);
+    assert_string_equal(a->log, "UD");
+    assert_string_equal(b->log, "UD"); /* the other side sees the close after it opened */
+    assert_int_equal(vv_sim_links(sim, 0), 0);
+    assert_int_equal(vv_sim_links(sim, 1), 0);
+    vv_sim_free(sim);
+}
+
 static void test_join_and_churn_1000_nodes(void **state)
 {
     (void)state;
@@ -272,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_timers_fire_in_time_then_insertion_order_and_cancel),
         cmocka_unit_test(test_bandwidth_and_latency_delay_a_large_message),
         cmocka_unit_test(test_partition_blocks_traffic_and_heals),
+        cmocka_unit_test(test_down_raised_during_up_is_told_after_it_to_every_channel),
         cmocka_unit_test(test_join_and_churn_1000_nodes),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
