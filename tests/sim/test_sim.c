@@ -282,6 +282,61 @@ static void test_down_raised_during_up_is_told_after_it_to_every_channel(void **
     vv_sim_free(sim);
 }
 
+/* ---- back-pressure ------------------------------------------------------------------------ */
+
+struct burst {
+    int accepted, refused, other;
+};
+
+static void burst_send(struct vv_sim *sim, void *arg)
+{
+    struct burst *b = arg;
+    static uint8_t payload[4000];
+    for (int i = 0; i < 100; i++) {
+        int rc = vv_env_send(vv_sim_env(sim, 0), vv_sim_node_id(sim, 1), VV_CHANNEL_CRDT, payload,
+                             sizeof(payload));
+        if (rc == 0)
+            b->accepted++;
+        else if (rc == VV_ECONN_BACKPRESSURE)
+            b->refused++;
+        else
+            b->other++;
+    }
+}
+
+static void *quiet_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, void *arg)
+{
+    (void)sim, (void)env, (void)index, (void)arg;
+    return NULL;
+}
+
+/* As the daemon's per-peer queue ([net] peer_queue_bytes): what waits in a slow uplink for
+ * one peer is bounded, sends past it are refused with VV_ECONN_BACKPRESSURE and counted, and
+ * once the queue drained sends are accepted again. */
+static void test_a_full_link_queue_refuses_sends_until_it_drains(void **state)
+{
+    (void)state;
+    struct vv_sim_config cfg;
+    vv_sim_config_defaults(&cfg, seed, 2);
+    cfg.uplink_bytes_per_s = 1000000; /* 4 ms a message */
+    cfg.peer_queue_bytes = 65536;
+    struct vv_sim_app app = {quiet_create, NULL, NULL};
+    struct vv_sim *sim = vv_sim_new(&cfg, &app);
+    vv_sim_at(sim, 100, order_dial, NULL);
+    struct burst first = {0}, again = {0};
+    vv_sim_at(sim, 2000, burst_send, &first);
+    vv_sim_at(sim, 2200, burst_send, &again); /* 64 KiB leave in 65 ms: drained by then */
+    vv_sim_run_until(sim, 5000);
+    int fit = 65536 / (4000 + (int)cfg.per_message_overhead_bytes);
+    assert_int_equal(first.accepted, fit);
+    assert_int_equal(first.refused, 100 - fit);
+    assert_int_equal(first.other, 0);
+    assert_int_equal(again.accepted, fit);
+    assert_int_equal(vv_sim_node_counters(sim, 0)->msgs_refused, 2 * (100 - fit));
+    assert_int_equal(vv_sim_node_counters(sim, 1)->msgs_delivered, 2 * fit);
+    vv_sim_free(sim);
+}
+
 static void test_join_and_churn_1000_nodes(void **state)
 {
     (void)state;
@@ -342,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_bandwidth_and_latency_delay_a_large_message),
         cmocka_unit_test(test_partition_blocks_traffic_and_heals),
         cmocka_unit_test(test_down_raised_during_up_is_told_after_it_to_every_channel),
+        cmocka_unit_test(test_a_full_link_queue_refuses_sends_until_it_drains),
         cmocka_unit_test(test_join_and_churn_1000_nodes),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

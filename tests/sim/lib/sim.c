@@ -51,10 +51,21 @@ struct message {
     uint8_t data[];
 };
 
+/* A message of the link still waiting in the sender's uplink (it leaves at depart_us). */
+struct qent {
+    uint64_t depart_us;
+    uint64_t bytes;
+};
+
 struct link {
     uint32_t peer;
     uint32_t peer_inc;
     uint64_t last_arrival_us; /* keeps each connection in order */
+    /* The daemon bounds what waits for one peer ([net] peer_queue_bytes) and refuses sends
+     * past it (VV_ECONN_BACKPRESSURE); here what waits is what has not left the uplink yet. */
+    struct qent *q;
+    uint32_t q_head, q_n, q_cap;
+    uint64_t q_bytes;
 };
 
 struct sim_node {
@@ -271,7 +282,7 @@ static void add_link(struct sim_node *n, uint32_t peer, uint32_t peer_inc)
         n->cap_links = n->cap_links ? n->cap_links * 2 : 8;
         n->links = vv_xrealloc(n->links, n->cap_links * sizeof(*n->links));
     }
-    n->links[n->n_links++] = (struct link){peer, peer_inc, 0};
+    n->links[n->n_links++] = (struct link){.peer = peer, .peer_inc = peer_inc};
 }
 
 static bool remove_link(struct sim_node *n, uint32_t peer)
@@ -279,6 +290,7 @@ static bool remove_link(struct sim_node *n, uint32_t peer)
     struct link *l = find_link(n, peer);
     if (l == NULL)
         return false;
+    vv_free(l->q);
     *l = n->links[--n->n_links];
     return true;
 }
@@ -370,6 +382,17 @@ static int op_send(void *impl, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t cha
     if (l == NULL)
         return VV_ECONN_NOT_CONNECTED;
     uint64_t wire = len + sim->cfg.per_message_overhead_bytes;
+    if (sim->cfg.peer_queue_bytes) {
+        while (l->q_head < l->q_n && l->q[l->q_head].depart_us <= sim->now_us)
+            l->q_bytes -= l->q[l->q_head++].bytes;
+        if (l->q_head == l->q_n)
+            l->q_head = l->q_n = 0;
+        if (l->q_bytes + wire > sim->cfg.peer_queue_bytes) {
+            n->c.msgs_refused++;
+            sim->total.msgs_refused++;
+            return VV_ECONN_BACKPRESSURE;
+        }
+    }
     n->c.msgs_sent++;
     n->c.bytes_sent += wire;
     sim->total.msgs_sent++;
@@ -380,6 +403,21 @@ static int op_send(void *impl, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t cha
     if (sim->cfg.uplink_bytes_per_s)
         depart += wire * 1000000 / sim->cfg.uplink_bytes_per_s;
     n->uplink_free_us = depart;
+    if (sim->cfg.peer_queue_bytes && depart > sim->now_us) {
+        if (l->q_n == l->q_cap) {
+            if (l->q_head > 0) { /* slide the live entries down before growing */
+                memmove(l->q, l->q + l->q_head, (l->q_n - l->q_head) * sizeof(*l->q));
+                l->q_n -= l->q_head;
+                l->q_head = 0;
+            }
+            if (l->q_n == l->q_cap) {
+                l->q_cap = l->q_cap ? l->q_cap * 2 : 16;
+                l->q = vv_xrealloc(l->q, l->q_cap * sizeof(*l->q));
+            }
+        }
+        l->q[l->q_n++] = (struct qent){depart, wire};
+        l->q_bytes += wire;
+    }
     uint64_t arrive = depart + latency_us(sim, n->index, (uint32_t)dst);
     if (arrive < l->last_arrival_us)
         arrive = l->last_arrival_us; /* a stream: no overtaking */
@@ -541,8 +579,10 @@ static void node_crash(struct vv_sim *sim, uint32_t idx)
         sim->app.destroy(n->app, sim->app.arg);
     n->app = NULL;
     memset(n->env.channels, 0, sizeof(n->env.channels));
-    for (uint32_t i = 0; i < n->n_links; i++)
+    for (uint32_t i = 0; i < n->n_links; i++) {
         schedule_link_down(sim, n->links[i].peer, idx, (uint64_t)sim->cfg.fail_detect_ms * 1000);
+        vv_free(n->links[i].q);
+    }
     n->n_links = 0;
     n->uplink_free_us = 0;
 }
@@ -687,6 +727,7 @@ void vv_sim_config_defaults(struct vv_sim_config *cfg, uint64_t seed, uint32_t n
     cfg->uplink_bytes_per_s = 125000000; /* 1 Gbit/s */
     cfg->fail_detect_ms = 3000;
     cfg->per_message_overhead_bytes = 4 + 17 + 16; /* length prefix, frame header, MAC */
+    cfg->peer_queue_bytes = 8u << 20;              /* the daemon's [net] peer_queue_bytes */
 }
 
 /* One-way ms between four regions, roughly: same region, neighbouring, cross-ocean, far. */
@@ -740,6 +781,8 @@ void vv_sim_free(struct vv_sim *sim)
         struct sim_node *n = &sim->nodes[i];
         if (n->up && sim->app.destroy)
             sim->app.destroy(n->app, sim->app.arg);
+        for (uint32_t k = 0; k < n->n_links; k++)
+            vv_free(n->links[k].q);
         vv_free(n->links);
         vv_identity_clear(&n->identity);
     }

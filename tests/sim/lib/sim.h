@@ -48,6 +48,10 @@ struct vv_sim_config {
     uint64_t uplink_bytes_per_s;         /* per node; 0 = unlimited */
     uint32_t fail_detect_ms;             /* how long until peers notice a crash or partition */
     uint32_t per_message_overhead_bytes; /* framing + encryption added to every message */
+    /* Bytes one link may hold not yet sent (still in the sender's uplink); a send past it is
+     * refused with VV_ECONN_BACKPRESSURE, as the daemon's [net] peer_queue_bytes does.
+     * 0 = unbounded. */
+    uint64_t peer_queue_bytes;
 };
 
 /* The protocol under test: one instance per running node. */
@@ -64,6 +68,7 @@ struct vv_sim_counters {
     uint64_t msgs_sent, bytes_sent;
     uint64_t msgs_delivered, bytes_delivered;
     uint64_t msgs_dropped; /* loss, partition, or an endpoint that went down */
+    uint64_t msgs_refused; /* sends refused: the link's queue was full (back-pressure) */
     uint64_t timers_fired;
     uint64_t connects, disconnects;
 };
