@@ -13,8 +13,9 @@
 enum ev_kind {
     EV_TIMER,
     EV_DELIVER,
-    EV_LINK_UP,   /* a connect completes or fails */
-    EV_LINK_DOWN, /* node learns that a connection is gone */
+    EV_LINK_UP,     /* a connect completes or fails, at the dialer */
+    EV_LINK_ACCEPT, /* the dialer's last handshake message reaches the other side */
+    EV_LINK_DOWN,   /* node learns that a connection is gone */
     EV_CRASH,
     EV_RESTART,
     EV_JOIN,
@@ -32,6 +33,7 @@ struct event {
     uint32_t peer_inc;
     void *ptr; /* timer record, message, partition map, or custom callback */
     void *arg;
+    uint64_t aux_us; /* EV_LINK_UP: the one-way latency its handshake was drawn with */
 };
 
 struct timer_rec {
@@ -459,16 +461,22 @@ static int op_connect(void *impl, const uint8_t *peer, const char *address)
     sim->total.connects++;
     struct sim_node *d = &sim->nodes[dst];
     bool reachable = d->up && !partitioned(sim, n->index, (uint32_t)dst);
-    /* A handshake is a round trip; a failure shows after the dial timeout. */
-    uint64_t when = reachable ? 2 * latency_us(sim, n->index, (uint32_t)dst)
-                              : (uint64_t)CONNECT_TIMEOUT_MS * 1000;
+    /*
+     * As in the daemon: TCP's handshake is a round trip, then Noise XX's first two messages
+     * another; the dialer may send once it has the second (it sends the third with its first
+     * data), so it is up after two round trips, and the other side half a round trip later,
+     * when the third arrives. A failure shows after the dial timeout.
+     */
+    uint64_t lat = latency_us(sim, n->index, (uint32_t)dst);
+    uint64_t when = reachable ? 4 * lat : (uint64_t)CONNECT_TIMEOUT_MS * 1000;
     push(sim, (struct event){.t_us = sim->now_us + when,
                              .kind = EV_LINK_UP,
                              .node = n->index,
                              .peer = (uint32_t)dst,
                              .inc = n->inc,
                              .peer_inc = d->inc,
-                             .arg = (void *)(uintptr_t)reachable});
+                             .arg = (void *)(uintptr_t)reachable,
+                             .aux_us = lat});
     return 0;
 }
 
@@ -655,10 +663,35 @@ static void run_event(struct vv_sim *sim, struct event *ev)
             return;
         }
         add_link(n, ev->peer, d->inc);
-        if (find_link(d, ev->node) == NULL)
-            add_link(d, ev->node, n->inc);
+        /* The other side is up when the last handshake message arrives; what the dialer
+         * sends from now on follows that message on the stream, so it arrives no earlier
+         * and, at the same instant, after the accept (pushed first). */
+        find_link(n, ev->peer)->last_arrival_us = sim->now_us + ev->aux_us;
+        push(sim, (struct event){.t_us = sim->now_us + ev->aux_us,
+                                 .kind = EV_LINK_ACCEPT,
+                                 .node = ev->peer,
+                                 .peer = ev->node,
+                                 .inc = d->inc,
+                                 .peer_inc = n->inc});
         vv_env_peer_event(&n->env, d->identity.node_id, true);
-        vv_env_peer_event(&d->env, n->identity.node_id, true);
+        return;
+    }
+    case EV_LINK_ACCEPT: {
+        struct sim_node *dialer = &sim->nodes[ev->peer];
+        /* A dialer that crashed since sent no last message; one that hung up after it did,
+         * and its close follows on the stream (a link-down event already queued). */
+        bool dialer_on = dialer->up && dialer->inc == ev->peer_inc;
+        if (!n->up || n->inc != ev->inc || partitioned(sim, ev->node, ev->peer)) {
+            /* The connection died in its handshake: the dialer notices as for a crash. */
+            if (dialer_on && find_link(dialer, ev->node) != NULL)
+                schedule_link_down(sim, ev->peer, ev->node,
+                                   (uint64_t)sim->cfg.fail_detect_ms * 1000);
+            return;
+        }
+        if (!dialer_on || find_link(n, ev->peer) != NULL)
+            return; /* the dialer crashed, or the two connected the other way */
+        add_link(n, ev->peer, dialer->inc);
+        vv_env_peer_event(&n->env, dialer->identity.node_id, true);
         return;
     }
     case EV_LINK_DOWN:

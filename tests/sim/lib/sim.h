@@ -11,9 +11,11 @@
  *   queue; messages on one link arrive in the order sent (connections are streams);
  *   a loss probability drops messages; partitions drop messages and, after the failure
  *   detection delay, break the connections that cross them.
- * - Connections: vv_env_connect to a node ID completes after one round trip (both sides get
- *   a peer-up event) or fails (peer-down to the caller) when the target is down or
- *   partitioned away. vv_env_send works only on an established connection.
+ * - Connections: vv_env_connect to a node ID completes as the daemon's TCP + Noise XX does:
+ *   the dialer gets its peer-up event after two round trips, the other side half a round
+ *   trip later (when the last handshake message arrives); or the connect fails (peer-down to
+ *   the caller) when the target is down or partitioned away. vv_env_send works only on an
+ *   established connection; a link holds at most peer_queue_bytes not yet sent.
  * - Faults: crash (memory state gone: the app is destroyed, its timers and in-flight
  *   messages to and from it are void; peers notice after fail_detect_ms), restart (a new
  *   app instance on the same identity), join (a new node), partitions, and scenario
