@@ -349,7 +349,9 @@ static int load_all(struct vv_crdt_module *m, const char *path)
         }
         sqlite3_reset(ups);
         vv_crdt_doc_drain(d, UINT64_MAX); /* what the replay unblocked, all of it */
-        *vv_crdt_doc_log_count(d) = logged;
+        /* Updates still waiting do not count towards the next snapshot (see on_updated). */
+        size_t waiting = vv_crdt_doc_pending(d);
+        *vv_crdt_doc_log_count(d) = logged - (uint32_t)VV_MIN((size_t)logged, waiting);
         const void *peers = sqlite3_column_blob(docs, 3);
         int pl = sqlite3_column_bytes(docs, 3);
         vv_crdt_engine_adopt(m->engine, d, peers,

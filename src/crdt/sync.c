@@ -112,6 +112,16 @@ static void rehash(struct vv_crdt_engine *e, size_t n)
     e->n_buckets = n;
 }
 
+/* The pool's figures into the stats (after every change of the pool). */
+static void pending_copy(struct vv_crdt_engine *e)
+{
+    const struct vv_crdt_pending_stats *ps = vv_crdt_pending_pool_stats(e->pool);
+    e->stats.pending_updates = ps->updates;
+    e->stats.pending_bytes = ps->bytes;
+    e->stats.pending_evicted = ps->evicted;
+    e->stats.pending_expired = ps->expired;
+}
+
 static struct entry *add_entry(struct vv_crdt_engine *e, struct vv_crdt_doc *d)
 {
     if (e->n == e->cap) {
@@ -130,6 +140,7 @@ static struct entry *add_entry(struct vv_crdt_engine *e, struct vv_crdt_doc *d)
         e->buckets[k] = x;
     }
     vv_crdt_doc_set_pool(d, e->pool);
+    pending_copy(e);
     return x;
 }
 
@@ -150,7 +161,8 @@ static void remove_entry(struct vv_crdt_engine *e, struct entry *x)
     struct entry *last = e->list[--e->n];
     e->list[x->index] = last;
     last->index = x->index;
-    vv_crdt_doc_free(x->doc);
+    vv_crdt_doc_free(x->doc); /* its buffered updates leave the pool */
+    pending_copy(e);
     vv_free(x->peers);
     vv_free(x);
 }
@@ -302,10 +314,7 @@ static bool get_id(const msgpack_object *o, char *out)
 static void pending_note(struct vv_crdt_engine *e)
 {
     const struct vv_crdt_pending_stats *ps = vv_crdt_pending_pool_stats(e->pool);
-    e->stats.pending_updates = ps->updates;
-    e->stats.pending_bytes = ps->bytes;
-    e->stats.pending_evicted = ps->evicted;
-    e->stats.pending_expired = ps->expired;
+    pending_copy(e);
     uint64_t dropped = ps->evicted + ps->expired;
     uint64_t now = vv_env_now(e->env);
     if (dropped > e->drops_logged && (e->drops_log_ms == 0 || now - e->drops_log_ms >= 60000)) {
