@@ -21,8 +21,10 @@
  * DELTA_BYTE_WORK. Once a turn has spent TURN_WORK, messages wait in a bounded queue for the
  * next turns (a 1 ms timer), oldest first, so a read full of small costly messages cannot
  * hold the loop: one message at most overshoots the turn's allowance, and a text update
- * costs at most VV_CRDT_SEQ_WORK_MAX steps. About 8 ns a step on the benchmark machines:
- * TURN_WORK is a few milliseconds.
+ * costs at most VV_CRDT_SEQ_WORK_MAX steps. Retrying buffered updates that a message
+ * unblocked counts too (bytes decoded again plus their scan steps): a message retries at most
+ * VV_CRDT_DOC_DRAIN_WORK, the rest goes on in later turns before the queued messages. About
+ * 8 ns a step on the benchmark machines: TURN_WORK is a few milliseconds.
  */
 #define TURN_WORK       (512u << 10)
 #define DELTA_BYTE_WORK 4u
