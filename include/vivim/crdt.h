@@ -219,6 +219,11 @@ bool vv_orset_contains(const struct vv_orset *s, const json_t *value);
 size_t vv_orset_size(const struct vv_orset *s);
 /* VV_ECRDT_CAUSALITY: buf came from vv_orset_delta_since for a vector s does not cover. */
 int vv_orset_apply(struct vv_orset *s, const uint8_t *buf, size_t len);
+/* After vv_orset_apply answered VV_ECRDT_CAUSALITY: a dot (replica, counter) the update
+ * assumed and s lacks; the update cannot apply before s has it. */
+void vv_orset_last_missing(const struct vv_orset *s, uint64_t *replica, uint64_t *counter);
+/* Whether s's causal context holds the dot. */
+bool vv_orset_has_dot(const struct vv_orset *s, uint64_t replica, uint64_t counter);
 int vv_orset_merge(struct vv_orset *dst, const struct vv_orset *src);
 int vv_orset_encode(const struct vv_orset *s, uint8_t **out, size_t *out_len);
 int vv_orset_decode(const uint8_t *buf, size_t len, struct vv_orset **out);

@@ -23,6 +23,10 @@
 #define VV_CRDT_DOC_ID_MAX_BYTES      128  /* document ids: 1..128 bytes of printable ASCII */
 #define VV_CRDT_DOC_MAX_PENDING       1024 /* updates waiting for their dependencies, per document */
 #define VV_CRDT_DOC_MAX_PENDING_BYTES (8u << 20)
+/* Work (bytes decoded again plus scan steps, see vv_crdt_doc_last_drain_work) one applied
+ * update may spend retrying the buffered updates it unblocked; the rest waits for
+ * vv_crdt_doc_drain. About a millisecond. */
+#define VV_CRDT_DOC_DRAIN_WORK (128u << 10)
 
 enum vv_crdt_kind {
     VV_CRDT_KIND_GCOUNTER, /* grow-only counter: "gcounter" */
@@ -64,10 +68,53 @@ int vv_crdt_doc_op(struct vv_crdt_doc *d, const json_t *op, struct vv_hlc *clock
  * (the pending buffer is full: nothing kept; a later sync repairs it).
  */
 int vv_crdt_doc_apply(struct vv_crdt_doc *d, const uint8_t *buf, size_t len, bool *buffered);
+/* Buffered updates are retried only once what each waits for arrived, and an apply that
+ * unblocks some retries them for at most VV_CRDT_DOC_DRAIN_WORK; when work is left,
+ * vv_crdt_doc_drain_due tells, and vv_crdt_doc_drain(d, budget) goes on (UINT64_MAX: to the
+ * end). Returns the work it spent. */
+uint64_t vv_crdt_doc_drain(struct vv_crdt_doc *d, uint64_t budget);
+bool vv_crdt_doc_drain_due(const struct vv_crdt_doc *d);
 size_t vv_crdt_doc_pending(const struct vv_crdt_doc *d);
-/* The integration work (scan steps, see vv_crdt_seq_last_work) the last update applied to d
- * took, for text documents; 0 for the other types, whose updates cost their size. */
+/* Calls cb with every buffered update (borrowed for the call; cb must not change d). */
+void vv_crdt_doc_pending_foreach(const struct vv_crdt_doc *d,
+                                 void (*cb)(void *arg, const uint8_t *update, size_t len),
+                                 void *arg);
+/* The integration work (scan steps, see vv_crdt_seq_last_work) the last apply or drain call
+ * took, buffered updates it retried included, for text documents; 0 for the other types,
+ * whose updates cost their size. */
 uint64_t vv_crdt_doc_last_work(const struct vv_crdt_doc *d);
+/* The retry work of the last apply or drain call besides scan steps: the bytes of buffered
+ * updates decoded again, plus a few units per dependency looked up. */
+uint64_t vv_crdt_doc_last_drain_work(const struct vv_crdt_doc *d);
+
+/*
+ * A pool bounds the buffered updates of many documents together: at most max_updates
+ * updates and max_bytes bytes (to buffer one more, the oldest in the pool are dropped, from
+ * whichever document; one larger than max_bytes is refused with VV_ELIMIT), and none older
+ * than max_age_ms (vv_crdt_pending_pool_expire). Time is what the owner last told with
+ * vv_crdt_pending_pool_set_now. A dropped update is simply gone: the next sync round with
+ * its sender brings again whatever the document still lacks. The pool does not own the
+ * documents; free it after every document left it.
+ */
+struct vv_crdt_pending_pool;
+struct vv_crdt_pending_stats {
+    uint64_t updates, bytes;   /* buffered now, in every document of the pool */
+    uint64_t evicted, expired; /* dropped so far: to make room (oldest first), past max age */
+};
+struct vv_crdt_pending_pool *vv_crdt_pending_pool_new(size_t max_updates, size_t max_bytes,
+                                                      uint64_t max_age_ms);
+void vv_crdt_pending_pool_free(struct vv_crdt_pending_pool *pool);
+/* New limits, applied at once (the oldest dropped down to them). */
+void vv_crdt_pending_pool_set_limits(struct vv_crdt_pending_pool *pool, size_t max_updates,
+                                     size_t max_bytes, uint64_t max_age_ms);
+void vv_crdt_pending_pool_set_now(struct vv_crdt_pending_pool *pool, uint64_t now_ms);
+/* Drops the updates buffered max_age_ms or longer ago; returns how many. */
+size_t vv_crdt_pending_pool_expire(struct vv_crdt_pending_pool *pool);
+const struct vv_crdt_pending_stats *
+vv_crdt_pending_pool_stats(const struct vv_crdt_pending_pool *pool);
+/* Moves d's buffer into pool (NULL: out of any); updates already buffered join it as new.
+ * vv_crdt_doc_free takes d's updates out of its pool. */
+void vv_crdt_doc_set_pool(struct vv_crdt_doc *d, struct vv_crdt_pending_pool *pool);
 
 /* A fingerprint that changes whenever the document's content does (its state vector, its
  * size, for register, set and map its whole state): lets the sync layer tell an update that

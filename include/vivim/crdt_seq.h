@@ -84,6 +84,12 @@ int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len);
 
 /* The scan steps the last vv_crdt_seq_apply on d took (for metrics and tests). */
 uint64_t vv_crdt_seq_last_work(const struct vv_crdt_seq *d);
+/* After vv_crdt_seq_apply answered VV_ECRDT_CAUSALITY: one item (replica id, seq) the update
+ * needs and the document lacks. The update cannot apply before the document holds it (it may
+ * still lack others then), so a buffer of waiting updates retries it only after that. */
+void vv_crdt_seq_last_missing(const struct vv_crdt_seq *d, uint64_t *replica, uint64_t *seq);
+/* Whether the document holds item seq of replica (its items 0..seq). */
+bool vv_crdt_seq_has(const struct vv_crdt_seq *d, uint64_t replica, uint64_t seq);
 
 /* The state vector (for every replica, how many of its items this document holds), encoded.
  * *out is vv_free()d by the caller. */

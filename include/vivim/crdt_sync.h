@@ -29,6 +29,17 @@
 #define VV_CRDT_SYNC_MAX_DOCS        100000
 #define VV_CRDT_SYNC_MAX_PEERS       256 /* joined peers per document */
 #define VV_CRDT_SYNC_ANTI_ENTROPY_MS 5000
+/*
+ * Updates from peers waiting for their dependencies, all documents together (each document
+ * also keeps its own VV_CRDT_DOC_MAX_PENDING bound). An honest update waits for less than a
+ * sync round (its dependency is in flight, or in the deferred queue); one still waiting after
+ * ten minutes, two hundred anti-entropy rounds, will not be completed by waiting longer. To
+ * make room the oldest go first. Dropping is safe: deltas are computed from state vectors,
+ * so the next round with the sender brings whatever is still missing.
+ */
+#define VV_CRDT_SYNC_PENDING_MAX_UPDATES 4096
+#define VV_CRDT_SYNC_PENDING_MAX_BYTES   (32u << 20)
+#define VV_CRDT_SYNC_PENDING_MAX_AGE_MS  (10u * 60 * 1000)
 
 /* Message types on the CRDT channel (high byte 0x03). */
 enum {
@@ -57,6 +68,9 @@ struct vv_crdt_sync_stats {
     /* Messages held for a later loop turn once a turn's work allowance is spent: waiting
      * now (count and bytes), ever deferred, dropped because the queue was full. */
     uint64_t deferred_msgs, deferred_bytes, deferred_total, deferred_dropped;
+    /* Updates waiting for their dependencies, every document: now (count, bytes), and dropped
+     * to make room for newer ones (oldest first), or past the age limit. */
+    uint64_t pending_updates, pending_bytes, pending_evicted, pending_expired;
 };
 
 struct vv_crdt_engine;
@@ -78,6 +92,10 @@ void vv_crdt_engine_set_max_peer_docs(struct vv_crdt_engine *e, uint32_t max);
  * missing): true by default. false: only peers joined here (vv_crdt_engine_join) are synced
  * with, and SYNC from any other peer is ignored and counted (docs_refused). */
 void vv_crdt_engine_set_auto_join(struct vv_crdt_engine *e, bool on);
+/* The budget of updates waiting for their dependencies, all documents together (defaults:
+ * VV_CRDT_SYNC_PENDING_MAX_*). Applied at once. */
+void vv_crdt_engine_set_pending_limits(struct vv_crdt_engine *e, size_t max_updates,
+                                       size_t max_bytes, uint64_t max_age_ms);
 /* Replaces the callbacks (NULL: none). */
 void vv_crdt_engine_set_cbs(struct vv_crdt_engine *e, const struct vv_crdt_sync_cbs *cbs,
                             void *arg);

@@ -250,6 +250,17 @@ static void on_created(void *arg, struct vv_crdt_doc *d)
     add_item(m, ITEM_DOC, d, NULL, 0, false);
 }
 
+struct relog {
+    struct vv_crdt_module *m;
+    struct vv_crdt_doc *d;
+};
+
+static void relog_pending(void *arg, const uint8_t *u, size_t len)
+{
+    struct relog *r = arg;
+    add_item(r->m, ITEM_UPDATE, r->d, u, len, true);
+}
+
 static void on_updated(void *arg, struct vv_crdt_doc *d, const uint8_t *u, size_t len, bool local)
 {
     struct vv_crdt_module *m = arg;
@@ -259,14 +270,25 @@ static void on_updated(void *arg, struct vv_crdt_doc *d, const uint8_t *u, size_
         m->remote_updates++;
     add_item(m, ITEM_UPDATE, d, u, len, true);
     uint32_t *count = vv_crdt_doc_log_count(d);
-    /* No snapshot while updates wait for their dependencies: the snapshot would not hold
-     * them, and deleting the log would lose them. */
-    if (++*count >= m->compact_updates && vv_crdt_doc_pending(d) == 0) {
+    if (++*count >= m->compact_updates) {
         vv_crdt_doc_compact(d); /* the snapshot is a good moment to let deleted text go */
         uint8_t *st;
         size_t stn;
         if (vv_crdt_doc_state(d, &st, &stn) == 0) {
             add_item(m, ITEM_SNAPSHOT, d, st, stn, false);
+            /*
+             * Updates still waiting for their dependencies are not in the state: they are
+             * logged again right after the snapshot (same transaction, after the log was
+             * deleted), so they survive it and a restart as they would have without it. They
+             * were waiting legitimately as far as anyone can tell (a dependency in flight),
+             * and dropping them would cost a sync round to repair; one that never completes
+             * leaves the buffer by the pool's age or budget limit (crdt_sync.h) and is then
+             * gone from the log at the next snapshot. They do not count towards the next
+             * snapshot, so a document full of waiting updates is not snapshotted at every
+             * update.
+             */
+            struct relog r = {m, d};
+            vv_crdt_doc_pending_foreach(d, relog_pending, &r);
             *count = 0;
             m->compactions++;
         }
@@ -326,7 +348,10 @@ static int load_all(struct vv_crdt_module *m, const char *path)
             n_updates++;
         }
         sqlite3_reset(ups);
-        *vv_crdt_doc_log_count(d) = logged;
+        vv_crdt_doc_drain(d, UINT64_MAX); /* what the replay unblocked, all of it */
+        /* Updates still waiting do not count towards the next snapshot (see on_updated). */
+        size_t waiting = vv_crdt_doc_pending(d);
+        *vv_crdt_doc_log_count(d) = logged - (uint32_t)VV_MIN((size_t)logged, waiting);
         const void *peers = sqlite3_column_blob(docs, 3);
         int pl = sqlite3_column_bytes(docs, 3);
         vv_crdt_engine_adopt(m->engine, d, peers,
@@ -372,6 +397,10 @@ ENGINE_STAT(deferred_msgs)
 ENGINE_STAT(deferred_bytes)
 ENGINE_STAT(deferred_total)
 ENGINE_STAT(deferred_dropped)
+ENGINE_STAT(pending_updates)
+ENGINE_STAT(pending_bytes)
+ENGINE_STAT(pending_evicted)
+ENGINE_STAT(pending_expired)
 
 static double st_docs(void *data)
 {
@@ -396,6 +425,12 @@ static void register_metrics(struct vv_crdt_module *m, struct vv_metrics *mx)
     vv_metrics_gauge_fn(mx, "vivimd_crdt_deferred_bytes",
                         "Bytes of CRDT messages from peers waiting for a later loop turn.",
                         st_deferred_bytes, m);
+    vv_metrics_gauge_fn(mx, "vivimd_crdt_pending_updates",
+                        "Updates from peers waiting for their dependencies, all documents.",
+                        st_pending_updates, m);
+    vv_metrics_gauge_fn(mx, "vivimd_crdt_pending_bytes",
+                        "Bytes of updates from peers waiting for their dependencies.",
+                        st_pending_bytes, m);
     static const struct {
         const char *name, *help;
         double (*fn)(void *);
@@ -433,6 +468,13 @@ static void register_metrics(struct vv_crdt_module *m, struct vv_metrics *mx)
          "CRDT messages from peers dropped because the deferred queue was full (4,096 "
          "messages or 16 MiB); the next sync round brings their content again.",
          st_deferred_dropped},
+        {"vivimd_crdt_pending_evicted_total",
+         "Updates waiting for their dependencies dropped, oldest first, to make room for newer "
+         "ones (4,096 updates or 32 MiB, all documents); the next sync round brings what is "
+         "still missing.",
+         st_pending_evicted},
+        {"vivimd_crdt_pending_expired_total",
+         "Updates dropped after waiting 10 minutes for their dependencies.", st_pending_expired},
         {"vivimd_crdt_compactions_total", "Document logs folded into snapshots.", st_compactions},
         {"vivimd_crdt_store_errors_total", "Failed writes to the document store.", st_store_errors},
     };

@@ -10,10 +10,44 @@
 #include "vivim/crdt_doc.h"
 #include "vivim/crdt_seq.h"
 
+/*
+ * The buffer of updates waiting for their dependencies. Each waits for one item or dot
+ * (replica, need) that the type named when it refused the update: it cannot apply before the
+ * document holds that one, so it is not retried before. A document's waiting updates are
+ * grouped by the replica they wait for, each group sorted by need, so that after the state
+ * moved on only each group's first update is checked (a cheap lookup, no decoding); an update
+ * is decoded again only once what it waited for arrived. A chain of n updates delivered in
+ * any order is then drained with n retries, not the n^2 / 2 of retrying the whole buffer
+ * after every success.
+ *
+ * Updates may also belong to a pool (struct vv_crdt_pending_pool) that bounds the buffers of
+ * every document together, in count, bytes and age, and drops the oldest first.
+ */
+struct wait_group;
+
 struct pending {
-    struct pending *next;
+    struct pending *prev, *next;   /* in its group, by need ascending */
+    struct pending *gprev, *gnext; /* in the pool, oldest first (none without a pool) */
+    struct wait_group *grp;
+    struct vv_crdt_doc *doc;
+    uint64_t since_ms; /* pool time when it was buffered (or joined the pool) */
+    uint64_t need;     /* the item or dot of grp->replica it waits for */
     size_t len;
     uint8_t data[];
+};
+
+/* The updates of one document waiting for items of one replica. */
+struct wait_group {
+    struct wait_group *next;
+    uint64_t replica;
+    struct pending *head, *tail;
+};
+
+struct vv_crdt_pending_pool {
+    struct pending *head, *tail; /* every pooled update, oldest first */
+    size_t max_updates, max_bytes;
+    uint64_t max_age_ms, now_ms;
+    struct vv_crdt_pending_stats stats;
 };
 
 struct vv_crdt_doc {
@@ -28,9 +62,12 @@ struct vv_crdt_doc {
         struct vv_crdt_seq *text;
         struct vv_lwwmap *map;
     } u;
-    struct pending *pending; /* oldest first */
+    struct wait_group *groups;
+    struct vv_crdt_pending_pool *pool; /* borrowed; NULL: this document's limits only */
+    bool drain_due;                    /* the state moved on since the groups were checked */
     uint32_t log_count;
     size_t n_pending, pending_bytes;
+    uint64_t last_work, last_drain_work; /* of the last apply or drain call */
 };
 
 static const char *const kind_names[VV_CRDT_KIND_COUNT] = {"gcounter", "counter", "register",
@@ -97,14 +134,94 @@ struct vv_crdt_doc *vv_crdt_doc_new(const char *id, enum vv_crdt_kind kind, uint
     return d;
 }
 
+static void pool_unlink(struct vv_crdt_pending_pool *pool, struct pending *p)
+{
+    *(p->gprev ? &p->gprev->gnext : &pool->head) = p->gnext;
+    *(p->gnext ? &p->gnext->gprev : &pool->tail) = p->gprev;
+    p->gprev = p->gnext = NULL;
+    pool->stats.updates--;
+    pool->stats.bytes -= p->len;
+}
+
+static void pool_append(struct vv_crdt_pending_pool *pool, struct pending *p)
+{
+    p->since_ms = pool->now_ms;
+    p->gnext = NULL;
+    p->gprev = pool->tail;
+    *(pool->tail ? &pool->tail->gnext : &pool->head) = p;
+    pool->tail = p;
+    pool->stats.updates++;
+    pool->stats.bytes += p->len;
+}
+
+static void group_unlink(struct pending *p)
+{
+    struct wait_group *g = p->grp;
+    *(p->prev ? &p->prev->next : &g->head) = p->next;
+    *(p->next ? &p->next->prev : &g->tail) = p->prev;
+    p->prev = p->next = NULL;
+    p->grp = NULL;
+}
+
+/* Files p under the group of the replica it waits for, by need. Updates mostly arrive in
+ * order of what they wait for, or in reverse: both ends are tried first. */
+static void group_insert(struct vv_crdt_doc *d, struct pending *p, uint64_t replica)
+{
+    struct wait_group *g = d->groups;
+    while (g != NULL && g->replica != replica)
+        g = g->next;
+    if (g == NULL) {
+        g = vv_xcalloc(1, sizeof(*g));
+        g->replica = replica;
+        g->next = d->groups;
+        d->groups = g;
+    }
+    p->grp = g;
+    struct pending *after = g->tail;
+    if (after != NULL && after->need > p->need) {
+        after = NULL;
+        if (g->head->need <= p->need)
+            for (after = g->head; after->next->need <= p->need; after = after->next)
+                ;
+    }
+    p->prev = after;
+    p->next = after ? after->next : g->head;
+    *(p->next ? &p->next->prev : &g->tail) = p;
+    *(after ? &after->next : &g->head) = p;
+}
+
+/* Frees the groups left empty. */
+static void groups_sweep(struct vv_crdt_doc *d)
+{
+    for (struct wait_group **gg = &d->groups; *gg;) {
+        struct wait_group *g = *gg;
+        if (g->head == NULL) {
+            *gg = g->next;
+            vv_free(g);
+        } else {
+            gg = &g->next;
+        }
+    }
+}
+
+/* Removes p from everything and frees it (its group may be left empty). */
+static void pending_free(struct vv_crdt_doc *d, struct pending *p)
+{
+    if (p->grp)
+        group_unlink(p);
+    if (d->pool)
+        pool_unlink(d->pool, p);
+    d->n_pending--;
+    d->pending_bytes -= p->len;
+    vv_free(p);
+}
+
 static void drop_pending(struct vv_crdt_doc *d)
 {
-    while (d->pending) {
-        struct pending *p = d->pending;
-        d->pending = p->next;
-        vv_free(p);
-    }
-    d->n_pending = d->pending_bytes = 0;
+    for (struct wait_group *g = d->groups; g; g = g->next)
+        while (g->head)
+            pending_free(d, g->head);
+    groups_sweep(d);
 }
 
 void vv_crdt_doc_free(struct vv_crdt_doc *d)
@@ -133,7 +250,7 @@ void vv_crdt_doc_free(struct vv_crdt_doc *d)
     default:
         break;
     }
-    drop_pending(d);
+    drop_pending(d); /* and out of the pool */
     vv_free(d);
 }
 
@@ -336,28 +453,101 @@ static int apply_one(struct vv_crdt_doc *d, const uint8_t *buf, size_t len)
     }
 }
 
-/* Retries pending updates until a pass makes no progress. */
-static void drain_pending(struct vv_crdt_doc *d)
+/* A lookup of what a buffered update waits for costs about as much as decoding this many
+ * bytes (a binary search or a hash probe): what the drain meters for each. */
+#define DEP_CHECK_WORK 4u
+
+/* What the update refused with VV_ECRDT_CAUSALITY waits for. */
+static void last_missing(const struct vv_crdt_doc *d, uint64_t *replica, uint64_t *need)
 {
-    bool progress = true;
-    while (progress && d->pending) {
-        progress = false;
-        struct pending **pp = &d->pending;
-        while (*pp) {
-            struct pending *p = *pp;
-            int rc = apply_one(d, p->data, p->len);
-            if (rc == VV_ECRDT_CAUSALITY) {
-                pp = &p->next;
-                continue;
+    *replica = *need = 0;
+    if (d->kind == VV_CRDT_KIND_TEXT)
+        vv_crdt_seq_last_missing(d->u.text, replica, need);
+    else if (d->kind == VV_CRDT_KIND_SET)
+        vv_orset_last_missing(d->u.set, replica, need);
+}
+
+static bool dep_met(const struct vv_crdt_doc *d, uint64_t replica, uint64_t need)
+{
+    if (d->kind == VV_CRDT_KIND_TEXT)
+        return vv_crdt_seq_has(d->u.text, replica, need);
+    if (d->kind == VV_CRDT_KIND_SET)
+        return vv_orset_has_dot(d->u.set, replica, need);
+    return true;
+}
+
+static uint64_t steps_of(const struct vv_crdt_doc *d)
+{
+    return d->kind == VV_CRDT_KIND_TEXT ? vv_crdt_seq_last_work(d->u.text) : 0;
+}
+
+/*
+ * Retries the first update of every group whose dependency arrived, until none is ready or
+ * budget is spent. Each check costs DEP_CHECK_WORK and each retry its bytes; an update that
+ * still lacks something is filed again under what it lacks now (the state only grows, so an
+ * update is retried at most once per dependency it has).
+ */
+static uint64_t drain(struct vv_crdt_doc *d, uint64_t budget)
+{
+    uint64_t work = 0;
+    while (d->drain_due && d->n_pending > 0) {
+        d->drain_due = false;
+        for (struct wait_group *g = d->groups; g; g = g->next) {
+            while (g->head != NULL) {
+                if (work >= budget) {
+                    d->drain_due = true;
+                    goto out;
+                }
+                struct pending *p = g->head;
+                work += DEP_CHECK_WORK;
+                if (!dep_met(d, g->replica, p->need))
+                    break;
+                group_unlink(p);
+                work += p->len;
+                int rc = apply_one(d, p->data, p->len);
+                d->last_work += steps_of(d);
+                if (rc == VV_ECRDT_CAUSALITY) {
+                    uint64_t replica;
+                    last_missing(d, &replica, &p->need);
+                    group_insert(d, p, replica);
+                    continue;
+                }
+                /* Applied, or now found to be bad: either way it leaves the buffer. */
+                pending_free(d, p);
+                if (rc == 0)
+                    d->drain_due = true;
             }
-            /* Applied, or now found to be bad: either way it leaves the buffer. */
-            *pp = p->next;
-            d->n_pending--;
-            d->pending_bytes -= p->len;
-            vv_free(p);
-            if (rc == 0)
-                progress = true;
         }
+    }
+out:
+    groups_sweep(d);
+    if (d->n_pending == 0)
+        d->drain_due = false;
+    d->last_drain_work += work;
+    return work;
+}
+
+uint64_t vv_crdt_doc_drain(struct vv_crdt_doc *d, uint64_t budget)
+{
+    d->last_work = d->last_drain_work = 0;
+    return drain(d, budget);
+}
+
+bool vv_crdt_doc_drain_due(const struct vv_crdt_doc *d)
+{
+    return d->drain_due;
+}
+
+/* Drops the pool's oldest updates until it holds at most max_updates and max_bytes. */
+static void pool_shrink(struct vv_crdt_pending_pool *pool, size_t max_updates, size_t max_bytes)
+{
+    while (pool->head != NULL &&
+           (pool->stats.updates > max_updates || pool->stats.bytes > max_bytes)) {
+        struct pending *p = pool->head;
+        struct vv_crdt_doc *owner = p->doc;
+        pending_free(owner, p);
+        groups_sweep(owner);
+        pool->stats.evicted++;
     }
 }
 
@@ -365,35 +555,122 @@ int vv_crdt_doc_apply(struct vv_crdt_doc *d, const uint8_t *buf, size_t len, boo
 {
     if (buffered)
         *buffered = false;
+    d->last_work = d->last_drain_work = 0;
     if (buf == NULL || len == 0)
         return VV_ECRDT_DECODE;
     int rc = apply_one(d, buf, len);
+    d->last_work = steps_of(d);
     if (rc == VV_ECRDT_CAUSALITY) {
         if (d->n_pending >= VV_CRDT_DOC_MAX_PENDING ||
-            d->pending_bytes + len > VV_CRDT_DOC_MAX_PENDING_BYTES)
+            d->pending_bytes + len > VV_CRDT_DOC_MAX_PENDING_BYTES ||
+            (d->pool && (d->pool->max_updates == 0 || len > d->pool->max_bytes)))
             return VV_ELIMIT;
-        struct pending *p = vv_xmalloc(sizeof(*p) + len);
-        p->next = NULL;
+        if (d->pool) /* room for it: the oldest go, from whichever document */
+            pool_shrink(d->pool, d->pool->max_updates - 1, d->pool->max_bytes - len);
+        struct pending *p = vv_xcalloc(1, sizeof(*p) + len);
+        p->doc = d;
         p->len = len;
         memcpy(p->data, buf, len);
-        struct pending **pp = &d->pending;
-        while (*pp)
-            pp = &(*pp)->next;
-        *pp = p;
+        uint64_t replica;
+        last_missing(d, &replica, &p->need);
+        group_insert(d, p, replica);
+        if (d->pool)
+            pool_append(d->pool, p);
         d->n_pending++;
         d->pending_bytes += len;
         if (buffered)
             *buffered = true;
         return 0;
     }
-    if (rc == 0)
-        drain_pending(d);
+    if (rc == 0 && d->n_pending > 0) {
+        d->drain_due = true;
+        drain(d, VV_CRDT_DOC_DRAIN_WORK);
+    }
     return rc;
 }
 
 uint64_t vv_crdt_doc_last_work(const struct vv_crdt_doc *d)
 {
-    return d->kind == VV_CRDT_KIND_TEXT ? vv_crdt_seq_last_work(d->u.text) : 0;
+    return d->last_work;
+}
+
+uint64_t vv_crdt_doc_last_drain_work(const struct vv_crdt_doc *d)
+{
+    return d->last_drain_work;
+}
+
+void vv_crdt_doc_pending_foreach(const struct vv_crdt_doc *d,
+                                 void (*cb)(void *arg, const uint8_t *update, size_t len),
+                                 void *arg)
+{
+    for (const struct wait_group *g = d->groups; g; g = g->next)
+        for (const struct pending *p = g->head; p; p = p->next)
+            cb(arg, p->data, p->len);
+}
+
+/* ---- the pool ------------------------------------------------------------------------- */
+
+struct vv_crdt_pending_pool *vv_crdt_pending_pool_new(size_t max_updates, size_t max_bytes,
+                                                      uint64_t max_age_ms)
+{
+    struct vv_crdt_pending_pool *pool = vv_xcalloc(1, sizeof(*pool));
+    vv_crdt_pending_pool_set_limits(pool, max_updates, max_bytes, max_age_ms);
+    return pool;
+}
+
+void vv_crdt_pending_pool_free(struct vv_crdt_pending_pool *pool)
+{
+    vv_free(pool);
+}
+
+void vv_crdt_pending_pool_set_limits(struct vv_crdt_pending_pool *pool, size_t max_updates,
+                                     size_t max_bytes, uint64_t max_age_ms)
+{
+    pool->max_updates = max_updates;
+    pool->max_bytes = max_bytes;
+    pool->max_age_ms = max_age_ms;
+    pool_shrink(pool, max_updates, max_bytes);
+}
+
+void vv_crdt_pending_pool_set_now(struct vv_crdt_pending_pool *pool, uint64_t now_ms)
+{
+    pool->now_ms = now_ms;
+}
+
+size_t vv_crdt_pending_pool_expire(struct vv_crdt_pending_pool *pool)
+{
+    size_t n = 0;
+    while (pool->head != NULL && pool->now_ms - pool->head->since_ms >= pool->max_age_ms) {
+        struct pending *p = pool->head;
+        struct vv_crdt_doc *owner = p->doc;
+        pending_free(owner, p);
+        groups_sweep(owner);
+        pool->stats.expired++;
+        n++;
+    }
+    return n;
+}
+
+const struct vv_crdt_pending_stats *
+vv_crdt_pending_pool_stats(const struct vv_crdt_pending_pool *pool)
+{
+    return &pool->stats;
+}
+
+void vv_crdt_doc_set_pool(struct vv_crdt_doc *d, struct vv_crdt_pending_pool *pool)
+{
+    if (d->pool == pool)
+        return;
+    for (struct wait_group *g = d->groups; g; g = g->next)
+        for (struct pending *p = g->head; p; p = p->next) {
+            if (d->pool)
+                pool_unlink(d->pool, p);
+            if (pool)
+                pool_append(pool, p);
+        }
+    d->pool = pool;
+    if (pool)
+        vv_crdt_pending_pool_set_limits(pool, pool->max_updates, pool->max_bytes, pool->max_age_ms);
 }
 
 /* ---- views ------------------------------------------------------------------------------ */

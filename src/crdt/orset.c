@@ -65,6 +65,7 @@ struct vv_orset {
     struct elem *e; /* sorted by value bytes, unique */
     struct ctx ctx;
     struct dot_index idx; /* every live dot; empty in a decoded update (struct orset_msg) */
+    struct dot missing;   /* a keep dot the last refused update needed (VV_ECRDT_CAUSALITY) */
 };
 
 /* A decoded update: a state and, from vv_orset_delta_since, the keep dots. */
@@ -545,8 +546,10 @@ static void join_targeted(struct vv_orset *s, const struct orset_msg *m)
 static int set_join(struct vv_orset *s, const struct orset_msg *m)
 {
     for (size_t k = 0; k < m->nkeep; k++)
-        if (!ctx_has(&s->ctx, &m->keep[k]))
+        if (!ctx_has(&s->ctx, &m->keep[k])) {
+            s->missing = m->keep[k];
             return VV_ECRDT_CAUSALITY;
+        }
     const struct vv_orset *t = &m->s;
     /* What no peer would decode is refused (the bounds are upper bounds of the result). */
     if (s->len + t->len > VV_CRDT_MAX_ELEMENTS ||
@@ -827,6 +830,18 @@ int vv_orset_apply(struct vv_orset *s, const uint8_t *buf, size_t len)
     rc = set_join(s, &m);
     msg_free(&m);
     return rc;
+}
+
+void vv_orset_last_missing(const struct vv_orset *s, uint64_t *replica, uint64_t *counter)
+{
+    *replica = s->missing.replica;
+    *counter = s->missing.counter;
+}
+
+bool vv_orset_has_dot(const struct vv_orset *s, uint64_t replica, uint64_t counter)
+{
+    struct dot d = {replica, counter};
+    return ctx_has(&s->ctx, &d);
 }
 
 int vv_orset_merge(struct vv_orset *dst, const struct vv_orset *src)

@@ -902,6 +902,26 @@ static struct skey *sort_records(const struct dec *x)
     return k;
 }
 
+/* Notes the item an update found missing (the document must hold it before the update can
+ * apply): what vv_crdt_seq_last_missing tells. */
+static void missing(struct vv_crdt_seq *d, uint64_t replica, uint64_t seq)
+{
+    d->missing_replica = replica;
+    d->missing_seq = seq;
+}
+
+void vv_crdt_seq_last_missing(const struct vv_crdt_seq *d, uint64_t *replica, uint64_t *seq)
+{
+    *replica = d->missing_replica;
+    *seq = d->missing_seq;
+}
+
+bool vv_crdt_seq_has(const struct vv_crdt_seq *d, uint64_t replica, uint64_t seq)
+{
+    uint32_t a = vv__seq_agent_find(d, replica);
+    return a != VV__SEQ_NONE && seq < d->agents[a].next_seq;
+}
+
 struct frame {
     uint32_t agent;
     uint32_t need; /* pop once sim[agent] > need; UINT32_MAX: run to the end */
@@ -909,6 +929,8 @@ struct frame {
 
 int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len)
 {
+    d->last_work = 0;
+    d->missing_replica = d->missing_seq = 0;
     struct dec x;
     int rc = decode(buf, len, &x);
     if (rc) {
@@ -946,6 +968,7 @@ int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len)
         if (i == 0 || x.recs[keys[i - 1].rec].agent != w->agent) {
             qhead[w->agent] = (uint32_t)i;
             if (w->seq > sim[w->agent]) {
+                missing(d, x.ids[w->agent], w->seq - 1);
                 rc = VV_ECRDT_CAUSALITY;
                 goto out;
             }
@@ -962,13 +985,19 @@ int vv_crdt_seq_apply(struct vv_crdt_seq *d, const uint8_t *buf, size_t len)
     /* Every origin and deletion must name an item the document or the update holds. */
     for (size_t i = 0; i < x.nrecs && rc == 0; i++) {
         const struct drec *w = &x.recs[i];
-        if ((w->ol.agent != VV__SEQ_NONE && w->ol.seq >= cov[w->ol.agent]) ||
-            (w->orr.agent != VV__SEQ_NONE && w->orr.seq >= cov[w->orr.agent]))
+        if (w->ol.agent != VV__SEQ_NONE && w->ol.seq >= cov[w->ol.agent]) {
+            missing(d, x.ids[w->ol.agent], w->ol.seq);
             rc = VV_ECRDT_CAUSALITY;
+        } else if (w->orr.agent != VV__SEQ_NONE && w->orr.seq >= cov[w->orr.agent]) {
+            missing(d, x.ids[w->orr.agent], w->orr.seq);
+            rc = VV_ECRDT_CAUSALITY;
+        }
     }
     for (size_t i = 0; i < x.ndels && rc == 0; i++)
-        if (x.dels[i].seq + x.dels[i].len > cov[x.dels[i].agent])
+        if (x.dels[i].seq + x.dels[i].len > cov[x.dels[i].agent]) {
+            missing(d, x.ids[x.dels[i].agent], x.dels[i].seq + x.dels[i].len - 1);
             rc = VV_ECRDT_CAUSALITY;
+        }
     if (rc)
         goto out;
 

@@ -62,6 +62,8 @@ struct vv_crdt_seq {
     uint32_t *chars; /* code points of inserted text, append-only; runs point into it */
     size_t nchars, cap_chars;
     uint64_t last_work; /* scan steps the last applied update took */
+    /* The item the last update refused with VV_ECRDT_CAUSALITY waits for: (replica id, seq). */
+    uint64_t missing_replica, missing_seq;
 };
 
 /*

@@ -21,8 +21,10 @@
  * DELTA_BYTE_WORK. Once a turn has spent TURN_WORK, messages wait in a bounded queue for the
  * next turns (a 1 ms timer), oldest first, so a read full of small costly messages cannot
  * hold the loop: one message at most overshoots the turn's allowance, and a text update
- * costs at most VV_CRDT_SEQ_WORK_MAX steps. About 8 ns a step on the benchmark machines:
- * TURN_WORK is a few milliseconds.
+ * costs at most VV_CRDT_SEQ_WORK_MAX steps. Retrying buffered updates that a message
+ * unblocked counts too (bytes decoded again plus their scan steps): a message retries at most
+ * VV_CRDT_DOC_DRAIN_WORK, the rest goes on in later turns before the queued messages. About
+ * 8 ns a step on the benchmark machines: TURN_WORK is a few milliseconds.
  */
 #define TURN_WORK       (512u << 10)
 #define DELTA_BYTE_WORK 4u
@@ -38,6 +40,8 @@ struct deferred {
 
 struct entry {
     struct vv_crdt_doc *doc;
+    struct entry *dnext; /* in e->drain_head's list, when drain_queued */
+    bool drain_queued;
     uint8_t (*peers)[VV_NODE_ID_BYTES];
     size_t n_peers, cap_peers;
     size_t index; /* in e->list */
@@ -66,6 +70,11 @@ struct vv_crdt_engine {
     uint64_t turn_work;                  /* work spent in it */
     struct deferred *dq_head, **dq_tail; /* messages waiting for a later turn, oldest first */
     uint64_t dq_timer;
+    /* Buffered updates of every document, bounded together; documents whose buffered
+     * updates were unblocked but not all retried yet (their drain goes on in later turns). */
+    struct vv_crdt_pending_pool *pool;
+    struct entry *drain_head, **drain_tail;
+    uint64_t drops_logged, drops_log_ms; /* dropped buffered updates already logged; when */
 };
 
 uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e)
@@ -105,6 +114,16 @@ static void rehash(struct vv_crdt_engine *e, size_t n)
     e->n_buckets = n;
 }
 
+/* The pool's figures into the stats (after every change of the pool). */
+static void pending_copy(struct vv_crdt_engine *e)
+{
+    const struct vv_crdt_pending_stats *ps = vv_crdt_pending_pool_stats(e->pool);
+    e->stats.pending_updates = ps->updates;
+    e->stats.pending_bytes = ps->bytes;
+    e->stats.pending_evicted = ps->evicted;
+    e->stats.pending_expired = ps->expired;
+}
+
 static struct entry *add_entry(struct vv_crdt_engine *e, struct vv_crdt_doc *d)
 {
     if (e->n == e->cap) {
@@ -122,6 +141,8 @@ static struct entry *add_entry(struct vv_crdt_engine *e, struct vv_crdt_doc *d)
         x->hnext = e->buckets[k];
         e->buckets[k] = x;
     }
+    vv_crdt_doc_set_pool(d, e->pool);
+    pending_copy(e);
     return x;
 }
 
@@ -131,10 +152,19 @@ static void remove_entry(struct vv_crdt_engine *e, struct entry *x)
     while (*pp != x)
         pp = &(*pp)->hnext;
     *pp = x->hnext;
+    if (x->drain_queued) {
+        struct entry **dp = &e->drain_head;
+        while (*dp != x)
+            dp = &(*dp)->dnext;
+        *dp = x->dnext;
+        if (e->drain_tail == &x->dnext)
+            e->drain_tail = dp;
+    }
     struct entry *last = e->list[--e->n];
     e->list[x->index] = last;
     last->index = x->index;
-    vv_crdt_doc_free(x->doc);
+    vv_crdt_doc_free(x->doc); /* its buffered updates leave the pool */
+    pending_copy(e);
     vv_free(x->peers);
     vv_free(x);
 }
@@ -281,6 +311,43 @@ static bool get_id(const msgpack_object *o, char *out)
     return vv_crdt_doc_id_valid(out);
 }
 
+/* Copies the pool's figures into the stats, and logs buffered updates dropped since the
+ * last line (at most one line a minute: a peer may cause many). */
+static void pending_note(struct vv_crdt_engine *e)
+{
+    const struct vv_crdt_pending_stats *ps = vv_crdt_pending_pool_stats(e->pool);
+    pending_copy(e);
+    uint64_t dropped = ps->evicted + ps->expired;
+    uint64_t now = vv_env_now(e->env);
+    if (dropped > e->drops_logged && (e->drops_log_ms == 0 || now - e->drops_log_ms >= 60000)) {
+        vv_log_warn("crdt",
+                    "%llu update(s) waiting for their dependencies dropped (%llu in all: %llu "
+                    "past the age limit, %llu over the budget); the next sync round with their "
+                    "senders brings again what is still missing",
+                    (unsigned long long)(dropped - e->drops_logged), (unsigned long long)dropped,
+                    (unsigned long long)ps->expired, (unsigned long long)ps->evicted);
+        e->drops_logged = dropped;
+        e->drops_log_ms = now ? now : 1;
+    }
+}
+
+static void defer_arm(struct vv_crdt_engine *e);
+
+/* Meters what the last apply or drain on x cost; queues x when its drain is unfinished. */
+static void drain_account(struct vv_crdt_engine *e, struct entry *x)
+{
+    uint64_t steps = vv_crdt_doc_last_work(x->doc);
+    e->stats.integration_steps += steps;
+    e->turn_work += steps + vv_crdt_doc_last_drain_work(x->doc);
+    if (vv_crdt_doc_drain_due(x->doc) && !x->drain_queued) {
+        x->drain_queued = true;
+        x->dnext = NULL;
+        *e->drain_tail = x;
+        e->drain_tail = &x->dnext;
+        defer_arm(e);
+    }
+}
+
 static void apply_remote(struct vv_crdt_engine *e, struct entry *x,
                          const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *u, size_t len)
 {
@@ -288,9 +355,11 @@ static void apply_remote(struct vv_crdt_engine *e, struct entry *x,
         return; /* nothing to bring */
     bool buffered = false;
     uint64_t before = vv_crdt_doc_fingerprint(x->doc);
+    vv_crdt_pending_pool_set_now(e->pool, vv_env_now(e->env));
+    vv_crdt_pending_pool_expire(e->pool);
     int rc = vv_crdt_doc_apply(x->doc, u, len, &buffered);
-    e->stats.integration_steps += vv_crdt_doc_last_work(x->doc);
-    e->turn_work += vv_crdt_doc_last_work(x->doc);
+    drain_account(e, x);
+    pending_note(e);
     if (rc != 0) {
         e->stats.updates_rejected++;
         e->stats.updates_too_costly += rc == VV_ECRDT_COST;
@@ -421,6 +490,19 @@ static void defer_drain(struct vv_env *env, void *arg)
     struct vv_crdt_engine *e = arg;
     e->dq_timer = 0;
     turn_begin(e);
+    /* Unfinished drains first (what they retry arrived before the queued messages), then
+     * the queue, within the turn's allowance. */
+    while (e->drain_head != NULL && e->turn_work < TURN_WORK) {
+        struct entry *x = e->drain_head;
+        e->drain_head = x->dnext;
+        if (e->drain_head == NULL)
+            e->drain_tail = &e->drain_head;
+        x->drain_queued = false;
+        vv_crdt_doc_drain(x->doc, TURN_WORK - e->turn_work);
+        drain_account(e, x); /* queued again at the end when still unfinished */
+    }
+    if (e->drain_head != NULL)
+        pending_note(e);
     while (e->dq_head != NULL && e->turn_work < TURN_WORK) {
         struct deferred *m = e->dq_head;
         e->dq_head = m->next;
@@ -431,7 +513,8 @@ static void defer_drain(struct vv_env *env, void *arg)
         handle_msg(e, m->peer, m->data, m->len);
         vv_free(m);
     }
-    if (e->dq_head != NULL)
+    pending_note(e);
+    if (e->dq_head != NULL || e->drain_head != NULL)
         defer_arm(e);
 }
 
@@ -490,6 +573,10 @@ static void on_tick(struct vv_env *env, void *arg)
     }
     if (e->n > 0)
         e->ae_cursor = (e->ae_cursor + AE_DOCS_PER_TICK) % e->n;
+    /* Buffered updates whose dependency did not come in max_age_ms go (counted, logged). */
+    vv_crdt_pending_pool_set_now(e->pool, vv_env_now(env));
+    vv_crdt_pending_pool_expire(e->pool);
+    pending_note(e);
 }
 
 /* ---- the engine ------------------------------------------------------------------------------ */
@@ -513,6 +600,11 @@ struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
     e->max_peer_docs = 10000;
     e->auto_join = true;
     e->dq_tail = &e->dq_head;
+    e->drain_tail = &e->drain_head;
+    e->pool =
+        vv_crdt_pending_pool_new(VV_CRDT_SYNC_PENDING_MAX_UPDATES, VV_CRDT_SYNC_PENDING_MAX_BYTES,
+                                 VV_CRDT_SYNC_PENDING_MAX_AGE_MS);
+    vv_crdt_pending_pool_set_now(e->pool, vv_env_now(env));
     vv_env_set_channel(env, VV_CHANNEL_CRDT, on_recv, on_peer, e);
     e->timer = vv_env_timer_start(env, e->ae_ms, e->ae_ms, on_tick, e);
     return e;
@@ -532,6 +624,7 @@ void vv_crdt_engine_free(struct vv_crdt_engine *e)
     }
     while (e->n > 0)
         remove_entry(e, e->list[e->n - 1]);
+    vv_crdt_pending_pool_free(e->pool);
     vv_free(e->list);
     vv_free(e->buckets);
     vv_free(e);
@@ -540,6 +633,13 @@ void vv_crdt_engine_free(struct vv_crdt_engine *e)
 void vv_crdt_engine_set_auto_join(struct vv_crdt_engine *e, bool on)
 {
     e->auto_join = on;
+}
+
+void vv_crdt_engine_set_pending_limits(struct vv_crdt_engine *e, size_t max_updates,
+                                       size_t max_bytes, uint64_t max_age_ms)
+{
+    vv_crdt_pending_pool_set_limits(e->pool, max_updates, max_bytes, max_age_ms);
+    pending_note(e);
 }
 
 void vv_crdt_engine_set_max_peer_docs(struct vv_crdt_engine *e, uint32_t max)

@@ -16,6 +16,11 @@
  *                    one UPDATE of N one-item records over AGENTS replicas, all without
  *                    origins (tests/tools/seq_pile.h: the quadratic pile of issue 9), read
  *                    what the node sends for SECS seconds, exit 0
+ *   crdtorphan DOC SECS
+ *                    then send SYNC for a new text document DOC (the node auto-joins it) and
+ *                    one UPDATE that continues a replica's typing whose beginning is never
+ *                    sent: it waits at the node for a dependency that never comes; read what
+ *                    the node sends for SECS seconds, exit 0
  *
  * For the first four it exits 0 when the node closed the connection within 10 seconds (or,
  * for handshake, sent a frame), 1 otherwise. Plain blocking POSIX sockets: this is a test
@@ -36,6 +41,7 @@
 
 #include "seq_pile.h"
 #include "vivim/common.h"
+#include "vivim/crdt_seq.h"
 #include "vivim/crdt_sync.h"
 #include "vivim/net.h"
 #include "vivim/session.h"
@@ -276,6 +282,52 @@ int main(int argc, char **argv)
         msgpack_pack_bin_body(&pk, u, ulen);
         send_frame(&p, s, &sb);
         free(u);
+        msgpack_sbuffer_destroy(&sb);
+        printf("sent %zu bytes\n", ulen);
+        fflush(stdout);
+        for (int waited = 0; waited < secs * 1000; waited += 100) {
+            struct pollfd pfd = {p.fd, POLLIN, 0};
+            if (poll(&pfd, 1, 100) > 0) {
+                ssize_t r = read(p.fd, buf, sizeof(buf));
+                if (r <= 0 || vv_session_feed(s, buf, (size_t)r) != 0)
+                    break;
+            }
+        }
+        rc = 0;
+    } else if (strcmp(mode, "crdtorphan") == 0 && argc >= 6) {
+        const char *doc = argv[4];
+        int secs = atoi(argv[5]);
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
+        msgpack_pack_array(&pk, 4);
+        msgpack_pack_str(&pk, strlen(doc));
+        msgpack_pack_str_body(&pk, doc, strlen(doc));
+        msgpack_pack_uint64(&pk, 4); /* text */
+        msgpack_pack_bin(&pk, 0);
+        msgpack_pack_false(&pk);
+        send_frame(&p, s, &sb);
+        msgpack_sbuffer_clear(&sb);
+        /* "lost" typed first (never sent), then "!" after it: the update sent. */
+        struct vv_crdt_seq *t = vv_crdt_seq_new(0x0a5a0a5a0a5a0a5aull);
+        uint8_t *u;
+        size_t ulen;
+        if (vv_crdt_seq_insert(t, 0, "lost", 4, &u, &ulen) != 0)
+            return 1;
+        vv_free(u);
+        if (vv_crdt_seq_insert(t, 4, "!", 1, &u, &ulen) != 0)
+            return 1;
+        vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_str(&pk, strlen(doc));
+        msgpack_pack_str_body(&pk, doc, strlen(doc));
+        msgpack_pack_bin(&pk, ulen);
+        msgpack_pack_bin_body(&pk, u, ulen);
+        send_frame(&p, s, &sb);
+        vv_free(u);
+        vv_crdt_seq_free(t);
         msgpack_sbuffer_destroy(&sb);
         printf("sent %zu bytes\n", ulen);
         fflush(stdout);

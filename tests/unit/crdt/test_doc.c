@@ -223,6 +223,117 @@ static void test_pending_buffer_is_bounded(void **state)
 
 /* For every type: B catches up from A's delta against B's state vector, and from A's full
  * state; junk is refused without changing B. */
+/* A chain of n one-letter appends by one replica reaches another replica with its first
+ * update last, the rest newest first or oldest first. Every buffered update applies, and the
+ * retries cost what decoding each once costs, plus a few units a lookup: linear. (Retrying
+ * the whole buffer after every success decoded about n^2 / 2 updates.) */
+static void test_buffered_chain_drains_with_linear_work(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    struct vv_hlc clock;
+    vv_hlc_init(&clock, 1);
+    struct vv_crdt_doc *a = vv_crdt_doc_new("t", VV_CRDT_KIND_TEXT, 1);
+    static struct upd u[N];
+    size_t bytes = 0;
+    char json[96];
+    for (int i = 0; i < N; i++) {
+        snprintf(json, sizeof(json), "{\"insert\":{\"pos\":%d,\"text\":\"%c\"}}", i, 'a' + i % 26);
+        u[i] = op(a, &clock, 1000, json);
+        bytes += i > 0 ? u[i].n : 0;
+    }
+    json_t *want = vv_crdt_doc_value(a);
+    for (int order = 0; order < 2; order++) {
+        struct vv_crdt_doc *b = vv_crdt_doc_new("t", VV_CRDT_KIND_TEXT, 2);
+        for (int k = 1; k < N; k++) {
+            int i = order == 0 ? N - k : k;
+            bool buffered;
+            assert_int_equal(vv_crdt_doc_apply(b, u[i].b, u[i].n, &buffered), 0);
+            assert_true(buffered);
+        }
+        assert_int_equal(vv_crdt_doc_pending(b), N - 1);
+        assert_int_equal(vv_crdt_doc_apply(b, u[0].b, u[0].n, NULL), 0);
+        uint64_t work = vv_crdt_doc_last_drain_work(b);
+        while (vv_crdt_doc_drain_due(b))
+            work += vv_crdt_doc_drain(b, UINT64_MAX);
+        assert_int_equal(vv_crdt_doc_pending(b), 0);
+        json_t *got = vv_crdt_doc_value(b);
+        assert_true(json_equal(got, want));
+        json_decref(got);
+        /* Each buffered update decoded again once, each lookup a few units. */
+        assert_true(work >= bytes);
+        if (work > bytes + 16 * N)
+            fail_msg("order %d: %llu units of retry work for %zu bytes buffered", order,
+                     (unsigned long long)work, bytes);
+        vv_crdt_doc_free(b);
+    }
+    json_decref(want);
+    for (int i = 0; i < N; i++)
+        vv_free(u[i].b);
+    vv_crdt_doc_free(a);
+}
+
+/* A pool bounds the buffers of several documents together: the oldest go first to make
+ * room, and those older than the age limit on expiry; a document freed leaves the pool. */
+static void test_pool_bounds_buffers_of_all_documents(void **state)
+{
+    (void)state;
+    struct vv_hlc clock;
+    vv_hlc_init(&clock, 1);
+    struct vv_crdt_pending_pool *pool = vv_crdt_pending_pool_new(3, 1 << 20, 1000);
+    struct vv_crdt_doc *src[2], *dst[2];
+    struct upd first[2], later[2][2];
+    for (int k = 0; k < 2; k++) {
+        src[k] = vv_crdt_doc_new("t", VV_CRDT_KIND_TEXT, 10 + k);
+        dst[k] = vv_crdt_doc_new("t", VV_CRDT_KIND_TEXT, 20 + k);
+        vv_crdt_doc_set_pool(dst[k], pool);
+        first[k] = op(src[k], &clock, 1000, "{\"insert\":{\"pos\":0,\"text\":\"x\"}}");
+        later[k][0] = op(src[k], &clock, 1000, "{\"insert\":{\"pos\":1,\"text\":\"y\"}}");
+        later[k][1] = op(src[k], &clock, 1000, "{\"insert\":{\"pos\":2,\"text\":\"z\"}}");
+    }
+    const struct vv_crdt_pending_stats *st = vv_crdt_pending_pool_stats(pool);
+    vv_crdt_pending_pool_set_now(pool, 100);
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 2; j++) {
+            vv_crdt_pending_pool_set_now(pool, 100 + 10 * (2 * k + j));
+            assert_int_equal(vv_crdt_doc_apply(dst[k], later[k][j].b, later[k][j].n, NULL), 0);
+        }
+    /* Four buffered, three allowed: the oldest (document 0's first) went. */
+    assert_int_equal(st->updates, 3);
+    assert_int_equal(st->evicted, 1);
+    assert_int_equal(vv_crdt_doc_pending(dst[0]), 1);
+    assert_int_equal(vv_crdt_doc_pending(dst[1]), 2);
+    /* Document 1's dependency arrives: its chain applies and leaves the pool. */
+    assert_int_equal(vv_crdt_doc_apply(dst[1], first[1].b, first[1].n, NULL), 0);
+    assert_value(dst[1], "\"xyz\"");
+    assert_int_equal(st->updates, 1);
+    /* Document 0's remaining one expires 1000 ms after it was buffered, not before. */
+    vv_crdt_pending_pool_set_now(pool, 100 + 10 + 999);
+    assert_int_equal(vv_crdt_pending_pool_expire(pool), 0);
+    vv_crdt_pending_pool_set_now(pool, 100 + 10 + 1000);
+    assert_int_equal(vv_crdt_pending_pool_expire(pool), 1);
+    assert_int_equal(st->expired, 1);
+    assert_int_equal(vv_crdt_doc_pending(dst[0]), 0);
+    assert_int_equal(st->updates, 0);
+    assert_int_equal(st->bytes, 0);
+    /* An update larger than the whole byte budget is refused; a freed document leaves. */
+    vv_crdt_pending_pool_set_limits(pool, 3, 4, 1000);
+    assert_int_equal(vv_crdt_doc_apply(dst[0], later[0][1].b, later[0][1].n, NULL), VV_ELIMIT);
+    vv_crdt_pending_pool_set_limits(pool, 3, 1 << 20, 1000);
+    assert_int_equal(vv_crdt_doc_apply(dst[0], later[0][1].b, later[0][1].n, NULL), 0);
+    assert_int_equal(st->updates, 1);
+    vv_crdt_doc_free(dst[0]);
+    assert_int_equal(st->updates, 0);
+    for (int k = 0; k < 2; k++) {
+        vv_free(first[k].b);
+        vv_free(later[k][0].b);
+        vv_free(later[k][1].b);
+        vv_crdt_doc_free(src[k]);
+    }
+    vv_crdt_doc_free(dst[1]);
+    vv_crdt_pending_pool_free(pool);
+}
+
 static void test_delta_state_and_hostile_input(void **state)
 {
     (void)state;
@@ -317,6 +428,8 @@ int main(void)
         cmocka_unit_test(test_operations_of_every_type),
         cmocka_unit_test(test_out_of_order_updates_are_buffered_then_applied),
         cmocka_unit_test(test_pending_buffer_is_bounded),
+        cmocka_unit_test(test_buffered_chain_drains_with_linear_work),
+        cmocka_unit_test(test_pool_bounds_buffers_of_all_documents),
         cmocka_unit_test(test_delta_state_and_hostile_input),
         cmocka_unit_test(test_fingerprint_sees_partial_set_removes),
     };

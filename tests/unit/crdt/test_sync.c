@@ -328,6 +328,130 @@ static void test_costly_messages_wait_for_later_turns_in_a_bounded_queue(void **
     world_free(&w);
 }
 
+/* Takes the message A just sent out of the queue, undelivered. */
+static struct msg take(struct world *w)
+{
+    assert_int_equal(w->tail - w->head, 1);
+    return w->q[w->head++ % QMAX];
+}
+
+static void deliver(struct node *to, struct node *from, struct msg m)
+{
+    vv_env_deliver(&to->env, from->id.node_id, VV_CHANNEL_CRDT, m.data, m.len);
+    vv_free(m.data);
+}
+
+/* A peer's updates whose dependency never comes are bounded across all documents (the
+ * oldest dropped to make room, counted) and dropped after the age limit; the next sync round
+ * brings the documents up to date anyway. */
+static void test_buffered_updates_have_a_budget_across_documents_and_an_age_limit(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w);
+    struct node *a = &w.n[0], *b = &w.n[1];
+    vv_crdt_engine_set_pending_limits(b->e, 4, 1 << 20, 60000);
+    const char *ids[] = {"t0", "t1", "t2"};
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(vv_crdt_engine_create(a->e, ids[k], VV_CRDT_KIND_TEXT, NULL), 0);
+        assert_int_equal(vv_crdt_engine_join(a->e, ids[k], b->id.node_id), 0);
+    }
+    pump(&w);
+    /* Per document: the first edit is lost on the way, the next two wait for it at B. */
+    for (int k = 0; k < 3; k++) {
+        apply(a, ids[k], "{\"insert\":{\"pos\":0,\"text\":\"x\"}}");
+        vv_free(take(&w).data);
+        apply(a, ids[k], "{\"insert\":{\"pos\":1,\"text\":\"y\"}}");
+        deliver(b, a, take(&w));
+        w.now += 10;
+        apply(a, ids[k], "{\"insert\":{\"pos\":2,\"text\":\"z\"}}");
+        deliver(b, a, take(&w));
+        w.now += 10;
+    }
+    const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(b->e);
+    size_t held[3];
+    for (int k = 0; k < 3; k++)
+        held[k] = vv_crdt_doc_pending(vv_crdt_engine_find(b->e, ids[k]));
+    assert_int_equal(held[0], 0); /* the oldest two went for the newest two */
+    assert_int_equal(held[1], 2);
+    assert_int_equal(held[2], 2);
+    assert_int_equal(st->pending_updates, 4);
+    assert_int_equal(st->pending_evicted, 2);
+    assert_int_equal(st->updates_buffered, 6);
+
+    /* A minute later nothing waits any more: the next update from the peer (or the
+     * anti-entropy tick) expires them. */
+    w.now += 60000;
+    apply(a, ids[0], "{\"insert\":{\"pos\":3,\"text\":\"!\"}}");
+    deliver(b, a, take(&w));
+    for (int k = 1; k < 3; k++)
+        assert_int_equal(vv_crdt_doc_pending(vv_crdt_engine_find(b->e, ids[k])), 0);
+    assert_int_equal(st->pending_expired, 4);
+    assert_int_equal(st->pending_updates, 1); /* the new one, which waits too */
+
+    /* A sync round with A repairs every document. */
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(vv_crdt_engine_sync(b->e, ids[k], a->id.node_id), 0);
+    pump(&w);
+    assert_text(b, "t0", "xyz!");
+    assert_text(b, "t1", "xyz");
+    assert_text(b, "t2", "xyz");
+    assert_int_equal(st->pending_updates, 0);
+    world_free(&w);
+}
+
+/* The updates that one update unblocks are retried within the turn's work allowance; the
+ * rest in later turns, oldest first, until the document is whole. */
+static void test_unblocked_updates_drain_across_turns(void **state)
+{
+    (void)state;
+    enum { N = 800 };
+    struct world w;
+    world_init(&w);
+    struct node *a = &w.n[0], *b = &w.n[1];
+    assert_int_equal(vv_crdt_engine_create(a->e, "t", VV_CRDT_KIND_TEXT, NULL), 0);
+    assert_int_equal(vv_crdt_engine_join(a->e, "t", b->id.node_id), 0);
+    pump(&w);
+    /* N edits of 400 characters each (about 800 KB of updates), the first held back. */
+    char json[600];
+    char text[401];
+    text[400] = '\0';
+    struct msg first = {0};
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < 400; j++)
+            text[j] = (char)('a' + (j * 7 + i + j / 26) % 26); /* no runs to compress */
+        snprintf(json, sizeof(json), "{\"insert\":{\"pos\":%d,\"text\":\"%s\"}}", i * 400, text);
+        apply(a, "t", json);
+        struct msg m = take(&w);
+        if (i == 0) {
+            first = m;
+        } else {
+            deliver(b, a, m);
+            run_timers(&w); /* a turn for each, as if they came over time */
+        }
+    }
+    struct vv_crdt_doc *d = vv_crdt_engine_find(b->e, "t");
+    assert_int_equal(vv_crdt_doc_pending(d), N - 1);
+    const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(b->e);
+    w.now++;
+    deliver(b, a, first);
+    /* This turn applied some of them, not all: the rest wait for the next turns. */
+    size_t left = vv_crdt_doc_pending(d);
+    assert_true(left > 0);
+    assert_true(left < N - 1);
+    assert_non_null(b->t_cb);
+    run_timers(&w);
+    assert_int_equal(vv_crdt_doc_pending(d), 0);
+    assert_int_equal(st->pending_updates, 0);
+    json_t *va = vv_crdt_doc_value(vv_crdt_engine_find(a->e, "t"));
+    json_t *vb = vv_crdt_doc_value(d);
+    assert_true(json_equal(va, vb));
+    assert_int_equal(json_string_length(vb), (size_t)N * 400);
+    json_decref(va);
+    json_decref(vb);
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,6 +459,8 @@ int main(void)
         cmocka_unit_test(test_without_auto_join_both_sides_must_join),
         cmocka_unit_test(test_peer_created_documents_are_capped),
         cmocka_unit_test(test_costly_messages_wait_for_later_turns_in_a_bounded_queue),
+        cmocka_unit_test(test_buffered_updates_have_a_budget_across_documents_and_an_age_limit),
+        cmocka_unit_test(test_unblocked_updates_drain_across_turns),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
