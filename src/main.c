@@ -18,6 +18,7 @@
 #include "vivim/common.h"
 #include "vivim/config.h"
 #include "vivim/crdt_sync.h"
+#include "vivim/keyed_hash.h"
 #include "vivim/log.h"
 #include "vivim/monitor.h"
 #include "vivim/net.h"
@@ -286,6 +287,7 @@ int main(int argc, char **argv)
         vv_log_error("vivimd", "libsodium failed to initialise");
         return 1;
     }
+    vv_keyed_hash_init(); /* the key of every table of outside keys, before any thread */
     signal(SIGPIPE, SIG_IGN);
     /* libuv's thread pool (4 threads by default) runs SQLite jobs of three stores and peer
      * name lookups; a few slow DNS answers must not hold every store's commits. Read once,

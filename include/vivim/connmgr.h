@@ -142,4 +142,8 @@ uint32_t vv_connmgr_select(const struct vv_connmgr *cm, uint32_t caps, const cha
                            int32_t min_reputation, const struct vv_connmgr_peer **out,
                            uint32_t max);
 
+/* For tests: the longest probe sequence in the index on node ID, in slots (1: every peer
+ * sits in its home slot; 0: the index is empty). */
+uint32_t vv__connmgr_longest_probe(const struct vv_connmgr *cm);
+
 #endif

@@ -238,6 +238,8 @@ json_t *vv_orset_to_json(const struct vv_orset *s);
 /* Bytes of causal-context bookkeeping: version vector and dot cloud entries (for tests and
  * metrics; it stays small once updates stop arriving out of order). */
 size_t vv_orset_context_size(const struct vv_orset *s);
+/* For tests: the longest probe sequence in the set's index of live dots, in slots. */
+size_t vv__orset_longest_probe(const struct vv_orset *s);
 
 /* ---- LWW-Map ------------------------------------------------------------------------------ */
 

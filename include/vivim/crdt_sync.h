@@ -136,4 +136,7 @@ uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e);
 struct vv_module;
 extern const struct vv_module vv_crdt_module;
 
+/* For tests: the longest chain in the table of documents by id. */
+size_t vv__crdt_engine_longest_chain(const struct vv_crdt_engine *e);
+
 #endif

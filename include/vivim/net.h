@@ -147,4 +147,8 @@ int vv_net_hello_decode(const uint8_t *buf, size_t len, int *node_type, uint32_t
 struct vv_module;
 extern const struct vv_module vv_net_module;
 
+/* For tests: the bucket of the table of established connections that holds id when the
+ * table has n_buckets buckets (a power of two). */
+size_t vv__net_id_bucket(const uint8_t id[VV_NODE_ID_BYTES], size_t n_buckets);
+
 #endif

@@ -71,4 +71,9 @@ int vv_userdb_path(const struct vv_userdb *u, const char *owner_did, char *out, 
 struct vv_module;
 extern const struct vv_module vv_userdb_module;
 
+/* For tests: the bucket (of VV_USERDB_HASH_BUCKETS) of the open-database cache that holds
+ * the database whose key is key, the SHA-256 of its owner's DID. */
+#define VV_USERDB_HASH_BUCKETS 4096
+uint32_t vv__userdb_bucket(const uint8_t key[32]);
+
 #endif

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "crdt/types_internal.h"
+#include "vivim/keyed_hash.h"
 
 struct dot {
     uint64_t replica, counter;
@@ -96,13 +97,13 @@ static bool dots_have(const struct dot *d, size_t n, const struct dot *x)
 
 /* ---- dot index ---------------------------------------------------------------------------- */
 
+/* Keyed: a dot's replica and counter come from the peer that made it, and a fixed mixer is
+ * invertible, so a peer could hand us dots that all share one home slot. Slots are never
+ * walked for output (the elements array is), so the random key shows nowhere. */
 static size_t idx_home(const struct dot_index *x, const struct dot *d)
 {
-    uint64_t h = d->replica * 0x9e3779b97f4a7c15ULL ^ d->counter;
-    h ^= h >> 29;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 32;
-    return (size_t)h & (x->cap - 1);
+    uint64_t words[2] = {d->replica, d->counter};
+    return (size_t)vv_keyed_hash64(words, sizeof(words)) & (x->cap - 1);
 }
 
 static struct idx_slot *idx_find(const struct dot_index *x, const struct dot *d)
@@ -119,6 +120,18 @@ static struct idx_slot *idx_find(const struct dot_index *x, const struct dot *d)
 }
 
 static void idx_put(struct dot_index *x, const struct dot *d, const char *val, size_t len);
+
+size_t vv__orset_longest_probe(const struct vv_orset *s)
+{
+    const struct dot_index *x = &s->idx;
+    size_t worst = 0;
+    for (size_t i = 0; i < x->cap; i++)
+        if (x->slots[i].replica) {
+            size_t home = idx_home(x, &(struct dot){x->slots[i].replica, x->slots[i].counter});
+            worst = VV_MAX(worst, ((i - home) & (x->cap - 1)) + 1);
+        }
+    return worst;
+}
 
 static void idx_grow(struct dot_index *x)
 {

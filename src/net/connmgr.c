@@ -14,6 +14,7 @@
 
 #include "vivim/common.h"
 #include "vivim/connmgr.h"
+#include "vivim/keyed_hash.h"
 #include "vivim/wire.h"
 #include "vivim/log.h"
 
@@ -68,11 +69,12 @@ void vv_connmgr_config_defaults(struct vv_connmgr_config *cfg)
 
 /* ---- the ID index --------------------------------------------------------------------- */
 
+/* Keyed: a node ID is a SHA-256 output, but a peer can grind IDs with a chosen prefix and
+ * peer-exchange lists carry IDs nobody vouched for, so the peer picks the keys here. Their
+ * first bytes as the hash would let it stack them in one probe run (vivim/keyed_hash.h). */
 static uint32_t id_hash(const uint8_t *id)
 {
-    uint32_t h;
-    memcpy(&h, id, sizeof(h)); /* node IDs are SHA-256 outputs: already uniform */
-    return h;
+    return (uint32_t)vv_keyed_hash64(id, VV_NODE_ID_BYTES);
 }
 
 static int64_t index_find(const struct vv_connmgr *cm, const uint8_t *id)
@@ -119,6 +121,19 @@ static void index_replace(struct vv_connmgr *cm, uint32_t from_idx, uint32_t to_
     int64_t s = index_find(cm, cm->peers[from_idx].pub.id);
     if (s >= 0)
         cm->index[s] = to_idx + 1;
+}
+
+uint32_t vv__connmgr_longest_probe(const struct vv_connmgr *cm)
+{
+    uint32_t mask = cm->index_cap - 1, worst = 0;
+    for (uint32_t s = 0; s < cm->index_cap; s++) {
+        uint32_t v = cm->index[s];
+        if (v != 0) {
+            uint32_t home = id_hash(cm->peers[v - 1].pub.id) & mask;
+            worst = VV_MAX(worst, ((s - home) & mask) + 1);
+        }
+    }
+    return worst;
 }
 
 static struct peer *find_peer(const struct vv_connmgr *cm, const uint8_t *id)

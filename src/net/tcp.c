@@ -22,6 +22,7 @@
 #include "vivim/common.h"
 #include "vivim/config.h"
 #include "vivim/connmgr.h"
+#include "vivim/keyed_hash.h"
 #include "vivim/log.h"
 #include "vivim/net.h"
 #include "vivim/wire.h"
@@ -117,11 +118,16 @@ static void conn_close(struct conn *c, const char *why);
 
 /* ---- the table of established connections ------------------------------------------- */
 
+size_t vv__net_id_bucket(const uint8_t id[VV_NODE_ID_BYTES], size_t n_buckets)
+{
+    /* Keyed, not the ID's first bytes: a peer grinds its key pair until its ID has the
+     * prefix it wants, and many connections so made would share one chain. */
+    return (size_t)(vv_keyed_hash64(id, VV_NODE_ID_BYTES) & (n_buckets - 1));
+}
+
 static size_t bucket_of(const struct vv_net *net, const uint8_t id[VV_NODE_ID_BYTES])
 {
-    uint64_t h;
-    memcpy(&h, id, sizeof(h)); /* node IDs are hashes already */
-    return (size_t)(h & (net->n_buckets - 1));
+    return vv__net_id_bucket(id, net->n_buckets);
 }
 
 static struct conn *table_find(const struct vv_net *net, const uint8_t id[VV_NODE_ID_BYTES])
@@ -140,9 +146,7 @@ static void table_grow(struct vv_net *net)
         struct conn *c = net->buckets[i];
         while (c) {
             struct conn *next = c->hnext;
-            uint64_t h;
-            memcpy(&h, c->id, sizeof(h));
-            size_t k = (size_t)(h & (n - 1));
+            size_t k = vv__net_id_bucket(c->id, n);
             c->hnext = b[k];
             b[k] = c;
             c = next;

@@ -15,12 +15,13 @@
 #include <sys/stat.h>
 
 #include "vivim/common.h"
+#include "vivim/keyed_hash.h"
 #include "vivim/log.h"
 #include "vivim/registry.h"
 #include "vivim/sqlite_worker.h"
 #include "vivim/userdb.h"
 
-#define HASH_BUCKETS 4096
+#define HASH_BUCKETS VV_USERDB_HASH_BUCKETS
 
 static const char *const migrations[] = {
     "CREATE TABLE content ("
@@ -83,11 +84,17 @@ struct vv_userdb {
 
 /* ---- cache bookkeeping ------------------------------------------------------------------ */
 
+/* Keyed: the key is the SHA-256 of a DID an RPC client chose, and 4096 buckets are 12 bits
+ * that a client grinds in a few thousand tries; with the digest's first bytes as the bucket,
+ * its databases would all hang on one chain. */
 static uint32_t bucket_of(const uint8_t key[32])
 {
-    uint32_t b;
-    memcpy(&b, key, sizeof(b));
-    return b % HASH_BUCKETS;
+    return (uint32_t)(vv_keyed_hash64(key, 32) % HASH_BUCKETS);
+}
+
+uint32_t vv__userdb_bucket(const uint8_t key[32])
+{
+    return bucket_of(key);
 }
 
 static void lru_unlink(struct vv_userdb *u, struct handle *h)

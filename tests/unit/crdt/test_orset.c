@@ -455,6 +455,46 @@ static void test_state_vector_sync_converges(void **state)
     }
 }
 
+/* The inverse of an odd number modulo 2^64 (Newton's iteration). */
+static uint64_t inverse_mod_2_64(uint64_t a)
+{
+    uint64_t x = a; /* right in the low 3 bits; each step doubles the right bits */
+    for (int i = 0; i < 5; i++)
+        x *= 2 - a * x;
+    return x;
+}
+
+/*
+ * The replica of a dot comes from whoever made it, so a peer picks the keys of the index of
+ * live dots. The index once hashed dots with a fixed invertible mixer; this runs the mixer
+ * backwards to make 10,000 dots (replica, 1) whose home slot is 0 in a table of any size up
+ * to 2^14. With the keyed hash they spread, and the longest probe run stays short.
+ */
+static void test_dots_chosen_to_collide_do_not_form_one_probe_run(void **state)
+{
+    (void)state;
+    enum { N = 10000 };
+    const uint64_t c1 = 0x9e3779b97f4a7c15ULL, c2 = 0xbf58476d1ce4e5b9ULL;
+    const uint64_t c1_inv = inverse_mod_2_64(c1), c2_inv = inverse_mod_2_64(c2);
+    struct vv_orset *s = vv_orset_new();
+    for (uint64_t i = 1; i <= N; i++) {
+        /* Old mixer: h = r*c1 ^ counter; h ^= h >> 29; h *= c2; h ^= h >> 32; slot = low bits. */
+        uint64_t h = i << 14;
+        h ^= h >> 32;
+        h *= c2_inv;
+        h ^= (h >> 29) ^ (h >> 58);
+        uint64_t replica = (h ^ 1) * c1_inv;
+        assert_true(replica != 0);
+        json_t *v = json_integer((json_int_t)i);
+        assert_int_equal(vv_orset_add(s, replica, v, NULL, NULL), 0);
+        json_decref(v);
+    }
+    assert_int_equal(vv_orset_size(s), N);
+    /* Under the old mixer: one run of 10,000 slots. */
+    assert_true(vv__orset_longest_probe(s) <= 100);
+    vv_orset_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -469,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_random_delivery_converges),
         cmocka_unit_test(test_large_sets_converge),
         cmocka_unit_test(test_state_vector_sync_converges),
+        cmocka_unit_test(test_dots_chosen_to_collide_do_not_form_one_probe_run),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }

@@ -6,6 +6,7 @@
  */
 #include "vv_test.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "../../tools/seq_pile.h"
@@ -452,6 +453,43 @@ static void test_unblocked_updates_drain_across_turns(void **state)
     world_free(&w);
 }
 
+/* FNV-1a, the table's hash before it was keyed: what a peer can compute too. */
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211u;
+    return h;
+}
+
+/*
+ * A peer names documents (SYNC with auto_join creates them here); it can pick ids that an
+ * unkeyed hash puts in one bucket, found by a brute force of a few million FNV steps. With
+ * the keyed hash those ids spread out, and the longest chain stays short.
+ */
+static void test_document_ids_chosen_to_collide_do_not_share_one_chain(void **state)
+{
+    (void)state;
+    enum { N = 2048 }; /* the table then has 2048 buckets: collide in the low 11 bits */
+    struct world w;
+    world_init(&w);
+    struct node *a = &w.n[0];
+    char id[32];
+    uint32_t made = 0;
+    for (uint32_t k = 0; made < N; k++) {
+        snprintf(id, sizeof(id), "flood-%u", k);
+        if ((fnv1a(id) & (N - 1)) != 0)
+            continue;
+        assert_int_equal(vv_crdt_engine_create(a->e, id, VV_CRDT_KIND_SET, NULL), 0);
+        made++;
+    }
+    assert_int_equal(vv_crdt_engine_count(a->e), N);
+    /* Under FNV-1a every one of them is in bucket 0: a chain of 2048. */
+    assert_true(vv__crdt_engine_longest_chain(a->e) <= 24);
+    assert_non_null(vv_crdt_engine_find(a->e, id));
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_costly_messages_wait_for_later_turns_in_a_bounded_queue),
         cmocka_unit_test(test_buffered_updates_have_a_budget_across_documents_and_an_age_limit),
         cmocka_unit_test(test_unblocked_updates_drain_across_turns),
+        cmocka_unit_test(test_document_ids_chosen_to_collide_do_not_share_one_chain),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }

@@ -577,10 +577,33 @@ static void test_hello_codec(void **state)
     assert_int_equal(vv_net_hello_decode(buf, n, &t, &caps, listen, 4), VV_EWIRE_MALFORMED);
 }
 
+/*
+ * The table of established connections is keyed by the peer's node ID. A node ID is the
+ * SHA-256 of a key the peer makes, so a peer can grind IDs that share their first bytes: the
+ * bytes an unkeyed "IDs are hashes already" table used as the hash. With the keyed hash,
+ * 10,000 such IDs spread over the buckets.
+ */
+static void test_ids_sharing_a_prefix_spread_over_connection_buckets(void **state)
+{
+    (void)state;
+    enum { N = 10000, BUCKETS = 16384 };
+    static uint32_t count[BUCKETS];
+    memset(count, 0, sizeof(count));
+    uint32_t worst = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t id[VV_NODE_ID_BYTES];
+        memset(id, 0x77, sizeof(id));
+        memcpy(id + VV_NODE_ID_BYTES - sizeof(i), &i, sizeof(i));
+        worst = VV_MAX(worst, ++count[vv__net_id_bucket(id, BUCKETS)]);
+    }
+    assert_true(worst <= 24); /* about 7 for a random hash; 10,000 for the first 8 bytes */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello_codec),
+        cmocka_unit_test(test_ids_sharing_a_prefix_spread_over_connection_buckets),
         cmocka_unit_test(test_transports_are_selected_by_address),
         cmocka_unit_test(test_connect_and_exchange_frames),
         cmocka_unit_test(test_wrong_identity_is_refused),

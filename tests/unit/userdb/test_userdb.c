@@ -268,12 +268,35 @@ static void test_10000_users_stay_within_the_handle_bound(void **state)
     assert_int_equal(count_fds(), fds_before);
 }
 
+/*
+ * The cache of open databases is keyed by the SHA-256 of a DID an RPC client chooses; a
+ * client can grind DIDs whose digests share their first bytes (12 bits take 4096 tries),
+ * which an unkeyed "first 4 bytes" bucket turned into one chain. With the keyed hash, keys
+ * that share all but their last 4 bytes spread over the buckets.
+ */
+static void test_keys_sharing_a_prefix_spread_over_cache_buckets(void **state)
+{
+    (void)state;
+    enum { N = 4096 };
+    static uint32_t count[VV_USERDB_HASH_BUCKETS];
+    memset(count, 0, sizeof(count));
+    uint32_t worst = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t key[32];
+        memset(key, 0x3c, sizeof(key));
+        memcpy(key + sizeof(key) - sizeof(i), &i, sizeof(i));
+        worst = VV_MAX(worst, ++count[vv__userdb_bucket(key)]);
+    }
+    assert_true(worst <= 24); /* about 7 for a random hash; 4096 for the first 4 bytes */
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
         return 1;
     vv_log_set_level(VV_LOG_ERROR);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_keys_sharing_a_prefix_spread_over_cache_buckets),
         cmocka_unit_test_setup_teardown(test_put_get_list_round_trip_and_idempotence, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_hostile_dids_are_refused_or_contained, setup,
