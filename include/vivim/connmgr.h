@@ -14,6 +14,13 @@
  *
  * It never blocks and never grows without bound: the address book holds at most
  * max_known_peers entries, PEX answers at most VV_CONNMGR_PEX_MAX peers.
+ *
+ * Peer exchange takes only what it asked for (docs/protocol.md, "Peer exchange"): a
+ * PEX_RESPONSE counts only as the answer to our one outstanding request to that peer; its
+ * addresses must be numeric (a name from a peer is never resolved); the peers it brings are
+ * "hearsay" until reached, fill at most half the address book and are dialled at a limited
+ * rate; and no peer list is sent to a peer that did not ask, not even when trimming it.
+ * Strings from peers pass the wire codec's text check (vv_wire_get_str), nothing laxer.
  */
 #ifndef VIVIM_CONNMGR_H
 #define VIVIM_CONNMGR_H
@@ -24,9 +31,26 @@
 
 #include "vivim/env.h"
 
-#define VV_CONNMGR_PEX_MAX       16  /* peers in one peer-exchange answer */
-#define VV_CONNMGR_ADDRESS_BYTES 128 /* longest address kept, with its NUL */
-#define VV_CONNMGR_REGION_BYTES  32
+#define VV_CONNMGR_PEX_MAX 16 /* peers in one peer-exchange answer */
+/*
+ * A PEX_RESPONSE counts only as the answer to our own PEX_REQUEST, received within this
+ * long of sending it. One round trip is enough; 10 s covers the slowest links and a busy
+ * peer, the same allowance a dial gets. After it the request is void and another may go.
+ */
+#define VV_CONNMGR_PEX_TIMEOUT_MS 10000
+/*
+ * Dials to peers we know only from peer exchange (hearsay: never reached, not given by the
+ * operator) are paced by a token bucket: at most VV_CONNMGR_PEX_DIAL_BURST at once, then
+ * VV_CONNMGR_PEX_DIALS_PER_S a second. A peer that answers our requests with someone
+ * else's addresses can then point at most two connection attempts a second from each node
+ * it reaches at that victim, while a node that starts from a single bootstrap peer still
+ * reaches the default low water of 32 in about 15 s (the simulator's 1,000-node bootstrap
+ * to a low water of 8 is unchanged). Other dials are bounded by max_dials only.
+ */
+#define VV_CONNMGR_PEX_DIAL_BURST  4
+#define VV_CONNMGR_PEX_DIALS_PER_S 2
+#define VV_CONNMGR_ADDRESS_BYTES   128 /* longest address kept, with its NUL */
+#define VV_CONNMGR_REGION_BYTES    32
 
 enum vv_node_type {
     VV_NODE_BOOTSTRAP = 0,
@@ -102,6 +126,8 @@ struct vv_connmgr_peer {
 struct vv_connmgr_stats {
     uint64_t dials, dial_failures, connects, disconnects, trimmed, idle_drops;
     uint64_t pings_sent, pongs_received, pex_sent, pex_peers_learned, bad_messages;
+    uint64_t pex_unsolicited;     /* PEX_RESPONSEs ignored: not asked for, again, or too late */
+    uint64_t pex_entries_refused; /* PEX entries dropped: not a numeric address, or no room */
 };
 
 /* Creates a manager on env; it registers itself on VV_CHANNEL_CONN and starts its timer. */

@@ -6,7 +6,16 @@
  * The address book is an array with a hash index on node ID (open addressing, linear
  * probing, backward-shift deletion); every per-event operation is O(1) on average, and the
  * once-per-tick policy pass is O(peers).
+ *
+ * Peer exchange is the one way a remote node can put entries into the address book that it
+ * does not stand behind itself, so it is held tight: a PEX_RESPONSE counts only as the
+ * answer to the one request we have outstanding with that peer, its addresses must be
+ * numeric (a host name from a peer would make us resolve names of its choosing), the
+ * entries it brings ("hearsay" until we reach them once) fill at most half of the book and
+ * push out nothing but other hearsay that failed, and dials to hearsay are paced by a token
+ * bucket. A node never sends a peer list nobody asked for, not even to a peer it trims.
  */
+#include <arpa/inet.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +29,18 @@
 
 #define VV_CONNMGR_DIAL_TIMEOUT_MS 10000 /* a dial with no answer by then has failed */
 #define VV_CONNMGR_MSG_MAX_BYTES   4096  /* a CONN-channel message larger than this is bad */
+/* Hearsay may fill at most 1/VV_CONNMGR_HEARSAY_SHARE of the address book, so that peer
+ * exchange can never crowd out the peers we have reached or were given. */
+#define VV_CONNMGR_HEARSAY_SHARE 2
+/*
+ * A peer trimmed within this long of connecting stays until then (or until we answered its
+ * PEX_REQUEST), so that a node which joined through us and asked us for peers on connecting
+ * gets its answer instead of a close: peer lists go only to those who asked. A request takes
+ * one trip (hundreds of ms between continents); 2 s is ample and bounds how long trimming is
+ * deferred. Without it a busy bootstrap node, trimming the newest connections every tick,
+ * can close a joining node's only link before its request arrives, tick after tick.
+ */
+#define VV_CONNMGR_TRIM_LINGER_MS 2000
 
 enum conn_msg {
     MSG_HELLO = 0,
@@ -33,8 +54,12 @@ struct peer {
     struct vv_connmgr_peer pub;
     uint64_t dial_deadline_ms;
     uint64_t last_ping_ms;
-    uint64_t ping_nonce; /* of the ping in flight, 0 when none */
-    bool closing;        /* we asked for the disconnect: not a failure */
+    uint64_t ping_nonce;  /* of the ping in flight, 0 when none */
+    bool closing;         /* we asked for the disconnect: not a failure */
+    uint64_t close_at_ms; /* trimmed while young: closed then, or once we answered its PEX */
+    bool pex_pending;     /* our PEX_REQUEST to it awaits its answer, sent at pex_asked_ms */
+    uint64_t pex_asked_ms;
+    bool hearsay; /* learned through peer exchange and never reached: dials are paced */
 };
 
 struct vv_connmgr {
@@ -47,6 +72,10 @@ struct vv_connmgr {
     uint32_t connected, dialing;
     uint64_t timer;
     uint64_t last_pex_ms;
+    uint32_t n_hearsay;        /* peers with hearsay set */
+    uint32_t lingering;        /* connected peers with close_at_ms set */
+    uint64_t pex_dial_tokens;  /* in thousandths of a dial; at most VV_CONNMGR_PEX_DIAL_BURST */
+    uint64_t pex_dial_fill_ms; /* when the bucket was last filled */
     struct vv_connmgr_stats stats;
 };
 
@@ -150,8 +179,18 @@ static struct peer *find_by_address(struct vv_connmgr *cm, const char *address)
     return NULL;
 }
 
+/* The peer is no longer hearsay: we reached it, or the operator named it. */
+static void vouch(struct vv_connmgr *cm, struct peer *p)
+{
+    if (p->hearsay) {
+        p->hearsay = false;
+        cm->n_hearsay--;
+    }
+}
+
 static void remove_peer(struct vv_connmgr *cm, struct peer *p)
 {
+    vouch(cm, p);
     uint32_t i = (uint32_t)(p - cm->peers);
     if (p->pub.id_known) {
         int64_t s = index_find(cm, p->pub.id);
@@ -274,8 +313,13 @@ static void send_pong(struct vv_connmgr *cm, struct peer *p, uint64_t nonce, uin
     send_buf(cm, p, &sb);
 }
 
-static void send_pex_request(struct vv_connmgr *cm, struct peer *p)
+/* Asks p for peers, unless a request to it is still outstanding: one at a time per peer. */
+static void send_pex_request(struct vv_connmgr *cm, struct peer *p, uint64_t now)
 {
+    if (p->pex_pending && now - p->pex_asked_ms <= VV_CONNMGR_PEX_TIMEOUT_MS)
+        return;
+    p->pex_pending = true;
+    p->pex_asked_ms = now;
     msgpack_sbuffer sb;
     msgpack_packer pk;
     begin(&sb, &pk, 1, MSG_PEX_REQUEST);
@@ -284,7 +328,60 @@ static void send_pex_request(struct vv_connmgr *cm, struct peer *p)
     cm->stats.pex_sent++;
 }
 
-/* Answers with up to `want` connected peers that have told us their address. */
+/*
+ * Peer exchange carries only numeric addresses: an IPv4 literal in dotted decimal
+ * (a.b.c.d, as inet_pton reads it) or an IPv6 literal in brackets, then ':' and a port
+ * 1..65535 in decimal without sign or leading zeros; not the unspecified address (0.0.0.0,
+ * [::]). A host name would make the receiver resolve a name of the sender's choosing.
+ */
+static bool pex_address_ok(const char *a)
+{
+    const char *host, *port;
+    size_t hl;
+    int af;
+    if (a[0] == '[') {
+        const char *close = strchr(a, ']');
+        if (close == NULL || close[1] != ':')
+            return false;
+        host = a + 1;
+        hl = (size_t)(close - host);
+        port = close + 2;
+        af = AF_INET6;
+    } else {
+        const char *colon = strchr(a, ':');
+        if (colon == NULL)
+            return false;
+        host = a;
+        hl = (size_t)(colon - a);
+        port = colon + 1;
+        af = AF_INET;
+    }
+    char buf[64]; /* INET6_ADDRSTRLEN is 46 */
+    uint8_t bin[16];
+    if (hl == 0 || hl >= sizeof(buf))
+        return false;
+    memcpy(buf, host, hl);
+    buf[hl] = '\0';
+    if (inet_pton(af, buf, bin) != 1)
+        return false;
+    size_t blen = af == AF_INET ? 4 : 16;
+    bool unspecified = true;
+    for (size_t i = 0; i < blen; i++)
+        unspecified &= bin[i] == 0;
+    if (unspecified)
+        return false;
+    uint32_t v = 0;
+    size_t k = 0;
+    for (; port[k] >= '0' && port[k] <= '9' && k < 5; k++)
+        v = v * 10 + (uint32_t)(port[k] - '0');
+    return k > 0 && port[k] == '\0' && port[0] != '0' && v <= 65535;
+}
+
+/*
+ * Answers a PEX_REQUEST with up to `want` peers at numeric addresses: connected peers
+ * first, then peers we reached before (or were given) and have not failed to reach since.
+ * Hearsay is not passed on, so one node's lies do not spread through honest ones.
+ */
 static void send_pex_response(struct vv_connmgr *cm, struct peer *to, uint32_t want)
 {
     want = VV_MIN(want, VV_CONNMGR_PEX_MAX);
@@ -296,10 +393,10 @@ static void send_pex_response(struct vv_connmgr *cm, struct peer *to, uint32_t w
         for (uint32_t k = 0; k < cm->n_peers && n < want; k++) {
             uint32_t i = (start + k) % cm->n_peers;
             struct peer *p = &cm->peers[i];
-            bool eligible =
-                pass == 0 ? p->pub.connected && !p->closing
-                          : !p->pub.connected && p->pub.failures == 0 && p->pub.reputation >= 0;
-            if (p != to && eligible && p->pub.id_known && p->pub.address[0] != '\0')
+            bool eligible = pass == 0 ? p->pub.connected && !p->closing
+                                      : !p->pub.connected && !p->hearsay && p->pub.failures == 0 &&
+                                            p->pub.reputation >= 0;
+            if (p != to && eligible && p->pub.id_known && pex_address_ok(p->pub.address))
                 picked[n++] = i;
         }
     }
@@ -327,15 +424,17 @@ static bool get_uint(const msgpack_object *o, uint64_t max, uint64_t *out)
     return true;
 }
 
+/* A string from a peer, copied NUL-terminated into out[cap]: accepted exactly when the wire
+ * codec's text check accepts it (valid UTF-8 without control characters), so that no text
+ * is stored here that the rest of the daemon (peers.list's JSON) would refuse. */
 static bool get_str(const msgpack_object *o, char *out, size_t cap)
 {
-    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= cap)
+    const char *s;
+    size_t n;
+    if (vv_wire_get_str(o, cap - 1, &s, &n) != 0)
         return false;
-    for (uint32_t i = 0; i < o->via.str.size; i++)
-        if ((unsigned char)o->via.str.ptr[i] < 0x20)
-            return false; /* no control characters in addresses and regions */
-    memcpy(out, o->via.str.ptr, o->via.str.size);
-    out[o->via.str.size] = '\0';
+    memcpy(out, s, n);
+    out[n] = '\0';
     return true;
 }
 
@@ -371,6 +470,37 @@ static void adopt_address(struct vv_connmgr *cm, struct peer **pp, const char *a
         *pp = p;
     }
     vv_strlcpy(p->pub.address, address, sizeof(p->pub.address));
+}
+
+/* Closes a trimmed peer whose lingering is over. */
+static void finish_close(struct vv_connmgr *cm, struct peer *p)
+{
+    p->close_at_ms = 0;
+    cm->lingering--;
+    vv_env_disconnect(cm->env, p->pub.id);
+}
+
+/*
+ * Whether one more hearsay entry may join the book: while hearsay fills less than its share
+ * and the book has room, yes; otherwise only in place of hearsay that already failed (the
+ * one that failed most), which is removed. Nothing we reached or were given is pushed out.
+ */
+static bool make_room_for_hearsay(struct vv_connmgr *cm)
+{
+    if (cm->n_hearsay < cm->cfg.max_known_peers / VV_CONNMGR_HEARSAY_SHARE &&
+        cm->n_peers < cm->cfg.max_known_peers)
+        return true;
+    struct peer *worst = NULL;
+    for (uint32_t i = 0; i < cm->n_peers; i++) {
+        struct peer *p = &cm->peers[i];
+        if (p->hearsay && !p->pub.dialing && p->pub.failures > 0 &&
+            (worst == NULL || p->pub.failures > worst->pub.failures))
+            worst = p;
+    }
+    if (worst == NULL)
+        return false;
+    remove_peer(cm, worst);
+    return true;
 }
 
 static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], const uint8_t *data,
@@ -444,15 +574,24 @@ static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], cons
             penalize(cm, p, "bad PONG");
         }
     } else if (type == MSG_PEX_REQUEST) {
-        if (n == 1 && get_uint(&a[0], 255, &x))
+        if (n == 1 && get_uint(&a[0], 255, &x)) {
             send_pex_response(cm, p, (uint32_t)x);
-        else
+            if (p->close_at_ms != 0)
+                finish_close(cm, p); /* trimmed: it only waited for this answer */
+        } else
             penalize(cm, p, "bad PEX request");
     } else if (type == MSG_PEX_RESPONSE) {
         if (n != 1 || a[0].type != MSGPACK_OBJECT_ARRAY ||
             a[0].via.array.size > VV_CONNMGR_PEX_MAX) {
             penalize(cm, p, "bad PEX response");
+        } else if (!p->pex_pending || now - p->pex_asked_ms > VV_CONNMGR_PEX_TIMEOUT_MS) {
+            /* Not an answer to a request of ours (or too late to be one): it would let the
+             * peer steer our dials. Ignored, not punished: an honest peer's answer that
+             * missed the deadline looks the same. */
+            p->pex_pending = false;
+            cm->stats.pex_unsolicited++;
         } else {
+            p->pex_pending = false;
             uint8_t from[VV_NODE_ID_BYTES];
             memcpy(from, p->pub.id, sizeof(from));
             for (uint32_t i = 0; i < a[0].via.array.size; i++) {
@@ -471,8 +610,14 @@ static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], cons
                 const uint8_t *pid = (const uint8_t *)e->via.array.ptr[0].via.bin.ptr;
                 if (is_self(cm, pid) || find_peer(cm, pid) != NULL)
                     continue;
-                if (new_peer(cm, pid, address) != NULL)
-                    cm->stats.pex_peers_learned++;
+                if (!pex_address_ok(address) || !make_room_for_hearsay(cm)) {
+                    cm->stats.pex_entries_refused++;
+                    continue;
+                }
+                struct peer *q = new_peer(cm, pid, address);
+                q->hearsay = true;
+                cm->n_hearsay++;
+                cm->stats.pex_peers_learned++;
             }
         }
     }
@@ -518,6 +663,8 @@ static void on_peer(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], bool
         p->pub.last_heard_ms = now;
         p->pub.failures = 0;
         p->closing = false;
+        p->pex_pending = false;
+        vouch(cm, p);
         /* Spread first pings over the interval. */
         p->last_ping_ms = now - vv_env_random_below(env, cm->cfg.ping_interval_ms);
         p->ping_nonce = 0;
@@ -525,7 +672,7 @@ static void on_peer(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], bool
         cm->stats.connects++;
         send_hello(cm, p);
         if (cm->connected < cm->cfg.low_water)
-            send_pex_request(cm, p); /* short of peers: ask the first one we meet */
+            send_pex_request(cm, p, now); /* short of peers: ask the first one we meet */
         return;
     }
     if (p == NULL)
@@ -545,6 +692,11 @@ static void on_peer(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], bool
             p->pub.failures++;
         p->pub.next_dial_ms = now + backoff_ms(cm, p->pub.failures ? p->pub.failures : 1);
         p->closing = false;
+        p->pex_pending = false; /* its answer can no longer arrive */
+        if (p->close_at_ms != 0) {
+            p->close_at_ms = 0;
+            cm->lingering--;
+        }
     }
 }
 
@@ -595,9 +747,11 @@ static int64_t usefulness(const struct peer *p, uint64_t now)
     return (int64_t)p->pub.reputation * 100000 - rtt * 10 + VV_MIN(age_s, 3600);
 }
 
+/* Trims the least useful unprotected peers until low_water remain (lingering ones counted
+ * as gone). */
 static void trim(struct vv_connmgr *cm, uint64_t now)
 {
-    while (cm->connected > cm->cfg.low_water) {
+    while (cm->connected - cm->lingering > cm->cfg.low_water) {
         struct peer *worst = NULL;
         int64_t worst_u = 0;
         for (uint32_t i = 0; i < cm->n_peers; i++) {
@@ -614,8 +768,14 @@ static void trim(struct vv_connmgr *cm, uint64_t now)
             return; /* everything left is protected */
         worst->closing = true;
         cm->stats.trimmed++;
-        /* Like gossipsub's prune with peer exchange: a peer we drop learns others first. */
-        send_pex_response(cm, worst, VV_CONNMGR_PEX_MAX);
+        /* No peer list goes with it (unlike gossipsub's prune with peer exchange): a list
+         * nobody asked for is what receivers refuse. A young peer lingers instead, so that
+         * the request it sent on connecting, if it was short of peers, is answered. */
+        if (now - worst->pub.connected_since_ms < VV_CONNMGR_TRIM_LINGER_MS) {
+            worst->close_at_ms = worst->pub.connected_since_ms + VV_CONNMGR_TRIM_LINGER_MS;
+            cm->lingering++;
+            continue;
+        }
         /* The peer callback will come back and mark it disconnected. */
         uint32_t before = cm->connected;
         vv_env_disconnect(cm->env, worst->pub.id);
@@ -640,6 +800,8 @@ static void tick(struct vv_env *env, void *arg)
             cm->stats.dial_failures++;
             p->pub.next_dial_ms = now + backoff_ms(cm, p->pub.failures);
         }
+        if (p->close_at_ms != 0 && now >= p->close_at_ms)
+            finish_close(cm, p);
         if (!p->pub.connected || p->closing)
             continue;
         if (now - p->pub.last_heard_ms >= cm->cfg.idle_timeout_ms) {
@@ -651,8 +813,17 @@ static void tick(struct vv_env *env, void *arg)
             send_ping(cm, p, now);
     }
 
-    if (cm->connected > cm->cfg.high_water)
+    if (cm->connected - cm->lingering > cm->cfg.high_water)
         trim(cm, now);
+
+    /* The hearsay dial budget: VV_CONNMGR_PEX_DIALS_PER_S tokens a second, at most
+     * VV_CONNMGR_PEX_DIAL_BURST saved up. */
+    uint64_t cap = (uint64_t)VV_CONNMGR_PEX_DIAL_BURST * 1000;
+    if (now > cm->pex_dial_fill_ms) {
+        uint64_t add = (now - cm->pex_dial_fill_ms) * VV_CONNMGR_PEX_DIALS_PER_S;
+        cm->pex_dial_tokens = add >= cap - cm->pex_dial_tokens ? cap : cm->pex_dial_tokens + add;
+        cm->pex_dial_fill_ms = now;
+    }
 
     /* Dial from a random starting point, so that all nodes do not chase the same peers. */
     if (cm->connected + cm->dialing < cm->cfg.low_water && cm->n_peers > 0) {
@@ -662,8 +833,14 @@ static void tick(struct vv_env *env, void *arg)
                 cm->dialing >= cm->cfg.max_dials)
                 break;
             struct peer *p = &cm->peers[(start + k) % cm->n_peers];
-            if (dialable(p, now))
-                start_dial(cm, p, now);
+            if (!dialable(p, now))
+                continue;
+            if (p->hearsay) {
+                if (cm->pex_dial_tokens < 1000)
+                    continue; /* out of budget: only vouched-for peers this tick */
+                cm->pex_dial_tokens -= 1000;
+            }
+            start_dial(cm, p, now);
         }
     }
 
@@ -675,7 +852,7 @@ static void tick(struct vv_env *env, void *arg)
         for (uint32_t i = 0; i < cm->n_peers; i++) {
             struct peer *p = &cm->peers[i];
             if (p->pub.connected && !p->closing && pick-- == 0) {
-                send_pex_request(cm, p);
+                send_pex_request(cm, p, now); /* not if one to it is still outstanding */
                 break;
             }
         }
@@ -699,6 +876,8 @@ struct vv_connmgr *vv_connmgr_new(struct vv_env *env, const struct vv_connmgr_co
     while (cm->index_cap < 2 * cm->cfg.max_known_peers)
         cm->index_cap *= 2;
     cm->index = vv_xcalloc(cm->index_cap, sizeof(*cm->index));
+    cm->pex_dial_tokens = (uint64_t)VV_CONNMGR_PEX_DIAL_BURST * 1000;
+    cm->pex_dial_fill_ms = vv_env_now(env);
     vv_env_set_channel(env, VV_CHANNEL_CONN, on_recv, on_peer, cm);
     uint64_t first = vv_env_random_below(env, cm->cfg.tick_ms) + 1;
     cm->timer = vv_env_timer_start(env, first, cm->cfg.tick_ms, tick, cm);
@@ -732,6 +911,7 @@ int vv_connmgr_add_peer(struct vv_connmgr *cm, const uint8_t *id, const char *ad
     if (address != NULL && *address != '\0')
         vv_strlcpy(p->pub.address, address, sizeof(p->pub.address));
     p->pub.flags |= flags;
+    vouch(cm, p); /* the operator (config, RPC, local discovery) named it */
     return 0;
 }
 

@@ -86,6 +86,8 @@ CM_STAT_FN(idle_drops)
 CM_STAT_FN(pings_sent)
 CM_STAT_FN(pongs_received)
 CM_STAT_FN(pex_peers_learned)
+CM_STAT_FN(pex_unsolicited)
+CM_STAT_FN(pex_entries_refused)
 CM_STAT_FN(bad_messages)
 
 static double known_peers(void *data)
@@ -152,6 +154,12 @@ static void register_metrics(struct vv_net_module *m, struct vv_metrics *mx)
         {true, "vivimd_net_pongs_received_total", "Keepalive pongs received.", cm_pongs_received},
         {true, "vivimd_net_pex_peers_learned_total", "Peers learned through peer exchange.",
          cm_pex_peers_learned},
+        {true, "vivimd_net_pex_unsolicited_total",
+         "Peer-exchange answers ignored: not asked for, a second answer, or after the deadline.",
+         cm_pex_unsolicited},
+        {true, "vivimd_net_pex_entries_refused_total",
+         "Peer-exchange entries refused: not a numeric address, or no room for unverified peers.",
+         cm_pex_entries_refused},
         {true, "vivimd_net_bad_messages_total",
          "Malformed connection-manager messages (each lowers the sender's reputation).",
          cm_bad_messages},

@@ -29,10 +29,12 @@ static void *create(struct vv_sim *sim, struct vv_env *env, uint32_t index, void
     cfg.low_water = 8;
     cfg.high_water = 16;
     cfg.max_known_peers = 256;
-    snprintf(cfg.self_address, sizeof(cfg.self_address), "sim:%u", index);
+    /* Numeric, as peer exchange requires: node i at 10.x.y.z with x.y.z = i + 1. */
+    snprintf(cfg.self_address, sizeof(cfg.self_address), "10.%u.%u.%u:4747", (index + 1) >> 16,
+             ((index + 1) >> 8) & 255, (index + 1) & 255);
     struct vv_connmgr *cm = vv_connmgr_new(env, &cfg);
     if (index != 0)
-        vv_connmgr_add_peer(cm, vv_sim_node_id(sim, 0), "sim:0", VV_PEER_BOOTSTRAP);
+        vv_connmgr_add_peer(cm, vv_sim_node_id(sim, 0), "10.0.0.1:4747", VV_PEER_BOOTSTRAP);
     return cm;
 }
 

@@ -57,12 +57,14 @@ static void *app_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, 
     cfg.low_water = sc->low;
     cfg.high_water = sc->high;
     cfg.max_known_peers = 256;
-    snprintf(cfg.self_address, sizeof(cfg.self_address), "sim:%u", index);
+    /* Numeric, as peer exchange requires: node i at 10.x.y.z with x.y.z = i + 1. */
+    snprintf(cfg.self_address, sizeof(cfg.self_address), "10.%u.%u.%u:4747", (index + 1) >> 16,
+             ((index + 1) >> 8) & 255, (index + 1) & 255);
     snprintf(cfg.region, sizeof(cfg.region), "r%u", index % 4);
     cfg.capabilities = VV_CAP_DHT | (index % 2 ? VV_CAP_STORE : 0);
     a->cm = vv_connmgr_new(env, &cfg);
     if (index != 0)
-        vv_connmgr_add_peer(a->cm, vv_sim_node_id(sim, 0), "sim:0", VV_PEER_BOOTSTRAP);
+        vv_connmgr_add_peer(a->cm, vv_sim_node_id(sim, 0), "10.0.0.1:4747", VV_PEER_BOOTSTRAP);
     if ((int32_t)index == sc->protector) {
         vv_connmgr_add_peer(a->cm, vv_sim_node_id(sim, sc->protected_peer), NULL,
                             VV_PEER_PROTECTED);
