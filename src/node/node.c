@@ -168,6 +168,9 @@ struct reload_notes {
 };
 
 static void append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
