@@ -5,9 +5,9 @@
  *
  * Every inserted character is an item with an id (replica, seq): the replica is a 64-bit number
  * the caller chooses (vivimd draws a random one per process start, docs/crdt.md "Replica ids";
- * two replicas that edit the same document must never share one), seq counts that replica's insertions from 0. A document keeps
- * deleted items as tombstones. Positions and lengths count Unicode code points; text goes in
- * and out as UTF-8.
+ * two replicas that edit the same document must never share one), seq counts that replica's
+ * insertions from 0. A document keeps deleted items as tombstones. Positions and lengths count
+ * Unicode code points; text goes in and out as UTF-8.
  *
  * Updates are byte strings (format in docs/crdt.md, "Sequence"): a local insert or delete returns
  * the update to send to the other replicas; vv_crdt_seq_apply() takes updates in any order that
