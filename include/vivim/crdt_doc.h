@@ -120,6 +120,9 @@ void vv_crdt_doc_set_pool(struct vv_crdt_doc *d, struct vv_crdt_pending_pool *po
  * size, for register, set and map its whole state): lets the sync layer tell an update that
  * brought something from one that repeated what was known, without decoding it twice. */
 uint64_t vv_crdt_doc_fingerprint(struct vv_crdt_doc *d);
+/* Bytes the last fingerprint encoded (the whole state for register, set and map): work the
+ * sync layer meters like any other. */
+size_t vv_crdt_doc_fingerprint_bytes(const struct vv_crdt_doc *d);
 
 /* Frees what the document keeps but no longer shows: for text, the content of deleted
  * characters (ids and structure stay, so every later update still integrates; the value,

@@ -68,6 +68,7 @@ struct vv_crdt_doc {
     uint32_t log_count;
     size_t n_pending, pending_bytes;
     uint64_t last_work, last_drain_work; /* of the last apply or drain call */
+    size_t fingerprint_bytes;            /* encoded by the last fingerprint */
 };
 
 static const char *const kind_names[VV_CRDT_KIND_COUNT] = {"gcounter", "counter", "register",
@@ -823,5 +824,11 @@ uint64_t vv_crdt_doc_fingerprint(struct vv_crdt_doc *d)
     h = fnv(h, b, n);
     h = fnv(h, (const uint8_t *)&size, sizeof(size));
     vv_free(b);
+    d->fingerprint_bytes = n;
     return h;
+}
+
+size_t vv_crdt_doc_fingerprint_bytes(const struct vv_crdt_doc *d)
+{
+    return d->fingerprint_bytes;
 }

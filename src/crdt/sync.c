@@ -368,6 +368,8 @@ static void apply_remote(struct vv_crdt_engine *e, struct entry *x,
         return; /* nothing to bring */
     bool buffered = false;
     uint64_t before = vv_crdt_doc_fingerprint(x->doc);
+    /* Twice (before and after): a set or map encodes its whole state each time. */
+    e->turn_work += 2 * (uint64_t)vv_crdt_doc_fingerprint_bytes(x->doc) * DELTA_BYTE_WORK;
     vv_crdt_pending_pool_set_now(e->pool, vv_env_now(e->env));
     vv_crdt_pending_pool_expire(e->pool);
     int rc = vv_crdt_doc_apply(x->doc, u, len, &buffered);

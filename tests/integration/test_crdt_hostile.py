@@ -13,7 +13,7 @@ import time
 import unittest
 
 import vivimtest
-from vivimtest import Node, http_get, wait_for
+from vivimtest import Node, http_get, wait_for, metric
 
 TESTPEER = os.environ.get("VIVIM_TESTPEER",
                           os.path.join(os.path.dirname(vivimtest.VIVIMD), "vivim-testpeer"))
@@ -22,15 +22,6 @@ TESTPEER = os.environ.get("VIVIM_TESTPEER",
 # docs/benchmarks.md; this sanitizer build on a loaded 2-core machine gets a wide margin, and
 # still fails by far on the old code (7.7 s for a pile of 50,000, 32.6 s for 100,000).
 STALL_BOUND_S = 1.5
-
-
-def metric(node, name):
-    status, body, _ = http_get(node.metrics_url + "/metrics")
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
 
 
 class Prober:

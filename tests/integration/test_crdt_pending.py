@@ -12,19 +12,10 @@ import subprocess
 import unittest
 
 import vivimtest
-from vivimtest import Node, http_get, wait_for
+from vivimtest import Node, http_get, wait_for, metric
 
 TESTPEER = os.environ.get("VIVIM_TESTPEER",
                           os.path.join(os.path.dirname(vivimtest.VIVIMD), "vivim-testpeer"))
-
-
-def metric(node, name):
-    status, body, _ = http_get(node.metrics_url + "/metrics")
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
 
 
 def logged(node, doc):

@@ -15,7 +15,7 @@ import unittest
 import urllib.parse
 
 import vivimtest
-from vivimtest import Node, RpcError, wait_for, http_get
+from vivimtest import Node, RpcError, wait_for, http_get, metric
 
 TESTPEER = os.environ.get("VIVIM_TESTPEER",
                           os.path.join(os.path.dirname(vivimtest.VIVIMD), "vivim-testpeer"))
@@ -31,16 +31,6 @@ FAST = {
     "low_water": "8",
     "high_water": "16",
 }
-
-
-def metric(node, name):
-    """The value of an unlabelled metric from /metrics."""
-    status, body, _ = http_get(node.metrics_url + "/metrics")
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def peer_ids(node):

@@ -37,12 +37,7 @@ def rss_kib(pid):
 
 
 def metric(node, name):
-    """The value of an unlabelled metric, or None when the endpoint does not show it."""
-    body = vivimtest.http_get(node.metrics_url + "/metrics")[1].decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
+    return vivimtest.metric(node, name, None)
 
 
 class Contract(unittest.TestCase):

@@ -44,6 +44,22 @@ def http_get(url, method="GET", timeout=10):
         conn.close()
 
 
+_REQUIRED = object()
+
+
+def metric(node, name, default=_REQUIRED):
+    """The value of an unlabelled metric from the node's /metrics; default when it is not
+    there (an AssertionError when no default is given)."""
+    status, body, _ = http_get(node.metrics_url + "/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    if default is _REQUIRED:
+        raise AssertionError(f"{name} not in /metrics")
+    return default
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -109,6 +109,50 @@ static void send_frame(struct peer *p, struct vv_session *s, const msgpack_sbuff
     free(out);
 }
 
+/* Sends SYNC for a new text document doc (the node auto-joins it) and then one UPDATE. */
+static void send_text_update(struct peer *p, struct vv_session *s, const char *doc,
+                             const uint8_t *u, size_t ulen)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_str(&pk, strlen(doc));
+    msgpack_pack_str_body(&pk, doc, strlen(doc));
+    msgpack_pack_uint64(&pk, 4); /* text */
+    msgpack_pack_bin(&pk, 0);    /* an empty state vector */
+    msgpack_pack_false(&pk);
+    send_frame(p, s, &sb);
+    msgpack_sbuffer_clear(&sb);
+    vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_str(&pk, strlen(doc));
+    msgpack_pack_str_body(&pk, doc, strlen(doc));
+    msgpack_pack_bin(&pk, ulen);
+    msgpack_pack_bin_body(&pk, u, ulen);
+    send_frame(p, s, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    printf("sent %zu bytes\n", ulen);
+    fflush(stdout);
+}
+
+/* Reads (and decrypts) what the node sends for secs seconds or until it closes; returns 0. */
+static int read_for(struct peer *p, struct vv_session *s, int secs)
+{
+    uint8_t buf[65536];
+    for (int waited = 0; waited < secs * 1000; waited += 100) {
+        struct pollfd pfd = {p->fd, POLLIN, 0};
+        if (poll(&pfd, 1, 100) > 0) {
+            ssize_t r = read(p->fd, buf, sizeof(buf));
+            if (r <= 0 || vv_session_feed(s, buf, (size_t)r) != 0)
+                break;
+        }
+    }
+    return 0;
+}
+
 /* Reads until the node closes the connection; true if it did within timeout_ms. */
 static bool wait_closed(int fd, int timeout_ms)
 {
@@ -255,61 +299,13 @@ int main(int argc, char **argv)
         fflush(stdout);
         rc = wait_closed(p.fd, secs * 1000) ? 0 : 3;
     } else if (strcmp(mode, "crdtpile") == 0 && argc >= 8) {
-        const char *doc = argv[4];
-        size_t n = (size_t)atol(argv[5]);
-        uint32_t agents = (uint32_t)atol(argv[6]);
-        int secs = atoi(argv[7]);
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
-        msgpack_pack_array(&pk, 4);
-        msgpack_pack_str(&pk, strlen(doc));
-        msgpack_pack_str_body(&pk, doc, strlen(doc));
-        msgpack_pack_uint64(&pk, 4); /* text */
-        msgpack_pack_bin(&pk, 0);    /* an empty state vector */
-        msgpack_pack_false(&pk);
-        send_frame(&p, s, &sb);
-        msgpack_sbuffer_clear(&sb);
         size_t ulen;
-        uint8_t *u = vv_test_seq_pile(n, agents, 0x5eed0000, &ulen);
-        vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
-        msgpack_pack_array(&pk, 2);
-        msgpack_pack_str(&pk, strlen(doc));
-        msgpack_pack_str_body(&pk, doc, strlen(doc));
-        msgpack_pack_bin(&pk, ulen);
-        msgpack_pack_bin_body(&pk, u, ulen);
-        send_frame(&p, s, &sb);
+        uint8_t *u =
+            vv_test_seq_pile((size_t)atol(argv[5]), (uint32_t)atol(argv[6]), 0x5eed0000, &ulen);
+        send_text_update(&p, s, argv[4], u, ulen);
         free(u);
-        msgpack_sbuffer_destroy(&sb);
-        printf("sent %zu bytes\n", ulen);
-        fflush(stdout);
-        for (int waited = 0; waited < secs * 1000; waited += 100) {
-            struct pollfd pfd = {p.fd, POLLIN, 0};
-            if (poll(&pfd, 1, 100) > 0) {
-                ssize_t r = read(p.fd, buf, sizeof(buf));
-                if (r <= 0 || vv_session_feed(s, buf, (size_t)r) != 0)
-                    break;
-            }
-        }
-        rc = 0;
+        rc = read_for(&p, s, atoi(argv[7]));
     } else if (strcmp(mode, "crdtorphan") == 0 && argc >= 6) {
-        const char *doc = argv[4];
-        int secs = atoi(argv[5]);
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
-        msgpack_pack_array(&pk, 4);
-        msgpack_pack_str(&pk, strlen(doc));
-        msgpack_pack_str_body(&pk, doc, strlen(doc));
-        msgpack_pack_uint64(&pk, 4); /* text */
-        msgpack_pack_bin(&pk, 0);
-        msgpack_pack_false(&pk);
-        send_frame(&p, s, &sb);
-        msgpack_sbuffer_clear(&sb);
         /* "lost" typed first (never sent), then "!" after it: the update sent. */
         struct vv_crdt_seq *t = vv_crdt_seq_new(0x0a5a0a5a0a5a0a5aull);
         uint8_t *u;
@@ -319,27 +315,10 @@ int main(int argc, char **argv)
         vv_free(u);
         if (vv_crdt_seq_insert(t, 4, "!", 1, &u, &ulen) != 0)
             return 1;
-        vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
-        msgpack_pack_array(&pk, 2);
-        msgpack_pack_str(&pk, strlen(doc));
-        msgpack_pack_str_body(&pk, doc, strlen(doc));
-        msgpack_pack_bin(&pk, ulen);
-        msgpack_pack_bin_body(&pk, u, ulen);
-        send_frame(&p, s, &sb);
+        send_text_update(&p, s, argv[4], u, ulen);
         vv_free(u);
         vv_crdt_seq_free(t);
-        msgpack_sbuffer_destroy(&sb);
-        printf("sent %zu bytes\n", ulen);
-        fflush(stdout);
-        for (int waited = 0; waited < secs * 1000; waited += 100) {
-            struct pollfd pfd = {p.fd, POLLIN, 0};
-            if (poll(&pfd, 1, 100) > 0) {
-                ssize_t r = read(p.fd, buf, sizeof(buf));
-                if (r <= 0 || vv_session_feed(s, buf, (size_t)r) != 0)
-                    break;
-            }
-        }
-        rc = 0;
+        rc = read_for(&p, s, atoi(argv[5]));
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);
         rc = 2;

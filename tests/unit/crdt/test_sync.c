@@ -490,6 +490,57 @@ static void test_document_ids_chosen_to_collide_do_not_share_one_chain(void **st
     world_free(&w);
 }
 
+/* A set or map answers "did this update change anything?" by encoding its whole state, twice:
+ * that work counts against the turn like any other, so a burst of tiny updates to a large map
+ * spreads over turns instead of holding one. */
+static void test_tiny_updates_to_a_large_map_are_metered_by_its_state(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w);
+    struct node *a = &w.n[0], *b = &w.n[1];
+    assert_int_equal(vv_crdt_engine_create(a->e, "m", VV_CRDT_KIND_MAP, NULL), 0);
+    char op[256];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(op, sizeof(op), "{\"put\":{\"key\":\"key-%04d\",\"value\":\"%0100d\"}}", i, i);
+        apply(a, "m", op);
+    }
+    assert_int_equal(vv_crdt_engine_join(a->e, "m", b->id.node_id), 0);
+    /* The first sync already meters a's answers: let the deferred ones run. */
+    for (int i = 0; i < 4; i++) {
+        pump(&w);
+        run_timers(&w);
+    }
+    assert_true(vv_crdt_engine_stats(a->e)->deferred_total > 0);
+    w.now += 10; /* a new turn for b */
+    enum { EDITS = 10 };
+    struct msg held[EDITS];
+    for (int i = 0; i < EDITS; i++) {
+        snprintf(op, sizeof(op), "{\"put\":{\"key\":\"key-%04d\",\"value\":\"new\"}}", i);
+        apply(a, "m", op);
+        assert_int_equal(w.tail - w.head, 1);
+        held[i] = w.q[w.head++ % QMAX];
+    }
+    const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(b->e);
+    uint64_t received = st->updates_received;
+    uint64_t deferred = st->deferred_total;
+    for (int i = 0; i < EDITS; i++)
+        vv_env_deliver(&b->env, a->id.node_id, VV_CHANNEL_CRDT, held[i].data, held[i].len);
+    /* The state is about 120 KB: each update costs about a megabyte of the allowance. */
+    assert_int_equal(st->updates_received, received + 1);
+    assert_int_equal(st->deferred_total, deferred + EDITS - 1);
+    run_timers(&w);
+    assert_int_equal(st->updates_received, received + EDITS);
+    json_t *va = vv_crdt_doc_value(vv_crdt_engine_find(a->e, "m"));
+    json_t *vb = vv_crdt_doc_value(vv_crdt_engine_find(b->e, "m"));
+    assert_true(json_equal(va, vb));
+    json_decref(va);
+    json_decref(vb);
+    for (int i = 0; i < EDITS; i++)
+        vv_free(held[i].data);
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -497,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_without_auto_join_both_sides_must_join),
         cmocka_unit_test(test_peer_created_documents_are_capped),
         cmocka_unit_test(test_costly_messages_wait_for_later_turns_in_a_bounded_queue),
+        cmocka_unit_test(test_tiny_updates_to_a_large_map_are_metered_by_its_state),
         cmocka_unit_test(test_buffered_updates_have_a_budget_across_documents_and_an_age_limit),
         cmocka_unit_test(test_unblocked_updates_drain_across_turns),
         cmocka_unit_test(test_document_ids_chosen_to_collide_do_not_share_one_chain),
