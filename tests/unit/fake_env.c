@@ -257,15 +257,16 @@ static ptrdiff_t next_timer(const struct vv_fake_env *fe)
     return best;
 }
 
-/* Runs timer i: a one-shot is removed first (its callback may start another), a repeating
- * one re-armed from its due time (or from now, when fired early). */
-static void fire(struct vv_fake_env *fe, size_t i, bool early)
+/* Runs timer i: a one-shot is removed first (its callback may start another); a repeating
+ * one is re-armed repeat_ms from the clock as it fires, as libuv does, so a clock written
+ * far ahead does not make it fire once for every period it skipped. */
+static void fire(struct vv_fake_env *fe, size_t i)
 {
     struct vv_fake_timer t = fe->timers[i];
     if (t.repeat_ms == 0) {
         fe->timers[i] = fe->timers[--fe->n_timers];
     } else {
-        fe->timers[i].due_ms = (early ? fe->now_ms : t.due_ms) + t.repeat_ms;
+        fe->timers[i].due_ms = fe->now_ms + t.repeat_ms;
         fe->timers[i].seq = fe->next_timer_seq++;
     }
     fe->timers_fired++;
@@ -278,7 +279,7 @@ uint64_t vv_fake_env_advance(struct vv_fake_env *fe, uint64_t ms)
     for (ptrdiff_t i; (i = next_timer(fe)) >= 0 && fe->timers[i].due_ms <= target; fired++) {
         if (fe->timers[i].due_ms > fe->now_ms)
             fe->now_ms = fe->timers[i].due_ms;
-        fire(fe, (size_t)i, false);
+        fire(fe, (size_t)i);
     }
     fe->now_ms = target;
     return fired;
@@ -289,7 +290,7 @@ bool vv_fake_env_fire_next(struct vv_fake_env *fe)
     ptrdiff_t i = next_timer(fe);
     if (i < 0)
         return false;
-    fire(fe, (size_t)i, true);
+    fire(fe, (size_t)i);
     return true;
 }
 
@@ -505,7 +506,7 @@ uint64_t vv_fake_net_advance(struct vv_fake_net *net, uint64_t ms)
             break;
         if (best->timers[bt].due_ms > best->now_ms)
             best->now_ms = best->timers[bt].due_ms;
-        fire(best, (size_t)bt, false);
+        fire(best, (size_t)bt);
         fired++;
     }
     for (size_t i = 0; i < net->n_envs; i++)

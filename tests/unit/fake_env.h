@@ -6,7 +6,8 @@
  * - a manual clock: now_ms is a field; vv_fake_env_advance() moves it on and fires the
  *   timers that fall due, in (due time, start order), each with the clock at its due time;
  *   writing now_ms directly moves the clock without firing anything (timers that fell due
- *   then fire at the next advance, with the clock where it is);
+ *   then fire at the next advance, with the clock where it is); a repeating timer is
+ *   re-armed its period after the clock at which it fired, as libuv does;
  * - vv_fake_env_fire_next() to run the next timer at once whatever its due time, for tests
  *   that drive a module's periodic tick by hand;
  * - random bytes from a seeded stream (the same seed gives the same bytes);
