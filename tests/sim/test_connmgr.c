@@ -1,7 +1,8 @@
 /*
  * The connection manager on the simulator: bootstrap of 1,000 nodes through one, churn with
- * reconnection, trimming with protected peers, keepalive RTT, and a hostile peer. A
- * failing run prints its seed; VV_SIM_SEED=<seed> replays it.
+ * reconnection, trimming with protected peers, keepalive RTT, and a hostile peer. Every
+ * scenario runs twice with one seed and must give one trace hash (sim_test.h). A failing run
+ * prints its seed; VV_SIM_SEED=<seed> replays it.
  */
 #include "vv_test.h"
 
@@ -10,10 +11,15 @@
 #include <stdlib.h>
 
 #include "sim.h"
+#include "sim_test.h"
 #include "vivim/connmgr.h"
 #include "vivim/log.h"
 
 static uint64_t seed;
+
+/* The 1,000-node run is the costliest here: its second run replays the bootstrap (the first
+ * 60 s, with every node joining through one) rather than all 200 s. */
+#define BOOTSTRAP_REPLAY_MS 60000
 
 struct scenario {
     uint32_t low, high;
@@ -83,10 +89,10 @@ static void app_destroy(void *app, void *arg)
     vv_free(a);
 }
 
-static struct vv_sim *make_sim(uint32_t n, struct scenario *sc)
+static struct vv_sim *make_sim(uint64_t s, uint32_t n, struct scenario *sc)
 {
     struct vv_sim_config cfg;
-    vv_sim_config_defaults(&cfg, seed, n);
+    vv_sim_config_defaults(&cfg, s, n);
     struct vv_sim_app app = {app_create, app_destroy, sc};
     return vv_sim_new(&cfg, &app);
 }
@@ -114,15 +120,16 @@ static void connected_range(struct vv_sim *sim, uint32_t *min, uint32_t *max, ui
     }
 }
 
-static void test_1000_nodes_bootstrap_through_one_and_survive_churn(void **state)
+static void bootstrap_and_churn(struct vv_sim_run *run, void *arg)
 {
-    (void)state;
+    (void)arg;
     struct scenario sc = {.low = 8, .high = 16, .evil = -1, .protector = -1};
     uint32_t n = 1000;
-    struct vv_sim *sim = make_sim(n, &sc);
+    struct vv_sim *sim = make_sim(run->seed, n, &sc);
     uint32_t min, max, below;
 
-    vv_sim_run_until(sim, 60000);
+    if (!vv_sim_run_to(run, sim, 60000))
+        goto out;
     connected_range(sim, &min, &max, &below, sc.low);
     printf("after 60 s: connections per node %u..%u, %u below low water\n", min, max, below);
     assert_true(min >= sc.low);
@@ -131,7 +138,8 @@ static void test_1000_nodes_bootstrap_through_one_and_survive_churn(void **state
     /* 10% crash; survivors notice (3 s detection) and refill from their address books. */
     for (uint32_t i = 1; i <= n / 10; i++)
         vv_sim_crash_at(sim, 60000 + i * 7, i * 9);
-    vv_sim_run_until(sim, 100000);
+    if (!vv_sim_run_to(run, sim, 100000))
+        goto out;
     connected_range(sim, &min, &max, &below, sc.low);
     printf("after churn: connections per node %u..%u, %u below low water\n", min, max, below);
     assert_true(min >= sc.low);
@@ -139,7 +147,8 @@ static void test_1000_nodes_bootstrap_through_one_and_survive_churn(void **state
     /* They come back with empty memory and rejoin through the bootstrap node. */
     for (uint32_t i = 1; i <= n / 10; i++)
         vv_sim_restart_at(sim, 100000 + i * 7, i * 9);
-    vv_sim_run_until(sim, 200000);
+    if (!vv_sim_run_to(run, sim, 200000))
+        goto out;
     connected_range(sim, &min, &max, &below, sc.low);
     printf("after restart: connections per node %u..%u, %u below low water\n", min, max, below);
     assert_true(min >= sc.low);
@@ -170,35 +179,44 @@ static void test_1000_nodes_bootstrap_through_one_and_survive_churn(void **state
     k = vv_connmgr_select(cm_of(sim, 500), 0, "r2", 0, sel, 64);
     for (uint32_t i = 0; i < k; i++)
         assert_int_equal(vv_sim_find(sim, sel[i]->id) % 4, 2);
-
     vv_sim_report(sim, stdout);
+out:
+    vv_sim_run_done(run, sim);
+    vv_sim_free(sim);
+}
+
+static void test_1000_nodes_bootstrap_through_one_and_survive_churn(void **state)
+{
+    (void)state;
+    VV_SIM_CHECK_DETERMINISM(bootstrap_and_churn, NULL, seed, BOOTSTRAP_REPLAY_MS, false);
+}
+
+/* 200 nodes, one crash: also run with another seed, which must give another trace. */
+static void crash_one_of_200(struct vv_sim_run *run, void *arg)
+{
+    (void)arg;
+    struct scenario sc = {.low = 6, .high = 12, .evil = -1, .protector = -1};
+    struct vv_sim *sim = make_sim(run->seed, 200, &sc);
+    vv_sim_crash_at(sim, 20000, 3);
+    vv_sim_run_to(run, sim, 40000);
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
 }
 
 static void test_same_seed_same_run(void **state)
 {
     (void)state;
-    struct scenario sc = {.low = 6, .high = 12, .evil = -1, .protector = -1};
-    uint64_t h[2];
-    for (int r = 0; r < 2; r++) {
-        struct vv_sim *sim = make_sim(200, &sc);
-        vv_sim_crash_at(sim, 20000, 3);
-        vv_sim_run_until(sim, 40000);
-        h[r] = vv_sim_trace_hash(sim);
-        vv_sim_free(sim);
-    }
-    if (h[0] != h[1])
-        fail_msg("seed %llu: runs differ", (unsigned long long)seed);
+    VV_SIM_CHECK_DETERMINISM(crash_one_of_200, NULL, seed, 0, true);
 }
 
-static void test_trimming_keeps_protected_peer(void **state)
+static void trimming_protected(struct vv_sim_run *run, void *arg)
 {
-    (void)state;
+    (void)arg;
     /* Everybody dials node 0; it must trim to its low water but keep node 5. */
     struct scenario sc = {.low = 4, .high = 6, .evil = -1, .protector = 0, .protected_peer = 5};
-    struct vv_sim *sim = make_sim(100, &sc);
+    struct vv_sim *sim = make_sim(run->seed, 100, &sc);
     for (uint64_t t = 2000; t <= 30000; t += 1000) {
-        vv_sim_run_until(sim, t);
+        vv_sim_run_to(run, sim, t);
         const struct vv_connmgr_peer *p5 = vv_connmgr_find(cm_of(sim, 0), vv_sim_node_id(sim, 5));
         if (t >= 5000) {
             assert_non_null(p5);
@@ -207,16 +225,23 @@ static void test_trimming_keeps_protected_peer(void **state)
     }
     assert_true(vv_connmgr_stats(cm_of(sim, 0))->trimmed > 0);
     assert_true(vv_connmgr_connected_count(cm_of(sim, 0)) <= sc.high + 8);
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
 }
 
-static void test_garbage_sender_is_disconnected_and_not_redialled(void **state)
+static void test_trimming_keeps_protected_peer(void **state)
 {
     (void)state;
+    VV_SIM_CHECK_DETERMINISM(trimming_protected, NULL, seed, 0, false);
+}
+
+static void garbage_sender(struct vv_sim_run *run, void *arg)
+{
+    (void)arg;
     struct scenario sc = {.low = 6, .high = 12, .evil = 7, .protector = -1};
     uint32_t n = 60;
-    struct vv_sim *sim = make_sim(n, &sc);
-    vv_sim_run_until(sim, 120000);
+    struct vv_sim *sim = make_sim(run->seed, n, &sc);
+    vv_sim_run_to(run, sim, 120000);
     uint64_t bad = 0;
     for (uint32_t i = 0; i < n; i++) {
         if (i == 7)
@@ -229,7 +254,7 @@ static void test_garbage_sender_is_disconnected_and_not_redialled(void **state)
     }
     assert_true(bad > 0);
     /* By the end nobody who judged it hostile keeps a connection to it. */
-    vv_sim_run_until(sim, 180000);
+    vv_sim_run_to(run, sim, 180000);
     uint32_t still = 0;
     for (uint32_t i = 0; i < n; i++) {
         const struct vv_connmgr_peer *evil =
@@ -241,7 +266,14 @@ static void test_garbage_sender_is_disconnected_and_not_redialled(void **state)
     for (uint32_t i = 0; i < n; i++)
         if (i != 7)
             assert_true(vv_connmgr_connected_count(cm_of(sim, i)) >= 1);
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
+}
+
+static void test_garbage_sender_is_disconnected_and_not_redialled(void **state)
+{
+    (void)state;
+    VV_SIM_CHECK_DETERMINISM(garbage_sender, NULL, seed, 0, false);
 }
 
 int main(void)

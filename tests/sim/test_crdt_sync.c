@@ -3,8 +3,8 @@
  * node sharing them with a few neighbours only, editing concurrently through a partition of
  * the network into two halves and while a fifth of the nodes crash and come back empty;
  * once the network heals, every replica converges to the same values. And a peer sending
- * hostile CRDT messages changes nothing. A failing run prints its seed; VV_SIM_SEED=<seed>
- * replays it.
+ * hostile CRDT messages changes nothing. Each scenario runs twice with one seed and must give
+ * one trace hash (sim_test.h). A failing run prints its seed; VV_SIM_SEED=<seed> replays it.
  */
 #include "vv_test.h"
 
@@ -15,12 +15,17 @@
 #include <string.h>
 
 #include "sim.h"
+#include "sim_test.h"
 #include "vivim/crdt_sync.h"
 #include "vivim/wire.h"
 
 #define N_NODES     50
 #define NEIGHBORS   3 /* each node dials this many; links are symmetric, so degree is ~6 */
 #define EDIT_END_MS 90000
+/* Each scenario takes most of a minute under the sanitizers: the second run replays the
+ * first 30 s (joins, edits, the partition, the first crashes) rather than all 120 s, and must
+ * reach the trace hash the full run had there. */
+#define REPLAY_MS 30000
 
 static uint64_t seed;
 static const char *const doc_ids[] = {"text:1", "count:1", "set:1", "map:1"};
@@ -200,12 +205,12 @@ static void check_converged(struct vv_sim *sim, uint32_t skip)
         json_decref(ref[d]);
 }
 
-static void test_fifty_replicas_converge_through_partition_and_churn(void **state)
+static void partition_and_churn(struct vv_sim_run *run, void *arg)
 {
-    (void)state;
+    (void)arg;
     evil_node = UINT32_MAX;
     struct vv_sim_config cfg;
-    vv_sim_config_defaults(&cfg, seed, N_NODES);
+    vv_sim_config_defaults(&cfg, run->seed, N_NODES);
     cfg.n_regions = 3;
     cfg.loss = 0.01;
     struct vv_sim_app app = {app_create, app_destroy, NULL};
@@ -221,23 +226,33 @@ static void test_fifty_replicas_converge_through_partition_and_churn(void **stat
         vv_sim_crash_at(sim, 30000 + i * 100, i);
         vv_sim_restart_at(sim, 50000 + i * 100, i);
     }
-    vv_sim_run_until(sim, EDIT_END_MS + 30000);
-    check_converged(sim, UINT32_MAX);
-    fprintf(stderr, "seed %llu: %llu messages, %llu bytes delivered\n", (unsigned long long)seed,
-            (unsigned long long)vv_sim_totals(sim)->msgs_delivered,
-            (unsigned long long)vv_sim_totals(sim)->bytes_delivered);
+    if (vv_sim_run_to(run, sim, EDIT_END_MS + 30000)) {
+        check_converged(sim, UINT32_MAX);
+        fprintf(stderr, "seed %llu: %llu messages, %llu bytes delivered\n",
+                (unsigned long long)run->seed,
+                (unsigned long long)vv_sim_totals(sim)->msgs_delivered,
+                (unsigned long long)vv_sim_totals(sim)->bytes_delivered);
+    }
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
 }
 
-static void test_hostile_peer_changes_nothing(void **state)
+static void test_fifty_replicas_converge_through_partition_and_churn(void **state)
 {
     (void)state;
+    VV_SIM_CHECK_DETERMINISM(partition_and_churn, NULL, seed, REPLAY_MS, false);
+}
+
+static void hostile_peer(struct vv_sim_run *run, void *arg)
+{
+    (void)arg;
     evil_node = 7;
     struct vv_sim_config cfg;
-    vv_sim_config_defaults(&cfg, seed + 1, N_NODES);
+    vv_sim_config_defaults(&cfg, run->seed, N_NODES);
     struct vv_sim_app app = {app_create, app_destroy, NULL};
     struct vv_sim *sim = vv_sim_new(&cfg, &app);
-    vv_sim_run_until(sim, EDIT_END_MS + 30000);
+    if (!vv_sim_run_to(run, sim, EDIT_END_MS + 30000))
+        goto out;
     check_converged(sim, evil_node);
     uint64_t bad = 0, rejected = 0;
     for (uint32_t i = 0; i < N_NODES; i++) {
@@ -247,7 +262,15 @@ static void test_hostile_peer_changes_nothing(void **state)
     }
     assert_true(bad > 0);
     assert_true(rejected > 0);
+out:
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
+}
+
+static void test_hostile_peer_changes_nothing(void **state)
+{
+    (void)state;
+    VV_SIM_CHECK_DETERMINISM(hostile_peer, NULL, seed + 1, REPLAY_MS, false);
 }
 
 int main(void)

@@ -1,6 +1,7 @@
 /*
  * The simulator itself: determinism, timers, the network model, faults, and a 1,000-node
- * join-and-churn run. A failing run prints its seed; VV_SIM_SEED=<seed> replays it.
+ * join-and-churn run. Every scenario runs twice with one seed and must give one trace hash
+ * (sim_test.h). A failing run prints its seed; VV_SIM_SEED=<seed> replays it.
  */
 #include "vv_test.h"
 
@@ -10,6 +11,7 @@
 
 #include "pingnet.h"
 #include "sim.h"
+#include "sim_test.h"
 
 static uint64_t seed;
 
@@ -25,27 +27,24 @@ static struct vv_sim *pingnet_sim(uint64_t s, uint32_t n, struct pingnet_params 
     return vv_sim_new(&cfg, &app);
 }
 
+/* 200 pingnet nodes, one of them crashing and coming back. */
+static void crash_and_restart(struct vv_sim_run *run, void *arg)
+{
+    (void)arg;
+    struct pingnet_params p = {.want = 4};
+    struct vv_sim *sim = pingnet_sim(run->seed, 200, &p, NULL);
+    vv_sim_crash_at(sim, 5000, 7);
+    vv_sim_restart_at(sim, 9000, 7);
+    if (vv_sim_run_to(run, sim, 20000))
+        assert_true(vv_sim_totals(sim)->msgs_delivered > 1000);
+    vv_sim_run_done(run, sim);
+    vv_sim_free(sim);
+}
+
 static void test_same_seed_gives_identical_trace_and_other_seed_differs(void **state)
 {
     (void)state;
-    struct pingnet_params p = {.want = 4};
-    uint64_t hashes[3];
-    uint64_t delivered[3];
-    for (int run = 0; run < 3; run++) {
-        struct vv_sim *sim = pingnet_sim(run < 2 ? seed : seed + 1, 200, &p, NULL);
-        vv_sim_crash_at(sim, 5000, 7);
-        vv_sim_restart_at(sim, 9000, 7);
-        vv_sim_run_until(sim, 20000);
-        hashes[run] = vv_sim_trace_hash(sim);
-        delivered[run] = vv_sim_totals(sim)->msgs_delivered;
-        vv_sim_free(sim);
-    }
-    if (hashes[0] != hashes[1])
-        fail_msg("seed %llu: two runs differ: %016llx vs %016llx", (unsigned long long)seed,
-                 (unsigned long long)hashes[0], (unsigned long long)hashes[1]);
-    assert_int_equal(delivered[0], delivered[1]);
-    assert_true(delivered[0] > 1000);
-    assert_true(hashes[0] != hashes[2]);
+    VV_SIM_CHECK_DETERMINISM(crash_and_restart, NULL, seed, 0, true);
 }
 
 /* ---- timers ------------------------------------------------------------------------------ */
@@ -104,22 +103,29 @@ static void cancel_repeat(struct vv_sim *sim, void *arg)
     vv_env_timer_cancel(vv_sim_env(sim, 0), the_probe.cancel_me);
 }
 
-static void test_timers_fire_in_time_then_insertion_order_and_cancel(void **state)
+static void timers(struct vv_sim_run *run, void *arg)
 {
-    (void)state;
+    (void)arg;
     memset(&the_probe, 0, sizeof(the_probe));
     struct vv_sim_config cfg;
-    vv_sim_config_defaults(&cfg, seed, 1);
+    vv_sim_config_defaults(&cfg, run->seed, 1);
     struct vv_sim_app app = {timer_app, NULL, NULL};
     struct vv_sim *sim = vv_sim_new(&cfg, &app);
     vv_sim_at(sim, 1600, cancel_repeat, NULL);
-    vv_sim_run_until(sim, 5000);
+    vv_sim_run_to(run, sim, 5000);
     assert_string_equal(the_probe.log, "b@50 a@100 c@100 ");
     assert_int_equal(the_probe.repeats, 3); /* 1000, 1250, 1500; cancelled at 1600 */
     assert_int_equal(the_probe.fired_at[0], 1000);
     assert_int_equal(the_probe.fired_at[2], 1500);
     assert_int_equal(vv_sim_now_ms(sim), 5000);
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
+}
+
+static void test_timers_fire_in_time_then_insertion_order_and_cancel(void **state)
+{
+    (void)state;
+    VV_SIM_CHECK_DETERMINISM(timers, NULL, seed, 0, false);
 }
 
 /* ---- network model ------------------------------------------------------------------------ */
@@ -161,12 +167,12 @@ static void *bw_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, v
     return NULL;
 }
 
-static void test_bandwidth_and_latency_delay_a_large_message(void **state)
+static void large_message(struct vv_sim_run *run, void *arg)
 {
-    (void)state;
+    (void)arg;
     memset(bw, 0, sizeof(bw));
     struct vv_sim_config cfg;
-    vv_sim_config_defaults(&cfg, seed, 2);
+    vv_sim_config_defaults(&cfg, run->seed, 2);
     cfg.n_regions = 2;
     cfg.jitter_pct = 0;
     cfg.uplink_bytes_per_s = 125000; /* 1 Mbit/s */
@@ -175,29 +181,36 @@ static void test_bandwidth_and_latency_delay_a_large_message(void **state)
     /* Regions 0 and 1: 40 ms one way. Node 1 dials: TCP and Noise XX's first two messages
      * take two round trips (160 ms), the third reaches node 0 40 ms later, and node 0 sends
      * at once; then 1 MB at 125 kB/s takes 8 s (+ overhead bytes) and 40 ms to arrive. */
-    vv_sim_run_until(sim, 60000);
+    vv_sim_run_to(run, sim, 60000);
     assert_true(bw[0].up && bw[1].up);
     assert_int_equal(bw[1].arrived_len, 1000000);
     assert_in_range(bw[1].arrived_at, 200 + 8000 + 40, 200 + 8000 + 40 + 1);
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
 }
 
-static void test_partition_blocks_traffic_and_heals(void **state)
+static void test_bandwidth_and_latency_delay_a_large_message(void **state)
 {
     (void)state;
+    VV_SIM_CHECK_DETERMINISM(large_message, NULL, seed, 0, false);
+}
+
+static void partition(struct vv_sim_run *run, void *arg)
+{
+    (void)arg;
     uint32_t n = 100;
     uint32_t *group = vv_xcalloc(n + n / 10, sizeof(uint32_t));
     for (uint32_t i = 0; i < n + n / 10; i++)
         group[i] = i % 2;
     struct pingnet_params p = {.want = 6};
-    struct vv_sim *sim = pingnet_sim(seed, n, &p, NULL);
-    vv_sim_run_until(sim, 10000);
+    struct vv_sim *sim = pingnet_sim(run->seed, n, &p, NULL);
+    vv_sim_run_to(run, sim, 10000);
     vv_sim_partition_at(sim, 10000, group);
     /* Connections across the cut time out after fail_detect_ms (3 s); from then on,
      * nothing may cross. */
-    vv_sim_run_until(sim, 13500);
+    vv_sim_run_to(run, sim, 13500);
     p.group = group;
-    vv_sim_run_until(sim, 30000);
+    vv_sim_run_to(run, sim, 30000);
     uint64_t crossed = 0, links_across = 0;
     for (uint32_t i = 0; i < n; i++)
         crossed += ((struct pingnet *)vv_sim_app_of(sim, i))->cross_group;
@@ -205,13 +218,20 @@ static void test_partition_blocks_traffic_and_heals(void **state)
     (void)links_across;
     vv_sim_partition_at(sim, 30000, NULL);
     /* After healing, new dials land across the old cut and traffic crosses again. */
-    vv_sim_run_until(sim, 60000);
+    vv_sim_run_to(run, sim, 60000);
     for (uint32_t i = 0; i < n; i++)
         crossed += ((struct pingnet *)vv_sim_app_of(sim, i))->cross_group;
     assert_true(crossed > 0);
     p.group = NULL;
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
     vv_free(group);
+}
+
+static void test_partition_blocks_traffic_and_heals(void **state)
+{
+    (void)state;
+    VV_SIM_CHECK_DETERMINISM(partition, NULL, seed, 0, true);
 }
 
 /* ---- peer-event order ------------------------------------------------------------------- */
@@ -266,21 +286,28 @@ static void order_destroy(void *app, void *arg)
  * up on a peer while the channels are told it came up makes every channel hear "up" first,
  * then "down". Before, channel 3 heard "down" (nested) and then "up" for a peer with no
  * link. */
-static void test_down_raised_during_up_is_told_after_it_to_every_channel(void **state)
+static void hang_up_on_up(struct vv_sim_run *run, void *arg)
 {
-    (void)state;
+    (void)arg;
     struct vv_sim_config cfg;
-    vv_sim_config_defaults(&cfg, seed, 2);
+    vv_sim_config_defaults(&cfg, run->seed, 2);
     struct vv_sim_app app = {order_create, order_destroy, NULL};
     struct vv_sim *sim = vv_sim_new(&cfg, &app);
     vv_sim_at(sim, 100, order_dial, NULL); /* once both nodes are up */
-    vv_sim_run_until(sim, 5000);
+    vv_sim_run_to(run, sim, 5000);
     struct order_app *a = vv_sim_app_of(sim, 0), *b = vv_sim_app_of(sim, 1);
     assert_string_equal(a->log, "UD");
     assert_string_equal(b->log, "UD"); /* the other side sees the close after it opened */
     assert_int_equal(vv_sim_links(sim, 0), 0);
     assert_int_equal(vv_sim_links(sim, 1), 0);
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
+}
+
+static void test_down_raised_during_up_is_told_after_it_to_every_channel(void **state)
+{
+    (void)state;
+    VV_SIM_CHECK_DETERMINISM(hang_up_on_up, NULL, seed, 0, false);
 }
 
 /* ---- back-pressure ------------------------------------------------------------------------ */
@@ -314,11 +341,11 @@ static void *quiet_create(struct vv_sim *sim, struct vv_env *env, uint32_t index
 /* As the daemon's per-peer queue ([net] peer_queue_bytes): what waits in a slow uplink for
  * one peer is bounded, sends past it are refused with VV_ECONN_BACKPRESSURE and counted, and
  * once the queue drained sends are accepted again. */
-static void test_a_full_link_queue_refuses_sends_until_it_drains(void **state)
+static void full_link_queue(struct vv_sim_run *run, void *arg)
 {
-    (void)state;
+    (void)arg;
     struct vv_sim_config cfg;
-    vv_sim_config_defaults(&cfg, seed, 2);
+    vv_sim_config_defaults(&cfg, run->seed, 2);
     cfg.uplink_bytes_per_s = 1000000; /* 4 ms a message */
     cfg.peer_queue_bytes = 65536;
     struct vv_sim_app app = {quiet_create, NULL, NULL};
@@ -327,7 +354,7 @@ static void test_a_full_link_queue_refuses_sends_until_it_drains(void **state)
     struct burst first = {0}, again = {0};
     vv_sim_at(sim, 2000, burst_send, &first);
     vv_sim_at(sim, 2200, burst_send, &again); /* 64 KiB leave in 65 ms: drained by then */
-    vv_sim_run_until(sim, 5000);
+    vv_sim_run_to(run, sim, 5000);
     int fit = 65536 / (4000 + (int)cfg.per_message_overhead_bytes);
     assert_int_equal(first.accepted, fit);
     assert_int_equal(first.refused, 100 - fit);
@@ -335,15 +362,22 @@ static void test_a_full_link_queue_refuses_sends_until_it_drains(void **state)
     assert_int_equal(again.accepted, fit);
     assert_int_equal(vv_sim_node_counters(sim, 0)->msgs_refused, 2 * (100 - fit));
     assert_int_equal(vv_sim_node_counters(sim, 1)->msgs_delivered, 2 * fit);
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
 }
 
-static void test_join_and_churn_1000_nodes(void **state)
+static void test_a_full_link_queue_refuses_sends_until_it_drains(void **state)
 {
     (void)state;
+    VV_SIM_CHECK_DETERMINISM(full_link_queue, NULL, seed, 0, false);
+}
+
+static void join_and_churn(struct vv_sim_run *run, void *arg)
+{
+    (void)arg;
     uint32_t n = 1000;
     struct pingnet_params p = {.want = 8};
-    struct vv_sim *sim = pingnet_sim(seed, n, &p, NULL);
+    struct vv_sim *sim = pingnet_sim(run->seed, n, &p, NULL);
     /* 10% crash at 20 s and come back at 40 s; 100 nodes join at 30 s. */
     for (uint32_t i = 0; i < n / 10; i++) {
         vv_sim_crash_at(sim, 20000 + i * 10, i * 10);
@@ -355,12 +389,12 @@ static void test_join_and_churn_1000_nodes(void **state)
         if (i == 0)
             first_joined = idx;
     }
-    vv_sim_run_until(sim, 25000);
+    vv_sim_run_to(run, sim, 25000);
     uint32_t down = 0;
     for (uint32_t i = 0; i < n; i++)
         down += !vv_sim_node_up(sim, i);
     assert_int_equal(down, n / 10);
-    vv_sim_run_until(sim, 120000);
+    vv_sim_run_to(run, sim, 120000);
 
     const struct vv_sim_counters *t = vv_sim_totals(sim);
     uint64_t pings = 0, pongs = 0, bad = 0;
@@ -382,7 +416,14 @@ static void test_join_and_churn_1000_nodes(void **state)
     assert_true(t->msgs_dropped > 0);
     assert_true(pongs > pings * 95 / 100);
     assert_true(pongs < pings);
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
+}
+
+static void test_join_and_churn_1000_nodes(void **state)
+{
+    (void)state;
+    VV_SIM_CHECK_DETERMINISM(join_and_churn, NULL, seed, 0, false);
 }
 
 int main(void)

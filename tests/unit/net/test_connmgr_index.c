@@ -6,50 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fake_env.h"
 #include "vivim/connmgr.h"
 
 #define N_PEERS 10000
-
-static uint64_t f_now(void *impl)
-{
-    (void)impl;
-    return 1000;
-}
-static uint64_t f_timer(void *impl, uint64_t d, uint64_t r, vv_env_timer_cb cb, void *arg)
-{
-    (void)impl, (void)d, (void)r, (void)cb, (void)arg;
-    return 1;
-}
-static void f_cancel(void *impl, uint64_t id)
-{
-    (void)impl, (void)id;
-}
-static void f_random(void *impl, void *buf, size_t len)
-{
-    (void)impl;
-    memset(buf, 0, len);
-}
-static int f_send(void *impl, const uint8_t *p, uint8_t ch, const uint8_t *d, size_t n)
-{
-    (void)impl, (void)p, (void)ch, (void)d, (void)n;
-    return VV_ECONN_NOT_CONNECTED;
-}
-static int f_connect(void *impl, const uint8_t *peer, const char *address)
-{
-    (void)impl, (void)peer, (void)address;
-    return 0;
-}
-static void f_disconnect(void *impl, const uint8_t *peer)
-{
-    (void)impl, (void)peer;
-}
-static bool f_verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, const uint8_t *s)
-{
-    (void)impl, (void)pk, (void)m, (void)n, (void)s;
-    return false;
-}
-static const struct vv_env_ops ops = {f_now,     f_timer,      f_cancel, f_random, f_send,
-                                      f_connect, f_disconnect, f_verify, NULL};
 
 static void colliding_id(uint32_t i, uint8_t id[VV_NODE_ID_BYTES])
 {
@@ -60,12 +20,13 @@ static void colliding_id(uint32_t i, uint8_t id[VV_NODE_ID_BYTES])
 static void test_ids_sharing_a_prefix_do_not_form_one_probe_run(void **state)
 {
     (void)state;
-    struct vv_identity self = {0};
-    struct vv_env env = {.ops = &ops, .impl = NULL, .identity = &self};
+    struct vv_fake_env f;
+    vv_fake_env_init(&f, 1);
+    f.send_rc = VV_ECONN_NOT_CONNECTED;
     struct vv_connmgr_config cfg;
     vv_connmgr_config_defaults(&cfg);
     cfg.max_known_peers = N_PEERS;
-    struct vv_connmgr *cm = vv_connmgr_new(&env, &cfg);
+    struct vv_connmgr *cm = vv_connmgr_new(&f.env, &cfg);
     for (uint32_t i = 0; i < N_PEERS; i++) {
         uint8_t id[VV_NODE_ID_BYTES];
         char address[32];
@@ -86,6 +47,7 @@ static void test_ids_sharing_a_prefix_do_not_form_one_probe_run(void **state)
         assert_memory_equal(p->id, id, VV_NODE_ID_BYTES);
     }
     vv_connmgr_free(cm);
+    vv_fake_env_free(&f);
 }
 
 int main(void)

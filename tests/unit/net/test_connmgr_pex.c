@@ -1,118 +1,37 @@
 /*
- * Peer exchange and the connection manager's text checks, against a fake vv_env whose clock
- * and timer the test drives by hand: a PEX_RESPONSE counts only as the answer to our own
- * request, entries must be numeric addresses, the address book's share of unverified
- * peers is bounded, dials to them are rate-limited, trimming sends no unsolicited list, and
- * a string from a peer is accepted exactly when the wire codec's text check accepts it.
+ * Peer exchange and the connection manager's text checks, on the fake vv_env (fake_env.h)
+ * whose clock and timer the test drives by hand: a PEX_RESPONSE counts only as the answer to our
+ * own request, entries must be numeric addresses, the address book's share of unverified peers is
+ * bounded, dials to them are rate-limited, trimming sends no unsolicited list, and a string from a
+ * peer is accepted exactly when the wire codec's text check accepts it.
  */
 #include "vv_test.h"
 
 #include <stdio.h>
 #include <string.h>
 
+#include "fake_env.h"
 #include "vivim/connmgr.h"
 #include "vivim/wire.h"
-
-#define MAX_DIALS 256
-#define MAX_SENT  256
-
-struct sent {
-    uint8_t to;   /* first byte of the peer's ID */
-    uint8_t type; /* low byte of the frame type */
-};
-
-struct fake {
-    uint64_t now;
-    uint64_t rng;
-    vv_env_timer_cb cb;
-    void *arg;
-    int n_dials;
-    char dials[MAX_DIALS][VV_CONNMGR_ADDRESS_BYTES];
-    int n_sent;
-    struct sent sent[MAX_SENT];
-    int disconnects[256]; /* by first byte of the peer's ID */
-    struct vv_env *env;   /* to report disconnects on, when set */
-};
-
-static uint64_t f_now(void *impl)
-{
-    return ((struct fake *)impl)->now;
-}
-static uint64_t f_timer(void *impl, uint64_t d, uint64_t r, vv_env_timer_cb cb, void *arg)
-{
-    (void)d, (void)r;
-    struct fake *f = impl;
-    f->cb = cb;
-    f->arg = arg;
-    return 1;
-}
-static void f_cancel(void *impl, uint64_t id)
-{
-    (void)impl, (void)id;
-}
-static void f_random(void *impl, void *buf, size_t len)
-{
-    struct fake *f = impl;
-    uint8_t *b = buf;
-    for (size_t i = 0; i < len; i++) {
-        f->rng ^= f->rng << 13;
-        f->rng ^= f->rng >> 7;
-        f->rng ^= f->rng << 17;
-        b[i] = (uint8_t)f->rng;
-    }
-}
-static int f_send(void *impl, const uint8_t *p, uint8_t ch, const uint8_t *d, size_t n)
-{
-    struct fake *f = impl;
-    struct vv_wire_frame fr;
-    assert_int_equal(ch, VV_CHANNEL_CONN);
-    assert_int_equal(vv_wire_decode(d, n, &fr), 0);
-    if (f->n_sent < MAX_SENT)
-        f->sent[f->n_sent++] = (struct sent){p[0], (uint8_t)(fr.h.type & 0xff)};
-    vv_wire_frame_free(&fr);
-    return 0;
-}
-static int f_connect(void *impl, const uint8_t *peer, const char *address)
-{
-    (void)peer;
-    struct fake *f = impl;
-    if (f->n_dials < MAX_DIALS)
-        snprintf(f->dials[f->n_dials], VV_CONNMGR_ADDRESS_BYTES, "%s", address ? address : "");
-    f->n_dials++;
-    return 0;
-}
-static void f_disconnect(void *impl, const uint8_t *peer)
-{
-    struct fake *f = impl;
-    f->disconnects[peer[0]]++;
-    if (f->env != NULL)
-        vv_env_peer_event(f->env, peer, false); /* reported at once, as the simulator does */
-}
-static bool f_verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, const uint8_t *s)
-{
-    (void)impl, (void)pk, (void)m, (void)n, (void)s;
-    return false;
-}
-static const struct vv_env_ops ops = {f_now,     f_timer,      f_cancel, f_random, f_send,
-                                      f_connect, f_disconnect, f_verify, NULL};
 
 enum { HELLO = 0, PEX_REQUEST = 3, PEX_RESPONSE = 4 };
 
 struct rig {
-    struct fake f;
-    struct vv_identity self;
-    struct vv_env env;
+    struct vv_fake_env f;
     struct vv_connmgr *cm;
 };
 
 static void rig_start(struct rig *r, const struct vv_connmgr_config *cfg)
 {
-    memset(r, 0, sizeof(*r));
-    r->f.now = 100000;
-    r->f.rng = 0x9e3779b97f4a7c15ull;
-    memset(r->self.node_id, 0xee, sizeof(r->self.node_id));
-    r->env = (struct vv_env){.ops = &ops, .impl = &r->f, .identity = &r->self};
-    r->cm = vv_connmgr_new(&r->env, cfg);
+    vv_fake_env_init(&r->f, 0x9e3779b97f4a7c15ull);
+    r->f.now_ms = 100000;
+    r->cm = vv_connmgr_new(&r->f.env, cfg);
+}
+
+static void rig_free(struct rig *r)
+{
+    vv_connmgr_free(r->cm);
+    vv_fake_env_free(&r->f);
 }
 
 static void peer_id(uint8_t id[VV_NODE_ID_BYTES], uint32_t k)
@@ -122,16 +41,25 @@ static void peer_id(uint8_t id[VV_NODE_ID_BYTES], uint32_t k)
     id[1] = (uint8_t)(k >> 8);
 }
 
+/* The manager's policy tick, run now whatever its due time. */
 static void tick(struct rig *r)
 {
-    r->f.cb(&r->env, r->f.arg);
+    assert_true(vv_fake_env_fire_next(&r->f));
 }
 
+/* Frames of a type sent to the peer whose ID starts with byte `to`; every frame sent must be
+ * a well-formed frame on the connection manager's channel. */
 static int sent_count(const struct rig *r, uint8_t to, uint8_t type)
 {
     int n = 0;
-    for (int i = 0; i < r->f.n_sent; i++)
-        n += r->f.sent[i].to == to && r->f.sent[i].type == type;
+    for (size_t i = 0; i < vv_fake_env_outbox_len(&r->f); i++) {
+        const struct vv_fake_msg *m = vv_fake_env_peek(&r->f, i);
+        struct vv_wire_frame fr;
+        assert_int_equal(m->channel, VV_CHANNEL_CONN);
+        assert_int_equal(vv_wire_decode(m->data, m->len, &fr), 0);
+        n += m->peer[0] == to && (uint8_t)(fr.h.type & 0xff) == type;
+        vv_wire_frame_free(&fr);
+    }
     return n;
 }
 
@@ -158,7 +86,7 @@ static void deliver_pex(struct rig *r, const uint8_t *from, uint32_t first_id, u
         msgpack_pack_str(&pk, strlen(addr));
         msgpack_pack_str_body(&pk, addr, strlen(addr));
     }
-    vv_env_deliver(&r->env, from, VV_CHANNEL_CONN, (const uint8_t *)sb.data, sb.size);
+    vv_env_deliver(&r->f.env, from, VV_CHANNEL_CONN, (const uint8_t *)sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -177,16 +105,20 @@ static void deliver_hello(struct rig *r, const uint8_t *from, const char *addres
     msgpack_pack_uint32(&pk, VV_CAP_DHT);
     msgpack_pack_str(&pk, rlen);
     msgpack_pack_str_body(&pk, region, rlen);
-    vv_env_deliver(&r->env, from, VV_CHANNEL_CONN, (const uint8_t *)sb.data, sb.size);
+    vv_env_deliver(&r->f.env, from, VV_CHANNEL_CONN, (const uint8_t *)sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
+}
+
+static int disconnects(const struct rig *r, uint32_t k)
+{
+    uint8_t id[VV_NODE_ID_BYTES];
+    peer_id(id, k);
+    return (int)vv_fake_env_disconnect_count(&r->f, id);
 }
 
 static bool dialled(const struct rig *r, const char *needle)
 {
-    for (int i = 0; i < r->f.n_dials && i < MAX_DIALS; i++)
-        if (strstr(r->f.dials[i], needle) != NULL)
-            return true;
-    return false;
+    return vv_fake_env_dialled(&r->f, needle);
 }
 
 static void test_unsolicited_pex_response_teaches_nothing_and_dials_nothing(void **state)
@@ -200,7 +132,7 @@ static void test_unsolicited_pex_response_teaches_nothing_and_dials_nothing(void
     rig_start(&r, &cfg);
     uint8_t a[VV_NODE_ID_BYTES];
     peer_id(a, 1);
-    vv_env_peer_event(&r.env, a, true);
+    vv_env_peer_event(&r.f.env, a, true);
     assert_int_equal(sent_count(&r, a[0], PEX_REQUEST), 0);
 
     /* A steers: sixteen peers, all at addresses of its choosing. */
@@ -212,13 +144,13 @@ static void test_unsolicited_pex_response_teaches_nothing_and_dials_nothing(void
     assert_true(vv_connmgr_find(r.cm, a)->connected); /* ignored, not punished */
 
     /* A goes away; the manager wants a peer again and has only A to try. */
-    vv_env_peer_event(&r.env, a, false);
+    vv_env_peer_event(&r.f.env, a, false);
     for (int s = 0; s < 20; s++) {
-        r.f.now += 1000;
+        r.f.now_ms += 1000;
         tick(&r);
     }
     assert_false(dialled(&r, "192.0.2."));
-    vv_connmgr_free(r.cm);
+    rig_free(&r);
 }
 
 static void test_pex_response_counts_once_and_only_before_its_deadline(void **state)
@@ -231,12 +163,12 @@ static void test_pex_response_counts_once_and_only_before_its_deadline(void **st
     rig_start(&r, &cfg);
     uint8_t a[VV_NODE_ID_BYTES];
     peer_id(a, 1);
-    vv_env_peer_event(&r.env, a, true); /* short of peers: asks A */
+    vv_env_peer_event(&r.f.env, a, true); /* short of peers: asks A */
     assert_int_equal(sent_count(&r, a[0], PEX_REQUEST), 1);
     const struct vv_connmgr_stats *st = vv_connmgr_stats(r.cm);
 
     /* Too late: the request is void. */
-    r.f.now += VV_CONNMGR_PEX_TIMEOUT_MS + 1;
+    r.f.now_ms += VV_CONNMGR_PEX_TIMEOUT_MS + 1;
     deliver_pex(&r, a, 100, 4, "192.0.2.", ":4747");
     assert_int_equal(st->pex_peers_learned, 0);
     assert_int_equal(st->pex_unsolicited, 1);
@@ -245,7 +177,7 @@ static void test_pex_response_counts_once_and_only_before_its_deadline(void **st
      * replaced by the next periodic exchange. */
     tick(&r);
     assert_int_equal(sent_count(&r, a[0], PEX_REQUEST), 2);
-    r.f.now += cfg.pex_interval_ms / 10; /* the next exchange while short of peers */
+    r.f.now_ms += cfg.pex_interval_ms / 10; /* the next exchange while short of peers */
     tick(&r);
     assert_int_equal(sent_count(&r, a[0], PEX_REQUEST), 2);
 
@@ -256,7 +188,7 @@ static void test_pex_response_counts_once_and_only_before_its_deadline(void **st
     assert_int_equal(st->pex_peers_learned, 4);
     assert_int_equal(st->pex_unsolicited, 2);
     assert_int_equal(vv_connmgr_known_count(r.cm), 5);
-    vv_connmgr_free(r.cm);
+    rig_free(&r);
 }
 
 static void test_pex_host_names_are_refused_and_never_dialled(void **state)
@@ -268,7 +200,7 @@ static void test_pex_host_names_are_refused_and_never_dialled(void **state)
     rig_start(&r, &cfg);
     uint8_t a[VV_NODE_ID_BYTES];
     peer_id(a, 1);
-    vv_env_peer_event(&r.env, a, true);
+    vv_env_peer_event(&r.f.env, a, true);
     assert_int_equal(sent_count(&r, a[0], PEX_REQUEST), 1);
 
     /* Names to resolve, and numeric forms a resolver would accept but that are not plain
@@ -302,7 +234,7 @@ static void test_pex_host_names_are_refused_and_never_dialled(void **state)
         msgpack_pack_str(&pk, strlen(addr));
         msgpack_pack_str_body(&pk, addr, strlen(addr));
     }
-    vv_env_deliver(&r.env, a, VV_CHANNEL_CONN, (const uint8_t *)sb.data, sb.size);
+    vv_env_deliver(&r.f.env, a, VV_CHANNEL_CONN, (const uint8_t *)sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 
     const struct vv_connmgr_stats *st = vv_connmgr_stats(r.cm);
@@ -311,15 +243,15 @@ static void test_pex_host_names_are_refused_and_never_dialled(void **state)
     assert_int_equal(st->bad_messages, 0);
     assert_int_equal(vv_connmgr_known_count(r.cm), 3);
     for (int s = 0; s < 30; s++) {
-        r.f.now += 1000;
+        r.f.now_ms += 1000;
         tick(&r);
     }
     assert_true(dialled(&r, "203.0.113.7:4747"));
     assert_true(dialled(&r, "[2001:db8::7]:4747"));
-    for (int i = 0; i < r.f.n_dials; i++)
-        assert_true(strcmp(r.f.dials[i], "203.0.113.7:4747") == 0 ||
-                    strcmp(r.f.dials[i], "[2001:db8::7]:4747") == 0);
-    vv_connmgr_free(r.cm);
+    for (int i = 0; i < (int)r.f.n_connects; i++)
+        assert_true(strcmp(r.f.connects[i].address, "203.0.113.7:4747") == 0 ||
+                    strcmp(r.f.connects[i].address, "[2001:db8::7]:4747") == 0);
+    rig_free(&r);
 }
 
 static void test_dials_to_pex_learned_addresses_are_rate_limited(void **state)
@@ -331,7 +263,7 @@ static void test_dials_to_pex_learned_addresses_are_rate_limited(void **state)
     rig_start(&r, &cfg);
     uint8_t a[VV_NODE_ID_BYTES];
     peer_id(a, 1);
-    vv_env_peer_event(&r.env, a, true);
+    vv_env_peer_event(&r.f.env, a, true);
     deliver_pex(&r, a, 100, VV_CONNMGR_PEX_MAX, "192.0.2.", ":4747");
     assert_int_equal(vv_connmgr_stats(r.cm)->pex_peers_learned, VV_CONNMGR_PEX_MAX);
 
@@ -339,27 +271,27 @@ static void test_dials_to_pex_learned_addresses_are_rate_limited(void **state)
      * the rate does. */
     int total = 0;
     for (int s = 0; s < 6; s++) {
-        int before = r.f.n_dials;
+        int before = (int)r.f.n_connects;
         tick(&r);
-        int now_dialled = r.f.n_dials - before;
+        int now_dialled = (int)r.f.n_connects - before;
         if (s == 0)
             assert_int_equal(now_dialled, VV_CONNMGR_PEX_DIAL_BURST);
         else
             assert_true(now_dialled <= VV_CONNMGR_PEX_DIALS_PER_S);
         total += now_dialled;
-        for (int i = before; i < r.f.n_dials; i++)
-            vv_connmgr_dial_failed(r.cm, r.f.dials[i]);
-        r.f.now += 1000;
+        for (int i = before; i < (int)r.f.n_connects; i++)
+            vv_connmgr_dial_failed(r.cm, r.f.connects[i].address);
+        r.f.now_ms += 1000;
     }
     assert_int_equal(total, VV_CONNMGR_PEX_DIAL_BURST + 5 * VV_CONNMGR_PEX_DIALS_PER_S);
 
     /* Peers the operator gave are not hearsay: they are dialled whatever the budget. */
     assert_int_equal(vv_connmgr_add_peer(r.cm, NULL, "10.9.9.9:4747", VV_PEER_BOOTSTRAP), 0);
-    int before = r.f.n_dials;
+    int before = (int)r.f.n_connects;
     tick(&r);
     assert_true(dialled(&r, "10.9.9.9:4747"));
-    assert_true(r.f.n_dials - before >= 1);
-    vv_connmgr_free(r.cm);
+    assert_true((int)r.f.n_connects - before >= 1);
+    rig_free(&r);
 }
 
 static void test_pex_fills_at_most_half_the_address_book(void **state)
@@ -378,13 +310,13 @@ static void test_pex_fills_at_most_half_the_address_book(void **state)
     for (uint32_t k = 1; k <= 4; k++) {
         uint8_t p[VV_NODE_ID_BYTES];
         peer_id(p, k);
-        vv_env_peer_event(&r.env, p, true);
+        vv_env_peer_event(&r.f.env, p, true);
         if (sent_count(&r, p[0], PEX_REQUEST) == 1) {
             deliver_pex(&r, p, next, VV_CONNMGR_PEX_MAX, "192.0.2.", ":4747");
             next += VV_CONNMGR_PEX_MAX;
         }
         for (int s = 0; s < 4; s++) {
-            r.f.now += cfg.pex_interval_ms;
+            r.f.now_ms += cfg.pex_interval_ms;
             tick(&r);
             if (sent_count(&r, p[0], PEX_REQUEST) > 0) {
                 deliver_pex(&r, p, next, VV_CONNMGR_PEX_MAX, "198.51.100.", ":4747");
@@ -402,7 +334,7 @@ static void test_pex_fills_at_most_half_the_address_book(void **state)
         peer_id(p, k);
         assert_non_null(vv_connmgr_find(r.cm, p));
     }
-    vv_connmgr_free(r.cm);
+    rig_free(&r);
 }
 
 static void deliver_pex_request(struct rig *r, const uint8_t *from)
@@ -414,7 +346,7 @@ static void deliver_pex_request(struct rig *r, const uint8_t *from)
     vv_wire_begin(&pk, (uint16_t)((VV_CHANNEL_CONN << 8) | PEX_REQUEST), 0);
     msgpack_pack_array(&pk, 1);
     msgpack_pack_uint8(&pk, VV_CONNMGR_PEX_MAX);
-    vv_env_deliver(&r->env, from, VV_CHANNEL_CONN, (const uint8_t *)sb.data, sb.size);
+    vv_env_deliver(&r->f.env, from, VV_CHANNEL_CONN, (const uint8_t *)sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -430,7 +362,7 @@ static void test_trimming_sends_no_unsolicited_peer_list(void **state)
     for (uint32_t k = 1; k <= 6; k++) {
         uint8_t p[VV_NODE_ID_BYTES];
         peer_id(p, k);
-        vv_env_peer_event(&r.env, p, true);
+        vv_env_peer_event(&r.f.env, p, true);
         char addr[32];
         snprintf(addr, sizeof(addr), "10.0.0.%u:4747", k);
         deliver_hello(&r, p, addr, strlen(addr), "", 0);
@@ -443,10 +375,10 @@ static void test_trimming_sends_no_unsolicited_peer_list(void **state)
     /* They connected just now: the trimmed ones linger, so that a request they sent on
      * connecting is answered. Every peer asks; each gets its answer, and the trimmed ones
      * are closed right after theirs. */
-    r.f.env = &r.env;
+    r.f.report_disconnects = true;
     int closed = 0;
     for (uint32_t k = 1; k <= 6; k++)
-        closed += r.f.disconnects[k];
+        closed += disconnects(&r, k);
     assert_int_equal(closed, 0);
     for (uint32_t k = 1; k <= 6; k++) {
         uint8_t p[VV_NODE_ID_BYTES];
@@ -455,28 +387,28 @@ static void test_trimming_sends_no_unsolicited_peer_list(void **state)
         assert_int_equal(sent_count(&r, (uint8_t)k, PEX_RESPONSE), 1);
     }
     for (uint32_t k = 1; k <= 6; k++)
-        closed += r.f.disconnects[k];
+        closed += disconnects(&r, k);
     assert_int_equal(closed, 4);
     assert_int_equal(vv_connmgr_connected_count(r.cm), 2);
 
     /* Young peers trimmed that do not ask are closed when their linger time is over. */
-    r.f.now += 1500;
+    r.f.now_ms += 1500;
     for (uint32_t k = 7; k <= 10; k++) {
         uint8_t p[VV_NODE_ID_BYTES];
         peer_id(p, k);
-        vv_env_peer_event(&r.env, p, true);
+        vv_env_peer_event(&r.f.env, p, true);
     }
     tick(&r);
     assert_int_equal(vv_connmgr_stats(r.cm)->trimmed, 8);
     assert_int_equal(vv_connmgr_connected_count(r.cm), 6);
-    r.f.now += 2000;
+    r.f.now_ms += 2000;
     tick(&r);
     assert_int_equal(vv_connmgr_connected_count(r.cm), 2);
     for (uint32_t k = 7; k <= 10; k++) {
-        assert_int_equal(r.f.disconnects[k], 1);
+        assert_int_equal(disconnects(&r, k), 1);
         assert_int_equal(sent_count(&r, (uint8_t)k, PEX_RESPONSE), 0);
     }
-    vv_connmgr_free(r.cm);
+    rig_free(&r);
 }
 
 /* The verdict of the wire codec's text check on s. */
@@ -521,7 +453,7 @@ static void test_peer_text_checked_as_the_wire_codec_checks_it(void **state)
         rig_start(&r, &cfg);
         uint8_t a[VV_NODE_ID_BYTES];
         peer_id(a, 1);
-        vv_env_peer_event(&r.env, a, true);
+        vv_env_peer_event(&r.f.env, a, true);
         bool want = wire_accepts(cases[i].s, cases[i].n, VV_CONNMGR_REGION_BYTES - 1);
         /* As the region of a HELLO. */
         deliver_hello(&r, a, "10.0.0.1:4747", 13, cases[i].s, cases[i].n);
@@ -545,7 +477,7 @@ static void test_peer_text_checked_as_the_wire_codec_checks_it(void **state)
         if (got != want)
             fail_msg("case %zu: connmgr %s an address the wire codec %s", i,
                      got ? "accepts" : "refuses", want ? "accepts" : "refuses");
-        vv_connmgr_free(r.cm);
+        rig_free(&r);
     }
 }
 
