@@ -461,6 +461,9 @@ int vv_env_request(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uin
         rid = id_of(r, ++seq);
     msgpack_sbuffer sb;
     int rc = build_frame(&sb, type, rid, body, body_len);
+    /* The send may report the peer down from inside (a failed socket write): that fails
+     * this peer's other requests, with their callbacks, and may free p; this request is
+     * not in the tables yet, and p is looked up again below. */
     if (rc == 0)
         rc = transport_send(env, peer, ch, (const uint8_t *)sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -668,6 +671,27 @@ static void end_served(struct vv__env_req *r, struct served *s)
     peer_put(r, p);
 }
 
+/*
+ * Ends s before its answer is sent, keeping what the send needs. The transport may report
+ * the peer down from inside the send (the daemon's does when the socket write fails), and
+ * that drops the peer's contexts: s must already be gone by then.
+ */
+struct served_copy {
+    uint8_t peer[VV_NODE_ID_BYTES];
+    uint8_t channel;
+    uint64_t request_id;
+};
+
+static struct served_copy end_served_copy(struct vv__env_req *r, struct served *s)
+{
+    struct served_copy c;
+    memcpy(c.peer, s->peer->id, VV_NODE_ID_BYTES);
+    c.channel = s->channel;
+    c.request_id = s->request_id;
+    end_served(r, s);
+    return c;
+}
+
 void vv_env_set_server(struct vv_env *env, enum vv_channel ch, vv_env_serve_cb cb, void *arg)
 {
     struct vv__env_req *r = layer(env);
@@ -698,10 +722,10 @@ int vv_env_reply(struct vv_env *env, uint64_t ctx, const uint8_t *body, size_t b
     int rc = build_frame(&sb, (uint16_t)(s->channel << 8 | VV_REQ_TYPE_REPLY), s->request_id, body,
                          body_len);
     if (rc == 0) {
-        rc = transport_send(env, s->peer->id, s->channel, (const uint8_t *)sb.data, sb.size);
+        struct served_copy c = end_served_copy(r, s);
+        rc = transport_send(env, c.peer, c.channel, (const uint8_t *)sb.data, sb.size);
         if (rc != 0)
             r->stats.answers_unsent++;
-        end_served(r, s);
     }
     msgpack_sbuffer_destroy(&sb);
     return rc;
@@ -745,10 +769,10 @@ int vv_env_reply_error(struct vv_env *env, uint64_t ctx, uint32_t code, const ch
         vv_wire_frame_free(&f);
         msgpack_sbuffer_destroy(&sb);
     }
-    int rc = send_error(env, s->peer->id, s->channel, s->request_id, code, message, n);
+    struct served_copy c = end_served_copy(r, s);
+    int rc = send_error(env, c.peer, c.channel, c.request_id, code, message, n);
     if (rc != 0)
         r->stats.answers_unsent++;
-    end_served(r, s);
     return rc;
 }
 

@@ -26,6 +26,9 @@ struct fnode {
     struct fnet *net;
     int index;
     bool refuse; /* sends fail with VV_ECONN_BACKPRESSURE */
+    /* A send fails and reports the peer down from inside, as the daemon's transport does
+     * when a socket write fails. */
+    bool down_on_send;
 };
 
 struct ftimer {
@@ -109,6 +112,11 @@ static int f_send(void *impl, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t chan
         return VV_ECONN_NOT_CONNECTED;
     if (me->refuse)
         return VV_ECONN_BACKPRESSURE;
+    if (me->down_on_send) {
+        n->link[me->index][to] = false;
+        vv_env_peer_event(&me->env, peer, false);
+        return VV_ECONN_NOT_CONNECTED;
+    }
     assert_true(n->n_msgs < MAX_MSGS);
     struct fmsg *m = &n->msgs[n->n_msgs++];
     m->from = me->index;
@@ -610,6 +618,51 @@ static void test_peer_down_fails_its_requests_in_order_before_the_channels_hear_
     fnet_free(n);
 }
 
+static void test_a_peer_reported_down_from_inside_a_send_is_safe(void **state)
+{
+    struct client c;
+    struct server s = {.mode = HOLD};
+    struct fnet *n = setup(&c, &s);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(request_uint(n, 0, 1, (uint64_t)i, 100, &c, NULL), 0);
+    pump(n);
+    assert_int_equal(s.n_held, 4);
+    /* The server's reply send reports the requester down: the context it answers and the
+     * others of that peer are gone, once each. */
+    n->nodes[1].down_on_send = true;
+    uint8_t buf[16];
+    size_t len;
+    pack_uint(1, buf, &len);
+    assert_int_equal(vv_env_reply(env_of(n, 1), s.held[0], buf, len), VV_ECONN_NOT_CONNECTED);
+    assert_int_equal(vv_env_reply(env_of(n, 1), s.held[1], buf, len), VV_ENOTFOUND);
+    assert_int_equal(vv_env_req_stats(env_of(n, 1))->serving, 0);
+    assert_int_equal(vv_env_req_stats(env_of(n, 1))->served_dropped, 3);
+    assert_int_equal(vv_env_req_stats(env_of(n, 1))->answers_unsent, 1);
+    /* The same through an error answer. */
+    n->nodes[1].down_on_send = false;
+    n->link[1][0] = true;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(request_uint(n, 0, 1, (uint64_t)i, 100, &c, NULL), 0);
+    pump(n);
+    n->nodes[1].down_on_send = true;
+    assert_int_equal(vv_env_reply_error(env_of(n, 1), s.held[4], 300, "x"), VV_ECONN_NOT_CONNECTED);
+    assert_int_equal(vv_env_reply_error(env_of(n, 1), s.held[5], 300, "x"), VV_ENOTFOUND);
+    assert_int_equal(vv_env_req_stats(env_of(n, 1))->serving, 0);
+    /* A request whose send reports the peer down: the peer's other requests fail (with
+     * their callbacks, from inside the call); this one is refused without one. */
+    n->nodes[0].down_on_send = true;
+    c.n = 0;
+    c.events[0] = '\0';
+    assert_int_equal(vv_env_req_stats(env_of(n, 0))->in_flight, 6);
+    assert_int_equal(request_uint(n, 0, 1, 9, 100, &c, NULL), VV_ECONN_NOT_CONNECTED);
+    assert_int_equal(c.n, 6);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(c.log[i].status, VV_EREQ_PEER_DOWN);
+    assert_int_equal(vv_env_req_stats(env_of(n, 0))->in_flight, 0);
+    drop_all(n);
+    fnet_free(n);
+}
+
 /* A module that disconnects a peer from its "up" callback: the env holds the "down" until
  * every channel heard "up", and the requests fail inside that ordered dispatch. */
 struct upper {
@@ -862,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_server_over_its_bound_answers_busy_at_once),
         cmocka_unit_test(test_peer_down_fails_its_requests_in_order_before_the_channels_hear_it),
         cmocka_unit_test(test_request_failure_follows_the_env_peer_event_order),
+        cmocka_unit_test(test_a_peer_reported_down_from_inside_a_send_is_safe),
         cmocka_unit_test(test_refused_sends_and_bad_arguments_return_without_callback),
         cmocka_unit_test(test_only_the_peer_asked_may_answer_and_bad_answers_are_caught),
         cmocka_unit_test(test_without_a_server_requests_reach_recv_as_before),
