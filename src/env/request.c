@@ -694,6 +694,8 @@ static struct served_copy end_served_copy(struct vv__env_req *r, struct served *
 
 void vv_env_set_server(struct vv_env *env, enum vv_channel ch, vv_env_serve_cb cb, void *arg)
 {
+    if ((unsigned)ch >= VV_ENV_MAX_CHANNELS)
+        return;
     struct vv__env_req *r = layer(env);
     env->channels[ch].serve = cb;
     env->channels[ch].serve_arg = arg;
