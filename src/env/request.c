@@ -463,16 +463,18 @@ int vv_env_request(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uin
     int rc = build_frame(&sb, type, rid, body, body_len);
     /* The send may report the peer down from inside (a failed socket write): that fails
      * this peer's other requests, with their callbacks, and may free p; this request is
-     * not in the tables yet, and p is looked up again below. */
-    if (rc == 0)
+     * not in the tables yet, and p is looked up again below. The counter moves first, so a
+     * request sent from one of those callbacks gets another id (a refused send burns one). */
+    if (rc == 0) {
+        r->seq = seq;
         rc = transport_send(env, peer, ch, (const uint8_t *)sb.data, sb.size);
+    }
     msgpack_sbuffer_destroy(&sb);
     if (rc != 0) {
         if (rc != VV_EINVAL && rc != VV_EWIRE_TOO_LARGE)
             r->stats.refused++;
         return rc;
     }
-    r->seq = seq;
     p = peer_get(r, peer);
     struct req *q = vv_xcalloc(1, sizeof(*q));
     q->id = rid;
