@@ -875,6 +875,40 @@ static void count_answer(struct vv_env *env, const struct vv_env_answer *a, void
     ++*(int *)arg;
 }
 
+/* The example of docs/protocol.md, "Requests and answers", byte for byte. */
+static void test_answers_are_byte_exact_as_in_protocol_md(void **state)
+{
+    struct client c;
+    struct server s = {.mode = REPLY};
+    struct fnet *n = setup(&c, &s);
+    static const uint8_t request[] = {0x95, 0x01, 0x00, 0xcd, 0x0f, 0x01,
+                                      0xcd, 0x12, 0x34, 0x91, 0x05};
+    static const uint8_t reply[] = {0x95, 0x01, 0x00, 0xcd, 0x0f, 0xff, 0xcd, 0x12, 0x34, 0x06};
+    static const uint8_t busy[] = {0x95, 0x01, 0x00, 0xcd, 0x0f, 0xfe, 0xcd, 0x12,
+                                   0x34, 0x92, 0x01, 0xa4, 'b',  'u',  's',  'y'};
+    /* The example's body is [5]; this server answers a uint x with x + 1, so it is asked
+     * with 5 and its reply must be 6. */
+    uint8_t req5[sizeof(request) - 1];
+    memcpy(req5, request, sizeof(req5) - 1);
+    req5[sizeof(req5) - 1] = 0x05;
+    vv_env_deliver(env_of(n, 1), id_of(n, 0), VV_CHANNEL_TEST, req5, sizeof(req5));
+    assert_int_equal(n->n_msgs, 1);
+    assert_int_equal(n->msgs[0].len, sizeof(reply));
+    assert_memory_equal(n->msgs[0].data, reply, sizeof(reply));
+    drop_all(n);
+    /* Over the served bound, the example request itself is answered busy at once. */
+    s.mode = HOLD;
+    vv_env_req_set_limits(env_of(n, 1), &(struct vv_env_req_limits){.max_served_per_peer = 1});
+    vv_env_deliver(env_of(n, 1), id_of(n, 0), VV_CHANNEL_TEST, request, sizeof(request));
+    assert_int_equal(n->n_msgs, 0); /* held */
+    vv_env_deliver(env_of(n, 1), id_of(n, 0), VV_CHANNEL_TEST, request, sizeof(request));
+    assert_int_equal(n->n_msgs, 1);
+    assert_int_equal(n->msgs[0].len, sizeof(busy));
+    assert_memory_equal(n->msgs[0].data, busy, sizeof(busy));
+    drop_all(n);
+    fnet_free(n);
+}
+
 static void test_ids_are_distinct_and_never_zero(void **state)
 {
     int counted = 0;
@@ -919,6 +953,7 @@ int main(void)
         cmocka_unit_test(test_refused_sends_and_bad_arguments_return_without_callback),
         cmocka_unit_test(test_only_the_peer_asked_may_answer_and_bad_answers_are_caught),
         cmocka_unit_test(test_without_a_server_requests_reach_recv_as_before),
+        cmocka_unit_test(test_answers_are_byte_exact_as_in_protocol_md),
         cmocka_unit_test(test_ids_are_distinct_and_never_zero),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
