@@ -69,10 +69,19 @@ struct vv_env_ops {
     uint64_t (*wall_ms)(void *impl);
 };
 
+struct vv_wire_frame;
+/* A request arrived for this channel's server (vivim/env_request.h); ctx answers it. */
+typedef void (*vv_env_serve_cb)(struct vv_env *env, uint64_t ctx,
+                                const uint8_t peer[VV_NODE_ID_BYTES],
+                                const struct vv_wire_frame *request, void *arg);
+
 struct vv_env_channel {
     vv_env_recv_cb recv;
     vv_env_peer_cb peer;
     void *arg;
+    /* The channel's request server, or NULL (vv_env_set_server in vivim/env_request.h). */
+    vv_env_serve_cb serve;
+    void *serve_arg;
 };
 
 struct vv__env_peer_ev {
@@ -91,9 +100,13 @@ struct vv_env {
     bool dispatching;
     struct vv__env_peer_ev *held; /* NULL unless events are held */
     size_t n_held, cap_held;
+    /* The request/response layer's state (src/env/request.c); NULL until a module first
+     * sends a request, serves a channel or sets limits. Freed by vv_env_fini. */
+    struct vv__env_req *req;
 };
 
-/* Called by modules. */
+/* Called by modules. Sets the channel's message and peer-event handlers (its request server,
+ * if any, is left as it is). */
 void vv_env_set_channel(struct vv_env *env, enum vv_channel ch, vv_env_recv_cb recv,
                         vv_env_peer_cb peer, void *arg);
 
@@ -144,9 +157,25 @@ static inline bool vv_env_verify(struct vv_env *env, const uint8_t pk[VV_ED25519
 /* Signs with this node's key (a pure computation, the same in every implementation). */
 void vv_env_sign(struct vv_env *env, const uint8_t *msg, size_t len, uint8_t sig[64]);
 
-/* Called by implementations: hand an arrived message or a peer event to the modules. */
+/*
+ * Called by implementations: hand an arrived message or a peer event to the modules.
+ *
+ * vv_env_deliver first offers the message to the request layer (vivim/env_request.h): an
+ * answer (a frame whose type's low byte is 0xfe or 0xff) completes the request it names, and
+ * a request (request id not 0) on a channel with a server goes to that server; everything
+ * else reaches the channel's recv handler as it arrived. vv_env_peer_event for a peer going
+ * down first fails every request outstanding to it and drops the requests it had us serving,
+ * then tells the channels (so a channel that hears "down" has nothing outstanding there).
+ */
 void vv_env_deliver(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
                     const uint8_t *data, size_t len);
 void vv_env_peer_event(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up);
+/*
+ * Called by implementations when an environment ends (the daemon's close, a simulated
+ * node's crash or the simulation's end): frees what env.c and the request layer hold and
+ * cancels the layer's timer. Requests still outstanding are dropped without a callback (the
+ * modules that sent them are gone or going). The env may be used again afterwards, empty.
+ */
+void vv_env_fini(struct vv_env *env);
 
 #endif

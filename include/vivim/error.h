@@ -78,7 +78,14 @@
     /* registry: -11300 .. -11399 */                                                               \
     /* userdb: -11400 .. -11499 */                                                                 \
     /* federation: -11500 .. -11599 */                                                             \
-    /* sim: -11600 .. -11699 */
+    /* sim: -11600 .. -11699 */                                                                    \
+    /* requests (src/env/request.c): -11700 .. -11799 */                                           \
+    X(VV_EREQ_TIMEOUT, -11701, "request timed out")                                                \
+    X(VV_EREQ_PEER_DOWN, -11702, "peer disconnected before answering")                             \
+    X(VV_EREQ_BUSY, -11703, "peer busy: too many of our requests in service")                      \
+    X(VV_EREQ_REMOTE, -11704, "peer answered with an error")                                       \
+    X(VV_EREQ_TOO_MANY, -11705, "too many requests in flight")                                     \
+    X(VV_EREQ_BAD_ANSWER, -11706, "malformed answer from peer")
 
 enum vv_err {
 #define VV__ERR_ENUM(name, value, msg) name = value,

@@ -76,6 +76,15 @@ struct vv_wire_header {
  */
 int vv_wire_check(const uint8_t *buf, size_t len, struct vv_wire_header *h);
 
+/*
+ * Reads only the header of a frame (its array of 5, major, minor, type and request id),
+ * leaving the body unexamined: for a dispatcher that must route a frame the transport
+ * already checked (or a simulator's, which checks nothing) without walking it twice.
+ * Returns 0, or the first error vv_wire_check would report about the header itself; a 0
+ * says nothing about the body, which must still be decoded with vv_wire_decode.
+ */
+int vv_wire_peek(const uint8_t *buf, size_t len, uint16_t *type, uint64_t *request_id);
+
 /* The channel (module) a message type belongs to: its high byte. */
 static inline uint8_t vv_wire_channel(uint16_t type)
 {

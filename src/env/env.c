@@ -1,17 +1,23 @@
 /*
  * The implementation-independent half of vv_env: channel dispatch, signing, and unbiased
- * random numbers. It holds no state of its own; everything is in the struct vv_env.
+ * random numbers. It holds no state of its own; everything is in the struct vv_env. The
+ * request/response layer (request.c) sees every delivered message and every peer-down
+ * event first, through the two vv__env_req_* hooks below.
  */
 #include <sodium.h>
 #include <string.h>
 
+#include "env_internal.h"
 #include "vivim/common.h"
 #include "vivim/env.h"
 
 void vv_env_set_channel(struct vv_env *env, enum vv_channel ch, vv_env_recv_cb recv,
                         vv_env_peer_cb peer, void *arg)
 {
-    env->channels[ch] = (struct vv_env_channel){recv, peer, arg};
+    struct vv_env_channel *c = &env->channels[ch];
+    c->recv = recv;
+    c->peer = peer;
+    c->arg = arg;
 }
 
 uint64_t vv_env_random_below(struct vv_env *env, uint64_t bound)
@@ -37,6 +43,8 @@ void vv_env_deliver(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], ui
 {
     if (channel >= VV_ENV_MAX_CHANNELS)
         return; /* the wire layer counts these; a simulator never produces one */
+    if (vv__env_req_deliver(env, peer, channel, data, len))
+        return; /* an answer, or a request for the channel's server */
     struct vv_env_channel *c = &env->channels[channel];
     if (c->recv != NULL)
         c->recv(env, peer, data, len, c->arg);
@@ -44,6 +52,10 @@ void vv_env_deliver(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], ui
 
 static void tell_channels(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up)
 {
+    /* In the same ordered dispatch as the channels, and before them: a channel that hears
+     * "down" has no request left outstanding to that peer. */
+    if (!up)
+        vv__env_req_peer_down(env, peer);
     for (int i = 0; i < VV_ENV_MAX_CHANNELS; i++) {
         struct vv_env_channel *c = &env->channels[i];
         if (c->peer != NULL)
@@ -71,6 +83,15 @@ void vv_env_peer_event(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES],
         struct vv__env_peer_ev ev = env->held[i]; /* a copy: telling may grow the array */
         tell_channels(env, ev.peer, ev.up);
     }
+    vv_free(env->held);
+    env->held = NULL;
+    env->n_held = env->cap_held = 0;
+    env->dispatching = false;
+}
+
+void vv_env_fini(struct vv_env *env)
+{
+    vv__env_req_free(env);
     vv_free(env->held);
     env->held = NULL;
     env->n_held = env->cap_held = 0;

@@ -203,6 +203,7 @@ unsigned vv_env_uv_timers(const struct vv_env_uv *e)
 
 void vv_env_uv_close(struct vv_env_uv *e)
 {
+    vv_env_fini(&e->env); /* the request layer's state and timer, before the timers go */
     e->closed = true;
     for (int b = 0; b < TIMER_BUCKETS; b++)
         while (e->buckets[b])

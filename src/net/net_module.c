@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "net_internal.h"
+#include "vivim/env_request.h"
 #include "vivim/log.h"
 #include "vivim/metrics.h"
 #include "vivim/monitor.h"
@@ -91,6 +92,31 @@ CM_STAT_FN(pex_unsolicited)
 CM_STAT_FN(pex_entries_refused)
 CM_STAT_FN(bad_messages)
 
+/* The request layer's counters (vivim/env_request.h), on the env this module owns. */
+#define REQ_STAT_FN(field)                                                                         \
+    static double req_##field(void *data)                                                          \
+    {                                                                                              \
+        struct vv_net_module *m = data;                                                            \
+        return m->envu ? (double)vv_env_req_stats(vv_env_uv_env(m->envu))->field : 0.0;            \
+    }
+REQ_STAT_FN(sent)
+REQ_STAT_FN(answered)
+REQ_STAT_FN(remote_errors)
+REQ_STAT_FN(busy)
+REQ_STAT_FN(timed_out)
+REQ_STAT_FN(peer_down)
+REQ_STAT_FN(cancelled)
+REQ_STAT_FN(bad_answers)
+REQ_STAT_FN(late)
+REQ_STAT_FN(refused)
+REQ_STAT_FN(served)
+REQ_STAT_FN(served_busy)
+REQ_STAT_FN(served_dropped)
+REQ_STAT_FN(answers_unsent)
+REQ_STAT_FN(bad_requests)
+REQ_STAT_FN(in_flight)
+REQ_STAT_FN(serving)
+
 static double known_peers(void *data)
 {
     struct vv_net_module *m = data;
@@ -164,6 +190,48 @@ static void register_metrics(struct vv_net_module *m, struct vv_metrics *mx)
         {true, "vivimd_net_bad_messages_total",
          "Malformed connection-manager messages (each lowers the sender's reputation).",
          cm_bad_messages},
+        {false, "vivimd_env_requests_in_flight", "Requests to peers awaiting their answer now.",
+         req_in_flight},
+        {false, "vivimd_env_requests_serving",
+         "Requests from peers handed to a module and not yet answered.", req_serving},
+        {true, "vivimd_env_requests_sent_total", "Requests sent to peers.", req_sent},
+        {true, "vivimd_env_requests_answered_total", "Requests completed by the peer's reply.",
+         req_answered},
+        {true, "vivimd_env_requests_remote_errors_total",
+         "Requests completed by an error answer from the peer (other than busy).",
+         req_remote_errors},
+        {true, "vivimd_env_requests_busy_total",
+         "Requests completed by a busy answer (the peer had too many of ours in service).",
+         req_busy},
+        {true, "vivimd_env_requests_timed_out_total", "Requests that reached their timeout.",
+         req_timed_out},
+        {true, "vivimd_env_requests_peer_down_total",
+         "Requests failed because the connection to the peer closed first.", req_peer_down},
+        {true, "vivimd_env_requests_cancelled_total", "Requests cancelled by their module.",
+         req_cancelled},
+        {true, "vivimd_env_requests_bad_answers_total",
+         "Malformed answers, and answers without a request id.", req_bad_answers},
+        {true, "vivimd_env_requests_late_total",
+         "Answers dropped: after the timeout or cancellation, from another peer, or to nothing "
+         "we sent.",
+         req_late},
+        {true, "vivimd_env_requests_refused_total",
+         "Requests refused before sending: in-flight bound reached, or the transport refused.",
+         req_refused},
+        {true, "vivimd_env_requests_served_total", "Requests from peers handed to a module.",
+         req_served},
+        {true, "vivimd_env_requests_served_busy_total",
+         "Requests from peers answered busy at once (the per-peer or total bound in service).",
+         req_served_busy},
+        {true, "vivimd_env_requests_served_dropped_total",
+         "Requests in service dropped unanswered: the peer went down, or the module stopped "
+         "serving.",
+         req_served_dropped},
+        {true, "vivimd_env_requests_answers_unsent_total",
+         "Answers the transport refused (back-pressure or the connection gone).",
+         req_answers_unsent},
+        {true, "vivimd_env_requests_bad_requests_total",
+         "Request frames from peers that failed to decode (dropped).", req_bad_requests},
     };
     for (size_t i = 0; i < VV_ARRAY_SIZE(defs); i++) {
         if (defs[i].counter)

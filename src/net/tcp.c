@@ -22,6 +22,7 @@
 #include "vivim/common.h"
 #include "vivim/config.h"
 #include "vivim/connmgr.h"
+#include "vivim/env_request.h"
 #include "vivim/keyed_hash.h"
 #include "vivim/log.h"
 #include "vivim/net.h"
@@ -446,7 +447,11 @@ static void session_frame(void *arg, const uint8_t *data, size_t len)
         return;
     }
     uint8_t ch = vv_wire_channel(h.type);
-    bool known = ch < VV_ENV_MAX_CHANNELS && net->env->channels[ch].recv != NULL;
+    /* A channel is known when a module receives or serves on it; the request layer's answer
+     * types are known on every channel (an answer nobody awaits is counted there, late). */
+    bool known = ch < VV_ENV_MAX_CHANNELS &&
+                 (net->env->channels[ch].recv != NULL || net->env->channels[ch].serve != NULL ||
+                  vv_req_is_answer_type(h.type));
     rc = vv_wire_verdict(&h, known);
     if (rc == VV_WIRE_SKIP) {
         net->stats.frames_skipped++;

@@ -247,6 +247,33 @@ int vv_wire_check(const uint8_t *buf, size_t len, struct vv_wire_header *h)
     return check(buf, len, h, &sc);
 }
 
+int vv_wire_peek(const uint8_t *buf, size_t len, uint16_t *type, uint64_t *request_id)
+{
+    size_t pos = 0;
+    uint64_t n, major, minor, t, id;
+    int rc;
+    if (!buf || len == 0)
+        return VV_EWIRE_TRUNCATED;
+    if ((rc = read_array(buf, len, &pos, &n)) < 0)
+        return rc;
+    if (n != 5)
+        return VV_EWIRE_MALFORMED;
+    if ((rc = read_uint(buf, len, &pos, &major)) < 0)
+        return rc;
+    if (major != VV_WIRE_MAJOR)
+        return VV_EWIRE_VERSION;
+    if ((rc = read_uint(buf, len, &pos, &minor)) < 0 || (rc = read_uint(buf, len, &pos, &t)) < 0 ||
+        (rc = read_uint(buf, len, &pos, &id)) < 0)
+        return rc;
+    if (minor > UINT16_MAX || t > UINT16_MAX)
+        return VV_EWIRE_MALFORMED;
+    if (pos >= len)
+        return VV_EWIRE_TRUNCATED; /* no body */
+    *type = (uint16_t)t;
+    *request_id = id;
+    return 0;
+}
+
 int vv_wire_verdict(const struct vv_wire_header *h, bool type_known)
 {
     if (type_known)

@@ -56,7 +56,10 @@ class Endpoint(unittest.TestCase):
         for family in ("process_cpu_seconds_total", "process_resident_memory_bytes",
                        "process_open_fds", "process_max_fds", "process_start_time_seconds",
                        "vivimd_build_info", "vivimd_rpc_requests_total",
-                       "vivimd_rpc_request_duration_seconds_bucket"):
+                       "vivimd_rpc_request_duration_seconds_bucket",
+                       # the request layer's counters, exported by the net module
+                       "vivimd_env_requests_sent_total", "vivimd_env_requests_timed_out_total",
+                       "vivimd_env_requests_in_flight"):
             self.assertIn(family, text)
         # Histograms: the +Inf bucket equals the count.
         lines = {l.split(" ")[0]: l.split(" ")[1] for l in text.splitlines()

@@ -586,6 +586,7 @@ static void node_crash(struct vv_sim *sim, uint32_t idx)
     if (sim->app.destroy)
         sim->app.destroy(n->app, sim->app.arg);
     n->app = NULL;
+    vv_env_fini(&n->env); /* memory state gone: the request layer's too, without callbacks */
     memset(n->env.channels, 0, sizeof(n->env.channels));
     for (uint32_t i = 0; i < n->n_links; i++) {
         schedule_link_down(sim, n->links[i].peer, idx, (uint64_t)sim->cfg.fail_detect_ms * 1000);
@@ -814,6 +815,7 @@ void vv_sim_free(struct vv_sim *sim)
         struct sim_node *n = &sim->nodes[i];
         if (n->up && sim->app.destroy)
             sim->app.destroy(n->app, sim->app.arg);
+        vv_env_fini(&n->env);
         for (uint32_t k = 0; k < n->n_links; k++)
             vv_free(n->links[k].q);
         vv_free(n->links);

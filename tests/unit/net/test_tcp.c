@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "vivim/env_request.h"
 #include "vivim/net.h"
 #include "vivim/wire.h"
 
@@ -599,6 +600,122 @@ static void test_ids_sharing_a_prefix_spread_over_connection_buckets(void **stat
     assert_true(worst <= 24); /* about 7 for a random hash; 10,000 for the first 8 bytes */
 }
 
+/* ---- requests over real TCP (vivim/env_request.h on the libuv driver) ------------------- */
+
+#define REQ_TYPE 0x0310 /* on the CRDT channel, where neither node has a recv handler */
+
+struct req_probe {
+    int done;
+    int status;
+    uint64_t value, elapsed_ms;
+    uint64_t held; /* a context the server keeps */
+};
+
+static void req_answer(struct vv_env *env, const struct vv_env_answer *a, void *arg)
+{
+    (void)env;
+    struct req_probe *p = arg;
+    p->done++;
+    p->status = a->status;
+    p->elapsed_ms = a->elapsed_ms;
+    if (a->status == 0 && a->reply->body.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        p->value = a->reply->body.via.u64;
+}
+
+/* Answers x with x * 2, and keeps a request for 0 unanswered. */
+static void req_serve(struct vv_env *env, uint64_t ctx, const uint8_t peer[VV_NODE_ID_BYTES],
+                      const struct vv_wire_frame *req, void *arg)
+{
+    (void)peer;
+    struct req_probe *p = arg;
+    uint64_t x;
+    assert_int_equal(vv_wire_get_u64(&req->body, 1000, &x), 0);
+    if (x == 0) {
+        p->held = ctx;
+        return;
+    }
+    uint8_t body[1] = {(uint8_t)(2 * x)};
+    assert_int_equal(vv_env_reply(env, ctx, body, 1), 0);
+}
+
+static void test_requests_over_tcp_are_answered_time_out_and_fail_on_disconnect(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct tnode a, b;
+    tnode_init(&a, &loop, NULL);
+    tnode_init(&b, &loop, NULL);
+    struct req_probe served = {0};
+    /* A channel with a server and no recv handler is known to the transport, and so are the
+     * answer types on a channel where the requester receives nothing else. */
+    vv_env_set_server(vv_env_uv_env(b.envu), VV_CHANNEL_CRDT, req_serve, &served);
+    char addr[64];
+    addr_of(&a, addr, sizeof(addr));
+    assert_int_equal(vv_net_connect(b.net, a.id.node_id, addr), 0);
+    assert_true(run_until(&loop, &a.ups, 1, 5000));
+    assert_true(run_until(&loop, &b.ups, 1, 5000));
+    struct vv_env *ea = vv_env_uv_env(a.envu);
+
+    /* Answered. */
+    static const uint8_t twenty_one[] = {21};
+    struct req_probe p1 = {0};
+    assert_int_equal(
+        vv_env_request(ea, b.id.node_id, REQ_TYPE, twenty_one, 1, 5000, req_answer, &p1, NULL), 0);
+    assert_true(run_until(&loop, &p1.done, 1, 5000));
+    assert_int_equal(p1.status, 0);
+    assert_int_equal(p1.value, 42);
+
+    /* Not answered: times out on the real clock, once. */
+    static const uint8_t zero[] = {0};
+    struct req_probe p2 = {0};
+    uint64_t t0 = uv_now(&loop);
+    assert_int_equal(
+        vv_env_request(ea, b.id.node_id, REQ_TYPE, zero, 1, 200, req_answer, &p2, NULL), 0);
+    assert_true(run_until(&loop, &p2.done, 1, 5000));
+    assert_int_equal(p2.status, VV_EREQ_TIMEOUT);
+    assert_true(uv_now(&loop) - t0 >= 200);
+    assert_true(p2.elapsed_ms >= 200);
+    /* The server answers late: dropped and counted, no second callback. */
+    static const uint8_t one[] = {1};
+    assert_int_equal(vv_env_reply(vv_env_uv_env(b.envu), served.held, one, 1), 0);
+    uint64_t late0 = vv_env_req_stats(ea)->late;
+    uint64_t end = uv_now(&loop) + 5000;
+    while (vv_env_req_stats(ea)->late == late0 && uv_now(&loop) < end)
+        run_for(&loop, 10);
+    assert_int_equal(vv_env_req_stats(ea)->late, late0 + 1);
+    assert_int_equal(p2.done, 1);
+
+    /* Outstanding when the connection goes: failed at once, long before its timeout. */
+    struct req_probe p3 = {0};
+    assert_int_equal(
+        vv_env_request(ea, b.id.node_id, REQ_TYPE, zero, 1, 60000, req_answer, &p3, NULL), 0);
+    run_for(&loop, 50); /* it reaches the server, which keeps it */
+    vv_net_disconnect(b.net, a.id.node_id);
+    assert_true(run_until(&loop, &p3.done, 1, 5000));
+    assert_int_equal(p3.status, VV_EREQ_PEER_DOWN);
+    assert_true(p3.elapsed_ms < 5000);
+    /* The server's context went with the connection: a reply now is a no-op. */
+    assert_int_equal(vv_env_reply(vv_env_uv_env(b.envu), served.held, one, 1), VV_ENOTFOUND);
+    const struct vv_env_req_stats *st = vv_env_req_stats(ea);
+    assert_int_equal(st->sent, 3);
+    assert_int_equal(st->answered, 1);
+    assert_int_equal(st->timed_out, 1);
+    assert_int_equal(st->peer_down, 1);
+    assert_int_equal(st->in_flight, 0);
+    /* No connection: refused at once, no callback. */
+    assert_int_equal(
+        vv_env_request(ea, b.id.node_id, REQ_TYPE, zero, 1, 100, req_answer, &p3, NULL),
+        VV_ECONN_NOT_CONNECTED);
+    assert_int_equal(vv_net_stats(a.net)->decode_errors, 0);
+    assert_int_equal(vv_net_stats(b.net)->decode_errors, 0);
+
+    /* Closing frees the layer (env_uv calls vv_env_fini) without a leak. */
+    tnode_close(&a);
+    tnode_close(&b);
+    finish(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -612,6 +729,7 @@ int main(void)
         cmocka_unit_test(test_simultaneous_dials_keep_one_connection),
         cmocka_unit_test(test_half_open_limit_and_handshake_deadline),
         cmocka_unit_test(test_queue_bound_and_nothing_accepted_is_lost),
+        cmocka_unit_test(test_requests_over_tcp_are_answered_time_out_and_fail_on_disconnect),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }

@@ -586,6 +586,46 @@ static void test_minor_and_type_above_65535_are_malformed(void **state)
 
 /* ---- Verdicts ------------------------------------------------------------------------- */
 
+/* vv_wire_peek reads the header alone: the same header as vv_wire_check on any frame that
+ * passes, the same header errors, and a body it never looks at. */
+static void test_peek_reads_the_header_without_the_body(void **state)
+{
+    (void)state;
+    uint16_t type = 0;
+    uint64_t id = 0;
+    /* Example frame of docs/protocol.md: type 0x0102, request 7, body [true]. */
+    static const uint8_t ex[] = {0x95, 0x01, 0x00, 0xcd, 0x01, 0x02, 0x07, 0x91, 0xc3};
+    assert_int_equal(vv_wire_peek(ex, sizeof(ex), &type, &id), 0);
+    assert_int_equal(type, 0x0102);
+    assert_int_equal(id, 7);
+    /* The widest request id. */
+    static const uint8_t wide[] = {0x95, 0x01, 0x00, 0x01, 0xcf, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc0};
+    assert_int_equal(vv_wire_peek(wide, sizeof(wide), &type, &id), 0);
+    assert_int_equal(id, UINT64_MAX);
+    /* A body vv_wire_check refuses is not looked at. */
+    static const uint8_t bad_body[] = {0x95, 0x01, 0x00, 0x01, 0x02, 0xd4, 0x00, 0x00};
+    assert_int_equal(vv_wire_peek(bad_body, sizeof(bad_body), &type, &id), 0);
+    assert_int_equal(check_bytes(bad_body, sizeof(bad_body)), VV_EWIRE_MALFORMED);
+    /* Header errors: the same codes as the check. */
+    static const uint8_t no_body[] = {0x95, 0x01, 0x00, 0x01, 0x02};
+    static const uint8_t four[] = {0x94, 0x01, 0x00, 0x01, 0x02};
+    static const uint8_t major2[] = {0x95, 0x02, 0x00, 0x01, 0x02, 0xc0};
+    static const uint8_t neg_id[] = {0x95, 0x01, 0x00, 0x01, 0xff, 0xc0};
+    static const uint8_t big_type[] = {0x95, 0x01, 0x00, 0xce, 0x00, 0x01, 0x00, 0x00, 0x01, 0xc0};
+    static const uint8_t cut_id[] = {0x95, 0x01, 0x00, 0x01, 0xcf, 0x00};
+    assert_int_equal(vv_wire_peek(no_body, sizeof(no_body), &type, &id), VV_EWIRE_TRUNCATED);
+    assert_int_equal(vv_wire_peek(four, sizeof(four), &type, &id), VV_EWIRE_MALFORMED);
+    assert_int_equal(vv_wire_peek(major2, sizeof(major2), &type, &id), VV_EWIRE_VERSION);
+    assert_int_equal(vv_wire_peek(neg_id, sizeof(neg_id), &type, &id), VV_EWIRE_MALFORMED);
+    assert_int_equal(vv_wire_peek(big_type, sizeof(big_type), &type, &id), VV_EWIRE_MALFORMED);
+    assert_int_equal(vv_wire_peek(cut_id, sizeof(cut_id), &type, &id), VV_EWIRE_TRUNCATED);
+    assert_int_equal(vv_wire_peek(ex, 0, &type, &id), VV_EWIRE_TRUNCATED);
+    assert_int_equal(vv_wire_peek(NULL, 0, &type, &id), VV_EWIRE_TRUNCATED);
+    /* Bytes that are no frame at all (a simulated module's raw message). */
+    assert_int_equal(vv_wire_peek((const uint8_t *)"P123", 4, &type, &id), VV_EWIRE_MALFORMED);
+}
+
 static void test_verdict_skips_unknown_types_only_from_newer_peers(void **state)
 {
     (void)state;
@@ -764,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_header_fields_must_be_non_negative_integers),
         cmocka_unit_test(test_other_major_versions_are_refused),
         cmocka_unit_test(test_minor_and_type_above_65535_are_malformed),
+        cmocka_unit_test(test_peek_reads_the_header_without_the_body),
         cmocka_unit_test(test_verdict_skips_unknown_types_only_from_newer_peers),
         cmocka_unit_test(test_accessors_reject_other_types),
         cmocka_unit_test(test_accessors_enforce_bounds),
