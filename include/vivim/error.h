@@ -77,7 +77,12 @@
     /* registry: -11300 .. -11399 */                                                               \
     /* userdb: -11400 .. -11499 */                                                                 \
     /* federation: -11500 .. -11599 */                                                             \
-    /* sim: -11600 .. -11699 */
+    /* sim: -11600 .. -11699 */                                                                    \
+    /* streams on vv_env (env_stream.h): -11800 .. -11899 */                                       \
+    X(VV_ESTREAM_REFUSED, -11801, "stream refused by the receiver")                                \
+    X(VV_ESTREAM_ABORTED, -11802, "stream aborted by the peer")                                    \
+    X(VV_ESTREAM_PROTOCOL, -11803, "stream protocol violation")                                    \
+    X(VV_ESTREAM_TOO_LARGE, -11804, "stream longer than the receiver accepts")
 
 enum vv_err {
 #define VV__ERR_ENUM(name, value, msg) name = value,
