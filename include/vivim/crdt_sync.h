@@ -13,6 +13,8 @@
  *    lost to disconnections or dropped sends are repaired;
  *  - a peer that sends SYNC for a document we do not hold creates it here (same type) and is
  *    joined to it: joining on one side is enough.
+ *  - an update too large for one frame goes through a stream (env_stream.h, sync_stream.c) and
+ *    is applied whole once it arrived, up to VV_CRDT_SYNC_MAX_DOC_BYTES.
  * Updates are only accepted from peers joined to the document. Malformed messages are
  * counted and dropped; an update the document rejects changes nothing.
  */
