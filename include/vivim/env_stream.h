@@ -128,8 +128,11 @@ struct vv_stream_accept {
 /*
  * Accept callback: a peer opened a stream (total may be VV_STREAM_LENGTH_UNKNOWN; meta is
  * borrowed). Fill *how and return 0 to accept; return a negative code to refuse (the peer is
- * told REFUSED, or TOO_LARGE for VV_ESTREAM_TOO_LARGE, BUSY for VV_EBUSY). No done callback
- * fires for a refused stream.
+ * told REFUSED, or TOO_LARGE for VV_ESTREAM_TOO_LARGE, BUSY for VV_EBUSY or VV_ELIMIT). No
+ * done callback fires for a stream the callback refused. Once it accepted, how->done fires
+ * exactly once, even when the layer then refuses the stream after all (a total over
+ * how->max_bytes: VV_ESTREAM_TOO_LARGE; over the per-peer or total bytes: VV_EBUSY), from
+ * inside vv_stream_mux_recv.
  */
 typedef int (*vv_stream_accept_cb)(void *arg, struct vv_stream *s,
                                    const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *meta,

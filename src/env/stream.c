@@ -576,6 +576,7 @@ static void on_open(struct vv_stream_mux *mux, const uint8_t peer[VV_NODE_ID_BYT
     s->total = f->value;
     struct vv_stream_accept how = {0};
     int rc = mux->accept(mux->arg, s, peer, f->bytes, f->n_bytes, f->value, &how);
+    bool accepted = rc == 0 && how.done != NULL; /* the module now expects one done call */
     uint64_t code = VV_STREAM_CODE_REFUSED;
     if (rc == 0 && (how.done == NULL || how.max_bytes == 0))
         rc = VV_EINVAL; /* the module's bug: refused rather than kept without an end */
@@ -594,10 +595,14 @@ static void on_open(struct vv_stream_mux *mux, const uint8_t peer[VV_NODE_ID_BYT
             s->reserved = need;
     }
     if (rc != 0) {
+        /* Refused, by the module or, after it accepted, by a bound: in the second case its
+         * done callback is how it learns (and frees what it gave as arg). */
         code = code_of_refusal(rc);
         unlink_stream(s);
-        vv_free(s);
         refuse(mux, peer, f->sid, code);
+        if (accepted)
+            how.done(how.arg, s, rc, NULL, 0);
+        vv_free(s);
         return;
     }
     mux->stats.buffered_bytes += s->reserved;

@@ -556,7 +556,9 @@ static void test_bounds_are_enforced(void **state)
                      0);
     run(w, 10);
     assert_int_equal(tx[0].status, VV_ESTREAM_TOO_LARGE);
-    assert_int_equal(r[0].done_calls, 0);
+    /* The module had accepted: it hears the layer's refusal through its done callback. */
+    assert_int_equal(r[0].done_calls, 1);
+    assert_int_equal(r[0].status, VV_ESTREAM_TOO_LARGE);
 
     /* Streams per peer: two may be open here; the third is refused BUSY. */
     vv_stream_mux_set_limits(w->n[1].mux, 2, 0, 0);
@@ -572,6 +574,7 @@ static void test_bounds_are_enforced(void **state)
     }
     assert_int_equal(tx[3].status, VV_EBUSY);
     assert_int_equal(tx[3].done_calls, 1);
+    assert_int_equal(r[3].done_calls, 0); /* refused before the module was asked */
     assert_int_equal(vv_stream_mux_stats(w->n[1].mux)->open_in, 2);
 
     /* Sender side: per-peer bound on outgoing streams. */
@@ -604,6 +607,8 @@ static void test_bounds_are_enforced(void **state)
     run(w, 1);
     assert_int_equal(tx[0].done_calls, 0);
     assert_int_equal(tx[1].status, VV_EBUSY);
+    assert_int_equal(r[1].done_calls, 1);
+    assert_int_equal(r[1].status, VV_EBUSY);
     assert_int_equal(vv_stream_mux_stats(w->n[1].mux)->buffered_bytes, 2u << 20);
     world_free(w);
     vv_free(w);
