@@ -846,7 +846,8 @@ static int join_and_sync(struct vv_crdt_engine *e, const char *id,
     if (x == NULL)
         return VV_ECRDT_NO_DOC;
     int rc = add_peer(e, x, peer);
-    if (rc == 0)
+    /* While that peer streams this document here, the stream is the round. */
+    if (rc == 0 && !vv__crdt_bulk_receiving(e->bulk, peer, id))
         *sent = send_sync(e, x, peer, true);
     return rc;
 }
