@@ -474,7 +474,11 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
             } else if (add_peer(e, x, peer) == 0) {
                 uint8_t *delta;
                 size_t dl;
-                if (vv_crdt_doc_delta(x->doc, sv, sv_len, &delta, &dl) == 0) {
+                if (vv__crdt_bulk_skip(e->bulk, peer, id)) {
+                    /* Our stream of this document to that peer is still going: the delta
+                     * would repeat it (megabytes to encode for nothing). The next round after
+                     * it brings the rest. */
+                } else if (vv_crdt_doc_delta(x->doc, sv, sv_len, &delta, &dl) == 0) {
                     e->turn_work += (uint64_t)dl * DELTA_BYTE_WORK;
                     if (dl > 0)
                         send_update(e, x, peer, delta, dl);

@@ -155,15 +155,23 @@ void vv__crdt_bulk_peer(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_B
     vv_stream_mux_peer(b->mux, peer, up);
 }
 
-int vv__crdt_bulk_send(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BYTES],
-                       const char *id, const uint8_t *u, size_t len)
+bool vv__crdt_bulk_skip(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BYTES],
+                        const char *id)
 {
     for (struct out *o = b->outs; o; o = o->next) {
         if (memcmp(o->peer, peer, VV_NODE_ID_BYTES) == 0 && strcmp(o->id, id) == 0) {
             b->stats.skipped++;
-            return VV_EBUSY;
+            return true;
         }
     }
+    return false;
+}
+
+int vv__crdt_bulk_send(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BYTES],
+                       const char *id, const uint8_t *u, size_t len)
+{
+    if (vv__crdt_bulk_skip(b, peer, id))
+        return VV_EBUSY;
     size_t idlen = strlen(id);
     uint8_t meta[1 + VV_CRDT_DOC_ID_MAX_BYTES];
     meta[0] = VV__CRDT_STREAM_UPDATE;

@@ -51,6 +51,10 @@ void vv__crdt_bulk_peer(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_B
  */
 int vv__crdt_bulk_send(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BYTES],
                        const char *id, const uint8_t *u, size_t len);
+/* Whether a stream of id to peer is still being sent (counted as a skip: the caller then
+ * sends nothing of that document to that peer). */
+bool vv__crdt_bulk_skip(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BYTES],
+                        const char *id);
 /* Whether an update of id from peer is arriving through a stream now. */
 bool vv__crdt_bulk_receiving(const struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BYTES],
                              const char *id);
