@@ -276,6 +276,64 @@ static void test_no_second_stream_while_one_is_going(void **state)
     vv_free(w);
 }
 
+static bool next_is_end(struct world *w)
+{
+    struct msg *m = &w->q[w->head % QMAX];
+    struct vv_wire_frame wf;
+    struct vv_stream_frame f;
+    bool end = vv_stream_frame_decode(m->data, m->len, &wf, &f) == 0 && f.type == VV_STREAM_MSG_END;
+    vv_wire_frame_free(&wf);
+    return end;
+}
+
+/* A large update that completes once the loop turn's work allowance is spent waits for a
+ * later turn (the deferred queue), like any message, and is applied there. */
+static void test_large_update_is_metered_like_a_message(void **state)
+{
+    struct world *w = vv_xmalloc(sizeof(*w));
+    world_init(w);
+    write_book(&w->n[0]);
+    assert_int_equal(vv_crdt_engine_join(w->n[0].e, DOC, w->n[1].id.node_id), 0);
+    while (w->head < w->tail && !next_is_end(w))
+        deliver_one(w);
+    assert_true(w->head < w->tail);
+    /* In the same turn, a 600 KB message spends node 1's allowance (a junk update from the
+     * joined peer: refused, but its bytes were work). */
+    size_t junk_len = 600u << 10;
+    uint8_t *junk = vv_xcalloc(1, junk_len);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_str(&pk, strlen(DOC));
+    msgpack_pack_str_body(&pk, DOC, strlen(DOC));
+    msgpack_pack_bin(&pk, junk_len);
+    msgpack_pack_bin_body(&pk, junk, junk_len);
+    vv_env_deliver(&w->n[1].env, w->n[0].id.node_id, VV_CHANNEL_CRDT, (uint8_t *)sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    vv_free(junk);
+    const struct vv_crdt_sync_stats *s1 = vv_crdt_engine_stats(w->n[1].e);
+    uint64_t deferred = s1->deferred_total;
+    deliver_one(w); /* the END: complete, but the turn is spent */
+    s1 = vv_crdt_engine_stats(w->n[1].e);
+    assert_int_equal(s1->streams_received, 1);
+    assert_int_equal(s1->deferred_total, deferred + 1);
+    assert_int_equal(s1->deferred_msgs, 1);
+    assert_true(s1->deferred_bytes > (1u << 20));
+    json_t *v = vv_crdt_doc_value(vv_crdt_engine_find(w->n[1].e, DOC));
+    assert_int_equal(json_string_length(v), 0);
+    json_decref(v);
+    run(w, 10); /* the next turn applies it */
+    assert_same_text(w);
+    s1 = vv_crdt_engine_stats(w->n[1].e);
+    assert_int_equal(s1->deferred_msgs, 0);
+    assert_int_equal(s1->deferred_bytes, 0);
+    world_free(w);
+    vv_free(w);
+}
+
 /* Node 0 plays a peer that sends OPEN on its own. */
 static void send_open(struct world *w, uint64_t sid, uint64_t total, const char *meta,
                       size_t meta_len)
@@ -332,6 +390,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_large_delta_reaches_a_new_replica_whole),
         cmocka_unit_test(test_no_second_stream_while_one_is_going),
+        cmocka_unit_test(test_large_update_is_metered_like_a_message),
         cmocka_unit_test(test_unwanted_streams_are_refused),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
