@@ -39,6 +39,15 @@
  * stream (sync_stream.c).
  */
 #define INLINE_MAX_BYTES (VV_WIRE_MAX_FRAME_BYTES - 256)
+/*
+ * Large updates (complete streams) waiting in the deferred queue, in bytes. Outside the
+ * queue's own byte bound (one would not fit in it), but bounded too: once a stream completes
+ * the stream layer no longer counts its bytes, so peers finishing streams faster than the
+ * loop applies them would otherwise pile them up here. As much as the stream layer may hold
+ * for all peers together (VV_STREAM_MAX_TOTAL_BYTES); past it the update is dropped (counted
+ * as deferred_dropped) and the next round brings it again.
+ */
+#define DEFER_MAX_LARGE_BYTES (256u << 20)
 
 struct deferred {
     struct deferred *next;
@@ -89,6 +98,7 @@ struct vv_crdt_engine {
     struct entry *drain_head, **drain_tail;
     uint64_t drops_logged, drops_log_ms; /* dropped buffered updates already logged; when */
     struct vv__crdt_bulk *bulk;          /* updates larger than a frame, both ways */
+    uint64_t deferred_large_bytes;       /* of them, waiting in the deferred queue */
 };
 
 uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e)
@@ -569,6 +579,7 @@ static void defer_drain(struct vv_env *env, void *arg)
         e->stats.deferred_msgs--;
         e->stats.deferred_bytes -= m->len;
         if (m->large_id != NULL) {
+            e->deferred_large_bytes -= m->len;
             handle_large(e, m->peer, m->large_id, m->large, m->len);
             vv_free(m->large_id);
         } else {
@@ -590,9 +601,8 @@ static bool bulk_wanted(void *arg, const uint8_t peer[VV_NODE_ID_BYTES], const c
 
 /*
  * A large update arrived whole. It is applied now when the turn has work left and nothing
- * waits, else it waits behind the queued messages, whatever the queue's byte bound: its
- * memory is already bounded by the stream layer's limits, and dropping it would waste the
- * whole transfer.
+ * waits, else it waits behind the queued messages, outside the queue's byte bound (one would
+ * not fit in it: dropping it would waste the whole transfer) but within DEFER_MAX_LARGE_BYTES.
  */
 static void bulk_arrived(void *arg, const uint8_t peer[VV_NODE_ID_BYTES], const char *id,
                          uint8_t *buf, size_t len)
@@ -603,6 +613,12 @@ static void bulk_arrived(void *arg, const uint8_t peer[VV_NODE_ID_BYTES], const 
         handle_large(e, peer, id, buf, len);
         return;
     }
+    if (e->deferred_large_bytes + len > DEFER_MAX_LARGE_BYTES) {
+        e->stats.deferred_dropped++;
+        vv_free(buf);
+        return;
+    }
+    e->deferred_large_bytes += len;
     struct deferred *m = vv_xcalloc(1, sizeof(*m));
     memcpy(m->peer, peer, VV_NODE_ID_BYTES);
     m->len = len;
