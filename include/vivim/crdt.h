@@ -55,7 +55,8 @@ int vv_crdt_peek_type(const uint8_t *buf, size_t len);
 /*
  * Decoding limits. They bound the memory a hostile encoding can make us allocate (together
  * with the rule that a count may never exceed the bytes left in the input) and the recursion
- * of nested maps. A message is at most 1 MiB anyway (VV_ENV_MAX_MESSAGE_BYTES). A join (apply
+ * of nested maps. An update from a peer is at most VV_CRDT_SYNC_MAX_DOC_BYTES (64 MiB, through a
+ * stream when over a frame: crdt_sync.h). A join (apply
  * or merge) whose result could pass them is refused with VV_ELIMIT, so no replica builds a
  * state its peers would not decode.
  */

@@ -13,6 +13,8 @@
  *    lost to disconnections or dropped sends are repaired;
  *  - a peer that sends SYNC for a document we do not hold creates it here (same type) and is
  *    joined to it: joining on one side is enough.
+ *  - an update too large for one frame goes through a stream (env_stream.h, sync_stream.c) and
+ *    is applied whole once it arrived, up to VV_CRDT_SYNC_MAX_DOC_BYTES.
  * Updates are only accepted from peers joined to the document. Malformed messages are
  * counted and dropped; an update the document rejects changes nothing.
  */
@@ -40,6 +42,14 @@
 #define VV_CRDT_SYNC_PENDING_MAX_UPDATES 4096
 #define VV_CRDT_SYNC_PENDING_MAX_BYTES   (32u << 20)
 #define VV_CRDT_SYNC_PENDING_MAX_AGE_MS  (10u * 60 * 1000)
+/*
+ * The largest update (a delta or a whole state) accepted from a peer, and sent to one. An
+ * update larger than a frame (1 MiB) travels through a stream (env_stream.h) and is
+ * reassembled whole before it is applied, so this is also the memory one incoming update may
+ * take. 64 MiB is a long book's text many times over, and within the stream layer's bounds
+ * (96 MiB per peer, 256 MiB in all). Should become [crdt] max_document_bytes.
+ */
+#define VV_CRDT_SYNC_MAX_DOC_BYTES (64u << 20)
 
 /* Message types on the CRDT channel (high byte 0x03). */
 enum {
@@ -61,6 +71,8 @@ struct vv_crdt_sync_cbs {
 struct vv_crdt_sync_stats {
     uint64_t updates_sent, updates_received, updates_rejected, updates_buffered;
     uint64_t docs_created_by_peers, docs_refused; /* SYNC for documents we lacked */
+    /* too_large: updates not sent because they exceed VV_CRDT_SYNC_MAX_DOC_BYTES, or SYNC
+     * messages over a frame. */
     uint64_t syncs_sent, syncs_received, bad_messages, send_failures, too_large;
     /* Refused updates by cause: over the integration budget, or an impossible history. */
     uint64_t updates_too_costly, updates_forged;
@@ -71,6 +83,12 @@ struct vv_crdt_sync_stats {
     /* Updates waiting for their dependencies, every document: now (count, bytes), and dropped
      * to make room for newer ones (oldest first), or past the age limit. */
     uint64_t pending_updates, pending_bytes, pending_evicted, pending_expired;
+    /* Updates larger than a frame, through streams: sent and received whole; streams that
+     * ended otherwise (either way); sends skipped because a stream of that document to that
+     * peer was still going; bytes of updates held for streams being sent, now; bytes received
+     * in streams; malformed or rule-breaking stream frames from peers. */
+    uint64_t streams_sent, streams_received, streams_failed, streams_skipped;
+    uint64_t stream_bytes_in_flight, stream_bytes_received, stream_bad_frames;
 };
 
 struct vv_crdt_engine;

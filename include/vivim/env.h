@@ -32,7 +32,7 @@ enum vv_channel {
     VV_ENV_MAX_CHANNELS = 16,
 };
 
-#define VV_ENV_MAX_MESSAGE_BYTES (1u << 20) /* larger payloads are chunked by the module */
+#define VV_ENV_MAX_MESSAGE_BYTES (1u << 20) /* larger payloads travel as streams (env_stream.h) */
 
 struct vv_env;
 

@@ -33,7 +33,7 @@
 #define VV_WIRE_MAJOR 1 /* a frame with another major version is refused (VV_EWIRE_VERSION) */
 #define VV_WIRE_MINOR 0 /* ours; a peer's may be higher (see vv_wire_verdict) */
 
-/* The whole frame, header included. Larger payloads are chunked by the module. */
+/* The whole frame, header included. Larger payloads travel as streams (env_stream.h). */
 #define VV_WIRE_MAX_FRAME_BYTES VV_ENV_MAX_MESSAGE_BYTES
 /* Containers nested in a frame, the frame's own array counting as level 1, so a body may
  * nest 15 levels. Real bodies nest 2 or 3; msgpack-c's unpacker stops at 32. */

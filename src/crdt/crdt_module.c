@@ -403,6 +403,13 @@ ENGINE_STAT(pending_updates)
 ENGINE_STAT(pending_bytes)
 ENGINE_STAT(pending_evicted)
 ENGINE_STAT(pending_expired)
+ENGINE_STAT(streams_sent)
+ENGINE_STAT(streams_received)
+ENGINE_STAT(streams_failed)
+ENGINE_STAT(streams_skipped)
+ENGINE_STAT(stream_bytes_in_flight)
+ENGINE_STAT(stream_bytes_received)
+ENGINE_STAT(stream_bad_frames)
 
 static double st_docs(void *data)
 {
@@ -430,6 +437,9 @@ static void register_metrics(struct vv_crdt_module *m, struct vv_metrics *mx)
     vv_metrics_gauge_fn(mx, "vivimd_crdt_pending_updates",
                         "Updates from peers waiting for their dependencies, all documents.",
                         st_pending_updates, m);
+    vv_metrics_gauge_fn(mx, "vivimd_crdt_stream_bytes_in_flight",
+                        "Bytes of large updates held for streams being sent to peers.",
+                        st_stream_bytes_in_flight, m);
     vv_metrics_gauge_fn(mx, "vivimd_crdt_pending_bytes",
                         "Bytes of updates from peers waiting for their dependencies.",
                         st_pending_bytes, m);
@@ -449,7 +459,27 @@ static void register_metrics(struct vv_crdt_module *m, struct vv_metrics *mx)
         {"vivimd_crdt_syncs_received_total", "Sync rounds answered.", st_syncs_received},
         {"vivimd_crdt_bad_messages_total", "Malformed CRDT messages from peers.", st_bad_messages},
         {"vivimd_crdt_too_large_total",
-         "Updates or deltas not sent because they exceed the 1 MiB frame limit.", st_too_large},
+         "Updates or deltas not sent because they exceed the largest document a peer accepts "
+         "(64 MiB), or sync requests over the 1 MiB frame limit.",
+         st_too_large},
+        {"vivimd_crdt_streams_sent_total",
+         "Updates larger than a frame sent whole to peers through streams.", st_streams_sent},
+        {"vivimd_crdt_streams_received_total",
+         "Updates larger than a frame received whole from peers through streams.",
+         st_streams_received},
+        {"vivimd_crdt_streams_failed_total",
+         "CRDT streams, either way, that ended before completing (refused, aborted, peer gone, "
+         "no progress for 30 s).",
+         st_streams_failed},
+        {"vivimd_crdt_streams_skipped_total",
+         "Large updates not streamed because one of that document to that peer was still "
+         "going.",
+         st_streams_skipped},
+        {"vivimd_crdt_stream_received_bytes_total", "Bytes received in CRDT streams.",
+         st_stream_bytes_received},
+        {"vivimd_crdt_stream_bad_frames_total",
+         "Malformed or rule-breaking stream frames from peers on the CRDT channel.",
+         st_stream_bad_frames},
         {"vivimd_crdt_docs_refused_total",
          "Sync requests for unknown documents ignored ([crdt] max_peer_documents reached).",
          st_docs_refused},

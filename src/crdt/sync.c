@@ -11,6 +11,8 @@
 #include "vivim/crdt_sync.h"
 #include "vivim/keyed_hash.h"
 #include "vivim/log.h"
+#include "sync_stream.h"
+#include "vivim/env_stream.h"
 #include "vivim/wire.h"
 
 #define AE_DOCS_PER_TICK 256 /* anti-entropy rounds started per tick, at most */
@@ -31,11 +33,30 @@
 #define DELTA_BYTE_WORK 4u
 #define DEFER_MAX_MSGS  4096u
 #define DEFER_MAX_BYTES (16u << 20)
+/*
+ * The largest update sent in one UPDATE frame: the frame limit less room for the header, the
+ * document id (at most 128 bytes) and the bin's length field. A larger one goes through a
+ * stream (sync_stream.c).
+ */
+#define INLINE_MAX_BYTES (VV_WIRE_MAX_FRAME_BYTES - 256)
+/*
+ * Large updates (complete streams) waiting in the deferred queue, in bytes. Outside the
+ * queue's own byte bound (one would not fit in it), but bounded too: once a stream completes
+ * the stream layer no longer counts its bytes, so peers finishing streams faster than the
+ * loop applies them would otherwise pile them up here. As much as the stream layer may hold
+ * for all peers together (VV_STREAM_MAX_TOTAL_BYTES); past it the update is dropped (counted
+ * as deferred_dropped) and the next round brings it again.
+ */
+#define DEFER_MAX_LARGE_BYTES (256u << 20)
 
 struct deferred {
     struct deferred *next;
     uint8_t peer[VV_NODE_ID_BYTES];
     size_t len;
+    /* A large update that came through a stream (large_id its document), or NULL: a message
+     * in data. */
+    char *large_id;
+    uint8_t *large;
     uint8_t data[];
 };
 
@@ -76,6 +97,8 @@ struct vv_crdt_engine {
     struct vv_crdt_pending_pool *pool;
     struct entry *drain_head, **drain_tail;
     uint64_t drops_logged, drops_log_ms; /* dropped buffered updates already logged; when */
+    struct vv__crdt_bulk *bulk;          /* updates larger than a frame, both ways */
+    uint64_t deferred_large_bytes;       /* of them, waiting in the deferred queue */
 };
 
 uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e)
@@ -284,6 +307,19 @@ static int send_sync(struct vv_crdt_engine *e, struct entry *x,
 static int send_update(struct vv_crdt_engine *e, struct entry *x,
                        const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *u, size_t len)
 {
+    if (len > INLINE_MAX_BYTES) {
+        /* Larger than a frame: through a stream, unless a peer would refuse it anyway. */
+        int rc = VV_ELIMIT;
+        if (len > VV_CRDT_SYNC_MAX_DOC_BYTES)
+            e->stats.too_large++;
+        else
+            rc = vv__crdt_bulk_send(e->bulk, peer, vv_crdt_doc_id(x->doc), u, len);
+        if (rc == 0)
+            e->stats.updates_sent++;
+        else if (rc != VV_EBUSY)
+            e->stats.send_failures++;
+        return rc;
+    }
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
@@ -448,7 +484,11 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
             } else if (add_peer(e, x, peer) == 0) {
                 uint8_t *delta;
                 size_t dl;
-                if (vv_crdt_doc_delta(x->doc, sv, sv_len, &delta, &dl) == 0) {
+                if (vv__crdt_bulk_skip(e->bulk, peer, id)) {
+                    /* Our stream of this document to that peer is still going: the delta
+                     * would repeat it (megabytes to encode for nothing). The next round after
+                     * it brings the rest. */
+                } else if (vv_crdt_doc_delta(x->doc, sv, sv_len, &delta, &dl) == 0) {
                     e->turn_work += (uint64_t)dl * DELTA_BYTE_WORK;
                     if (dl > 0)
                         send_update(e, x, peer, delta, dl);
@@ -456,7 +496,8 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
                 } else {
                     ok = false;
                 }
-                if (reply)
+                /* Not while that peer streams this document here (as in on_tick). */
+                if (reply && !vv__crdt_bulk_receiving(e->bulk, peer, id))
                     send_sync(e, x, peer, false);
             }
         }
@@ -479,6 +520,18 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
     if (!ok)
         e->stats.bad_messages++;
     vv_wire_frame_free(&f);
+}
+
+/* A large update (from a stream) for document id: applied whole, metered like a message of
+ * its size. Takes u. */
+static void handle_large(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_BYTES],
+                         const char *id, uint8_t *u, size_t len)
+{
+    e->turn_work += len;
+    struct entry *x = find_entry(e, id);
+    if (x != NULL && has_peer(x, peer))
+        apply_remote(e, x, peer, u, len);
+    vv_free(u);
 }
 
 static void defer_drain(struct vv_env *env, void *arg);
@@ -525,7 +578,13 @@ static void defer_drain(struct vv_env *env, void *arg)
             e->dq_tail = &e->dq_head;
         e->stats.deferred_msgs--;
         e->stats.deferred_bytes -= m->len;
-        handle_msg(e, m->peer, m->data, m->len);
+        if (m->large_id != NULL) {
+            e->deferred_large_bytes -= m->len;
+            handle_large(e, m->peer, m->large_id, m->large, m->len);
+            vv_free(m->large_id);
+        } else {
+            handle_msg(e, m->peer, m->data, m->len);
+        }
         vv_free(m);
     }
     pending_note(e);
@@ -533,11 +592,55 @@ static void defer_drain(struct vv_env *env, void *arg)
         defer_arm(e);
 }
 
+/* Whether peer may stream an update of id here: as for UPDATE, only a joined peer. */
+static bool bulk_wanted(void *arg, const uint8_t peer[VV_NODE_ID_BYTES], const char *id)
+{
+    struct entry *x = find_entry(arg, id);
+    return x != NULL && has_peer(x, peer);
+}
+
+/*
+ * A large update arrived whole. It is applied now when the turn has work left and nothing
+ * waits, else it waits behind the queued messages, outside the queue's byte bound (one would
+ * not fit in it: dropping it would waste the whole transfer) but within DEFER_MAX_LARGE_BYTES.
+ */
+static void bulk_arrived(void *arg, const uint8_t peer[VV_NODE_ID_BYTES], const char *id,
+                         uint8_t *buf, size_t len)
+{
+    struct vv_crdt_engine *e = arg;
+    turn_begin(e);
+    if (e->dq_head == NULL && e->turn_work < TURN_WORK) {
+        handle_large(e, peer, id, buf, len);
+        return;
+    }
+    if (e->deferred_large_bytes + len > DEFER_MAX_LARGE_BYTES) {
+        e->stats.deferred_dropped++;
+        vv_free(buf);
+        return;
+    }
+    e->deferred_large_bytes += len;
+    struct deferred *m = vv_xcalloc(1, sizeof(*m));
+    memcpy(m->peer, peer, VV_NODE_ID_BYTES);
+    m->len = len;
+    m->large_id = vv_xstrdup(id);
+    m->large = buf;
+    *e->dq_tail = m;
+    e->dq_tail = &m->next;
+    e->stats.deferred_msgs++;
+    e->stats.deferred_bytes += len;
+    e->stats.deferred_total++;
+    defer_arm(e);
+}
+
 static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *data,
                     size_t len, void *arg)
 {
     (void)env;
     struct vv_crdt_engine *e = arg;
+    /* Stream frames are handled at once (a copy of at most one chunk each, within the
+     * credit granted); the update they carry is metered when it is applied. */
+    if (vv__crdt_bulk_recv(e->bulk, peer, data, len))
+        return;
     turn_begin(e);
     if (e->dq_head == NULL && e->turn_work < TURN_WORK) {
         handle_msg(e, peer, data, len);
@@ -552,6 +655,8 @@ static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], co
     }
     struct deferred *m = vv_xmalloc(sizeof(*m) + len);
     m->next = NULL;
+    m->large_id = NULL;
+    m->large = NULL;
     memcpy(m->peer, peer, VV_NODE_ID_BYTES);
     m->len = len;
     memcpy(m->data, data, len);
@@ -567,6 +672,7 @@ static void on_peer(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bo
 {
     (void)env;
     struct vv_crdt_engine *e = arg;
+    vv__crdt_bulk_peer(e->bulk, peer, up); /* "down" ends its streams */
     if (!up)
         return;
     /* A peer came (back): catch up on every document shared with it. */
@@ -583,7 +689,11 @@ static void on_tick(struct vv_env *env, void *arg)
         struct entry *x = e->list[(e->ae_cursor + k) % e->n];
         if (x->n_peers == 0)
             continue;
-        send_sync(e, x, x->peers[vv_env_random_below(env, x->n_peers)], true);
+        const uint8_t *p = x->peers[vv_env_random_below(env, x->n_peers)];
+        /* Not while that peer streams this document here: our state vector has not moved
+         * yet, so the round would only make it send the same megabytes again. */
+        if (!vv__crdt_bulk_receiving(e->bulk, p, vv_crdt_doc_id(x->doc)))
+            send_sync(e, x, p, true);
         rounds++;
     }
     if (e->n > 0)
@@ -620,6 +730,8 @@ struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
         vv_crdt_pending_pool_new(VV_CRDT_SYNC_PENDING_MAX_UPDATES, VV_CRDT_SYNC_PENDING_MAX_BYTES,
                                  VV_CRDT_SYNC_PENDING_MAX_AGE_MS);
     vv_crdt_pending_pool_set_now(e->pool, vv_env_now(env));
+    static const struct vv__crdt_bulk_cbs bulk_cbs = {bulk_wanted, bulk_arrived};
+    e->bulk = vv__crdt_bulk_new(env, &bulk_cbs, e);
     vv_env_set_channel(env, VV_CHANNEL_CRDT, on_recv, on_peer, e);
     e->timer = vv_env_timer_start(env, e->ae_ms, e->ae_ms, on_tick, e);
     return e;
@@ -632,9 +744,12 @@ void vv_crdt_engine_free(struct vv_crdt_engine *e)
     vv_env_timer_cancel(e->env, e->timer);
     vv_env_timer_cancel(e->env, e->dq_timer);
     vv_env_set_channel(e->env, VV_CHANNEL_CRDT, NULL, NULL, NULL);
+    vv__crdt_bulk_free(e->bulk); /* streams end here: peers told, nothing more arrives */
     while (e->dq_head != NULL) {
         struct deferred *m = e->dq_head;
         e->dq_head = m->next;
+        vv_free(m->large_id);
+        vv_free(m->large);
         vv_free(m);
     }
     while (e->n > 0)
@@ -751,7 +866,8 @@ static int join_and_sync(struct vv_crdt_engine *e, const char *id,
     if (x == NULL)
         return VV_ECRDT_NO_DOC;
     int rc = add_peer(e, x, peer);
-    if (rc == 0)
+    /* While that peer streams this document here, the stream is the round. */
+    if (rc == 0 && !vv__crdt_bulk_receiving(e->bulk, peer, id))
         *sent = send_sync(e, x, peer, true);
     return rc;
 }
@@ -813,5 +929,17 @@ size_t vv_crdt_engine_peers(const struct vv_crdt_engine *e, const char *id, cons
 
 const struct vv_crdt_sync_stats *vv_crdt_engine_stats(const struct vv_crdt_engine *e)
 {
+    /* The stream figures change inside the stream layer (timers, peer events): copied on
+     * every read. The stats are the engine's own memory, written only here and in sync.c. */
+    struct vv_crdt_sync_stats *st = (struct vv_crdt_sync_stats *)&e->stats;
+    const struct vv__crdt_bulk_stats *bs = vv__crdt_bulk_stats(e->bulk);
+    const struct vv_stream_stats *ms = vv_stream_mux_stats(vv__crdt_bulk_mux(e->bulk));
+    st->streams_sent = bs->sent;
+    st->streams_received = bs->received;
+    st->streams_failed = bs->send_failures + bs->receive_failures;
+    st->streams_skipped = bs->skipped;
+    st->stream_bytes_in_flight = bs->in_flight_bytes;
+    st->stream_bytes_received = ms->bytes_received;
+    st->stream_bad_frames = ms->bad_frames;
     return &e->stats;
 }
