@@ -13,9 +13,10 @@
  * which lands in vv_connmgr_tag (the manager registers itself as the env's peer manager).
  * A tag is a reason (a short name) and a weight. A tagged peer is dialled at once (or when
  * its address becomes known, or its backoff ends) and re-dialled while it is tagged, as long
- * as fewer than high_water peers are connected; trimming takes untagged peers first and
- * tagged ones (least total weight first) only while more than high_water remain, so a tagged
- * peer is never trimmed and re-dialled in turn. Peers connected for less than
+ * as fewer than high_water tagged peers are connected or being dialled; trimming takes
+ * untagged peers first and tagged ones (least total weight first) only while more than
+ * high_water tagged peers are connected, so a tagged peer is never trimmed and re-dialled in
+ * turn. Peers connected for less than
  * VV_CONNMGR_GRACE_MS are not trimmed (unless the node is flooded, see below), and protected
  * peers never.
  *

@@ -336,7 +336,8 @@ static void retag(struct vv_env *env, void *arg)
         const uint8_t *peers;
         size_t k = vv_crdt_engine_peers(
             m->engine, vv_crdt_doc_id(vv_crdt_engine_doc_at(m->engine, i)), &peers);
-        memcpy(want[n], peers, k * VV_NODE_ID_BYTES);
+        if (k > 0)
+            memcpy(want[n], peers, k * VV_NODE_ID_BYTES);
         n += k;
     }
     qsort(want, n, VV_NODE_ID_BYTES, cmp_id);

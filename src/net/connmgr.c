@@ -429,7 +429,8 @@ static bool get_str(const msgpack_object *o, char *out, size_t cap)
     size_t n;
     if (vv_wire_get_str(o, cap - 1, &s, &n) != 0)
         return false;
-    memcpy(out, s, n);
+    if (n > 0) /* an empty string may come with no pointer at all */
+        memcpy(out, s, n);
     out[n] = '\0';
     return true;
 }
@@ -754,19 +755,31 @@ static bool in_grace(const struct vv_connmgr *cm, const struct peer *p, uint64_t
     return !p->pex_answered && age < VV_CONNMGR_GRACE_MS / VV_CONNMGR_GRACE_FLOOD_DIVISOR;
 }
 
+/* Tagged peers connected or being dialled: at most high_water of them are kept. */
+static uint32_t tagged_in_use(const struct vv_connmgr *cm)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < cm->n_peers && cm->n_tagged > 0; i++) {
+        const struct peer *p = &cm->peers[i];
+        n += p->pub.n_tags > 0 && (p->pub.dialing || (p->pub.connected && !p->closing));
+    }
+    return n;
+}
+
 /*
  * Trims until low_water peers remain. Never a protected peer, nor one in its grace period.
  * Untagged peers go first, least useful first; tagged peers only while more than high_water
- * remain, least total weight first (then least useful), so that tags let modules hold up to
- * high_water connections and a tagged peer that was trimmed is not re-dialled at once (tagged
- * peers are re-dialled only below high_water).
+ * tagged peers are connected, least total weight first (then least useful). Tags thus let
+ * modules hold up to high_water connections, and since tagged peers are dialled only while
+ * fewer than high_water are in use, a tagged peer trimmed is not dialled again at once.
  */
 static void trim(struct vv_connmgr *cm, uint64_t now)
 {
+    uint32_t tagged = tagged_in_use(cm);
     while (cm->connected > cm->cfg.low_water) {
         struct peer *worst = NULL;
         int64_t worst_u = 0;
-        bool over_high = cm->connected > cm->cfg.high_water;
+        bool over_high = tagged > cm->cfg.high_water;
         for (uint32_t i = 0; i < cm->n_peers; i++) {
             struct peer *p = &cm->peers[i];
             if (!p->pub.connected || p->closing || (p->pub.flags & VV_PEER_PROTECTED) ||
@@ -794,6 +807,8 @@ static void trim(struct vv_connmgr *cm, uint64_t now)
             return; /* everything left is protected, young, or tagged below high_water */
         worst->closing = true;
         cm->stats.trimmed++;
+        if (worst->pub.n_tags > 0)
+            tagged--;
         /* No peer list goes with it (unlike gossipsub's prune with peer exchange): a list
          * nobody asked for is what receivers refuse. The grace period gave a peer that joined
          * through us time to ask. The peer callback will come back and mark it
@@ -844,17 +859,17 @@ static void tick(struct vv_env *env, void *arg)
         cm->pex_dial_fill_ms = now;
     }
 
-    /* Tagged peers first: a module needs them. Not above high_water (trimming would take
-     * them again), not past max_dials, not paced like other hearsay (each one is a peer
-     * a module asked for by ID, and its dials are under backoff). */
+    /* Tagged peers first: a module needs them. Not when high_water tagged peers are in use
+     * (trimming would take them again), not past max_dials, not paced like other hearsay
+     * (each one is a peer a module asked for by ID, and its dials are under backoff). */
     if (cm->n_tagged > 0) {
+        uint32_t in_use = tagged_in_use(cm);
         for (uint32_t i = 0; i < cm->n_peers; i++) {
-            if (cm->connected + cm->dialing >= cm->cfg.high_water ||
-                cm->dialing >= cm->cfg.max_dials)
+            if (in_use >= cm->cfg.high_water || cm->dialing >= cm->cfg.max_dials)
                 break;
             struct peer *p = &cm->peers[i];
-            if (p->pub.n_tags > 0 && dialable(p, now))
-                start_dial(cm, p, now);
+            if (p->pub.n_tags > 0 && dialable(p, now) && start_dial(cm, p, now) == 0)
+                in_use++;
         }
     }
 
@@ -898,8 +913,8 @@ static void tick(struct vv_env *env, void *arg)
 /* Dials a tagged peer now if it may be dialled and the bounds allow (see tick). */
 static void dial_if_wanted(struct vv_connmgr *cm, struct peer *p, uint64_t now)
 {
-    if (p->pub.n_tags > 0 && dialable(p, now) && cm->connected + cm->dialing < cm->cfg.high_water &&
-        cm->dialing < cm->cfg.max_dials)
+    if (p->pub.n_tags > 0 && dialable(p, now) && cm->dialing < cm->cfg.max_dials &&
+        tagged_in_use(cm) < cm->cfg.high_water)
         start_dial(cm, p, now);
 }
 

@@ -4,6 +4,7 @@
  * only input that changes a run is the seed (and the scenario the test writes).
  */
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -577,8 +578,15 @@ static void node_boot(struct vv_sim *sim, uint32_t idx)
     memset(&n->env.peers, 0, sizeof(n->env.peers));
     /* As in vivimd, the connection manager starts before the modules that ask it for peers
      * (vv_env_want_peer) and stops after them. */
-    if (sim->cfg.connmgr)
-        n->cm = vv_connmgr_new(&n->env, &sim->cfg.connmgr_cfg);
+    if (sim->cfg.connmgr) {
+        /* Each node advertises an address of its own, numeric as peer exchange requires:
+         * node i at 10.x.y.z with x.y.z = i + 1 (dials go by node ID here). */
+        struct vv_connmgr_config cc = sim->cfg.connmgr_cfg;
+        if (cc.self_address[0] == '\0')
+            snprintf(cc.self_address, sizeof(cc.self_address), "10.%u.%u.%u:4747", (idx + 1) >> 16,
+                     ((idx + 1) >> 8) & 255, (idx + 1) & 255);
+        n->cm = vv_connmgr_new(&n->env, &cc);
+    }
     n->app = sim->app.create ? sim->app.create(sim, &n->env, idx, sim->app.arg) : NULL;
 }
 

@@ -58,7 +58,9 @@ struct vv_sim_config {
     /* Run the daemon's connection manager (connmgr.h) on every node, created before the app
      * and freed after it, as vivimd does: it answers vv_env_want_peer (peers on demand),
      * keeps low water, trims, pings and exchanges peers. Off: the app manages connections
-     * itself and vv_env_want_peer answers VV_ESTATE, as on an env with no manager. */
+     * itself and vv_env_want_peer answers VV_ESTATE, as on an env with no manager. An empty
+     * self_address becomes 10.x.y.z:4747 with x.y.z = node index + 1 (peer exchange passes
+     * on numeric addresses only). */
     bool connmgr;
     struct vv_connmgr_config connmgr_cfg;
 };
