@@ -755,13 +755,15 @@ static bool in_grace(const struct vv_connmgr *cm, const struct peer *p, uint64_t
     return !p->pex_answered && age < VV_CONNMGR_GRACE_MS / VV_CONNMGR_GRACE_FLOOD_DIVISOR;
 }
 
-/* Tagged peers connected or being dialled: at most high_water of them are kept. */
-static uint32_t tagged_in_use(const struct vv_connmgr *cm)
+/* Tagged peers connected (and not being closed), and with dialing those being dialled too:
+ * at most high_water of them are kept. */
+static uint32_t tagged_in_use(const struct vv_connmgr *cm, bool dialing)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < cm->n_peers && cm->n_tagged > 0; i++) {
         const struct peer *p = &cm->peers[i];
-        n += p->pub.n_tags > 0 && (p->pub.dialing || (p->pub.connected && !p->closing));
+        n +=
+            p->pub.n_tags > 0 && ((dialing && p->pub.dialing) || (p->pub.connected && !p->closing));
     }
     return n;
 }
@@ -775,7 +777,7 @@ static uint32_t tagged_in_use(const struct vv_connmgr *cm)
  */
 static void trim(struct vv_connmgr *cm, uint64_t now)
 {
-    uint32_t tagged = tagged_in_use(cm);
+    uint32_t tagged = tagged_in_use(cm, false);
     while (cm->connected > cm->cfg.low_water) {
         struct peer *worst = NULL;
         int64_t worst_u = 0;
@@ -863,7 +865,7 @@ static void tick(struct vv_env *env, void *arg)
      * (trimming would take them again), not past max_dials, not paced like other hearsay
      * (each one is a peer a module asked for by ID, and its dials are under backoff). */
     if (cm->n_tagged > 0) {
-        uint32_t in_use = tagged_in_use(cm);
+        uint32_t in_use = tagged_in_use(cm, true);
         for (uint32_t i = 0; i < cm->n_peers; i++) {
             if (in_use >= cm->cfg.high_water || cm->dialing >= cm->cfg.max_dials)
                 break;
@@ -914,7 +916,7 @@ static void tick(struct vv_env *env, void *arg)
 static void dial_if_wanted(struct vv_connmgr *cm, struct peer *p, uint64_t now)
 {
     if (p->pub.n_tags > 0 && dialable(p, now) && cm->dialing < cm->cfg.max_dials &&
-        tagged_in_use(cm) < cm->cfg.high_water)
+        tagged_in_use(cm, true) < cm->cfg.high_water)
         start_dial(cm, p, now);
 }
 

@@ -4,10 +4,12 @@
  * whose connections come up and go down when the test says (disconnects at once). */
 #include "vv_test.h"
 
+#include <msgpack.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "vivim/connmgr.h"
+#include "vivim/wire.h"
 
 #define MAX_DIALS_SEEN 64
 
@@ -190,6 +192,58 @@ static void test_wanted_peer_without_address_is_dialled_when_one_is_learned(void
     assert_int_equal(vv_connmgr_add_peer(r.cm, b, "10.0.0.3:4747", 0), 0);
     assert_int_equal(r.f.dials, 1);
     assert_string_equal(r.f.last_address, "10.0.0.3:4747");
+    vv_connmgr_free(r.cm);
+}
+
+/* A PEX_RESPONSE from `from` with one entry: node `who` at address. */
+static void deliver_pex_entry(struct rig *r, int from, int who, const char *address)
+{
+    enum { PEX_RESPONSE = 4 };
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, (uint16_t)((VV_CHANNEL_CONN << 8) | PEX_RESPONSE), 0);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 2);
+    uint8_t id[VV_NODE_ID_BYTES], src[VV_NODE_ID_BYTES];
+    node(id, who);
+    node(src, from);
+    msgpack_pack_bin(&pk, VV_NODE_ID_BYTES);
+    msgpack_pack_bin_body(&pk, id, VV_NODE_ID_BYTES);
+    msgpack_pack_str(&pk, strlen(address));
+    msgpack_pack_str_body(&pk, address, strlen(address));
+    vv_env_deliver(&r->env, src, VV_CHANNEL_CONN, (const uint8_t *)sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void test_peer_exchange_supplies_the_address_of_a_wanted_peer(void **state)
+{
+    (void)state;
+    struct rig r;
+    rig_init(&r, 4, 8, 0); /* short of peers: each neighbour that connects is asked for more */
+    uint8_t b[VV_NODE_ID_BYTES], c[VV_NODE_ID_BYTES];
+    node(b, 7);
+    node(c, 8);
+    assert_int_equal(vv_env_want_peer(&r.env, b, NULL, "crdt", 1), 0);
+    assert_int_equal(vv_connmgr_add_peer(r.cm, c, NULL, 0), 0); /* known by ID, not wanted */
+    /* A host name for B is not taken (a name from a peer is never resolved). */
+    up(&r, 0);
+    deliver_pex_entry(&r, 0, 7, "evil.example:4747");
+    assert_int_equal(r.f.dials, 0);
+    assert_string_equal(vv_connmgr_find(r.cm, b)->address, "");
+    /* An address for a peer nobody wants changes nothing we know of it, as before. */
+    up(&r, 1);
+    deliver_pex_entry(&r, 1, 8, "10.0.0.8:4747");
+    assert_string_equal(vv_connmgr_find(r.cm, c)->address, "");
+    assert_int_equal(r.f.dials, 0);
+    /* A numeric address for B is taken, and B is dialled at once. */
+    up(&r, 2);
+    deliver_pex_entry(&r, 2, 7, "10.0.0.7:4747");
+    assert_int_equal(r.f.dials, 1);
+    assert_memory_equal(r.f.dialled[0], b, VV_NODE_ID_BYTES);
+    assert_string_equal(r.f.last_address, "10.0.0.7:4747");
     vv_connmgr_free(r.cm);
 }
 
@@ -442,6 +496,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wanted_peer_is_dialled_at_once_and_while_tagged),
         cmocka_unit_test(test_wanted_peer_without_address_is_dialled_when_one_is_learned),
+        cmocka_unit_test(test_peer_exchange_supplies_the_address_of_a_wanted_peer),
         cmocka_unit_test(test_address_book_knows_the_wanted_peer),
         cmocka_unit_test(test_new_connections_get_a_grace_period),
         cmocka_unit_test(test_a_flooded_node_cuts_the_grace_period_short),
