@@ -305,9 +305,10 @@ static void on_updated(void *arg, struct vv_crdt_doc *d, const uint8_t *u, size_
 
 #define CRDT_PEER_TAG "crdt"
 /* The weight of the "crdt" tag: against other modules' tags it decides which tagged peers
- * go first when more than high_water are tagged. Sync partners are what a document's
- * replication rests on, so they weigh as much as any module's most valued peers (10 is the
- * scale the other modules' tags are documented against in docs/architecture.md). */
+ * go first when more than high_water tagged peers are connected. Weights are relative
+ * between modules (docs/architecture.md, "Peers on demand"); 10 leaves room below for
+ * peers held for passing reasons, since sync partners are what a document's replication
+ * rests on. */
 #define CRDT_PEER_WEIGHT 10
 
 static int cmp_id(const void *a, const void *b)
