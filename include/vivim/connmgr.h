@@ -9,6 +9,17 @@
  * trims the least useful unprotected peers when more than `high_water` are connected, and
  * swaps peer lists with its neighbours (peer exchange).
  *
+ * Peers on demand: a module asks for a connection to a node by ID through vv_env_want_peer,
+ * which lands in vv_connmgr_tag (the manager registers itself as the env's peer manager).
+ * A tag is a reason (a short name) and a weight. A tagged peer is dialled at once (or when
+ * its address becomes known, or its backoff ends) and re-dialled while it is tagged, as long
+ * as fewer than high_water tagged peers are connected or being dialled; trimming takes
+ * untagged peers first and tagged ones (least total weight first) only while more than
+ * high_water tagged peers are connected, so a tagged peer is never trimmed and re-dialled in
+ * turn. Peers connected for less than
+ * VV_CONNMGR_GRACE_MS are not trimmed (unless the node is flooded, see below), and protected
+ * peers never.
+ *
  * Messages on VV_CHANNEL_CONN: HELLO (listen address, node type, capabilities, region),
  * PING/PONG (nonce, RTT), PEX_REQUEST/PEX_RESPONSE. Their encoding is in docs/protocol.md.
  *
@@ -50,7 +61,34 @@
 #define VV_CONNMGR_PEX_DIAL_BURST  4
 #define VV_CONNMGR_PEX_DIALS_PER_S 2
 #define VV_CONNMGR_ADDRESS_BYTES   128 /* longest address kept, with its NUL */
-#define VV_CONNMGR_REGION_BYTES    32
+/*
+ * A new connection is not trimmed for this long, tagged or not: it has had no time to show
+ * its round-trip time or to be tagged by the module it came for (a CRDT peer's sync request,
+ * a pubsub peer's subscription), and a node that joined through us must get the answer to
+ * the peer-exchange request it sent on connecting. 30 s is go-libp2p's default grace period;
+ * the hard bound on connections meanwhile is [net] max_connections.
+ */
+#define VV_CONNMGR_GRACE_MS 30000
+/*
+ * Unless the node is flooded: with more than VV_CONNMGR_GRACE_OVERFLOW times high_water
+ * connected (a bootstrap node every joining node dials at once), a young untagged peer may be
+ * trimmed once it got the answer to its peer-exchange request, or once
+ * VV_CONNMGR_GRACE_MS / VV_CONNMGR_GRACE_FLOOD_DIVISOR (1.9 s) passed: enough for the request
+ * a joining node sends on connecting to arrive (one trip, hundreds of ms between
+ * continents), short enough that the node does not refuse the next joiners for 30 s.
+ */
+#define VV_CONNMGR_GRACE_OVERFLOW      2
+#define VV_CONNMGR_GRACE_FLOOD_DIVISOR 16
+#define VV_CONNMGR_TAG_BYTES           VV_ENV_TAG_BYTES /* longest tag name, with its NUL */
+/* Tags one peer may carry: one per module that needs the peer is a handful (crdt, pubsub,
+ * store, ...); 8 leaves room and bounds the size of an address-book entry. */
+#define VV_CONNMGR_MAX_TAGS_PER_PEER 8
+/* Peers tagged at once. Tagged entries are never evicted from the address book, so they may
+ * fill at most half of it (max_known_peers / 2), and never more than this: far more than the
+ * default high_water of 64 connections a node keeps, so a refusal means a module asks for
+ * more peers than it could ever hold open. */
+#define VV_CONNMGR_MAX_TAGGED_PEERS 1024
+#define VV_CONNMGR_REGION_BYTES     32
 
 enum vv_node_type {
     VV_NODE_BOOTSTRAP = 0,
@@ -100,6 +138,11 @@ struct vv_connmgr;
 #define VV_PEER_BOOTSTRAP 1u /* from config: always worth re-dialling */
 #define VV_PEER_PROTECTED 2u /* never trimmed */
 
+struct vv_connmgr_tag {
+    char name[VV_CONNMGR_TAG_BYTES]; /* printable ASCII, not empty */
+    uint32_t weight;
+};
+
 struct vv_connmgr_peer {
     uint8_t id[VV_NODE_ID_BYTES];
     bool id_known; /* false for a bootstrap address whose ID we have not learned yet */
@@ -117,6 +160,9 @@ struct vv_connmgr_peer {
     char region[VV_CONNMGR_REGION_BYTES];
     uint64_t msgs_in, msgs_out;
     int32_t reputation; /* +1 per answered ping, -VV_CONNMGR_BAD_PENALTY per bad message */
+    struct vv_connmgr_tag tags[VV_CONNMGR_MAX_TAGS_PER_PEER]; /* tags[0..n_tags) */
+    uint32_t n_tags;
+    uint64_t tag_weight; /* sum of the tags' weights: the protection against trimming */
 };
 
 #define VV_CONNMGR_BAD_PENALTY    20
@@ -128,6 +174,7 @@ struct vv_connmgr_stats {
     uint64_t pings_sent, pongs_received, pex_sent, pex_peers_learned, bad_messages;
     uint64_t pex_unsolicited;     /* PEX_RESPONSEs ignored: not asked for, again, or too late */
     uint64_t pex_entries_refused; /* PEX entries dropped: not a numeric address, or no room */
+    uint64_t tags_refused;        /* vv_connmgr_tag calls refused: too many tags or tagged peers */
 };
 
 /* Creates a manager on env; it registers itself on VV_CHANNEL_CONN and starts its timer. */
@@ -145,6 +192,22 @@ void vv_connmgr_protect(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES
 /* Dials a peer now (ignoring backoff), or disconnects one. */
 int vv_connmgr_connect(struct vv_connmgr *cm, const uint8_t *id, const char *address);
 int vv_connmgr_disconnect(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES]);
+/*
+ * Tags the node `id` with `tag` (printable ASCII, 1..VV_CONNMGR_TAG_BYTES - 1 bytes) and
+ * weight, adding it to the address book if needed (address may be NULL: the book, a HELLO
+ * or peer exchange supply it; an address given replaces the one known), and dials it now
+ * unless it is connected, being dialled or backing off. Tagging again with the same tag
+ * sets the weight. Returns 0; VV_EINVAL (bad tag or address, or our own ID); VV_ELIMIT when
+ * the peer has VV_CONNMGR_MAX_TAGS_PER_PEER tags, too many peers are tagged, or the address
+ * book has no room (each counted in tags_refused). This is what vv_env_want_peer calls.
+ */
+int vv_connmgr_tag(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES], const char *address,
+                   const char *tag, uint32_t weight);
+/* Removes the tag; 0 whether or not it was there. The connection stays. */
+int vv_connmgr_untag(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES], const char *tag);
+/* Peers with at least one tag. */
+uint32_t vv_connmgr_tagged_count(const struct vv_connmgr *cm);
+
 /* The transport tells that a dial to address failed before any identity was learned (a
  * refused connection, a failed handshake, a name that does not resolve): the peer backs off
  * now rather than at the manager's dial deadline. Dials to a known ID are reported as that

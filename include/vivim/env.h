@@ -9,7 +9,8 @@
  * runs in one vivimd and as 10,000 nodes in one test process.
  *
  * Rules for modules: never call uv_*, time(), rand(), sockets or threads; keep all state in
- * per-node structs; reach peers only through vv_env_send on your channel.
+ * per-node structs; reach peers only through vv_env_send on your channel, and ask for the
+ * connections you need with vv_env_want_peer (released with vv_env_release_peer).
  */
 #ifndef VIVIM_ENV_H
 #define VIVIM_ENV_H
@@ -18,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vivim/error.h"
 #include "vivim/identity.h"
 
 /* Message channels: one per protocol module; a message is delivered to its channel's handler. */
@@ -75,6 +77,18 @@ typedef void (*vv_env_serve_cb)(struct vv_env *env, uint64_t ctx,
                                 const uint8_t peer[VV_NODE_ID_BYTES],
                                 const struct vv_wire_frame *request, void *arg);
 
+/*
+ * Peers on demand: who answers vv_env_want_peer and vv_env_release_peer on this env. The
+ * connection manager registers itself here when it starts on an env (vv_connmgr_new), in the
+ * daemon and in the simulator alike, so a module's requests meet the same policy in both.
+ */
+struct vv_env_peer_manager {
+    int (*want)(void *arg, const uint8_t id[VV_NODE_ID_BYTES], const char *address, const char *tag,
+                uint32_t weight);
+    int (*release)(void *arg, const uint8_t id[VV_NODE_ID_BYTES], const char *tag);
+    void *arg;
+};
+
 struct vv_env_channel {
     vv_env_recv_cb recv;
     vv_env_peer_cb peer;
@@ -94,6 +108,7 @@ struct vv_env {
     void *impl;
     const struct vv_identity *identity; /* this node's keys and ID */
     struct vv_env_channel channels[VV_ENV_MAX_CHANNELS];
+    struct vv_env_peer_manager peers; /* all NULL until a connection manager registers */
     /* Peer events raised while the channels are being told of another (a module that
      * disconnects a peer from its "up" callback) wait here and are told after it, in order:
      * no channel hears "down" before "up", whichever driver raised them (env.c). */
@@ -145,6 +160,35 @@ static inline int vv_env_connect(struct vv_env *env, const uint8_t *peer, const 
 {
     return env->ops->connect(env->impl, peer, address);
 }
+/*
+ * Asks for a connection to the node `id` and keeps it while the tag is held: the connection
+ * manager dials it now (or when its address becomes known, or its backoff ends), re-dials it
+ * after failures while the tag is held, and trims it last (docs/architecture.md, "Peers on
+ * demand"). address may be NULL (then the address book, a HELLO or peer exchange supply it).
+ * tag is a short reason (at most VV_ENV_TAG_BYTES - 1 bytes, e.g. "crdt"); wanting a peer
+ * again with the same tag only updates its weight. Returns 0, VV_EINVAL, VV_ELIMIT when the
+ * peer has too many tags or too many peers are tagged (counted), or VV_ESTATE when no
+ * connection manager runs on this env.
+ */
+#define VV_ENV_TAG_BYTES 16
+static inline int vv_env_want_peer(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES],
+                                   const char *address, const char *tag, uint32_t weight)
+{
+    if (env->peers.want == NULL)
+        return VV_ESTATE;
+    return env->peers.want(env->peers.arg, id, address, tag, weight);
+}
+/* Gives up the tag; the connection stays until trimming or the peer closes it. Releasing a
+ * tag that is not held does nothing. Returns 0 or VV_ESTATE (no connection manager). */
+static inline int vv_env_release_peer(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES],
+                                      const char *tag)
+{
+    if (env->peers.release == NULL)
+        return VV_ESTATE;
+    return env->peers.release(env->peers.arg, id, tag);
+}
+/* Called by the connection manager (NULLs unregister). */
+void vv_env_set_peer_manager(struct vv_env *env, const struct vv_env_peer_manager *pm);
 static inline void vv_env_disconnect(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES])
 {
     env->ops->disconnect(env->impl, peer);

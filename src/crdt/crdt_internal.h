@@ -22,6 +22,11 @@ struct vv_crdt_module {
     unsigned pending_batches;
     uint32_t compact_updates;
     uint64_t local_updates, remote_updates, compactions, store_errors;
+    /* Peers on demand: the peers we hold the "crdt" tag on (vv_env_want_peer), sorted, and
+     * the env timer that recounts them at the end of the turn after the peer lists changed. */
+    uint8_t (*tagged)[VV_NODE_ID_BYTES];
+    size_t n_tagged;
+    uint64_t retag_timer;
 };
 
 int vv__crdt_rpc_register(struct vv_crdt_module *m, struct vv_rpc *rpc);

@@ -12,11 +12,17 @@
  * snapshot and its log deleted, in the same ordered stream of batches, so no update logged
  * after the snapshot was taken is lost.
  *
+ * The peers a document is shared with (crdt.join, a peer's sync with auto_join, the peer
+ * lists stored with the documents) are asked of the connection manager with the tag "crdt"
+ * (vv_env_want_peer), so that the connection is made and kept while any document is shared
+ * with them; a peer no document is shared with any more is released.
+ *
  * Who owns what: the module owns the engine (which owns the documents) and the open batch;
  * a batch owns its items and the RPC requests waiting for it until its done callback.
  */
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "crdt_internal.h"
@@ -297,12 +303,108 @@ static void on_updated(void *arg, struct vv_crdt_doc *d, const uint8_t *u, size_
     }
 }
 
+/* ---- peers on demand ------------------------------------------------------------------- */
+
+#define CRDT_PEER_TAG "crdt"
+/* The weight of the "crdt" tag: against other modules' tags it decides which tagged peers
+ * go first when more than high_water tagged peers are connected. Weights are relative
+ * between modules (docs/architecture.md, "Peers on demand"); 10 leaves room below for
+ * peers held for passing reasons, since sync partners are what a document's replication
+ * rests on. */
+#define CRDT_PEER_WEIGHT 10
+
+static int cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, VV_NODE_ID_BYTES);
+}
+
+/*
+ * Brings the tags in line with the documents' peer lists: every peer some document is shared
+ * with is wanted, every peer tagged before that none is shared with any more is released.
+ * O(peers of all documents), once per loop turn in which some list changed.
+ */
+static void retag(struct vv_env *env, void *arg)
+{
+    struct vv_crdt_module *m = arg;
+    m->retag_timer = 0;
+    size_t total = 0, n_docs = m->engine ? vv_crdt_engine_count(m->engine) : 0;
+    for (size_t i = 0; i < n_docs; i++) {
+        const uint8_t *peers;
+        total += vv_crdt_engine_peers(m->engine,
+                                      vv_crdt_doc_id(vv_crdt_engine_doc_at(m->engine, i)), &peers);
+    }
+    uint8_t(*want)[VV_NODE_ID_BYTES] = vv_xmalloc(VV_MAX(total, (size_t)1) * VV_NODE_ID_BYTES);
+    size_t n = 0;
+    for (size_t i = 0; i < n_docs; i++) {
+        const uint8_t *peers;
+        size_t k = vv_crdt_engine_peers(
+            m->engine, vv_crdt_doc_id(vv_crdt_engine_doc_at(m->engine, i)), &peers);
+        if (k > 0)
+            memcpy(want[n], peers, k * VV_NODE_ID_BYTES);
+        n += k;
+    }
+    qsort(want, n, VV_NODE_ID_BYTES, cmp_id);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (u == 0 || memcmp(want[u - 1], want[i], VV_NODE_ID_BYTES) != 0)
+            memmove(want[u++], want[i], VV_NODE_ID_BYTES);
+    /* Merge the two sorted lists: released what is gone, wanted what is new. A want the
+     * connection manager refuses (its bounds; counted there) is tried again at the next
+     * change, so the new list keeps only the tags we hold. */
+    uint8_t(*held)[VV_NODE_ID_BYTES] = vv_xmalloc(VV_MAX(u, (size_t)1) * VV_NODE_ID_BYTES);
+    size_t h = 0, a = 0, b = 0;
+    while (a < m->n_tagged || b < u) {
+        int c = a == m->n_tagged ? 1 : b == u ? -1 : cmp_id(m->tagged[a], want[b]);
+        if (c < 0) {
+            vv_env_release_peer(env, m->tagged[a++], CRDT_PEER_TAG);
+        } else if (c == 0) {
+            memcpy(held[h++], want[b++], VV_NODE_ID_BYTES);
+            a++;
+        } else {
+            int rc = vv_env_want_peer(env, want[b], NULL, CRDT_PEER_TAG, CRDT_PEER_WEIGHT);
+            if (rc == 0)
+                memcpy(held[h++], want[b], VV_NODE_ID_BYTES);
+            else
+                vv_log_debug("crdt", "connection to a document's peer not asked for: %s",
+                             vv_strerror(rc));
+            b++;
+        }
+    }
+    vv_free(want);
+    vv_free(m->tagged);
+    m->tagged = held;
+    m->n_tagged = h;
+}
+
+/* Recounts at the end of this loop turn: a burst of joins costs one pass. */
+static void schedule_retag(struct vv_crdt_module *m)
+{
+    if (m->retag_timer == 0 && m->node->env != NULL)
+        m->retag_timer = vv_env_timer_start(vv_env_uv_env(m->node->env), 0, 0, retag, m);
+}
+
+/* Gives up every tag (the module stops). */
+static void release_all(struct vv_crdt_module *m)
+{
+    if (m->node->env != NULL) {
+        struct vv_env *env = vv_env_uv_env(m->node->env);
+        vv_env_timer_cancel(env, m->retag_timer);
+        for (size_t i = 0; i < m->n_tagged; i++)
+            vv_env_release_peer(env, m->tagged[i], CRDT_PEER_TAG);
+    }
+    m->retag_timer = 0;
+    vv_free(m->tagged);
+    m->tagged = NULL;
+    m->n_tagged = 0;
+}
+
 static void on_peers_changed(void *arg, struct vv_crdt_doc *d)
 {
     struct vv_crdt_module *m = arg;
     const uint8_t *peers;
     size_t n = vv_crdt_engine_peers(m->engine, vv_crdt_doc_id(d), &peers);
     add_item(m, ITEM_PEERS, d, peers, n * VV_NODE_ID_BYTES, true);
+    schedule_retag(m);
 }
 
 void vv__crdt_store_created(struct vv_crdt_module *m, struct vv_crdt_doc *d)
@@ -564,6 +666,7 @@ static int crdt_start(struct vv_node *n)
         return rc;
     }
     vv_crdt_engine_set_cbs(m->engine, &cbs, m);
+    schedule_retag(m); /* the peers of the documents just loaded */
     vv_crdt_engine_set_max_peer_docs(m->engine, c->max_peer_documents);
     vv_crdt_engine_set_auto_join(m->engine, c->auto_join);
     m->flush = vv_xmalloc(sizeof(*m->flush));
@@ -590,6 +693,7 @@ static void crdt_stop(struct vv_node *n)
     struct vv_crdt_module *m = vv_node_module_data(n, &vv_crdt_module);
     if (m == NULL)
         return;
+    release_all(m);
     if (m->engine) {
         vv_crdt_engine_free(m->engine);
         m->engine = NULL;

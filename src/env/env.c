@@ -20,6 +20,14 @@ void vv_env_set_channel(struct vv_env *env, enum vv_channel ch, vv_env_recv_cb r
     c->arg = arg;
 }
 
+void vv_env_set_peer_manager(struct vv_env *env, const struct vv_env_peer_manager *pm)
+{
+    if (pm != NULL)
+        env->peers = *pm;
+    else
+        memset(&env->peers, 0, sizeof(env->peers));
+}
+
 uint64_t vv_env_random_below(struct vv_env *env, uint64_t bound)
 {
     if (bound <= 1)

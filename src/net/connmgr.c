@@ -32,15 +32,6 @@
 /* Hearsay may fill at most 1/VV_CONNMGR_HEARSAY_SHARE of the address book, so that peer
  * exchange can never crowd out the peers we have reached or were given. */
 #define VV_CONNMGR_HEARSAY_SHARE 2
-/*
- * A peer trimmed within this long of connecting stays until then (or until we answered its
- * PEX_REQUEST), so that a node which joined through us and asked us for peers on connecting
- * gets its answer instead of a close: peer lists go only to those who asked. A request takes
- * one trip (hundreds of ms between continents); 2 s is ample and bounds how long trimming is
- * deferred. Without it a busy bootstrap node, trimming the newest connections every tick,
- * can close a joining node's only link before its request arrives, tick after tick.
- */
-#define VV_CONNMGR_TRIM_LINGER_MS 2000
 
 enum conn_msg {
     MSG_HELLO = 0,
@@ -54,10 +45,10 @@ struct peer {
     struct vv_connmgr_peer pub;
     uint64_t dial_deadline_ms;
     uint64_t last_ping_ms;
-    uint64_t ping_nonce;  /* of the ping in flight, 0 when none */
-    bool closing;         /* we asked for the disconnect: not a failure */
-    uint64_t close_at_ms; /* trimmed while young: closed then, or once we answered its PEX */
-    bool pex_pending;     /* our PEX_REQUEST to it awaits its answer, sent at pex_asked_ms */
+    uint64_t ping_nonce; /* of the ping in flight, 0 when none */
+    bool closing;        /* we asked for the disconnect: not a failure */
+    bool pex_answered;   /* we answered its PEX_REQUEST since it connected */
+    bool pex_pending;    /* our PEX_REQUEST to it awaits its answer, sent at pex_asked_ms */
     uint64_t pex_asked_ms;
     bool hearsay; /* learned through peer exchange and never reached: dials are paced */
 };
@@ -73,7 +64,8 @@ struct vv_connmgr {
     uint64_t timer;
     uint64_t last_pex_ms;
     uint32_t n_hearsay;        /* peers with hearsay set */
-    uint32_t lingering;        /* connected peers with close_at_ms set */
+    uint32_t n_tagged;         /* peers with at least one tag */
+    uint32_t max_tagged;       /* VV_CONNMGR_MAX_TAGGED_PEERS, at most max_known_peers / 2 */
     uint64_t pex_dial_tokens;  /* in thousandths of a dial; at most VV_CONNMGR_PEX_DIAL_BURST */
     uint64_t pex_dial_fill_ms; /* when the bucket was last filled */
     struct vv_connmgr_stats stats;
@@ -191,6 +183,8 @@ static void vouch(struct vv_connmgr *cm, struct peer *p)
 static void remove_peer(struct vv_connmgr *cm, struct peer *p)
 {
     vouch(cm, p);
+    if (p->pub.n_tags > 0)
+        cm->n_tagged--; /* not reached today: tagged entries are never chosen for removal */
     uint32_t i = (uint32_t)(p - cm->peers);
     if (p->pub.id_known) {
         int64_t s = index_find(cm, p->pub.id);
@@ -206,14 +200,14 @@ static void remove_peer(struct vv_connmgr *cm, struct peer *p)
     cm->n_peers--;
 }
 
-/* The least valuable entry that may be forgotten: not connected, dialing, bootstrap or
- * protected; the one with the most failures. NULL when every entry is worth keeping. */
+/* The least valuable entry that may be forgotten: not connected, dialing, tagged, bootstrap
+ * or protected; the one with the most failures. NULL when every entry is worth keeping. */
 static struct peer *eviction_candidate(struct vv_connmgr *cm)
 {
     struct peer *worst = NULL;
     for (uint32_t i = 0; i < cm->n_peers; i++) {
         struct peer *p = &cm->peers[i];
-        if (p->pub.connected || p->pub.dialing ||
+        if (p->pub.connected || p->pub.dialing || p->pub.n_tags > 0 ||
             (p->pub.flags & (VV_PEER_BOOTSTRAP | VV_PEER_PROTECTED)))
             continue;
         if (worst == NULL || p->pub.failures > worst->pub.failures ||
@@ -248,6 +242,8 @@ static bool is_self(const struct vv_connmgr *cm, const uint8_t *id)
 {
     return memcmp(id, cm->env->identity->node_id, VV_NODE_ID_BYTES) == 0;
 }
+
+static void learn_address(struct vv_connmgr *cm, struct peer *p, const char *address, uint64_t now);
 
 /* ---- messages ------------------------------------------------------------------------- */
 
@@ -433,7 +429,8 @@ static bool get_str(const msgpack_object *o, char *out, size_t cap)
     size_t n;
     if (vv_wire_get_str(o, cap - 1, &s, &n) != 0)
         return false;
-    memcpy(out, s, n);
+    if (n > 0) /* an empty string may come with no pointer at all */
+        memcpy(out, s, n);
     out[n] = '\0';
     return true;
 }
@@ -472,14 +469,6 @@ static void adopt_address(struct vv_connmgr *cm, struct peer **pp, const char *a
     vv_strlcpy(p->pub.address, address, sizeof(p->pub.address));
 }
 
-/* Closes a trimmed peer whose lingering is over. */
-static void finish_close(struct vv_connmgr *cm, struct peer *p)
-{
-    p->close_at_ms = 0;
-    cm->lingering--;
-    vv_env_disconnect(cm->env, p->pub.id);
-}
-
 /*
  * Whether one more hearsay entry may join the book: while hearsay fills less than its share
  * and the book has room, yes; otherwise only in place of hearsay that already failed (the
@@ -493,7 +482,7 @@ static bool make_room_for_hearsay(struct vv_connmgr *cm)
     struct peer *worst = NULL;
     for (uint32_t i = 0; i < cm->n_peers; i++) {
         struct peer *p = &cm->peers[i];
-        if (p->hearsay && !p->pub.dialing && p->pub.failures > 0 &&
+        if (p->hearsay && !p->pub.dialing && p->pub.n_tags == 0 && p->pub.failures > 0 &&
             (worst == NULL || p->pub.failures > worst->pub.failures))
             worst = p;
     }
@@ -576,8 +565,7 @@ static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], cons
     } else if (type == MSG_PEX_REQUEST) {
         if (n == 1 && get_uint(&a[0], 255, &x)) {
             send_pex_response(cm, p, (uint32_t)x);
-            if (p->close_at_ms != 0)
-                finish_close(cm, p); /* trimmed: it only waited for this answer */
+            p->pex_answered = true;
         } else
             penalize(cm, p, "bad PEX request");
     } else if (type == MSG_PEX_RESPONSE) {
@@ -608,8 +596,17 @@ static void on_recv(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], cons
                     break;
                 }
                 const uint8_t *pid = (const uint8_t *)e->via.array.ptr[0].via.bin.ptr;
-                if (is_self(cm, pid) || find_peer(cm, pid) != NULL)
+                if (is_self(cm, pid))
                     continue;
+                struct peer *known = find_peer(cm, pid);
+                if (known != NULL) {
+                    /* A peer a module wants but whose address we lack: this may be it (a
+                     * wrong one only fails its handshake; dials stay under backoff). */
+                    if (known->pub.address[0] == '\0' && known->pub.n_tags > 0 &&
+                        pex_address_ok(address))
+                        learn_address(cm, known, address, now);
+                    continue;
+                }
                 if (!pex_address_ok(address) || !make_room_for_hearsay(cm)) {
                     cm->stats.pex_entries_refused++;
                     continue;
@@ -664,6 +661,7 @@ static void on_peer(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], bool
         p->pub.failures = 0;
         p->closing = false;
         p->pex_pending = false;
+        p->pex_answered = false;
         vouch(cm, p);
         /* Spread first pings over the interval. */
         p->last_ping_ms = now - vv_env_random_below(env, cm->cfg.ping_interval_ms);
@@ -693,10 +691,6 @@ static void on_peer(struct vv_env *env, const uint8_t id[VV_NODE_ID_BYTES], bool
         p->pub.next_dial_ms = now + backoff_ms(cm, p->pub.failures ? p->pub.failures : 1);
         p->closing = false;
         p->pex_pending = false; /* its answer can no longer arrive */
-        if (p->close_at_ms != 0) {
-            p->close_at_ms = 0;
-            cm->lingering--;
-        }
     }
 }
 
@@ -739,44 +733,88 @@ static bool dialable(const struct peer *p, uint64_t now)
            (p->pub.id_known || p->pub.address[0] != '\0');
 }
 
-/* Usefulness for trimming: reputation, then measured RTT, then age. Higher keeps. */
+/* Usefulness for trimming: reputation, then measured RTT, then age. Higher keeps. Only
+ * peers past their grace period are compared, so an RTT is measured by then unless the peer
+ * ignores our pings (an unmeasured RTT is then rightly taken as poor). */
 static int64_t usefulness(const struct peer *p, uint64_t now)
 {
-    int64_t rtt = p->pub.rtt_ms ? p->pub.rtt_ms : 1000; /* unmeasured: assume poor */
+    int64_t rtt = p->pub.rtt_ms ? p->pub.rtt_ms : 1000;
     int64_t age_s = (int64_t)((now - p->pub.connected_since_ms) / 1000);
     return (int64_t)p->pub.reputation * 100000 - rtt * 10 + VV_MIN(age_s, 3600);
 }
 
-/* Trims the least useful unprotected peers until low_water remain (lingering ones counted
- * as gone). */
+/* Whether p is still spared as a new connection (connmgr.h, VV_CONNMGR_GRACE_MS). */
+static bool in_grace(const struct vv_connmgr *cm, const struct peer *p, uint64_t now)
+{
+    uint64_t age = now - p->pub.connected_since_ms;
+    if (age >= VV_CONNMGR_GRACE_MS)
+        return false;
+    bool flooded = cm->connected > (uint64_t)VV_CONNMGR_GRACE_OVERFLOW * cm->cfg.high_water;
+    if (!flooded || p->pub.n_tags > 0)
+        return true;
+    return !p->pex_answered && age < VV_CONNMGR_GRACE_MS / VV_CONNMGR_GRACE_FLOOD_DIVISOR;
+}
+
+/* Tagged peers connected (and not being closed), and with dialing those being dialled too:
+ * at most high_water of them are kept. */
+static uint32_t tagged_in_use(const struct vv_connmgr *cm, bool dialing)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < cm->n_peers && cm->n_tagged > 0; i++) {
+        const struct peer *p = &cm->peers[i];
+        n +=
+            p->pub.n_tags > 0 && ((dialing && p->pub.dialing) || (p->pub.connected && !p->closing));
+    }
+    return n;
+}
+
+/*
+ * Trims until low_water peers remain. Never a protected peer, nor one in its grace period.
+ * Untagged peers go first, least useful first; tagged peers only while more than high_water
+ * tagged peers are connected, least total weight first (then least useful). Tags thus let
+ * modules hold up to high_water connections, and since tagged peers are dialled only while
+ * fewer than high_water are in use, a tagged peer trimmed is not dialled again at once.
+ */
 static void trim(struct vv_connmgr *cm, uint64_t now)
 {
-    while (cm->connected - cm->lingering > cm->cfg.low_water) {
+    uint32_t tagged = tagged_in_use(cm, false);
+    while (cm->connected > cm->cfg.low_water) {
         struct peer *worst = NULL;
         int64_t worst_u = 0;
+        bool over_high = tagged > cm->cfg.high_water;
         for (uint32_t i = 0; i < cm->n_peers; i++) {
             struct peer *p = &cm->peers[i];
-            if (!p->pub.connected || p->closing || (p->pub.flags & VV_PEER_PROTECTED))
+            if (!p->pub.connected || p->closing || (p->pub.flags & VV_PEER_PROTECTED) ||
+                in_grace(cm, p, now))
+                continue;
+            if (p->pub.n_tags > 0 && !over_high)
                 continue;
             int64_t u = usefulness(p, now);
-            if (worst == NULL || u < worst_u) {
+            /* Untagged before tagged; among tagged, the lighter first. */
+            bool worse;
+            if (worst == NULL)
+                worse = true;
+            else if ((p->pub.n_tags > 0) != (worst->pub.n_tags > 0))
+                worse = p->pub.n_tags == 0;
+            else if (p->pub.tag_weight != worst->pub.tag_weight)
+                worse = p->pub.tag_weight < worst->pub.tag_weight;
+            else
+                worse = u < worst_u;
+            if (worse) {
                 worst = p;
                 worst_u = u;
             }
         }
         if (worst == NULL)
-            return; /* everything left is protected */
+            return; /* everything left is protected, young, or tagged below high_water */
         worst->closing = true;
         cm->stats.trimmed++;
+        if (worst->pub.n_tags > 0)
+            tagged--;
         /* No peer list goes with it (unlike gossipsub's prune with peer exchange): a list
-         * nobody asked for is what receivers refuse. A young peer lingers instead, so that
-         * the request it sent on connecting, if it was short of peers, is answered. */
-        if (now - worst->pub.connected_since_ms < VV_CONNMGR_TRIM_LINGER_MS) {
-            worst->close_at_ms = worst->pub.connected_since_ms + VV_CONNMGR_TRIM_LINGER_MS;
-            cm->lingering++;
-            continue;
-        }
-        /* The peer callback will come back and mark it disconnected. */
+         * nobody asked for is what receivers refuse. The grace period gave a peer that joined
+         * through us time to ask. The peer callback will come back and mark it
+         * disconnected. */
         uint32_t before = cm->connected;
         vv_env_disconnect(cm->env, worst->pub.id);
         if (cm->connected == before) {
@@ -800,8 +838,6 @@ static void tick(struct vv_env *env, void *arg)
             cm->stats.dial_failures++;
             p->pub.next_dial_ms = now + backoff_ms(cm, p->pub.failures);
         }
-        if (p->close_at_ms != 0 && now >= p->close_at_ms)
-            finish_close(cm, p);
         if (!p->pub.connected || p->closing)
             continue;
         if (now - p->pub.last_heard_ms >= cm->cfg.idle_timeout_ms) {
@@ -813,7 +849,7 @@ static void tick(struct vv_env *env, void *arg)
             send_ping(cm, p, now);
     }
 
-    if (cm->connected - cm->lingering > cm->cfg.high_water)
+    if (cm->connected > cm->cfg.high_water)
         trim(cm, now);
 
     /* The hearsay dial budget: VV_CONNMGR_PEX_DIALS_PER_S tokens a second, at most
@@ -823,6 +859,20 @@ static void tick(struct vv_env *env, void *arg)
         uint64_t add = (now - cm->pex_dial_fill_ms) * VV_CONNMGR_PEX_DIALS_PER_S;
         cm->pex_dial_tokens = add >= cap - cm->pex_dial_tokens ? cap : cm->pex_dial_tokens + add;
         cm->pex_dial_fill_ms = now;
+    }
+
+    /* Tagged peers first: a module needs them. Not when high_water tagged peers are in use
+     * (trimming would take them again), not past max_dials, not paced like other hearsay
+     * (each one is a peer a module asked for by ID, and its dials are under backoff). */
+    if (cm->n_tagged > 0) {
+        uint32_t in_use = tagged_in_use(cm, true);
+        for (uint32_t i = 0; i < cm->n_peers; i++) {
+            if (in_use >= cm->cfg.high_water || cm->dialing >= cm->cfg.max_dials)
+                break;
+            struct peer *p = &cm->peers[i];
+            if (p->pub.n_tags > 0 && dialable(p, now) && start_dial(cm, p, now) == 0)
+                in_use++;
+        }
     }
 
     /* Dial from a random starting point, so that all nodes do not chase the same peers. */
@@ -860,6 +910,128 @@ static void tick(struct vv_env *env, void *arg)
     }
 }
 
+/* ---- peers on demand: tags --------------------------------------------------------------- */
+
+/* Dials a tagged peer now if it may be dialled and the bounds allow (see tick). */
+static void dial_if_wanted(struct vv_connmgr *cm, struct peer *p, uint64_t now)
+{
+    if (p->pub.n_tags > 0 && dialable(p, now) && cm->dialing < cm->cfg.max_dials &&
+        tagged_in_use(cm, true) < cm->cfg.high_water)
+        start_dial(cm, p, now);
+}
+
+/* A new address for p, from peer exchange or the operator: a new chance, so the backoff of
+ * dials to the old one (or to none) starts over, and a tagged peer is dialled at once. */
+static void learn_address(struct vv_connmgr *cm, struct peer *p, const char *address, uint64_t now)
+{
+    vv_strlcpy(p->pub.address, address, sizeof(p->pub.address));
+    if (p->pub.connected || p->pub.dialing)
+        return;
+    p->pub.failures = 0;
+    p->pub.next_dial_ms = now;
+    dial_if_wanted(cm, p, now);
+}
+
+static bool tag_name_ok(const char *tag)
+{
+    size_t n = 0;
+    for (; tag[n] != '\0'; n++)
+        if (tag[n] <= ' ' || tag[n] > '~' || n + 1 >= VV_CONNMGR_TAG_BYTES)
+            return false;
+    return n > 0;
+}
+
+static void sum_tags(struct peer *p)
+{
+    p->pub.tag_weight = 0;
+    for (uint32_t i = 0; i < p->pub.n_tags; i++)
+        p->pub.tag_weight += p->pub.tags[i].weight;
+}
+
+static int refuse_tag(struct vv_connmgr *cm)
+{
+    cm->stats.tags_refused++;
+    return VV_ELIMIT;
+}
+
+int vv_connmgr_tag(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES], const char *address,
+                   const char *tag, uint32_t weight)
+{
+    if (id == NULL || tag == NULL || !tag_name_ok(tag) || is_self(cm, id) ||
+        (address != NULL && strlen(address) >= VV_CONNMGR_ADDRESS_BYTES))
+        return VV_EINVAL;
+    if (address != NULL && address[0] == '\0')
+        address = NULL;
+    uint64_t now = vv_env_now(cm->env);
+    struct peer *p = find_peer(cm, id);
+    if (p != NULL) {
+        for (uint32_t i = 0; i < p->pub.n_tags; i++) {
+            if (strcmp(p->pub.tags[i].name, tag) == 0) {
+                p->pub.tags[i].weight = weight;
+                sum_tags(p);
+                if (address != NULL && strcmp(address, p->pub.address) != 0)
+                    learn_address(cm, p, address, now);
+                return 0;
+            }
+        }
+        if (p->pub.n_tags == VV_CONNMGR_MAX_TAGS_PER_PEER)
+            return refuse_tag(cm);
+    }
+    if ((p == NULL || p->pub.n_tags == 0) && cm->n_tagged >= cm->max_tagged)
+        return refuse_tag(cm);
+    if (p == NULL) {
+        p = new_peer(cm, id, NULL);
+        if (p == NULL)
+            return refuse_tag(cm); /* the book is full of peers that may not be forgotten */
+        p->pub.next_dial_ms = now;
+    }
+    if (p->pub.n_tags++ == 0)
+        cm->n_tagged++;
+    struct vv_connmgr_tag *t = &p->pub.tags[p->pub.n_tags - 1];
+    vv_strlcpy(t->name, tag, sizeof(t->name));
+    t->weight = weight;
+    sum_tags(p);
+    if (address != NULL && strcmp(address, p->pub.address) != 0)
+        learn_address(cm, p, address, now); /* dials */
+    else
+        dial_if_wanted(cm, p, now);
+    return 0;
+}
+
+int vv_connmgr_untag(struct vv_connmgr *cm, const uint8_t id[VV_NODE_ID_BYTES], const char *tag)
+{
+    struct peer *p = id != NULL && tag != NULL ? find_peer(cm, id) : NULL;
+    if (p == NULL)
+        return 0;
+    for (uint32_t i = 0; i < p->pub.n_tags; i++) {
+        if (strcmp(p->pub.tags[i].name, tag) == 0) {
+            p->pub.tags[i] = p->pub.tags[--p->pub.n_tags];
+            memset(&p->pub.tags[p->pub.n_tags], 0, sizeof(p->pub.tags[0]));
+            sum_tags(p);
+            if (p->pub.n_tags == 0)
+                cm->n_tagged--;
+            break;
+        }
+    }
+    return 0;
+}
+
+uint32_t vv_connmgr_tagged_count(const struct vv_connmgr *cm)
+{
+    return cm->n_tagged;
+}
+
+static int pm_want(void *arg, const uint8_t id[VV_NODE_ID_BYTES], const char *address,
+                   const char *tag, uint32_t weight)
+{
+    return vv_connmgr_tag(arg, id, address, tag, weight);
+}
+
+static int pm_release(void *arg, const uint8_t id[VV_NODE_ID_BYTES], const char *tag)
+{
+    return vv_connmgr_untag(arg, id, tag);
+}
+
 /* ---- public API ------------------------------------------------------------------------- */
 
 struct vv_connmgr *vv_connmgr_new(struct vv_env *env, const struct vv_connmgr_config *cfg)
@@ -878,7 +1050,10 @@ struct vv_connmgr *vv_connmgr_new(struct vv_env *env, const struct vv_connmgr_co
     cm->index = vv_xcalloc(cm->index_cap, sizeof(*cm->index));
     cm->pex_dial_tokens = (uint64_t)VV_CONNMGR_PEX_DIAL_BURST * 1000;
     cm->pex_dial_fill_ms = vv_env_now(env);
+    cm->max_tagged = VV_MIN((uint32_t)VV_CONNMGR_MAX_TAGGED_PEERS, cm->cfg.max_known_peers / 2);
     vv_env_set_channel(env, VV_CHANNEL_CONN, on_recv, on_peer, cm);
+    const struct vv_env_peer_manager pm = {pm_want, pm_release, cm};
+    vv_env_set_peer_manager(env, &pm);
     uint64_t first = vv_env_random_below(env, cm->cfg.tick_ms) + 1;
     cm->timer = vv_env_timer_start(env, first, cm->cfg.tick_ms, tick, cm);
     return cm;
@@ -890,6 +1065,8 @@ void vv_connmgr_free(struct vv_connmgr *cm)
         return;
     vv_env_timer_cancel(cm->env, cm->timer);
     vv_env_set_channel(cm->env, VV_CHANNEL_CONN, NULL, NULL, NULL);
+    if (cm->env->peers.arg == cm)
+        vv_env_set_peer_manager(cm->env, NULL);
     vv_free(cm->index);
     vv_free(cm->peers);
     vv_free(cm);
@@ -908,10 +1085,10 @@ int vv_connmgr_add_peer(struct vv_connmgr *cm, const uint8_t *id, const char *ad
         p = new_peer(cm, id, address);
     if (p == NULL)
         return VV_ELIMIT;
-    if (address != NULL && *address != '\0')
-        vv_strlcpy(p->pub.address, address, sizeof(p->pub.address));
     p->pub.flags |= flags;
     vouch(cm, p); /* the operator (config, RPC, local discovery) named it */
+    if (address != NULL && *address != '\0' && strcmp(address, p->pub.address) != 0)
+        learn_address(cm, p, address, vv_env_now(cm->env));
     return 0;
 }
 

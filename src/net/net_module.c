@@ -91,6 +91,13 @@ CM_STAT_FN(pex_peers_learned)
 CM_STAT_FN(pex_unsolicited)
 CM_STAT_FN(pex_entries_refused)
 CM_STAT_FN(bad_messages)
+CM_STAT_FN(tags_refused)
+
+static double tagged_peers(void *data)
+{
+    struct vv_net_module *m = data;
+    return m->connmgr ? (double)vv_connmgr_tagged_count(m->connmgr) : 0.0;
+}
 
 /* The request layer's counters (vivim/env_request.h), on the env this module owns. */
 #define REQ_STAT_FN(field)                                                                         \
@@ -138,6 +145,9 @@ static void register_metrics(struct vv_net_module *m, struct vv_metrics *mx)
         {false, "vivimd_net_rx_buffered_bytes", "Bytes of partly received frames, all connections.",
          stat_rx_buffered_bytes},
         {false, "vivimd_net_known_peers", "Peers in the address book.", known_peers},
+        {false, "vivimd_net_tagged_peers",
+         "Peers a module asked to be connected to and holds a tag on (connected or not).",
+         tagged_peers},
         {true, "vivimd_net_accepted_total", "Inbound TCP connections accepted.", stat_accepted},
         {true, "vivimd_net_dials_total", "Outbound connections attempted.", stat_dials},
         {true, "vivimd_net_dial_failures_total",
@@ -232,6 +242,10 @@ static void register_metrics(struct vv_net_module *m, struct vv_metrics *mx)
          req_answers_unsent},
         {true, "vivimd_env_requests_bad_requests_total",
          "Request frames from peers that failed to decode (dropped).", req_bad_requests},
+        {true, "vivimd_net_tags_refused_total",
+         "Requests for a peer connection refused: too many tags on the peer, too many tagged "
+         "peers, or no room in the address book.",
+         cm_tags_refused},
     };
     for (size_t i = 0; i < VV_ARRAY_SIZE(defs); i++) {
         if (defs[i].counter)

@@ -64,6 +64,12 @@ static json_t *peer_json(struct vv_net_module *m, const struct vv_net_conn_info 
         json_object_set_new(o, "protected", json_boolean(cp->flags & VV_PEER_PROTECTED));
         json_object_set_new(o, "failures", json_integer(cp->failures));
     }
+    /* Who keeps this connection, and how strongly (vv_env_want_peer; docs/rpc.md). */
+    json_t *tags = json_array();
+    for (uint32_t i = 0; cp != NULL && i < cp->n_tags; i++)
+        json_array_append_new(tags, json_pack("{s:s, s:I}", "tag", cp->tags[i].name, "weight",
+                                              (json_int_t)cp->tags[i].weight));
+    json_object_set_new(o, "tags", tags);
     if (ci) {
         uint64_t now = uv_now(m->node->loop);
         uint64_t since_s =
@@ -377,7 +383,10 @@ void vv__net_rpc_detach(struct vv_net_module *m)
     "\"connectedSeconds\":{\"type\":\"integer\"},"                                                 \
     "\"bytesIn\":{\"type\":\"integer\"},\"bytesOut\":{\"type\":\"integer\"},"                      \
     "\"framesIn\":{\"type\":\"integer\"},\"framesOut\":{\"type\":\"integer\"},"                    \
-    "\"errors\":{\"type\":\"integer\"},\"queuedBytes\":{\"type\":\"integer\"}}}"
+    "\"errors\":{\"type\":\"integer\"},\"queuedBytes\":{\"type\":\"integer\"},"                    \
+    "\"tags\":{\"type\":\"array\",\"description\":\"modules that asked for this peer and keep "    \
+    "it (trimmed last)\",\"items\":{\"type\":\"object\",\"properties\":{\"tag\":{\"type\":"        \
+    "\"string\"},\"weight\":{\"type\":\"integer\"}}}}}}"
 
 #define NODE_ID_PARAMS                                                                             \
     "{\"type\":\"object\",\"required\":[\"nodeId\"],\"properties\":{\"nodeId\":{\"type\":"         \
@@ -412,7 +421,7 @@ int vv__net_rpc_register(struct vv_net_module *m, struct vv_rpc *rpc)
          "\"type\":\"string\"},\"alreadyConnected\":{\"type\":\"boolean\"}}}"},
         {"peers.disconnect", peers_disconnect, m,
          "Closes the connection to a peer. The connection manager may dial it again later "
-         "(bootstrap peers, or when short of peers).",
+         "(bootstrap peers, peers a module holds a tag on, or when short of peers).",
          NODE_ID_PARAMS,
          "{\"type\":\"object\",\"properties\":{\"disconnected\":{\"const\":true}}}"},
     };

@@ -4,6 +4,7 @@
  * only input that changes a run is the seed (and the scenario the test writes).
  */
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +80,7 @@ struct sim_node {
     bool exists;
     struct vv_identity identity;
     struct vv_env env;
+    struct vv_connmgr *cm; /* the daemon's connection manager, when cfg.connmgr */
     void *app;
     uint64_t rng[4];
     uint64_t uplink_free_us;
@@ -573,6 +575,18 @@ static void node_boot(struct vv_sim *sim, uint32_t idx)
     struct sim_node *n = &sim->nodes[idx];
     n->up = true;
     memset(n->env.channels, 0, sizeof(n->env.channels));
+    memset(&n->env.peers, 0, sizeof(n->env.peers));
+    /* As in vivimd, the connection manager starts before the modules that ask it for peers
+     * (vv_env_want_peer) and stops after them. */
+    if (sim->cfg.connmgr) {
+        /* Each node advertises an address of its own, numeric as peer exchange requires:
+         * node i at 10.x.y.z with x.y.z = i + 1 (dials go by node ID here). */
+        struct vv_connmgr_config cc = sim->cfg.connmgr_cfg;
+        if (cc.self_address[0] == '\0')
+            snprintf(cc.self_address, sizeof(cc.self_address), "10.%u.%u.%u:4747", (idx + 1) >> 16,
+                     ((idx + 1) >> 8) & 255, (idx + 1) & 255);
+        n->cm = vv_connmgr_new(&n->env, &cc);
+    }
     n->app = sim->app.create ? sim->app.create(sim, &n->env, idx, sim->app.arg) : NULL;
 }
 
@@ -586,6 +600,8 @@ static void node_crash(struct vv_sim *sim, uint32_t idx)
     if (sim->app.destroy)
         sim->app.destroy(n->app, sim->app.arg);
     n->app = NULL;
+    vv_connmgr_free(n->cm);
+    n->cm = NULL;
     vv_env_fini(&n->env); /* memory state gone: the request layer's too, without callbacks */
     memset(n->env.channels, 0, sizeof(n->env.channels));
     for (uint32_t i = 0; i < n->n_links; i++) {
@@ -815,6 +831,7 @@ void vv_sim_free(struct vv_sim *sim)
         struct sim_node *n = &sim->nodes[i];
         if (n->up && sim->app.destroy)
             sim->app.destroy(n->app, sim->app.arg);
+        vv_connmgr_free(n->cm);
         vv_env_fini(&n->env);
         for (uint32_t k = 0; k < n->n_links; k++)
             vv_free(n->links[k].q);
@@ -898,6 +915,11 @@ struct vv_env *vv_sim_env(struct vv_sim *sim, uint32_t node)
 void *vv_sim_app_of(struct vv_sim *sim, uint32_t node)
 {
     return sim->nodes[node].app;
+}
+
+struct vv_connmgr *vv_sim_connmgr(struct vv_sim *sim, uint32_t node)
+{
+    return sim->nodes[node].cm;
 }
 const uint8_t *vv_sim_node_id(const struct vv_sim *sim, uint32_t node)
 {

@@ -32,6 +32,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "vivim/connmgr.h"
 #include "vivim/env.h"
 
 #define VV_SIM_MAX_REGIONS 8
@@ -54,6 +55,14 @@ struct vv_sim_config {
      * refused with VV_ECONN_BACKPRESSURE, as the daemon's [net] peer_queue_bytes does.
      * 0 = unbounded. */
     uint64_t peer_queue_bytes;
+    /* Run the daemon's connection manager (connmgr.h) on every node, created before the app
+     * and freed after it, as vivimd does: it answers vv_env_want_peer (peers on demand),
+     * keeps low water, trims, pings and exchanges peers. Off: the app manages connections
+     * itself and vv_env_want_peer answers VV_ESTATE, as on an env with no manager. An empty
+     * self_address becomes 10.x.y.z:4747 with x.y.z = node index + 1 (peer exchange passes
+     * on numeric addresses only). */
+    bool connmgr;
+    struct vv_connmgr_config connmgr_cfg;
 };
 
 /* The protocol under test: one instance per running node. */
@@ -100,6 +109,8 @@ uint32_t vv_sim_node_count(const struct vv_sim *sim); /* nodes created so far */
 bool vv_sim_node_up(const struct vv_sim *sim, uint32_t node);
 struct vv_env *vv_sim_env(struct vv_sim *sim, uint32_t node);
 void *vv_sim_app_of(struct vv_sim *sim, uint32_t node);
+/* The node's connection manager (cfg.connmgr), or NULL when it is down or there is none. */
+struct vv_connmgr *vv_sim_connmgr(struct vv_sim *sim, uint32_t node);
 const uint8_t *vv_sim_node_id(const struct vv_sim *sim, uint32_t node);
 /* Index of a node ID, or -1. */
 int64_t vv_sim_find(const struct vv_sim *sim, const uint8_t id[VV_NODE_ID_BYTES]);
