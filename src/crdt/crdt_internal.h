@@ -22,6 +22,7 @@ struct vv_crdt_module {
     unsigned pending_batches;
     uint32_t compact_updates;
     uint64_t local_updates, remote_updates, compactions, store_errors;
+    struct vv_counter *refused[VV_CRDT_REFUSAL_COUNT]; /* vivimd_crdt_refused_total{reason} */
 };
 
 int vv__crdt_rpc_register(struct vv_crdt_module *m, struct vv_rpc *rpc);

@@ -1,8 +1,9 @@
 /*
  * The CRDT sync engine (see crdt_sync.h for the protocol). Who owns what: the engine owns
  * every document (struct vv_crdt_doc) and, per document, the list of peers it is shared
- * with; documents are found by id through a chained hash table and listed through an array
- * (removal moves the last entry into the hole).
+ * with and its access policy; documents are found by id through a chained hash table and
+ * listed through an array (removal moves the last entry into the hole). Invariant: every
+ * joined peer of a document may read it under its policy (a policy change drops the others).
  */
 #include <msgpack.h>
 #include <string.h>
@@ -31,6 +32,9 @@
 #define DELTA_BYTE_WORK 4u
 #define DEFER_MAX_MSGS  4096u
 #define DEFER_MAX_BYTES (16u << 20)
+/* What checking a POLICY's signature costs the turn, in the same units: an Ed25519
+ * verification takes about 50 us, some six thousand 8 ns steps. */
+#define POLICY_VERIFY_WORK 8192u
 
 struct deferred {
     struct deferred *next;
@@ -45,7 +49,8 @@ struct entry {
     bool drain_queued;
     uint8_t (*peers)[VV_NODE_ID_BYTES];
     size_t n_peers, cap_peers;
-    size_t index; /* in e->list */
+    struct vv_crdt_policy *pol; /* NULL: none yet (adopted from disk), nobody else may in */
+    size_t index;               /* in e->list */
     struct entry *hnext;
 };
 
@@ -75,7 +80,8 @@ struct vv_crdt_engine {
      * updates were unblocked but not all retried yet (their drain goes on in later turns). */
     struct vv_crdt_pending_pool *pool;
     struct entry *drain_head, **drain_tail;
-    uint64_t drops_logged, drops_log_ms; /* dropped buffered updates already logged; when */
+    uint64_t drops_logged, drops_log_ms;     /* dropped buffered updates already logged; when */
+    uint64_t refuse_log_ms, refuse_unlogged; /* refusals by policy: one line a second */
 };
 
 uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e)
@@ -178,6 +184,7 @@ static void remove_entry(struct vv_crdt_engine *e, struct entry *x)
     last->index = x->index;
     vv_crdt_doc_free(x->doc); /* its buffered updates leave the pool */
     pending_copy(e);
+    vv_crdt_policy_free(x->pol);
     vv_free(x->peers);
     vv_free(x);
 }
@@ -266,7 +273,7 @@ static int send_sync(struct vv_crdt_engine *e, struct entry *x,
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
-    msgpack_pack_array(&pk, 4);
+    msgpack_pack_array(&pk, 5);
     pack_str(&pk, vv_crdt_doc_id(x->doc));
     msgpack_pack_uint8(&pk, (uint8_t)vv_crdt_doc_kind(x->doc));
     pack_bin(&pk, sv, sv_len);
@@ -274,6 +281,7 @@ static int send_sync(struct vv_crdt_engine *e, struct entry *x,
         msgpack_pack_true(&pk);
     else
         msgpack_pack_false(&pk);
+    msgpack_pack_uint64(&pk, x->pol ? x->pol->version : 0); /* so the peer knows if ours is old */
     vv_free(sv);
     int rc = send_sb(e, peer, &sb);
     if (rc == 0)
@@ -296,6 +304,34 @@ static int send_update(struct vv_crdt_engine *e, struct entry *x,
     if (rc == 0)
         e->stats.updates_sent++;
     return rc;
+}
+
+/* The document's policy, to a peer that may lack it or hold an older version. */
+static void send_policy(struct vv_crdt_engine *e, struct entry *x,
+                        const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    if (x->pol == NULL)
+        return;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_CRDT_MSG_POLICY, 0);
+    msgpack_pack_array(&pk, 2);
+    pack_str(&pk, vv_crdt_doc_id(x->doc));
+    pack_bin(&pk, x->pol->bytes, x->pol->len);
+    if (send_sb(e, peer, &sb) == 0)
+        e->stats.policies_sent++;
+}
+
+static enum vv_crdt_access access_of(const struct entry *x, const uint8_t node[VV_NODE_ID_BYTES])
+{
+    return vv_crdt_policy_access(x->pol, node);
+}
+
+static bool self_writes(const struct vv_crdt_engine *e, const struct entry *x)
+{
+    return access_of(x, e->env->identity->node_id) == VV_CRDT_ACCESS_WRITE;
 }
 
 static void send_leave(struct vv_crdt_engine *e, const char *id,
@@ -403,6 +439,125 @@ static void apply_remote(struct vv_crdt_engine *e, struct entry *x,
         e->cbs.updated(e->arg, x->doc, u, len, false);
 }
 
+static const char *const refusal_names[VV_CRDT_REFUSAL_COUNT] = {
+    [VV_CRDT_REFUSED_READ] = "read",           [VV_CRDT_REFUSED_WRITE] = "write",
+    [VV_CRDT_REFUSED_UNKNOWN] = "unknown_doc", [VV_CRDT_REFUSED_NOT_MEMBER] = "not_member",
+    [VV_CRDT_REFUSED_CREATOR] = "creator",     [VV_CRDT_REFUSED_FORGED] = "forged",
+    [VV_CRDT_REFUSED_STALE] = "stale",
+};
+
+const char *vv_crdt_refusal_name(enum vv_crdt_refusal r)
+{
+    return (unsigned)r < VV_CRDT_REFUSAL_COUNT ? refusal_names[r] : "unknown";
+}
+
+/* Counts a refusal and logs it, at most one line a second (a peer may send many). */
+static void refuse(struct vv_crdt_engine *e, enum vv_crdt_refusal why, const char *id,
+                   const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    e->stats.refused[why]++;
+    if (e->cbs.refused)
+        e->cbs.refused(e->arg, why);
+    uint64_t now = vv_env_now(e->env);
+    if (e->refuse_log_ms != 0 && now - e->refuse_log_ms < 1000) {
+        e->refuse_unlogged++;
+        return;
+    }
+    static const char *const what[VV_CRDT_REFUSAL_COUNT] = {
+        [VV_CRDT_REFUSED_READ] = "sync refused: the policy does not let it read",
+        [VV_CRDT_REFUSED_WRITE] = "update refused: the policy does not let it write",
+        [VV_CRDT_REFUSED_UNKNOWN] = "sync for a document not held here ignored",
+        [VV_CRDT_REFUSED_NOT_MEMBER] = "policy ignored: it does not name this node",
+        [VV_CRDT_REFUSED_CREATOR] = "policy refused: signed by another creator than the known one",
+        [VV_CRDT_REFUSED_FORGED] = "policy refused: malformed or not signed by its creator",
+        [VV_CRDT_REFUSED_STALE] = "policy refused: older than the one held",
+    };
+    char hex[2 * VV_NODE_ID_BYTES + 1];
+    vv_hex_encode(peer, VV_NODE_ID_BYTES, hex);
+    vv_log_warn("crdt", "%s from peer %.16s: %s (%llu more refusals since the last line)", id, hex,
+                what[why], (unsigned long long)e->refuse_unlogged);
+    e->refuse_log_ms = now ? now : 1;
+    e->refuse_unlogged = 0;
+}
+
+/* Drops the joined peers the policy does not let read: they stop syncing. */
+static void prune_peers(struct vv_crdt_engine *e, struct entry *x)
+{
+    for (size_t i = x->n_peers; i-- > 0;) {
+        if (access_of(x, x->peers[i]) == VV_CRDT_ACCESS_NONE) {
+            uint8_t p[VV_NODE_ID_BYTES];
+            memcpy(p, x->peers[i], VV_NODE_ID_BYTES);
+            drop_peer(e, x, p);
+        }
+    }
+}
+
+/* Makes p (taken) x's policy: persisted, sent to the joined peers but `from` (NULL: all),
+ * the removed ones included so they learn it, then the peers it shuts out are dropped. */
+static void install_policy(struct vv_crdt_engine *e, struct entry *x, struct vv_crdt_policy *p,
+                           const uint8_t *from)
+{
+    vv_crdt_policy_free(x->pol);
+    x->pol = p;
+    if (e->cbs.policy_changed)
+        e->cbs.policy_changed(e->arg, x->doc, p);
+    for (size_t i = 0; i < x->n_peers; i++)
+        if (from == NULL || memcmp(from, x->peers[i], VV_NODE_ID_BYTES) != 0)
+            send_policy(e, x, x->peers[i]);
+    prune_peers(e, x);
+}
+
+/* POLICY: a peer offers a document's policy. Returns false when the message is malformed
+ * (a type clash with our copy); refusals are counted by reason. */
+static bool handle_policy(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_BYTES],
+                          const char *id, const uint8_t *b, size_t len)
+{
+    struct vv_crdt_policy *p;
+    if (vv_crdt_policy_decode(b, len, &p) != 0 || strcmp(p->doc_id, id) != 0) {
+        vv_crdt_policy_free(p);
+        refuse(e, VV_CRDT_REFUSED_FORGED, id, peer);
+        return true;
+    }
+    struct entry *x = find_entry(e, id);
+    const struct vv_crdt_policy *have = x ? x->pol : NULL;
+    bool ok = true;
+    if (have != NULL && memcmp(have->creator_pk, p->creator_pk, VV_ED25519_PK_BYTES) != 0) {
+        /* The first creator seen for an id wins here: another node may have made a document
+         * of the same name, and it cannot take this one over. */
+        refuse(e, VV_CRDT_REFUSED_CREATOR, id, peer);
+    } else if (have != NULL && p->version <= have->version) {
+        if (p->version < have->version) {
+            refuse(e, VV_CRDT_REFUSED_STALE, id, peer);
+            if (access_of(x, peer) != VV_CRDT_ACCESS_NONE)
+                send_policy(e, x, peer); /* it is behind: bring it up to date */
+        }                                /* the same version again: nothing new */
+    } else if ((e->turn_work += POLICY_VERIFY_WORK, !vv_crdt_policy_verify(e->env, p))) {
+        refuse(e, VV_CRDT_REFUSED_FORGED, id, peer);
+    } else if (x != NULL && vv_crdt_doc_kind(x->doc) != p->kind) {
+        ok = false; /* a type clash is the peer's error */
+    } else if (x != NULL) {
+        e->stats.policies_accepted++;
+        install_policy(e, x, p, peer);
+        return true;
+    } else if (vv_crdt_policy_access(p, e->env->identity->node_id) == VV_CRDT_ACCESS_NONE) {
+        refuse(e, VV_CRDT_REFUSED_NOT_MEMBER, id, peer);
+    } else if (!e->auto_join || e->n >= VV_CRDT_SYNC_MAX_DOCS ||
+               e->stats.docs_created_by_peers >= e->max_peer_docs) {
+        e->stats.docs_refused++; /* peers may not create documents here (any more) */
+    } else {
+        struct vv_crdt_doc *d = vv_crdt_doc_new(id, p->kind, e->replica);
+        x = add_entry(e, d);
+        e->stats.docs_created_by_peers++;
+        e->stats.policies_accepted++;
+        if (e->cbs.created)
+            e->cbs.created(e->arg, d);
+        install_policy(e, x, p, peer);
+        return true;
+    }
+    vv_crdt_policy_free(p);
+    return ok;
+}
+
 /* Handles one message from a peer; adds what it cost to the turn's work. */
 static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_BYTES],
                        const uint8_t *data, size_t len)
@@ -416,57 +571,64 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
     const msgpack_object *a;
     uint32_t n;
     char id[VV_CRDT_DOC_ID_MAX_BYTES + 1];
-    bool ok = vv_wire_get_array(&f.body, 1, 4, &a, &n) == 0 && get_id(&a[0], id);
-    if (ok && f.h.type == VV_CRDT_MSG_SYNC && n == 4) {
-        uint64_t kind;
+    bool ok = vv_wire_get_array(&f.body, 1, 5, &a, &n) == 0 && get_id(&a[0], id);
+    if (ok && f.h.type == VV_CRDT_MSG_SYNC && (n == 4 || n == 5)) {
+        uint64_t kind, version = 0; /* 4 elements: a sender that does not say its version */
         const uint8_t *sv;
         size_t sv_len;
         bool reply;
         ok = vv_wire_get_u64(&a[1], VV_CRDT_KIND_COUNT - 1, &kind) == 0 &&
              vv_wire_get_bin(&a[2], 0, VV_WIRE_MAX_FRAME_BYTES, &sv, &sv_len) == 0 &&
-             vv_wire_get_bool(&a[3], &reply) == 0;
-        if (ok) {
+             vv_wire_get_bool(&a[3], &reply) == 0 &&
+             (n == 4 || vv_wire_get_u64(&a[4], UINT64_MAX, &version) == 0);
+        struct entry *x = ok ? find_entry(e, id) : NULL;
+        enum vv_crdt_access acc = x ? access_of(x, peer) : VV_CRDT_ACCESS_NONE;
+        if (ok)
             e->stats.syncs_received++;
-            struct entry *x = find_entry(e, id);
-            if (!e->auto_join && (x == NULL || !has_peer(x, peer))) {
-                e->stats.docs_refused++; /* not shared with that peer here */
-                vv_wire_frame_free(&f);
-                return;
+        if (!ok) {
+            /* counted below */
+        } else if (x == NULL) {
+            refuse(e, VV_CRDT_REFUSED_UNKNOWN, id, peer); /* only a POLICY creates one */
+        } else if (acc == VV_CRDT_ACCESS_NONE) {
+            refuse(e, VV_CRDT_REFUSED_READ, id, peer);
+        } else if (!e->auto_join && !has_peer(x, peer)) {
+            e->stats.docs_refused++; /* not shared with that peer here */
+        } else if (vv_crdt_doc_kind(x->doc) != (enum vv_crdt_kind)kind) {
+            ok = false; /* a type clash is the peer's error */
+        } else if (add_peer(e, x, peer) == 0) {
+            if (version < x->pol->version)
+                send_policy(e, x, peer); /* it holds an older one (or none) */
+            /* A delta only from a writer: the peer accepts updates from writers alone. */
+            uint8_t *delta;
+            size_t dl;
+            if (!self_writes(e, x)) {
+                /* nothing to send */
+            } else if (vv_crdt_doc_delta(x->doc, sv, sv_len, &delta, &dl) == 0) {
+                e->turn_work += (uint64_t)dl * DELTA_BYTE_WORK;
+                if (dl > 0)
+                    send_update(e, x, peer, delta, dl);
+                vv_free(delta);
+            } else {
+                ok = false;
             }
-            if (x == NULL && e->n < VV_CRDT_SYNC_MAX_DOCS &&
-                e->stats.docs_created_by_peers < e->max_peer_docs) {
-                struct vv_crdt_doc *d = vv_crdt_doc_new(id, (enum vv_crdt_kind)kind, e->replica);
-                x = add_entry(e, d);
-                e->stats.docs_created_by_peers++;
-                if (e->cbs.created)
-                    e->cbs.created(e->arg, d);
-            } else if (x == NULL) {
-                e->stats.docs_refused++;
-            }
-            if (x == NULL || vv_crdt_doc_kind(x->doc) != (enum vv_crdt_kind)kind) {
-                ok = x != NULL ? false : true; /* a type clash is the peer's error */
-            } else if (add_peer(e, x, peer) == 0) {
-                uint8_t *delta;
-                size_t dl;
-                if (vv_crdt_doc_delta(x->doc, sv, sv_len, &delta, &dl) == 0) {
-                    e->turn_work += (uint64_t)dl * DELTA_BYTE_WORK;
-                    if (dl > 0)
-                        send_update(e, x, peer, delta, dl);
-                    vv_free(delta);
-                } else {
-                    ok = false;
-                }
-                if (reply)
-                    send_sync(e, x, peer, false);
-            }
+            /* Asking for its updates is for writers only: we would refuse a reader's. */
+            if (reply && acc == VV_CRDT_ACCESS_WRITE)
+                send_sync(e, x, peer, false);
         }
     } else if (ok && f.h.type == VV_CRDT_MSG_UPDATE && n == 2) {
         const uint8_t *u;
         size_t ul;
         ok = vv_wire_get_bin(&a[1], 0, VV_WIRE_MAX_FRAME_BYTES, &u, &ul) == 0;
         struct entry *x = ok ? find_entry(e, id) : NULL;
-        if (x != NULL && has_peer(x, peer))
+        if (x != NULL && access_of(x, peer) != VV_CRDT_ACCESS_WRITE)
+            refuse(e, VV_CRDT_REFUSED_WRITE, id, peer);
+        else if (x != NULL && has_peer(x, peer))
             apply_remote(e, x, peer, u, ul);
+    } else if (ok && f.h.type == VV_CRDT_MSG_POLICY && n == 2) {
+        const uint8_t *b;
+        size_t bl;
+        ok = vv_wire_get_bin(&a[1], 0, VV_CRDT_POLICY_MAX_BYTES, &b, &bl) == 0 &&
+             handle_policy(e, peer, id, b, bl);
     } else if (ok && f.h.type == VV_CRDT_MSG_LEAVE && n == 1) {
         struct entry *x = find_entry(e, id);
         if (x != NULL)
@@ -569,10 +731,14 @@ static void on_peer(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bo
     struct vv_crdt_engine *e = arg;
     if (!up)
         return;
-    /* A peer came (back): catch up on every document shared with it. */
-    for (size_t i = 0; i < e->n; i++)
-        if (has_peer(e->list[i], peer))
+    /* A peer came (back): catch up on every document shared with it. The policy goes first:
+     * the peer may have lost the document, or missed a change of the policy. */
+    for (size_t i = 0; i < e->n; i++) {
+        if (has_peer(e->list[i], peer)) {
+            send_policy(e, e->list[i], peer);
             send_sync(e, e->list[i], peer, true);
+        }
+    }
 }
 
 static void on_tick(struct vv_env *env, void *arg)
@@ -680,8 +846,12 @@ int vv_crdt_engine_create(struct vv_crdt_engine *e, const char *id, enum vv_crdt
         return VV_EEXIST;
     if (e->n >= VV_CRDT_SYNC_MAX_DOCS)
         return VV_ELIMIT;
+    struct vv_crdt_policy *p;
+    int rc = vv_crdt_policy_make(e->env, id, kind, 1, NULL, 0, NULL, 0, &p);
+    if (rc != 0)
+        return rc;
     struct vv_crdt_doc *d = vv_crdt_doc_new(id, kind, e->replica);
-    add_entry(e, d);
+    install_policy(e, add_entry(e, d), p, NULL);
     if (out)
         *out = d;
     return 0;
@@ -700,6 +870,53 @@ int vv_crdt_engine_adopt(struct vv_crdt_engine *e, struct vv_crdt_doc *d, const 
     for (size_t i = 0; i < n_peers; i++)
         add_peer(e, x, peers + i * VV_NODE_ID_BYTES);
     e->cbs = saved;
+    return 0;
+}
+
+int vv_crdt_engine_adopt_policy(struct vv_crdt_engine *e, const char *id, const uint8_t *policy,
+                                size_t len)
+{
+    struct entry *x = find_entry(e, id);
+    if (x == NULL)
+        return VV_ECRDT_NO_DOC;
+    struct vv_crdt_policy *p;
+    int rc = vv_crdt_policy_decode(policy, len, &p);
+    if (rc == 0 && (strcmp(p->doc_id, id) != 0 || p->kind != vv_crdt_doc_kind(x->doc) ||
+                    !vv_crdt_policy_verify(e->env, p)))
+        rc = VV_ECRDT_POLICY;
+    if (rc != 0) {
+        vv_crdt_policy_free(p);
+        return rc;
+    }
+    vv_crdt_policy_free(x->pol);
+    x->pol = p; /* from disk: nothing to persist or send */
+    prune_peers(e, x);
+    return 0;
+}
+
+const struct vv_crdt_policy *vv_crdt_engine_policy(const struct vv_crdt_engine *e, const char *id)
+{
+    struct entry *x = find_entry(e, id);
+    return x ? x->pol : NULL;
+}
+
+int vv_crdt_engine_set_access(struct vv_crdt_engine *e, const char *id, const uint8_t *readers,
+                              size_t n_readers, const uint8_t *writers, size_t n_writers)
+{
+    struct entry *x = find_entry(e, id);
+    if (x == NULL)
+        return VV_ECRDT_NO_DOC;
+    if (x->pol != NULL && memcmp(x->pol->creator, e->env->identity->node_id, VV_NODE_ID_BYTES) != 0)
+        return VV_ECRDT_DENIED;
+    if (x->pol != NULL && x->pol->version == UINT64_MAX)
+        return VV_ELIMIT;
+    struct vv_crdt_policy *p;
+    int rc =
+        vv_crdt_policy_make(e->env, id, vv_crdt_doc_kind(x->doc), x->pol ? x->pol->version + 1 : 1,
+                            readers, n_readers, writers, n_writers, &p);
+    if (rc != 0)
+        return rc;
+    install_policy(e, x, p, NULL);
     return 0;
 }
 
@@ -728,6 +945,12 @@ int vv_crdt_engine_op(struct vv_crdt_engine *e, const char *id, const json_t *op
         snprintf(err, err_len, "no document %s", id);
         return VV_ECRDT_NO_DOC;
     }
+    if (!self_writes(e, x)) {
+        snprintf(err, err_len,
+                 "document %s is read-only here: its access policy does not let this node write",
+                 id);
+        return VV_ECRDT_DENIED;
+    }
     uint8_t *u;
     size_t ul;
     int rc = vv_crdt_doc_op(x->doc, op, &e->clock, vv_env_wall_ms(e->env), &u, &ul, err, err_len);
@@ -750,9 +973,13 @@ static int join_and_sync(struct vv_crdt_engine *e, const char *id,
     struct entry *x = find_entry(e, id);
     if (x == NULL)
         return VV_ECRDT_NO_DOC;
+    if (access_of(x, peer) == VV_CRDT_ACCESS_NONE)
+        return VV_ECRDT_DENIED;
     int rc = add_peer(e, x, peer);
-    if (rc == 0)
+    if (rc == 0) {
+        send_policy(e, x, peer); /* it may lack the document, or hold an older policy */
         *sent = send_sync(e, x, peer, true);
+    }
     return rc;
 }
 

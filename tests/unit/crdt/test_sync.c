@@ -1,11 +1,13 @@
 /*
  * The sync engine between two nodes wired through an in-memory vv_env pair (messages are
  * queued and delivered when the test pumps): sharing on one side, auto-join on and off,
- * updates from peers not joined, LEAVE, the counters, and the per-turn work allowance with
- * its bounded queue of deferred messages.
+ * updates from peers not joined, LEAVE, the counters, the per-turn work allowance with
+ * its bounded queue of deferred messages, and documents' access policies (who reads, who
+ * writes, forged and stale policies, changes reaching the peers).
  */
 #include "vv_test.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -107,8 +109,8 @@ static void p_disconnect(void *impl, const uint8_t *peer)
 }
 static bool p_verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, const uint8_t *s)
 {
-    (void)impl, (void)pk, (void)m, (void)n, (void)s;
-    return false;
+    (void)impl;
+    return crypto_sign_verify_detached(s, m, n, pk) == 0;
 }
 static const struct vv_env_ops ops = {p_now,     p_timer,      p_cancel, p_random, p_send,
                                       p_connect, p_disconnect, p_verify, NULL};
@@ -121,7 +123,10 @@ static void world_init(struct world *w)
         struct node *n = &w->n[i];
         n->w = w;
         n->index = i;
-        memset(n->id.node_id, 0xa0 + i, VV_NODE_ID_BYTES);
+        uint8_t seed[crypto_sign_SEEDBYTES];
+        memset(seed, 0xa0 + i, sizeof(seed)); /* the same keys every run */
+        crypto_sign_seed_keypair(n->id.public_key, n->id.secret_key, seed);
+        vv_identity_node_id(n->id.public_key, n->id.node_id);
         n->env = (struct vv_env){.ops = &ops, .impl = n, .identity = &n->id};
         n->e = vv_crdt_engine_new(&n->env, 0, 1000, NULL, NULL);
     }
@@ -152,6 +157,15 @@ static void apply(struct node *n, const char *doc, const char *json)
     json_decref(op);
 }
 
+/* The creator a gives b access to doc (b alone besides a), and shares doc with it. */
+static void share(struct node *a, const char *doc, struct node *b, enum vv_crdt_access access)
+{
+    const uint8_t *id = b->id.node_id;
+    bool w = access == VV_CRDT_ACCESS_WRITE;
+    assert_int_equal(vv_crdt_engine_set_access(a->e, doc, w ? NULL : id, !w, w ? id : NULL, w), 0);
+    assert_int_equal(vv_crdt_engine_join(a->e, doc, id), 0);
+}
+
 static void assert_text(struct node *n, const char *doc, const char *want)
 {
     struct vv_crdt_doc *d = vv_crdt_engine_find(n->e, doc);
@@ -169,7 +183,7 @@ static void test_sharing_on_one_side_is_enough(void **state)
     struct node *a = &w.n[0], *b = &w.n[1];
     assert_int_equal(vv_crdt_engine_create(a->e, "t", VV_CRDT_KIND_TEXT, NULL), 0);
     apply(a, "t", "{\"insert\":{\"pos\":0,\"text\":\"hello\"}}");
-    assert_int_equal(vv_crdt_engine_join(a->e, "t", b->id.node_id), 0);
+    share(a, "t", b, VV_CRDT_ACCESS_WRITE);
     pump(&w);
     assert_text(b, "t", "hello");
     assert_int_equal(vv_crdt_engine_stats(b->e)->docs_created_by_peers, 1);
@@ -199,25 +213,39 @@ static void test_without_auto_join_both_sides_must_join(void **state)
     vv_crdt_engine_set_auto_join(b->e, false);
     assert_int_equal(vv_crdt_engine_create(a->e, "c", VV_CRDT_KIND_COUNTER, NULL), 0);
     apply(a, "c", "{\"increment\":5}");
-    assert_int_equal(vv_crdt_engine_join(a->e, "c", b->id.node_id), 0);
+    share(a, "c", b, VV_CRDT_ACCESS_WRITE);
     pump(&w);
     assert_null(vv_crdt_engine_find(b->e, "c")); /* B did not take it */
     assert_int_equal(vv_crdt_engine_stats(b->e)->docs_refused, 1);
-    /* B creates the document but has not joined A: A's updates are still refused. */
-    assert_int_equal(vv_crdt_engine_create(b->e, "c", VV_CRDT_KIND_COUNTER, NULL), 0);
-    apply(a, "c", "{\"increment\":1}");
+    /* B's own document, shared with A: A joined B, but B has not joined A, so A's sync
+     * rounds and updates are refused at B. */
+    assert_int_equal(vv_crdt_engine_create(b->e, "d", VV_CRDT_KIND_COUNTER, NULL), 0);
+    const uint8_t *aid = a->id.node_id;
+    assert_int_equal(vv_crdt_engine_set_access(b->e, "d", NULL, 0, aid, 1), 0);
+    vv_crdt_engine_set_auto_join(b->e, true);
+    assert_int_equal(vv_crdt_engine_join(b->e, "d", aid), 0);
     pump(&w);
-    json_t *v = vv_crdt_doc_value(vv_crdt_engine_find(b->e, "c"));
+    assert_non_null(vv_crdt_engine_find(a->e, "d"));
+    assert_int_equal(vv_crdt_engine_leave(b->e, "d", aid), 0); /* B stops sharing: LEAVE */
+    vv_crdt_engine_set_auto_join(b->e, false);
+    pump(&w);
+    apply(a, "d", "{\"increment\":1}");
+    assert_int_equal(vv_crdt_engine_join(a->e, "d", b->id.node_id), 0);
+    pump(&w);
+    apply(a, "d", "{\"increment\":1}"); /* sent to B, which ignores it */
+    pump(&w);
+    json_t *v = vv_crdt_doc_value(vv_crdt_engine_find(b->e, "d"));
     assert_int_equal(json_integer_value(v), 0);
     json_decref(v);
+    assert_int_equal(vv_crdt_engine_stats(b->e)->docs_refused, 2);
     /* B joins A: now they sync, both ways. */
-    assert_int_equal(vv_crdt_engine_join(b->e, "c", a->id.node_id), 0);
+    assert_int_equal(vv_crdt_engine_join(b->e, "d", aid), 0);
     pump(&w);
-    apply(b, "c", "{\"increment\":10}");
+    apply(b, "d", "{\"increment\":10}");
     pump(&w);
     for (int i = 0; i < 2; i++) {
-        v = vv_crdt_doc_value(vv_crdt_engine_find(w.n[i].e, "c"));
-        assert_int_equal(json_integer_value(v), 16);
+        v = vv_crdt_doc_value(vv_crdt_engine_find(w.n[i].e, "d"));
+        assert_int_equal(json_integer_value(v), 12);
         json_decref(v);
     }
     world_free(&w);
@@ -233,18 +261,20 @@ static void test_peer_created_documents_are_capped(void **state)
     const char *ids[] = {"d1", "d2", "d3"};
     for (int i = 0; i < 3; i++) {
         assert_int_equal(vv_crdt_engine_create(a->e, ids[i], VV_CRDT_KIND_SET, NULL), 0);
-        assert_int_equal(vv_crdt_engine_join(a->e, ids[i], b->id.node_id), 0);
+        share(a, ids[i], b, VV_CRDT_ACCESS_WRITE);
     }
     pump(&w);
     assert_int_equal(vv_crdt_engine_count(b->e), 2);
     assert_int_equal(vv_crdt_engine_stats(b->e)->docs_refused, 1);
-    /* A type clash on an existing document is a malformed message, and changes nothing. */
+    /* A document of the same name made by another node (of another type, too) is not
+     * replaced: the policy of another creator is refused, and so is its sender. */
     assert_int_equal(vv_crdt_engine_create(a->e, "x", VV_CRDT_KIND_TEXT, NULL), 0);
     assert_int_equal(vv_crdt_engine_create(b->e, "x", VV_CRDT_KIND_MAP, NULL), 0);
-    uint64_t bad = vv_crdt_engine_stats(b->e)->bad_messages;
-    assert_int_equal(vv_crdt_engine_join(a->e, "x", b->id.node_id), 0);
+    share(a, "x", b, VV_CRDT_ACCESS_WRITE);
     pump(&w);
-    assert_int_equal(vv_crdt_engine_stats(b->e)->bad_messages, bad + 1);
+    const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(b->e);
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_CREATOR], 1);
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_READ], 1);
     assert_int_equal(vv_crdt_doc_kind(vv_crdt_engine_find(b->e, "x")), VV_CRDT_KIND_MAP);
     world_free(&w);
 }
@@ -283,7 +313,7 @@ static void test_costly_messages_wait_for_later_turns_in_a_bounded_queue(void **
     struct node *a = &w.n[0], *b = &w.n[1];
     assert_int_equal(vv_crdt_engine_create(a->e, "t", VV_CRDT_KIND_TEXT, NULL), 0);
     apply(a, "t", "{\"insert\":{\"pos\":0,\"text\":\"hello\"}}");
-    assert_int_equal(vv_crdt_engine_join(a->e, "t", b->id.node_id), 0);
+    share(a, "t", b, VV_CRDT_ACCESS_WRITE);
     pump(&w);
     assert_text(b, "t", "hello");
 
@@ -355,7 +385,7 @@ static void test_buffered_updates_have_a_budget_across_documents_and_an_age_limi
     const char *ids[] = {"t0", "t1", "t2"};
     for (int k = 0; k < 3; k++) {
         assert_int_equal(vv_crdt_engine_create(a->e, ids[k], VV_CRDT_KIND_TEXT, NULL), 0);
-        assert_int_equal(vv_crdt_engine_join(a->e, ids[k], b->id.node_id), 0);
+        share(a, ids[k], b, VV_CRDT_ACCESS_WRITE);
     }
     pump(&w);
     /* Per document: the first edit is lost on the way, the next two wait for it at B. */
@@ -411,7 +441,7 @@ static void test_unblocked_updates_drain_across_turns(void **state)
     world_init(&w);
     struct node *a = &w.n[0], *b = &w.n[1];
     assert_int_equal(vv_crdt_engine_create(a->e, "t", VV_CRDT_KIND_TEXT, NULL), 0);
-    assert_int_equal(vv_crdt_engine_join(a->e, "t", b->id.node_id), 0);
+    share(a, "t", b, VV_CRDT_ACCESS_WRITE);
     pump(&w);
     /* N edits of 400 characters each (about 800 KB of updates), the first held back. */
     char json[600];
@@ -505,7 +535,7 @@ static void test_tiny_updates_to_a_large_map_are_metered_by_its_state(void **sta
         snprintf(op, sizeof(op), "{\"put\":{\"key\":\"key-%04d\",\"value\":\"%0100d\"}}", i, i);
         apply(a, "m", op);
     }
-    assert_int_equal(vv_crdt_engine_join(a->e, "m", b->id.node_id), 0);
+    share(a, "m", b, VV_CRDT_ACCESS_WRITE);
     /* The first sync already meters a's answers: let the deferred ones run. */
     for (int i = 0; i < 4; i++) {
         pump(&w);
@@ -541,8 +571,257 @@ static void test_tiny_updates_to_a_large_map_are_metered_by_its_state(void **sta
     world_free(&w);
 }
 
+/* A frame of the CRDT channel: [docId, bin] (UPDATE, POLICY). */
+static struct msg frame_id_bin(uint16_t type, const char *doc, const uint8_t *b, size_t n)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, type, 0);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_str(&pk, strlen(doc));
+    msgpack_pack_str_body(&pk, doc, strlen(doc));
+    msgpack_pack_bin(&pk, n);
+    msgpack_pack_bin_body(&pk, b, n);
+    struct msg m = {.data = vv_xmalloc(sb.size), .len = sb.size};
+    memcpy(m.data, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return m;
+}
+
+/* An UPDATE for text doc inserting s at 0, made by a replica of its own (as a peer that
+ * writes without leave would). */
+static struct msg forged_text_update(const char *doc, const char *s)
+{
+    struct vv_crdt_doc *d = vv_crdt_doc_new(doc, VV_CRDT_KIND_TEXT, 0x7777);
+    struct vv_hlc clock;
+    vv_hlc_init(&clock, 0x7777);
+    char json[128], err[128];
+    snprintf(json, sizeof(json), "{\"insert\":{\"pos\":0,\"text\":\"%s\"}}", s);
+    json_t *op = json_loads(json, 0, NULL);
+    uint8_t *u;
+    size_t ul;
+    assert_int_equal(vv_crdt_doc_op(d, op, &clock, 1, &u, &ul, err, sizeof(err)), 0);
+    json_decref(op);
+    struct msg m = frame_id_bin(VV_CRDT_MSG_UPDATE, doc, u, ul);
+    vv_free(u);
+    vv_crdt_doc_free(d);
+    return m;
+}
+
+/* A SYNC frame: [docId, type, state vector, reply] (what a peer sends to start a round). */
+static struct msg sync_frame(const char *doc, enum vv_crdt_kind kind)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_str(&pk, strlen(doc));
+    msgpack_pack_str_body(&pk, doc, strlen(doc));
+    msgpack_pack_uint8(&pk, (uint8_t)kind);
+    msgpack_pack_bin(&pk, 0);
+    msgpack_pack_true(&pk);
+    struct msg m = {.data = vv_xmalloc(sb.size), .len = sb.size};
+    memcpy(m.data, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return m;
+}
+
+/* Delivers every queued message to its node except those for `drop` (which never hear). */
+static void pump_except(struct world *w, int drop)
+{
+    while (w->head < w->tail) {
+        struct msg m = w->q[w->head++ % QMAX];
+        if (m.to != drop)
+            vv_env_deliver(&w->n[m.to].env, w->n[1 - m.to].id.node_id, VV_CHANNEL_CRDT, m.data,
+                           m.len);
+        vv_free(m.data);
+    }
+}
+
+/* A connected node that the creator did not let in learns nothing of the document (a SYNC
+ * for it is refused, with or without a policy of its own) and cannot change it. */
+static void test_peer_not_in_the_policy_gets_nothing_and_cannot_write(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w);
+    struct node *a = &w.n[0], *b = &w.n[1];
+    assert_int_equal(vv_crdt_engine_create(a->e, "t", VV_CRDT_KIND_TEXT, NULL), 0);
+    apply(a, "t", "{\"insert\":{\"pos\":0,\"text\":\"secret\"}}");
+    /* The creator cannot share it with B before B is in the policy. */
+    assert_int_equal(vv_crdt_engine_join(a->e, "t", b->id.node_id), VV_ECRDT_DENIED);
+    assert_int_equal(w.tail, w.head); /* nothing sent */
+    /* B asks for it by name: refused, nothing comes back. */
+    struct msg sync = sync_frame("t", VV_CRDT_KIND_TEXT);
+    deliver(a, b, sync);
+    assert_int_equal(w.tail, w.head);
+    const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(a->e);
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_READ], 1);
+    const uint8_t *peers;
+    assert_int_equal(vv_crdt_engine_peers(a->e, "t", &peers), 0);
+    /* B makes a document of that name itself, lets A in and syncs: A refuses B's policy (A
+     * knows the creator of "t") and B's sync, and sends nothing of its own document. */
+    assert_int_equal(vv_crdt_engine_create(b->e, "t", VV_CRDT_KIND_TEXT, NULL), 0);
+    assert_int_equal(vv_crdt_engine_set_access(b->e, "t", NULL, 0, a->id.node_id, 1), 0);
+    assert_int_equal(vv_crdt_engine_join(b->e, "t", a->id.node_id), 0);
+    pump(&w);
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_CREATOR], 1);
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_READ], 2);
+    assert_text(b, "t", "");
+    /* B's writes, through its own document or forged by hand, are refused. */
+    apply(b, "t", "{\"insert\":{\"pos\":0,\"text\":\"vandal\"}}");
+    pump(&w);
+    deliver(a, b, forged_text_update("t", "forged"));
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_WRITE], 2);
+    assert_int_equal(st->updates_received, 0);
+    assert_text(a, "t", "secret");
+    /* Its SYNC for a document A does not hold creates nothing there. */
+    deliver(a, b, sync_frame("other", VV_CRDT_KIND_SET));
+    assert_null(vv_crdt_engine_find(a->e, "other"));
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_UNKNOWN], 1);
+    assert_int_equal(st->docs_created_by_peers, 0);
+    world_free(&w);
+}
+
+/* A reader gets the document and every later edit, but cannot write: its own operations
+ * fail, and its updates are refused. Promoted to writer, its edits reach the creator;
+ * removed, it hears nothing more. Each change reaches it as a new policy version. */
+static void test_readers_read_writers_write_and_changes_propagate(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w);
+    struct node *a = &w.n[0], *b = &w.n[1];
+    char err[128];
+    assert_int_equal(vv_crdt_engine_create(a->e, "t", VV_CRDT_KIND_TEXT, NULL), 0);
+    apply(a, "t", "{\"insert\":{\"pos\":0,\"text\":\"news\"}}");
+    share(a, "t", b, VV_CRDT_ACCESS_READ);
+    pump(&w);
+    assert_text(b, "t", "news");
+    const struct vv_crdt_policy *pb = vv_crdt_engine_policy(b->e, "t");
+    assert_non_null(pb);
+    assert_int_equal(pb->version, 2);
+    assert_memory_equal(pb->creator, a->id.node_id, VV_NODE_ID_BYTES);
+    assert_int_equal(vv_crdt_policy_access(pb, b->id.node_id), VV_CRDT_ACCESS_READ);
+    apply(a, "t", "{\"insert\":{\"pos\":4,\"text\":\"!\"}}");
+    pump(&w);
+    assert_text(b, "t", "news!");
+    /* B may not write: locally refused, and a forged update is refused at A. */
+    json_t *op = json_loads("{\"insert\":{\"pos\":0,\"text\":\"x\"}}", 0, NULL);
+    assert_int_equal(vv_crdt_engine_op(b->e, "t", op, err, sizeof(err)), VV_ECRDT_DENIED);
+    assert_text(b, "t", "news!");
+    deliver(a, b, forged_text_update("t", "fake "));
+    const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(a->e);
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_WRITE], 1);
+    assert_text(a, "t", "news!");
+    /* A promotes B: version 3 reaches B, and B's edits reach A. */
+    assert_int_equal(vv_crdt_engine_set_access(a->e, "t", NULL, 0, b->id.node_id, 1), 0);
+    pump(&w);
+    assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 3);
+    assert_int_equal(vv_crdt_engine_op(b->e, "t", op, err, sizeof(err)), 0);
+    pump(&w);
+    assert_text(a, "t", "xnews!");
+    assert_int_equal(vv_crdt_engine_stats(b->e)->policies_accepted, 2); /* v2, v3 */
+    /* A removes B: B learns it (version 4) and cannot write any more; A dropped B, so A's
+     * edits do not reach it, and B's sync rounds are refused. */
+    assert_int_equal(vv_crdt_engine_set_access(a->e, "t", NULL, 0, NULL, 0), 0);
+    pump(&w);
+    assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 4);
+    const uint8_t *peers;
+    assert_int_equal(vv_crdt_engine_peers(a->e, "t", &peers), 0);
+    assert_int_equal(vv_crdt_engine_op(b->e, "t", op, err, sizeof(err)), VV_ECRDT_DENIED);
+    apply(a, "t", "{\"insert\":{\"pos\":0,\"text\":\"private \"}}");
+    assert_int_equal(vv_crdt_engine_sync(b->e, "t", a->id.node_id), 0);
+    pump(&w);
+    assert_text(b, "t", "xnews!");
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_READ], 1);
+    json_decref(op);
+    world_free(&w);
+}
+
+/* Policies that are not the creator's newest are refused and change nothing: malformed, a
+ * bad signature, another creator, an older version, one for a document we lack that does not
+ * name us. A node that missed a change catches up from the version its peer's SYNC shows. */
+static void test_forged_and_stale_policies_are_refused(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w);
+    struct node *a = &w.n[0], *b = &w.n[1];
+    assert_int_equal(vv_crdt_engine_create(a->e, "t", VV_CRDT_KIND_TEXT, NULL), 0);
+    const struct vv_crdt_policy *p1 = vv_crdt_engine_policy(a->e, "t");
+    uint8_t *v1 = vv_xmalloc(p1->len);
+    size_t v1_len = p1->len;
+    memcpy(v1, p1->bytes, v1_len);
+    share(a, "t", b, VV_CRDT_ACCESS_WRITE); /* version 2 */
+    pump(&w);
+    const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(b->e);
+    assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 2);
+
+    /* Version 1, replayed: older, refused; A hears of it and sends version 2 back. */
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", v1, v1_len));
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_STALE], 1);
+    assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 2);
+    pump(&w);
+
+    /* Version 3 made by A with one signature bit flipped: forged. So is garbage, and a
+     * valid policy sent under another document's id. */
+    struct vv_crdt_policy *p3;
+    assert_int_equal(
+        vv_crdt_policy_make(&a->env, "t", VV_CRDT_KIND_TEXT, 3, b->id.node_id, 1, NULL, 0, &p3), 0);
+    p3->bytes[p3->len - 1] ^= 1;
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", p3->bytes, p3->len));
+    p3->bytes[p3->len - 1] ^= 1;
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", (const uint8_t *)"junk", 4));
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "u", p3->bytes, p3->len));
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_FORGED], 3);
+    assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 2);
+    assert_null(vv_crdt_engine_find(b->e, "u"));
+
+    /* Another node's policy for "t" (B signs one itself, as any impostor could): B's engine
+     * sees it as a peer's, from a creator other than the one it knows. */
+    struct vv_crdt_policy *other;
+    assert_int_equal(
+        vv_crdt_policy_make(&b->env, "t", VV_CRDT_KIND_TEXT, 99, a->id.node_id, 1, NULL, 0, &other),
+        0);
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", other->bytes, other->len));
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_CREATOR], 1);
+    assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 2);
+    vv_crdt_policy_free(other);
+
+    /* A's policy for a document B lacks and is not named in: not created. */
+    struct vv_crdt_policy *pu;
+    assert_int_equal(vv_crdt_policy_make(&a->env, "u", VV_CRDT_KIND_SET, 1, NULL, 0, NULL, 0, &pu),
+                     0);
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "u", pu->bytes, pu->len));
+    assert_int_equal(st->refused[VV_CRDT_REFUSED_NOT_MEMBER], 1);
+    assert_null(vv_crdt_engine_find(b->e, "u"));
+    vv_crdt_policy_free(pu);
+
+    vv_crdt_policy_free(p3);
+
+    /* A change B misses (lost on the way: A makes B a reader) reaches it from the version in
+     * A's answer to B's next SYNC; B's writes are refused from then on. */
+    assert_int_equal(vv_crdt_engine_set_access(a->e, "t", b->id.node_id, 1, NULL, 0), 0);
+    pump_except(&w, 1);
+    assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 2);
+    assert_int_equal(vv_crdt_engine_sync(b->e, "t", a->id.node_id), 0);
+    pump(&w);
+    assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 3);
+    assert_int_equal(vv_crdt_policy_access(vv_crdt_engine_policy(b->e, "t"), b->id.node_id),
+                     VV_CRDT_ACCESS_READ);
+    vv_free(v1);
+    world_free(&w);
+}
+
 int main(void)
 {
+    if (sodium_init() < 0)
+        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sharing_on_one_side_is_enough),
         cmocka_unit_test(test_without_auto_join_both_sides_must_join),
@@ -552,6 +831,9 @@ int main(void)
         cmocka_unit_test(test_buffered_updates_have_a_budget_across_documents_and_an_age_limit),
         cmocka_unit_test(test_unblocked_updates_drain_across_turns),
         cmocka_unit_test(test_document_ids_chosen_to_collide_do_not_share_one_chain),
+        cmocka_unit_test(test_peer_not_in_the_policy_gets_nothing_and_cannot_write),
+        cmocka_unit_test(test_readers_read_writers_write_and_changes_propagate),
+        cmocka_unit_test(test_forged_and_stale_policies_are_refused),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
