@@ -34,11 +34,18 @@
 #define VV_CRDT_POLICY_MAGIC       "vivim/crdt-policy/1"
 #define VV_CRDT_POLICY_MAGIC_BYTES 19
 #define VV_CRDT_POLICY_SIG_BYTES   64
-/* The largest encoding: magic, id length and id, type, key, version, two counts, the nodes,
- * the signature. */
+/* The largest encoding: magic, id length and id, type, flags, key, version, two counts, the
+ * nodes, the signature. */
 #define VV_CRDT_POLICY_MAX_BYTES                                                                   \
-    (VV_CRDT_POLICY_MAGIC_BYTES + 1 + VV_CRDT_DOC_ID_MAX_BYTES + 1 + VV_ED25519_PK_BYTES + 8 + 2 + \
-     2 + VV_CRDT_POLICY_MAX_NODES * VV_NODE_ID_BYTES + VV_CRDT_POLICY_SIG_BYTES)
+    (VV_CRDT_POLICY_MAGIC_BYTES + 1 + VV_CRDT_DOC_ID_MAX_BYTES + 1 + 1 + VV_ED25519_PK_BYTES + 8 + \
+     2 + 2 + VV_CRDT_POLICY_MAX_NODES * VV_NODE_ID_BYTES + VV_CRDT_POLICY_SIG_BYTES)
+/*
+ * Flags. ADOPTED: the policy was made at an upgrade, for a document stored before policies
+ * existed, by whichever node held it; other nodes holding the same document made their own.
+ * Such a document is synced with the peers its lists allow whatever creator their copy
+ * shows (docs/crdt.md, "Upgrading"). No other flag is defined: a policy with one is refused.
+ */
+#define VV_CRDT_POLICY_ADOPTED 0x01
 
 /* What a node may do with a document. */
 enum vv_crdt_access {
@@ -50,6 +57,7 @@ enum vv_crdt_access {
 struct vv_crdt_policy {
     char doc_id[VV_CRDT_DOC_ID_MAX_BYTES + 1];
     enum vv_crdt_kind kind; /* the document's type: a policy fixes it for every replica */
+    uint8_t flags;          /* VV_CRDT_POLICY_ADOPTED or 0 */
     uint8_t creator_pk[VV_ED25519_PK_BYTES];
     uint8_t creator[VV_NODE_ID_BYTES]; /* SHA-256(creator_pk) */
     uint64_t version;                  /* >= 1; higher replaces lower */
@@ -75,11 +83,11 @@ bool vv_crdt_policy_verify(struct vv_env *env, const struct vv_crdt_policy *p);
 /*
  * A new policy with this node (env's identity) as creator, signed with its key. The lists
  * may be in any order and repeat nodes (a node in both is a writer); the creator's own ID is
- * left out of them. VV_EINVAL for a bad id, type or version 0, VV_ELIMIT past
+ * left out of them. VV_EINVAL for a bad id, type, flags or version 0, VV_ELIMIT past
  * VV_CRDT_POLICY_MAX_NODES.
  */
 int vv_crdt_policy_make(struct vv_env *env, const char *doc_id, enum vv_crdt_kind kind,
-                        uint64_t version, const uint8_t *readers, size_t n_readers,
+                        uint8_t flags, uint64_t version, const uint8_t *readers, size_t n_readers,
                         const uint8_t *writers, size_t n_writers, struct vv_crdt_policy **out);
 void vv_crdt_policy_free(struct vv_crdt_policy *p);
 

@@ -74,7 +74,8 @@ enum vv_crdt_refusal {
 const char *vv_crdt_refusal_name(enum vv_crdt_refusal r);
 
 struct vv_crdt_sync_cbs {
-    /* A document appeared because a peer synced it to us (persist its creation). */
+    /* A document appeared because a peer sent its policy naming us (persist its creation).
+     * It holds that policy already; the callback may join peers to it. */
     void (*created)(void *arg, struct vv_crdt_doc *d);
     /* An update was accepted into d (local: made here). Persist it. */
     void (*updated)(void *arg, struct vv_crdt_doc *d, const uint8_t *update, size_t len,
@@ -151,8 +152,9 @@ int vv_crdt_engine_adopt_policy(struct vv_crdt_engine *e, const char *id, const 
 const struct vv_crdt_policy *vv_crdt_engine_policy(const struct vv_crdt_engine *e, const char *id);
 /*
  * Replaces the lists of the document's policy: a new version signed by this node. Only the
- * creator may (VV_ECRDT_DENIED otherwise); a document without a policy gets its first one,
- * with this node as creator. The policy is sent to the joined peers; those it no longer lets
+ * creator may (VV_ECRDT_DENIED otherwise); a document without a policy (stored before
+ * policies) gets its first one, with this node as creator and VV_CRDT_POLICY_ADOPTED; the
+ * flag stays in later versions. The policy is sent to the joined peers; those it no longer lets
  * read are dropped from the document's peers (they stop syncing). VV_ELIMIT past
  * VV_CRDT_POLICY_MAX_NODES.
  */

@@ -78,18 +78,19 @@ static json_t *policy_json(struct vv_crdt_module *m, const char *id)
 {
     const struct vv_crdt_policy *p = vv_crdt_engine_policy(m->engine, id);
     if (p == NULL)
-        return json_pack("{s:s, s:n, s:I, s:[], s:[], s:s}", "docId", id, "creator", "version",
-                         (json_int_t)0, "readers", "writers", "access", "none");
+        return json_pack("{s:s, s:n, s:I, s:[], s:[], s:s, s:b}", "docId", id, "creator", "version",
+                         (json_int_t)0, "readers", "writers", "access", "none", "adopted", 0);
     char creator[VV_NODE_ID_HEX_BYTES], key[2 * VV_ED25519_PK_BYTES + 1];
     vv_hex_encode(p->creator, VV_NODE_ID_BYTES, creator);
     vv_hex_encode(p->creator_pk, VV_ED25519_PK_BYTES, key);
     /* Versions count changes by one from 1: far below 2^53, where JSON numbers stop being
      * exact. */
-    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:s}", "docId", id, "creator", creator,
+    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:s, s:b}", "docId", id, "creator", creator,
                      "creatorKey", key, "version", (json_int_t)p->version, "readers",
                      ids_json(p->readers, p->n_readers), "writers",
                      ids_json(p->writers, p->n_writers), "access",
-                     access_name(vv_crdt_policy_access(p, m->node->identity.node_id)));
+                     access_name(vv_crdt_policy_access(p, m->node->identity.node_id)), "adopted",
+                     (p->flags & VV_CRDT_POLICY_ADOPTED) != 0);
 }
 
 static bool is_creator(struct vv_crdt_module *m, const struct vv_crdt_policy *p)
@@ -479,7 +480,7 @@ static struct vv_rpc_answer crdt_list(struct vv_rpc_request *req, json_t *params
     "\"type\":\"string\"},\"creatorKey\":{\"type\":\"string\"},\"version\":{\"type\":"             \
     "\"integer\"},\"readers\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"               \
     "\"writers\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"access\":{\"enum\":"       \
-    "[\"none\",\"read\",\"write\"]}}}"
+    "[\"none\",\"read\",\"write\"]},\"adopted\":{\"type\":\"boolean\"}}}"
 #define PEERS_RESULT                                                                               \
     "{\"type\":\"object\",\"properties\":{\"docId\":{\"type\":\"string\"},\"peers\":{\"type\":"    \
     "\"array\",\"items\":{\"type\":\"string\"}}}}"

@@ -81,14 +81,15 @@ int vv_crdt_policy_decode(const uint8_t *buf, size_t len, struct vv_crdt_policy 
     memcpy(p->doc_id, id, id_len);
     p->doc_id[id_len] = '\0';
     int rc = VV_ECRDT_POLICY;
-    const uint8_t *kind = take(&c, 1);
+    const uint8_t *kind = take(&c, 2); /* the type, then the flags */
     const uint8_t *pk = kind ? take(&c, VV_ED25519_PK_BYTES) : NULL;
     const uint8_t *ver = pk ? take(&c, 8) : NULL;
     /* An id with a NUL inside is refused here: the copy would read shorter. */
     if (!vv_crdt_doc_id_valid(p->doc_id) || strlen(p->doc_id) != id_len || ver == NULL ||
-        kind[0] >= VV_CRDT_KIND_COUNT)
+        kind[0] >= VV_CRDT_KIND_COUNT || (kind[1] & ~VV_CRDT_POLICY_ADOPTED) != 0)
         goto fail;
     p->kind = (enum vv_crdt_kind)kind[0];
+    p->flags = kind[1];
     memcpy(p->creator_pk, pk, VV_ED25519_PK_BYTES);
     vv_identity_node_id(p->creator_pk, p->creator);
     for (int i = 0; i < 8; i++)
@@ -157,11 +158,12 @@ static void put_list(uint8_t **w, const uint8_t *list, size_t n)
 }
 
 int vv_crdt_policy_make(struct vv_env *env, const char *doc_id, enum vv_crdt_kind kind,
-                        uint64_t version, const uint8_t *readers, size_t n_readers,
+                        uint8_t flags, uint64_t version, const uint8_t *readers, size_t n_readers,
                         const uint8_t *writers, size_t n_writers, struct vv_crdt_policy **out)
 {
     *out = NULL;
-    if (!vv_crdt_doc_id_valid(doc_id) || (unsigned)kind >= VV_CRDT_KIND_COUNT || version == 0)
+    if (!vv_crdt_doc_id_valid(doc_id) || (unsigned)kind >= VV_CRDT_KIND_COUNT || version == 0 ||
+        (flags & ~VV_CRDT_POLICY_ADOPTED) != 0)
         return VV_EINVAL;
     if (n_readers > SIZE_MAX / 2 / VV_NODE_ID_BYTES || n_writers > SIZE_MAX / 2 / VV_NODE_ID_BYTES)
         return VV_ELIMIT;
@@ -179,7 +181,7 @@ int vv_crdt_policy_make(struct vv_env *env, const char *doc_id, enum vv_crdt_kin
         rc = VV_ELIMIT;
     } else {
         size_t id_len = strlen(doc_id);
-        size_t len = VV_CRDT_POLICY_MAGIC_BYTES + 1 + id_len + 1 + VV_ED25519_PK_BYTES + 8 + 2 +
+        size_t len = VV_CRDT_POLICY_MAGIC_BYTES + 1 + id_len + 2 + VV_ED25519_PK_BYTES + 8 + 2 +
                      nr * VV_NODE_ID_BYTES + 2 + nw * VV_NODE_ID_BYTES + VV_CRDT_POLICY_SIG_BYTES;
         uint8_t *buf = vv_xmalloc(len), *w = buf;
         memcpy(w, VV_CRDT_POLICY_MAGIC, VV_CRDT_POLICY_MAGIC_BYTES);
@@ -188,6 +190,7 @@ int vv_crdt_policy_make(struct vv_env *env, const char *doc_id, enum vv_crdt_kin
         memcpy(w, doc_id, id_len);
         w += id_len;
         *w++ = (uint8_t)kind;
+        *w++ = flags;
         memcpy(w, env->identity->public_key, VV_ED25519_PK_BYTES);
         w += VV_ED25519_PK_BYTES;
         for (int i = 7; i >= 0; i--)

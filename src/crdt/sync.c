@@ -266,6 +266,8 @@ static int send_sync(struct vv_crdt_engine *e, struct entry *x,
 {
     uint8_t *sv;
     size_t sv_len;
+    if (x->pol == NULL)
+        return VV_ECRDT_DENIED; /* adopted without a policy yet: no peer may in */
     if (vv_crdt_doc_state_vector(x->doc, &sv, &sv_len) != 0)
         return VV_ECRDT_TYPE;
     msgpack_sbuffer sb;
@@ -273,7 +275,7 @@ static int send_sync(struct vv_crdt_engine *e, struct entry *x,
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
-    msgpack_pack_array(&pk, 5);
+    msgpack_pack_array(&pk, 6);
     pack_str(&pk, vv_crdt_doc_id(x->doc));
     msgpack_pack_uint8(&pk, (uint8_t)vv_crdt_doc_kind(x->doc));
     pack_bin(&pk, sv, sv_len);
@@ -281,7 +283,8 @@ static int send_sync(struct vv_crdt_engine *e, struct entry *x,
         msgpack_pack_true(&pk);
     else
         msgpack_pack_false(&pk);
-    msgpack_pack_uint64(&pk, x->pol ? x->pol->version : 0); /* so the peer knows if ours is old */
+    msgpack_pack_uint64(&pk, x->pol->version); /* so the peer knows if ours is old */
+    pack_bin(&pk, x->pol->creator, VV_NODE_ID_BYTES);
     vv_free(sv);
     int rc = send_sb(e, peer, &sb);
     if (rc == 0)
@@ -297,9 +300,10 @@ static int send_update(struct vv_crdt_engine *e, struct entry *x,
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
-    msgpack_pack_array(&pk, 2);
+    msgpack_pack_array(&pk, 3);
     pack_str(&pk, vv_crdt_doc_id(x->doc));
     pack_bin(&pk, u, len);
+    pack_bin(&pk, x->pol->creator, VV_NODE_ID_BYTES); /* which document of that name */
     int rc = send_sb(e, peer, &sb);
     if (rc == 0)
         e->stats.updates_sent++;
@@ -507,6 +511,23 @@ static void install_policy(struct vv_crdt_engine *e, struct entry *x, struct vv_
     prune_peers(e, x);
 }
 
+/*
+ * Whether a peer's SYNC or UPDATE is about our document of that name: the one of the same
+ * creator. Two nodes may each make a document of one name; a node that took one of them
+ * then refuses the other's messages (counted as "creator") and stops syncing it with that
+ * peer, so the two never mix, even through nodes that are writers in both.
+ */
+static bool same_creator(struct vv_crdt_engine *e, struct entry *x,
+                         const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *creator)
+{
+    if (memcmp(creator, x->pol->creator, VV_NODE_ID_BYTES) == 0 ||
+        (x->pol->flags & VV_CRDT_POLICY_ADOPTED))
+        return true;
+    refuse(e, VV_CRDT_REFUSED_CREATOR, vv_crdt_doc_id(x->doc), peer);
+    drop_peer(e, x, peer);
+    return false;
+}
+
 /* POLICY: a peer offers a document's policy. Returns false when the message is malformed
  * (a type clash with our copy); refusals are counted by reason. */
 static bool handle_policy(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_BYTES],
@@ -525,6 +546,8 @@ static bool handle_policy(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_I
         /* The first creator seen for an id wins here: another node may have made a document
          * of the same name, and it cannot take this one over. */
         refuse(e, VV_CRDT_REFUSED_CREATOR, id, peer);
+        if (!(have->flags & VV_CRDT_POLICY_ADOPTED))
+            drop_peer(e, x, peer); /* it holds the other document */
     } else if (have != NULL && p->version <= have->version) {
         if (p->version < have->version) {
             refuse(e, VV_CRDT_REFUSED_STALE, id, peer);
@@ -549,9 +572,9 @@ static bool handle_policy(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_I
         x = add_entry(e, d);
         e->stats.docs_created_by_peers++;
         e->stats.policies_accepted++;
-        if (e->cbs.created)
-            e->cbs.created(e->arg, d);
         install_policy(e, x, p, peer);
+        if (e->cbs.created) /* with its policy: the callback may join peers to it */
+            e->cbs.created(e->arg, d);
         return true;
     }
     vv_crdt_policy_free(p);
@@ -571,16 +594,18 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
     const msgpack_object *a;
     uint32_t n;
     char id[VV_CRDT_DOC_ID_MAX_BYTES + 1];
-    bool ok = vv_wire_get_array(&f.body, 1, 5, &a, &n) == 0 && get_id(&a[0], id);
-    if (ok && f.h.type == VV_CRDT_MSG_SYNC && (n == 4 || n == 5)) {
-        uint64_t kind, version = 0; /* 4 elements: a sender that does not say its version */
+    bool ok = vv_wire_get_array(&f.body, 1, 6, &a, &n) == 0 && get_id(&a[0], id);
+    const uint8_t *creator;
+    if (ok && f.h.type == VV_CRDT_MSG_SYNC && n == 6) {
+        uint64_t kind, version;
         const uint8_t *sv;
         size_t sv_len;
         bool reply;
         ok = vv_wire_get_u64(&a[1], VV_CRDT_KIND_COUNT - 1, &kind) == 0 &&
              vv_wire_get_bin(&a[2], 0, VV_WIRE_MAX_FRAME_BYTES, &sv, &sv_len) == 0 &&
              vv_wire_get_bool(&a[3], &reply) == 0 &&
-             (n == 4 || vv_wire_get_u64(&a[4], UINT64_MAX, &version) == 0);
+             vv_wire_get_u64(&a[4], UINT64_MAX, &version) == 0 &&
+             vv_wire_get_bin(&a[5], VV_NODE_ID_BYTES, VV_NODE_ID_BYTES, &creator, NULL) == 0;
         struct entry *x = ok ? find_entry(e, id) : NULL;
         enum vv_crdt_access acc = x ? access_of(x, peer) : VV_CRDT_ACCESS_NONE;
         if (ok)
@@ -591,6 +616,8 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
             refuse(e, VV_CRDT_REFUSED_UNKNOWN, id, peer); /* only a POLICY creates one */
         } else if (acc == VV_CRDT_ACCESS_NONE) {
             refuse(e, VV_CRDT_REFUSED_READ, id, peer);
+        } else if (!same_creator(e, x, peer, creator)) {
+            /* refused: it holds another document of that name */
         } else if (!e->auto_join && !has_peer(x, peer)) {
             e->stats.docs_refused++; /* not shared with that peer here */
         } else if (vv_crdt_doc_kind(x->doc) != (enum vv_crdt_kind)kind) {
@@ -615,14 +642,15 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
             if (reply && acc == VV_CRDT_ACCESS_WRITE)
                 send_sync(e, x, peer, false);
         }
-    } else if (ok && f.h.type == VV_CRDT_MSG_UPDATE && n == 2) {
+    } else if (ok && f.h.type == VV_CRDT_MSG_UPDATE && n == 3) {
         const uint8_t *u;
         size_t ul;
-        ok = vv_wire_get_bin(&a[1], 0, VV_WIRE_MAX_FRAME_BYTES, &u, &ul) == 0;
+        ok = vv_wire_get_bin(&a[1], 0, VV_WIRE_MAX_FRAME_BYTES, &u, &ul) == 0 &&
+             vv_wire_get_bin(&a[2], VV_NODE_ID_BYTES, VV_NODE_ID_BYTES, &creator, NULL) == 0;
         struct entry *x = ok ? find_entry(e, id) : NULL;
         if (x != NULL && access_of(x, peer) != VV_CRDT_ACCESS_WRITE)
             refuse(e, VV_CRDT_REFUSED_WRITE, id, peer);
-        else if (x != NULL && has_peer(x, peer))
+        else if (x != NULL && has_peer(x, peer) && same_creator(e, x, peer, creator))
             apply_remote(e, x, peer, u, ul);
     } else if (ok && f.h.type == VV_CRDT_MSG_POLICY && n == 2) {
         const uint8_t *b;
@@ -847,7 +875,7 @@ int vv_crdt_engine_create(struct vv_crdt_engine *e, const char *id, enum vv_crdt
     if (e->n >= VV_CRDT_SYNC_MAX_DOCS)
         return VV_ELIMIT;
     struct vv_crdt_policy *p;
-    int rc = vv_crdt_policy_make(e->env, id, kind, 1, NULL, 0, NULL, 0, &p);
+    int rc = vv_crdt_policy_make(e->env, id, kind, 0, 1, NULL, 0, NULL, 0, &p);
     if (rc != 0)
         return rc;
     struct vv_crdt_doc *d = vv_crdt_doc_new(id, kind, e->replica);
@@ -912,8 +940,10 @@ int vv_crdt_engine_set_access(struct vv_crdt_engine *e, const char *id, const ui
         return VV_ELIMIT;
     struct vv_crdt_policy *p;
     int rc =
-        vv_crdt_policy_make(e->env, id, vv_crdt_doc_kind(x->doc), x->pol ? x->pol->version + 1 : 1,
-                            readers, n_readers, writers, n_writers, &p);
+        /* A document without a policy was stored before policies: its first is adopted. */
+        vv_crdt_policy_make(
+            e->env, id, vv_crdt_doc_kind(x->doc), x->pol ? x->pol->flags : VV_CRDT_POLICY_ADOPTED,
+            x->pol ? x->pol->version + 1 : 1, readers, n_readers, writers, n_writers, &p);
     if (rc != 0)
         return rc;
     install_policy(e, x, p, NULL);

@@ -1,10 +1,13 @@
 /*
- * CRDT sync on the simulator: 50 replicas of four documents (text, counter, set, map), each
- * node sharing them with a few neighbours only, editing concurrently through a partition of
- * the network into two halves and while a fifth of the nodes crash and come back empty;
- * once the network heals, every replica converges to the same values. And a peer sending
- * hostile CRDT messages changes nothing. A failing run prints its seed; VV_SIM_SEED=<seed>
- * replays it.
+ * CRDT sync on the simulator: 50 replicas of four documents (text, counter, set, map) made by
+ * one node whose access policy lets every other node but one write, each node sharing them
+ * with a few neighbours only (a node joins its neighbours when a document reaches it),
+ * editing concurrently through a partition of the network into two halves and while a fifth
+ * of the nodes crash and come back empty; once the network heals, every replica converges
+ * to the same values. The node left out of the policy, which makes documents of the same
+ * names and shares them with its neighbours, gets nothing of theirs and changes nothing. And
+ * a writer sending hostile CRDT messages changes nothing. A failing run prints its seed;
+ * VV_SIM_SEED=<seed> replays it.
  */
 #include "vv_test.h"
 
@@ -18,9 +21,12 @@
 #include "vivim/crdt_sync.h"
 #include "vivim/wire.h"
 
-#define N_NODES     50
-#define NEIGHBORS   3 /* each node dials this many; links are symmetric, so degree is ~6 */
-#define EDIT_END_MS 90000
+#define N_NODES           50
+#define NEIGHBORS         3 /* each node dials this many; links are symmetric, so degree is ~6 */
+#define EDIT_END_MS       90000
+#define CREATOR           1 /* makes the documents; never crashes (the crashes hit multiples of 5) */
+#define OUTSIDER          2 /* not in the policy: an impostor with documents of the same names */
+#define OUTSIDER_START_MS 10000
 
 static uint64_t seed;
 static const char *const doc_ids[] = {"text:1", "count:1", "set:1", "map:1"};
@@ -33,11 +39,25 @@ struct app {
     uint32_t index;
     struct vv_crdt_engine *e;
     uint32_t neighbors[NEIGHBORS];
-    uint64_t edit_timer, dial_timer, evil_timer;
+    uint64_t edit_timer, dial_timer, evil_timer, make_timer;
     bool evil;
 };
 
 static uint32_t evil_node = UINT32_MAX;
+static uint32_t outsider = UINT32_MAX;
+
+/* A document reached this node (a neighbour's policy named it): share it with our own
+ * neighbours in turn, so it spreads over the whole graph. */
+static void on_created(void *arg, struct vv_crdt_doc *d)
+{
+    struct app *a = arg;
+    for (int k = 0; k < NEIGHBORS; k++) {
+        const uint8_t *n = vv_sim_node_id(a->sim, a->neighbors[k]);
+        if (vv_crdt_policy_access(vv_crdt_engine_policy(a->e, vv_crdt_doc_id(d)), n) !=
+            VV_CRDT_ACCESS_NONE)
+            assert_int_equal(vv_crdt_engine_join(a->e, vv_crdt_doc_id(d), n), 0);
+    }
+}
 
 static void edit(struct vv_env *env, void *arg)
 {
@@ -48,7 +68,8 @@ static void edit(struct vv_env *env, void *arg)
     json_t *op = NULL;
     const char *id = doc_ids[vv_env_random_below(env, 4)];
     struct vv_crdt_doc *d = vv_crdt_engine_find(a->e, id);
-    assert_non_null(d);
+    if (d == NULL)
+        return; /* not here yet (or, after a crash, not again yet) */
     switch (vv_crdt_doc_kind(d)) {
     case VV_CRDT_KIND_TEXT: {
         json_t *v = vv_crdt_doc_value(d);
@@ -61,7 +82,8 @@ static void edit(struct vv_env *env, void *arg)
                 (json_int_t)(1 + vv_env_random_below(env, len - pos < 3 ? len - pos : 3)));
         } else {
             char text[8];
-            snprintf(text, sizeof(text), "%c%u", 'a' + (int)(a->index % 26),
+            snprintf(text, sizeof(text), "%c%u",
+                     a->index == outsider ? 'Z' : 'a' + (int)(a->index % 26),
                      (unsigned)vv_env_random_below(env, 10));
             op = json_pack("{s:{s:I, s:s}}", "insert", "pos",
                            (json_int_t)vv_env_random_below(env, len + 1), "text", text);
@@ -110,7 +132,7 @@ static void evil_tick(struct vv_env *env, void *arg)
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
-        msgpack_pack_array(&pk, 2);
+        msgpack_pack_array(&pk, 3);
         msgpack_pack_str(&pk, 6);
         msgpack_pack_str_body(&pk, "text:1", 6);
         uint8_t junk[40];
@@ -118,10 +140,34 @@ static void evil_tick(struct vv_env *env, void *arg)
         junk[0] = 1; /* a plausible version byte, then noise */
         msgpack_pack_bin(&pk, sizeof(junk));
         msgpack_pack_bin_body(&pk, junk, sizeof(junk));
+        msgpack_pack_bin(&pk, VV_NODE_ID_BYTES); /* the document of the right creator */
+        msgpack_pack_bin_body(&pk, vv_sim_node_id(a->sim, CREATOR), VV_NODE_ID_BYTES);
         vv_env_send(env, to, VV_CHANNEL_CRDT, (const uint8_t *)sb.data, sb.size);
         msgpack_sbuffer_destroy(&sb);
         static const uint8_t garbage[] = {0x95, 0x01, 0x00, 0xcd, 0x03, 0x01, 0x00, 0xc1};
         vv_env_send(env, to, VV_CHANNEL_CRDT, garbage, sizeof(garbage));
+    }
+}
+
+/*
+ * The creator lets every node but the outsider write; the outsider, later, the same with
+ * itself as creator of documents of the same names. By then its neighbours hold the
+ * creator's documents (a node holds the first of two same-named documents that reaches it).
+ */
+static void make_docs(struct vv_env *env, void *arg)
+{
+    (void)env;
+    struct app *a = arg;
+    a->make_timer = 0;
+    static uint8_t writers[N_NODES][VV_NODE_ID_BYTES];
+    size_t n = 0;
+    for (uint32_t i = 0; i < N_NODES; i++)
+        if (i != outsider || a->index == outsider)
+            memcpy(writers[n++], vv_sim_node_id(a->sim, i), VV_NODE_ID_BYTES);
+    for (int d = 0; d < 4; d++) {
+        assert_int_equal(vv_crdt_engine_create(a->e, doc_ids[d], doc_kinds[d], NULL), 0);
+        assert_int_equal(vv_crdt_engine_set_access(a->e, doc_ids[d], NULL, 0, writers[0], n), 0);
+        on_created(a, vv_crdt_engine_find(a->e, doc_ids[d])); /* joins its neighbours */
     }
 }
 
@@ -132,20 +178,20 @@ static void *app_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, 
     a->sim = sim;
     a->env = env;
     a->index = index;
-    a->e = vv_crdt_engine_new(env, 0, 2000, NULL, NULL); /* a fresh replica id per start */
-    for (int k = 0; k < 4; k++)
-        assert_int_equal(vv_crdt_engine_create(a->e, doc_ids[k], doc_kinds[k], NULL), 0);
+    static const struct vv_crdt_sync_cbs cbs = {.created = on_created};
+    a->e = vv_crdt_engine_new(env, 0, 2000, &cbs, a); /* a fresh replica id per start */
     /* Neighbours: the next node on a ring, and two chosen by a hash of the index, so the
      * graph is connected and the same on every restart. */
     a->neighbors[0] = (index + 1) % N_NODES;
     a->neighbors[1] = (index * 7 + 3) % N_NODES;
     a->neighbors[2] = (index * 13 + 11) % N_NODES;
-    for (int k = 0; k < NEIGHBORS; k++) {
+    for (int k = 0; k < NEIGHBORS; k++)
         if (a->neighbors[k] == index)
             a->neighbors[k] = (index + 2) % N_NODES;
-        for (int d = 0; d < 4; d++)
-            vv_crdt_engine_join(a->e, doc_ids[d], vv_sim_node_id(sim, a->neighbors[k]));
-    }
+    if (index == CREATOR)
+        make_docs(env, a);
+    else if (index == outsider)
+        a->make_timer = vv_env_timer_start(env, OUTSIDER_START_MS, 0, make_docs, a);
     a->dial_timer = vv_env_timer_start(env, 10, 1000, dial, a);
     if (index == evil_node)
         a->evil_timer = vv_env_timer_start(env, 500, 700, evil_tick, a);
@@ -162,6 +208,7 @@ static void app_destroy(void *app, void *arg)
     vv_env_timer_cancel(a->env, a->edit_timer);
     vv_env_timer_cancel(a->env, a->dial_timer);
     vv_env_timer_cancel(a->env, a->evil_timer);
+    vv_env_timer_cancel(a->env, a->make_timer);
     vv_crdt_engine_free(a->e);
     vv_free(a);
 }
@@ -174,6 +221,8 @@ static void check_converged(struct vv_sim *sim, uint32_t skip)
         if (i == skip || !vv_sim_node_up(sim, i))
             continue;
         struct app *a = vv_sim_app_of(sim, i);
+        if (i == outsider)
+            continue; /* checked by its caller */
         for (int d = 0; d < 4; d++) {
             struct vv_crdt_doc *doc = vv_crdt_engine_find(a->e, doc_ids[d]);
             assert_non_null(doc);
@@ -192,8 +241,9 @@ static void check_converged(struct vv_sim *sim, uint32_t skip)
             json_decref(v);
         }
     }
-    /* Something happened in every document. */
+    /* Something happened in every document, and nothing of the outsider's. */
     assert_true(json_string_length(ref[0]) > 0);
+    assert_null(strchr(json_string_value(ref[0]), 'Z'));
     assert_true(json_array_size(ref[2]) > 0);
     assert_true(json_object_size(ref[3]) > 0);
     for (int d = 0; d < 4; d++)
@@ -204,6 +254,7 @@ static void test_fifty_replicas_converge_through_partition_and_churn(void **stat
 {
     (void)state;
     evil_node = UINT32_MAX;
+    outsider = OUTSIDER;
     struct vv_sim_config cfg;
     vv_sim_config_defaults(&cfg, seed, N_NODES);
     cfg.n_regions = 3;
@@ -223,6 +274,21 @@ static void test_fifty_replicas_converge_through_partition_and_churn(void **stat
     }
     vv_sim_run_until(sim, EDIT_END_MS + 30000);
     check_converged(sim, UINT32_MAX);
+    /* The outsider's own documents hold only its own edits, and its neighbours refused its
+     * policy, its sync rounds and its updates. */
+    struct app *o = vv_sim_app_of(sim, OUTSIDER);
+    json_t *ov = vv_crdt_doc_value(vv_crdt_engine_find(o->e, doc_ids[0]));
+    for (const char *c = json_string_value(ov); *c; c++)
+        assert_true(*c == 'Z' || (*c >= '0' && *c <= '9'));
+    json_decref(ov);
+    uint64_t refused[VV_CRDT_REFUSAL_COUNT] = {0};
+    for (uint32_t i = 0; i < N_NODES; i++)
+        for (int r = 0; r < VV_CRDT_REFUSAL_COUNT; r++)
+            refused[r] +=
+                vv_crdt_engine_stats(((struct app *)vv_sim_app_of(sim, i))->e)->refused[r];
+    assert_true(refused[VV_CRDT_REFUSED_CREATOR] > 0);
+    assert_true(refused[VV_CRDT_REFUSED_READ] > 0);
+    assert_true(refused[VV_CRDT_REFUSED_WRITE] > 0);
     fprintf(stderr, "seed %llu: %llu messages, %llu bytes delivered\n", (unsigned long long)seed,
             (unsigned long long)vv_sim_totals(sim)->msgs_delivered,
             (unsigned long long)vv_sim_totals(sim)->bytes_delivered);
@@ -232,7 +298,8 @@ static void test_fifty_replicas_converge_through_partition_and_churn(void **stat
 static void test_hostile_peer_changes_nothing(void **state)
 {
     (void)state;
-    evil_node = 7;
+    evil_node = 7; /* a writer: its junk reaches the document decoders */
+    outsider = UINT32_MAX;
     struct vv_sim_config cfg;
     vv_sim_config_defaults(&cfg, seed + 1, N_NODES);
     struct vv_sim_app app = {app_create, app_destroy, NULL};

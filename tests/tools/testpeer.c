@@ -12,12 +12,13 @@
  *   partial N SECS   then start a 1 MiB frame, send N bytes of it, and hold for SECS seconds
  *                    (exit 0 when the node closed the connection meanwhile, 3 when not)
  *   crdtpile DOC N AGENTS SECS
- *                    then send SYNC for a new text document DOC (the node auto-joins it) and
+ *                    then offer a new text document DOC (its policy, made by this peer and
+ *                    naming the node a writer: the node creates it and auto-joins), SYNC, and
  *                    one UPDATE of N one-item records over AGENTS replicas, all without
  *                    origins (tests/tools/seq_pile.h: the quadratic pile of issue 9), read
  *                    what the node sends for SECS seconds, exit 0
  *   crdtorphan DOC SECS
- *                    then send SYNC for a new text document DOC (the node auto-joins it) and
+ *                    then offer a new text document DOC as above, SYNC, and
  *                    one UPDATE that continues a replica's typing whose beginning is never
  *                    sent: it waits at the node for a dependency that never comes; read what
  *                    the node sends for SECS seconds, exit 0
@@ -52,6 +53,7 @@ struct peer {
     bool established, got_frame;
     uint8_t node_id[VV_NODE_ID_BYTES];
     uint16_t frame_type;
+    const struct vv_identity *me; /* this peer's identity: creator of the documents it offers */
 };
 
 static void write_all(int fd, const uint8_t *p, size_t n)
@@ -109,29 +111,51 @@ static void send_frame(struct peer *p, struct vv_session *s, const msgpack_sbuff
     free(out);
 }
 
-/* Sends SYNC for a new text document doc (the node auto-joins it) and then one UPDATE. */
+/* Offers a new text document doc, made by this peer (its policy names the node a writer: the
+ * node creates it and auto-joins this peer), syncs it, and sends one UPDATE. */
 static void send_text_update(struct peer *p, struct vv_session *s, const char *doc,
                              const uint8_t *u, size_t ulen)
 {
+    struct vv_env env = {.identity = p->me}; /* for signing only */
+    struct vv_crdt_policy *pol;
+    if (vv_crdt_policy_make(&env, doc, VV_CRDT_KIND_TEXT, 0, 1, NULL, 0, p->node_id, 1, &pol) !=
+        0) {
+        fprintf(stderr, "cannot make a policy for %s\n", doc);
+        exit(1);
+    }
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
-    msgpack_pack_array(&pk, 4);
+    vv_wire_begin(&pk, VV_CRDT_MSG_POLICY, 0);
+    msgpack_pack_array(&pk, 2);
     msgpack_pack_str(&pk, strlen(doc));
     msgpack_pack_str_body(&pk, doc, strlen(doc));
-    msgpack_pack_uint64(&pk, 4); /* text */
-    msgpack_pack_bin(&pk, 0);    /* an empty state vector */
+    msgpack_pack_bin(&pk, pol->len);
+    msgpack_pack_bin_body(&pk, pol->bytes, pol->len);
+    send_frame(p, s, &sb);
+    msgpack_sbuffer_clear(&sb);
+    vv_crdt_policy_free(pol);
+    vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_str(&pk, strlen(doc));
+    msgpack_pack_str_body(&pk, doc, strlen(doc));
+    msgpack_pack_uint64(&pk, VV_CRDT_KIND_TEXT);
+    msgpack_pack_bin(&pk, 0); /* an empty state vector */
     msgpack_pack_false(&pk);
+    msgpack_pack_uint64(&pk, 1); /* the policy's version */
+    msgpack_pack_bin(&pk, VV_NODE_ID_BYTES);
+    msgpack_pack_bin_body(&pk, p->me->node_id, VV_NODE_ID_BYTES); /* its creator */
     send_frame(p, s, &sb);
     msgpack_sbuffer_clear(&sb);
     vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
-    msgpack_pack_array(&pk, 2);
+    msgpack_pack_array(&pk, 3);
     msgpack_pack_str(&pk, strlen(doc));
     msgpack_pack_str_body(&pk, doc, strlen(doc));
     msgpack_pack_bin(&pk, ulen);
     msgpack_pack_bin_body(&pk, u, ulen);
+    msgpack_pack_bin(&pk, VV_NODE_ID_BYTES);
+    msgpack_pack_bin_body(&pk, p->me->node_id, VV_NODE_ID_BYTES);
     send_frame(p, s, &sb);
     msgpack_sbuffer_destroy(&sb);
     printf("sent %zu bytes\n", ulen);
@@ -198,6 +222,7 @@ int main(int argc, char **argv)
     struct vv_identity id = {0};
     crypto_sign_keypair(id.public_key, id.secret_key);
     vv_identity_node_id(id.public_key, id.node_id);
+    p.me = &id;
     struct vv_session_keys keys;
     vv_session_keys_init(&keys, &id);
     uint8_t hello[VV_SESSION_MAX_HELLO_BYTES];

@@ -52,7 +52,7 @@ static void test_a_made_policy_decodes_to_what_was_given_and_verifies(void **sta
     struct vv_crdt_policy *p;
     /* Readers 9, 3, 9 (repeated), 5 (also a writer): readers 3 and 9, writer 5. */
     assert_int_equal(
-        vv_crdt_policy_make(&k.env, "doc:1", VV_CRDT_KIND_MAP, 7, ids[0], 4, w[0], 2, &p), 0);
+        vv_crdt_policy_make(&k.env, "doc:1", VV_CRDT_KIND_MAP, 0, 7, ids[0], 4, w[0], 2, &p), 0);
     assert_string_equal(p->doc_id, "doc:1");
     assert_int_equal(p->kind, VV_CRDT_KIND_MAP);
     assert_int_equal(p->version, 7);
@@ -107,8 +107,8 @@ static void test_the_decoder_refuses_anything_but_one_policy(void **state)
     uint8_t ids[2][VV_NODE_ID_BYTES];
     node(ids[0], 1), node(ids[1], 2);
     struct vv_crdt_policy *p, *q;
-    assert_int_equal(vv_crdt_policy_make(&k.env, "d", VV_CRDT_KIND_TEXT, 1, ids[0], 2, NULL, 0, &p),
-                     0);
+    assert_int_equal(
+        vv_crdt_policy_make(&k.env, "d", VV_CRDT_KIND_TEXT, 0, 1, ids[0], 2, NULL, 0, &p), 0);
     size_t n = p->len;
     uint8_t *b = vv_xmalloc(n + 1);
     memcpy(b, p->bytes, n);
@@ -119,21 +119,29 @@ static void test_the_decoder_refuses_anything_but_one_policy(void **state)
     assert_int_equal(vv_crdt_policy_decode(b, n + 1, &q), VV_ECRDT_POLICY);
     assert_null(q);
     /* Readers out of order (swapped): refused. The readers start after magic, id length,
-     * id "d", type, key, version and count. */
-    size_t r0 = VV_CRDT_POLICY_MAGIC_BYTES + 1 + 1 + 1 + 32 + 8 + 2;
+     * id "d", type, flags, key, version and count. */
+    size_t r0 = VV_CRDT_POLICY_MAGIC_BYTES + 1 + 1 + 2 + 32 + 8 + 2;
     memcpy(b + r0, ids[1], VV_NODE_ID_BYTES);
     memcpy(b + r0 + VV_NODE_ID_BYTES, ids[0], VV_NODE_ID_BYTES);
     assert_int_equal(vv_crdt_policy_decode(b, n, &q), VV_ECRDT_POLICY);
     memcpy(b + r0 + VV_NODE_ID_BYTES, ids[1], VV_NODE_ID_BYTES); /* a repeat: refused too */
     assert_int_equal(vv_crdt_policy_decode(b, n, &q), VV_ECRDT_POLICY);
     memcpy(b, p->bytes, n);
-    /* Version 0, an unknown type, another magic, an id with a space. */
-    size_t ver = VV_CRDT_POLICY_MAGIC_BYTES + 1 + 1 + 1 + 32;
+    /* Version 0, an unknown type, an unknown flag, another magic, an id with a space. */
+    size_t ver = VV_CRDT_POLICY_MAGIC_BYTES + 1 + 1 + 2 + 32;
     memset(b + ver, 0, 8);
     assert_int_equal(vv_crdt_policy_decode(b, n, &q), VV_ECRDT_POLICY);
     memcpy(b, p->bytes, n);
     b[VV_CRDT_POLICY_MAGIC_BYTES + 2] = VV_CRDT_KIND_COUNT;
     assert_int_equal(vv_crdt_policy_decode(b, n, &q), VV_ECRDT_POLICY);
+    memcpy(b, p->bytes, n);
+    b[VV_CRDT_POLICY_MAGIC_BYTES + 3] = 2;
+    assert_int_equal(vv_crdt_policy_decode(b, n, &q), VV_ECRDT_POLICY);
+    b[VV_CRDT_POLICY_MAGIC_BYTES + 3] = VV_CRDT_POLICY_ADOPTED; /* known: decodes */
+    assert_int_equal(vv_crdt_policy_decode(b, n, &q), 0);
+    assert_int_equal(q->flags, VV_CRDT_POLICY_ADOPTED);
+    assert_false(vv_crdt_policy_verify(&k.env, q)); /* the flag is signed */
+    vv_crdt_policy_free(q);
     memcpy(b, p->bytes, n);
     b[0] ^= 1;
     assert_int_equal(vv_crdt_policy_decode(b, n, &q), VV_ECRDT_POLICY);
@@ -156,19 +164,22 @@ static void test_a_policy_names_at_most_1024_nodes(void **state)
         node(ids[i], i + 1);
     struct vv_crdt_policy *p;
     assert_int_equal(
-        vv_crdt_policy_make(&k.env, "d", VV_CRDT_KIND_SET, 1, ids[0], 24, ids[24], N - 24, &p),
+        vv_crdt_policy_make(&k.env, "d", VV_CRDT_KIND_SET, 0, 1, ids[0], 24, ids[24], N - 24, &p),
         VV_ELIMIT);
     assert_null(p);
     /* 1,024 readers and writers together: the largest policy, within the bound. */
     assert_int_equal(
-        vv_crdt_policy_make(&k.env, "d", VV_CRDT_KIND_SET, 1, ids[0], 24, ids[24], N - 25, &p), 0);
+        vv_crdt_policy_make(&k.env, "d", VV_CRDT_KIND_SET, 0, 1, ids[0], 24, ids[24], N - 25, &p),
+        0);
     assert_true(p->len <= VV_CRDT_POLICY_MAX_BYTES);
     assert_true(vv_crdt_policy_verify(&k.env, p));
     vv_crdt_policy_free(p);
     assert_int_equal(
-        vv_crdt_policy_make(&k.env, "bad id", VV_CRDT_KIND_SET, 1, NULL, 0, NULL, 0, &p),
+        vv_crdt_policy_make(&k.env, "bad id", VV_CRDT_KIND_SET, 0, 1, NULL, 0, NULL, 0, &p),
         VV_EINVAL);
-    assert_int_equal(vv_crdt_policy_make(&k.env, "d", VV_CRDT_KIND_SET, 0, NULL, 0, NULL, 0, &p),
+    assert_int_equal(vv_crdt_policy_make(&k.env, "d", VV_CRDT_KIND_SET, 0, 0, NULL, 0, NULL, 0, &p),
+                     VV_EINVAL);
+    assert_int_equal(vv_crdt_policy_make(&k.env, "d", VV_CRDT_KIND_SET, 4, 1, NULL, 0, NULL, 0, &p),
                      VV_EINVAL);
     vv_free(ids);
 }

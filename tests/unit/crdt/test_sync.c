@@ -279,8 +279,9 @@ static void test_peer_created_documents_are_capped(void **state)
     world_free(&w);
 }
 
-/* A text UPDATE frame for doc carrying the quadratic pile of `agents` one-letter records. */
-static uint8_t *pile_frame(const char *doc, uint32_t agents, size_t *len)
+/* A text UPDATE frame for doc (of creator) carrying the quadratic pile of `agents` one-letter
+ * records. */
+static uint8_t *pile_frame(const char *doc, const uint8_t *creator, uint32_t agents, size_t *len)
 {
     size_t ul;
     uint8_t *u = vv_test_seq_pile(agents, agents, 1000, &ul);
@@ -289,11 +290,13 @@ static uint8_t *pile_frame(const char *doc, uint32_t agents, size_t *len)
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
-    msgpack_pack_array(&pk, 2);
+    msgpack_pack_array(&pk, 3);
     msgpack_pack_str(&pk, strlen(doc));
     msgpack_pack_str_body(&pk, doc, strlen(doc));
     msgpack_pack_bin(&pk, ul);
     msgpack_pack_bin_body(&pk, u, ul);
+    msgpack_pack_bin(&pk, VV_NODE_ID_BYTES);
+    msgpack_pack_bin_body(&pk, creator, VV_NODE_ID_BYTES);
     free(u);
     uint8_t *f = vv_xmalloc(sb.size);
     memcpy(f, sb.data, sb.size);
@@ -325,7 +328,7 @@ static void test_costly_messages_wait_for_later_turns_in_a_bounded_queue(void **
     /* 1,500 replicas at one place: about 1.1 million scan steps, accepted, and over the turn's
      * allowance; everything after it this turn waits. */
     size_t pl;
-    uint8_t *pile = pile_frame("t", 1500, &pl);
+    uint8_t *pile = pile_frame("t", a->id.node_id, 1500, &pl);
     const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(b->e);
     vv_env_deliver(&b->env, a->id.node_id, VV_CHANNEL_CRDT, pile, pl);
     assert_int_equal(st->updates_received, 2);
@@ -571,28 +574,34 @@ static void test_tiny_updates_to_a_large_map_are_metered_by_its_state(void **sta
     world_free(&w);
 }
 
-/* A frame of the CRDT channel: [docId, bin] (UPDATE, POLICY). */
-static struct msg frame_id_bin(uint16_t type, const char *doc, const uint8_t *b, size_t n)
+/* A frame of the CRDT channel: [docId, bin] (POLICY), or [docId, bin, creator] (UPDATE) when
+ * creator is not NULL. */
+static struct msg frame_id_bin(uint16_t type, const char *doc, const uint8_t *b, size_t n,
+                               const uint8_t *creator)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     vv_wire_begin(&pk, type, 0);
-    msgpack_pack_array(&pk, 2);
+    msgpack_pack_array(&pk, creator ? 3 : 2);
     msgpack_pack_str(&pk, strlen(doc));
     msgpack_pack_str_body(&pk, doc, strlen(doc));
     msgpack_pack_bin(&pk, n);
     msgpack_pack_bin_body(&pk, b, n);
+    if (creator) {
+        msgpack_pack_bin(&pk, VV_NODE_ID_BYTES);
+        msgpack_pack_bin_body(&pk, creator, VV_NODE_ID_BYTES);
+    }
     struct msg m = {.data = vv_xmalloc(sb.size), .len = sb.size};
     memcpy(m.data, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     return m;
 }
 
-/* An UPDATE for text doc inserting s at 0, made by a replica of its own (as a peer that
- * writes without leave would). */
-static struct msg forged_text_update(const char *doc, const char *s)
+/* An UPDATE for text doc (of creator) inserting s at 0, made by a replica of its own (as a
+ * peer that writes without leave would). */
+static struct msg forged_text_update(const char *doc, const uint8_t *creator, const char *s)
 {
     struct vv_crdt_doc *d = vv_crdt_doc_new(doc, VV_CRDT_KIND_TEXT, 0x7777);
     struct vv_hlc clock;
@@ -604,26 +613,30 @@ static struct msg forged_text_update(const char *doc, const char *s)
     size_t ul;
     assert_int_equal(vv_crdt_doc_op(d, op, &clock, 1, &u, &ul, err, sizeof(err)), 0);
     json_decref(op);
-    struct msg m = frame_id_bin(VV_CRDT_MSG_UPDATE, doc, u, ul);
+    struct msg m = frame_id_bin(VV_CRDT_MSG_UPDATE, doc, u, ul, creator);
     vv_free(u);
     vv_crdt_doc_free(d);
     return m;
 }
 
-/* A SYNC frame: [docId, type, state vector, reply] (what a peer sends to start a round). */
-static struct msg sync_frame(const char *doc, enum vv_crdt_kind kind)
+/* A SYNC frame: [docId, type, state vector, reply, version, creator] (what a peer sends to
+ * start a round). */
+static struct msg sync_frame(const char *doc, enum vv_crdt_kind kind, const uint8_t *creator)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
-    msgpack_pack_array(&pk, 4);
+    msgpack_pack_array(&pk, 6);
     msgpack_pack_str(&pk, strlen(doc));
     msgpack_pack_str_body(&pk, doc, strlen(doc));
     msgpack_pack_uint8(&pk, (uint8_t)kind);
     msgpack_pack_bin(&pk, 0);
     msgpack_pack_true(&pk);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_bin(&pk, VV_NODE_ID_BYTES);
+    msgpack_pack_bin_body(&pk, creator, VV_NODE_ID_BYTES);
     struct msg m = {.data = vv_xmalloc(sb.size), .len = sb.size};
     memcpy(m.data, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -656,7 +669,7 @@ static void test_peer_not_in_the_policy_gets_nothing_and_cannot_write(void **sta
     assert_int_equal(vv_crdt_engine_join(a->e, "t", b->id.node_id), VV_ECRDT_DENIED);
     assert_int_equal(w.tail, w.head); /* nothing sent */
     /* B asks for it by name: refused, nothing comes back. */
-    struct msg sync = sync_frame("t", VV_CRDT_KIND_TEXT);
+    struct msg sync = sync_frame("t", VV_CRDT_KIND_TEXT, a->id.node_id);
     deliver(a, b, sync);
     assert_int_equal(w.tail, w.head);
     const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(a->e);
@@ -675,12 +688,12 @@ static void test_peer_not_in_the_policy_gets_nothing_and_cannot_write(void **sta
     /* B's writes, through its own document or forged by hand, are refused. */
     apply(b, "t", "{\"insert\":{\"pos\":0,\"text\":\"vandal\"}}");
     pump(&w);
-    deliver(a, b, forged_text_update("t", "forged"));
+    deliver(a, b, forged_text_update("t", a->id.node_id, "forged"));
     assert_int_equal(st->refused[VV_CRDT_REFUSED_WRITE], 2);
     assert_int_equal(st->updates_received, 0);
     assert_text(a, "t", "secret");
     /* Its SYNC for a document A does not hold creates nothing there. */
-    deliver(a, b, sync_frame("other", VV_CRDT_KIND_SET));
+    deliver(a, b, sync_frame("other", VV_CRDT_KIND_SET, b->id.node_id));
     assert_null(vv_crdt_engine_find(a->e, "other"));
     assert_int_equal(st->refused[VV_CRDT_REFUSED_UNKNOWN], 1);
     assert_int_equal(st->docs_created_by_peers, 0);
@@ -714,7 +727,7 @@ static void test_readers_read_writers_write_and_changes_propagate(void **state)
     json_t *op = json_loads("{\"insert\":{\"pos\":0,\"text\":\"x\"}}", 0, NULL);
     assert_int_equal(vv_crdt_engine_op(b->e, "t", op, err, sizeof(err)), VV_ECRDT_DENIED);
     assert_text(b, "t", "news!");
-    deliver(a, b, forged_text_update("t", "fake "));
+    deliver(a, b, forged_text_update("t", a->id.node_id, "fake "));
     const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(a->e);
     assert_int_equal(st->refused[VV_CRDT_REFUSED_WRITE], 1);
     assert_text(a, "t", "news!");
@@ -763,7 +776,7 @@ static void test_forged_and_stale_policies_are_refused(void **state)
     assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 2);
 
     /* Version 1, replayed: older, refused; A hears of it and sends version 2 back. */
-    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", v1, v1_len));
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", v1, v1_len, NULL));
     assert_int_equal(st->refused[VV_CRDT_REFUSED_STALE], 1);
     assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 2);
     pump(&w);
@@ -772,12 +785,13 @@ static void test_forged_and_stale_policies_are_refused(void **state)
      * valid policy sent under another document's id. */
     struct vv_crdt_policy *p3;
     assert_int_equal(
-        vv_crdt_policy_make(&a->env, "t", VV_CRDT_KIND_TEXT, 3, b->id.node_id, 1, NULL, 0, &p3), 0);
+        vv_crdt_policy_make(&a->env, "t", VV_CRDT_KIND_TEXT, 0, 3, b->id.node_id, 1, NULL, 0, &p3),
+        0);
     p3->bytes[p3->len - 1] ^= 1;
-    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", p3->bytes, p3->len));
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", p3->bytes, p3->len, NULL));
     p3->bytes[p3->len - 1] ^= 1;
-    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", (const uint8_t *)"junk", 4));
-    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "u", p3->bytes, p3->len));
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", (const uint8_t *)"junk", 4, NULL));
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "u", p3->bytes, p3->len, NULL));
     assert_int_equal(st->refused[VV_CRDT_REFUSED_FORGED], 3);
     assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 2);
     assert_null(vv_crdt_engine_find(b->e, "u"));
@@ -785,19 +799,19 @@ static void test_forged_and_stale_policies_are_refused(void **state)
     /* Another node's policy for "t" (B signs one itself, as any impostor could): B's engine
      * sees it as a peer's, from a creator other than the one it knows. */
     struct vv_crdt_policy *other;
-    assert_int_equal(
-        vv_crdt_policy_make(&b->env, "t", VV_CRDT_KIND_TEXT, 99, a->id.node_id, 1, NULL, 0, &other),
-        0);
-    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", other->bytes, other->len));
+    assert_int_equal(vv_crdt_policy_make(&b->env, "t", VV_CRDT_KIND_TEXT, 0, 99, a->id.node_id, 1,
+                                         NULL, 0, &other),
+                     0);
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", other->bytes, other->len, NULL));
     assert_int_equal(st->refused[VV_CRDT_REFUSED_CREATOR], 1);
     assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 2);
     vv_crdt_policy_free(other);
 
     /* A's policy for a document B lacks and is not named in: not created. */
     struct vv_crdt_policy *pu;
-    assert_int_equal(vv_crdt_policy_make(&a->env, "u", VV_CRDT_KIND_SET, 1, NULL, 0, NULL, 0, &pu),
-                     0);
-    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "u", pu->bytes, pu->len));
+    assert_int_equal(
+        vv_crdt_policy_make(&a->env, "u", VV_CRDT_KIND_SET, 0, 1, NULL, 0, NULL, 0, &pu), 0);
+    deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "u", pu->bytes, pu->len, NULL));
     assert_int_equal(st->refused[VV_CRDT_REFUSED_NOT_MEMBER], 1);
     assert_null(vv_crdt_engine_find(b->e, "u"));
     vv_crdt_policy_free(pu);
@@ -818,6 +832,73 @@ static void test_forged_and_stale_policies_are_refused(void **state)
     world_free(&w);
 }
 
+/* Documents stored before policies: each node gives its copy a policy of its own (itself as
+ * creator, its peers as writers, marked adopted), and the two keep syncing as before, though
+ * each refuses the other's policy. */
+static void test_documents_from_before_policies_keep_syncing(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w);
+    struct node *a = &w.n[0], *b = &w.n[1];
+    for (int i = 0; i < 2; i++) {
+        struct node *n = &w.n[i], *other = &w.n[1 - i];
+        struct vv_crdt_doc *d =
+            vv_crdt_doc_new("legacy", VV_CRDT_KIND_TEXT, vv_crdt_engine_replica(n->e));
+        assert_int_equal(vv_crdt_engine_adopt(n->e, d, other->id.node_id, 1), 0);
+        assert_null(vv_crdt_engine_policy(n->e, "legacy"));
+        const uint8_t *peers;
+        assert_int_equal(vv_crdt_engine_peers(n->e, "legacy", &peers), 1);
+        assert_int_equal(vv_crdt_engine_set_access(n->e, "legacy", NULL, 0, peers, 1), 0);
+        const struct vv_crdt_policy *p = vv_crdt_engine_policy(n->e, "legacy");
+        assert_int_equal(p->flags, VV_CRDT_POLICY_ADOPTED);
+        assert_int_equal(p->version, 1);
+    }
+    pump(&w);
+    apply(a, "legacy", "{\"insert\":{\"pos\":0,\"text\":\"old\"}}");
+    pump(&w);
+    apply(b, "legacy", "{\"insert\":{\"pos\":3,\"text\":\" doc\"}}");
+    pump(&w);
+    assert_text(a, "legacy", "old doc");
+    assert_text(b, "legacy", "old doc");
+    assert_true(vv_crdt_engine_stats(a->e)->refused[VV_CRDT_REFUSED_CREATOR] > 0);
+    /* A's later versions stay adopted. */
+    assert_int_equal(vv_crdt_engine_set_access(a->e, "legacy", NULL, 0, b->id.node_id, 1), 0);
+    assert_int_equal(vv_crdt_engine_policy(a->e, "legacy")->flags, VV_CRDT_POLICY_ADOPTED);
+    world_free(&w);
+}
+
+/* Two nodes make documents of one name: a node holding one never takes the other's updates,
+ * even from a node that its own policy lets write. */
+static void test_same_named_documents_of_two_creators_do_not_mix(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w);
+    struct node *a = &w.n[0], *b = &w.n[1];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(vv_crdt_engine_create(w.n[i].e, "n", VV_CRDT_KIND_TEXT, NULL), 0);
+        assert_int_equal(
+            vv_crdt_engine_set_access(w.n[i].e, "n", NULL, 0, w.n[1 - i].id.node_id, 1), 0);
+    }
+    apply(a, "n", "{\"insert\":{\"pos\":0,\"text\":\"a\"}}");
+    apply(b, "n", "{\"insert\":{\"pos\":0,\"text\":\"b\"}}");
+    assert_int_equal(vv_crdt_engine_join(a->e, "n", b->id.node_id), 0);
+    assert_int_equal(vv_crdt_engine_join(b->e, "n", a->id.node_id), 0);
+    pump(&w);
+    apply(b, "n", "{\"insert\":{\"pos\":1,\"text\":\"b\"}}");
+    deliver(a, b, forged_text_update("n", b->id.node_id, "x")); /* B's document's update */
+    pump(&w);
+    assert_text(a, "n", "a");
+    assert_text(b, "n", "bb");
+    const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(a->e);
+    assert_true(st->refused[VV_CRDT_REFUSED_CREATOR] >= 2); /* B's policy, its SYNC */
+    assert_int_equal(st->updates_received, 0);
+    const uint8_t *peers;
+    assert_int_equal(vv_crdt_engine_peers(a->e, "n", &peers), 0); /* A stopped syncing with B */
+    world_free(&w);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -834,6 +915,8 @@ int main(void)
         cmocka_unit_test(test_peer_not_in_the_policy_gets_nothing_and_cannot_write),
         cmocka_unit_test(test_readers_read_writers_write_and_changes_propagate),
         cmocka_unit_test(test_forged_and_stale_policies_are_refused),
+        cmocka_unit_test(test_documents_from_before_policies_keep_syncing),
+        cmocka_unit_test(test_same_named_documents_of_two_creators_do_not_mix),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
