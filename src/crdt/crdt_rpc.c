@@ -555,7 +555,8 @@ int vv__crdt_rpc_register(struct vv_crdt_module *m, struct vv_rpc *rpc)
          ACCESS_RESULT},
         {"crdt.leave", crdt_leave, m,
          "Stops sharing the document with a peer (without nodeId: with every peer); the peers "
-         "are told.",
+         "are told. The access policy is unchanged: a node it lets in may sync again (and be "
+         "joined, with [crdt] auto_join); the creator shuts a node out with crdt.setAccess.",
          DOC_NODE_PARAMS(""), PEERS_RESULT},
         {"crdt.sync", crdt_sync, m,
          "Starts a sync round with a peer now: state vectors both ways, then exactly the missing "

@@ -595,9 +595,9 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
     uint32_t n;
     char id[VV_CRDT_DOC_ID_MAX_BYTES + 1];
     bool ok = vv_wire_get_array(&f.body, 1, 6, &a, &n) == 0 && get_id(&a[0], id);
-    const uint8_t *creator;
+    const uint8_t *creator = NULL;
     if (ok && f.h.type == VV_CRDT_MSG_SYNC && n == 6) {
-        uint64_t kind, version;
+        uint64_t kind = 0, version = 0;
         const uint8_t *sv;
         size_t sv_len;
         bool reply;
