@@ -155,8 +155,9 @@ const struct vv_crdt_policy *vv_crdt_engine_policy(const struct vv_crdt_engine *
  * creator may (VV_ECRDT_DENIED otherwise); a document without a policy (stored before
  * policies) gets its first one, with this node as creator and VV_CRDT_POLICY_ADOPTED; the
  * flag stays in later versions. The policy is sent to the joined peers; those it no longer lets
- * read are dropped from the document's peers (they stop syncing). VV_ELIMIT past
- * VV_CRDT_POLICY_MAX_NODES.
+ * read are dropped from the document's peers (they stop syncing; a node that finds itself
+ * shut out by a policy it takes drops all its peers of that document and keeps its copy). VV_ELIMIT
+ * past VV_CRDT_POLICY_MAX_NODES.
  */
 int vv_crdt_engine_set_access(struct vv_crdt_engine *e, const char *id, const uint8_t *readers,
                               size_t n_readers, const uint8_t *writers, size_t n_writers);
@@ -169,7 +170,8 @@ int vv_crdt_engine_remove(struct vv_crdt_engine *e, const char *id);
 int vv_crdt_engine_op(struct vv_crdt_engine *e, const char *id, const json_t *op, char *err,
                       size_t err_len);
 /* Shares a document with a peer and starts a sync round with it (when connected): the
- * policy, then SYNC. VV_ECRDT_DENIED when the policy does not let that peer read. */
+ * policy, then SYNC. VV_ECRDT_DENIED when the policy does not let that peer read, or no
+ * longer lets this node in. */
 int vv_crdt_engine_join(struct vv_crdt_engine *e, const char *id,
                         const uint8_t peer[VV_NODE_ID_BYTES]);
 /* Stops sharing with peer (NULL: with every peer); the peers are told. */

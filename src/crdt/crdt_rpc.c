@@ -281,6 +281,10 @@ static struct vv_rpc_answer peer_call(struct vv_rpc_request *req, json_t *params
         result = json_pack("{s:s, s:o}", "docId", id, "peers", peers_json(m, id));
     } else {
         rc = vv_crdt_engine_sync(m->engine, id, peer);
+        const struct vv_crdt_policy *p = vv_crdt_engine_policy(m->engine, id);
+        if (rc == VV_ECRDT_DENIED &&
+            vv_crdt_policy_access(p, m->node->identity.node_id) == VV_CRDT_ACCESS_NONE)
+            return vv_rpc_fail(req, rc, "the access policy of %s no longer lets this node in", id);
         if (rc == VV_ECRDT_DENIED)
             return vv_rpc_fail(req, rc,
                                "the access policy of %s does not let that node read it (the "

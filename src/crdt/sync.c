@@ -338,6 +338,11 @@ static bool self_writes(const struct vv_crdt_engine *e, const struct entry *x)
     return access_of(x, e->env->identity->node_id) == VV_CRDT_ACCESS_WRITE;
 }
 
+static bool self_reads(const struct vv_crdt_engine *e, const struct entry *x)
+{
+    return access_of(x, e->env->identity->node_id) != VV_CRDT_ACCESS_NONE;
+}
+
 static void send_leave(struct vv_crdt_engine *e, const char *id,
                        const uint8_t peer[VV_NODE_ID_BYTES])
 {
@@ -484,11 +489,13 @@ static void refuse(struct vv_crdt_engine *e, enum vv_crdt_refusal why, const cha
     e->refuse_unlogged = 0;
 }
 
-/* Drops the joined peers the policy does not let read: they stop syncing. */
+/* Drops the joined peers the policy does not let read: they stop syncing. All of them when
+ * it shuts this node out: nobody would answer it any more (it keeps what it has). */
 static void prune_peers(struct vv_crdt_engine *e, struct entry *x)
 {
+    bool out = !self_reads(e, x);
     for (size_t i = x->n_peers; i-- > 0;) {
-        if (access_of(x, x->peers[i]) == VV_CRDT_ACCESS_NONE) {
+        if (out || access_of(x, x->peers[i]) == VV_CRDT_ACCESS_NONE) {
             uint8_t p[VV_NODE_ID_BYTES];
             memcpy(p, x->peers[i], VV_NODE_ID_BYTES);
             drop_peer(e, x, p);
@@ -618,6 +625,8 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
             refuse(e, VV_CRDT_REFUSED_READ, id, peer);
         } else if (!same_creator(e, x, peer, creator)) {
             /* refused: it holds another document of that name */
+        } else if (!self_reads(e, x)) {
+            /* this node was shut out of the document: it syncs it no more */
         } else if (!e->auto_join && !has_peer(x, peer)) {
             e->stats.docs_refused++; /* not shared with that peer here */
         } else if (vv_crdt_doc_kind(x->doc) != (enum vv_crdt_kind)kind) {
@@ -1003,7 +1012,7 @@ static int join_and_sync(struct vv_crdt_engine *e, const char *id,
     struct entry *x = find_entry(e, id);
     if (x == NULL)
         return VV_ECRDT_NO_DOC;
-    if (access_of(x, peer) == VV_CRDT_ACCESS_NONE)
+    if (access_of(x, peer) == VV_CRDT_ACCESS_NONE || !self_reads(e, x))
         return VV_ECRDT_DENIED;
     int rc = add_peer(e, x, peer);
     if (rc == 0) {

@@ -7,6 +7,7 @@ and a store from before policies is upgraded without cutting off its peers."""
 import os
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 import unittest
 
@@ -17,6 +18,8 @@ NET = {"keepalive_ms": "1000", "reconnect_max_ms": "1000", "low_water": "4", "hi
 CRDT = {"anti_entropy_ms": "500"}
 DENIED = -11108
 DOC = "secret:1"
+TESTPEER = os.environ.get("VIVIM_TESTPEER",
+                          os.path.join(os.path.dirname(vivimtest.VIVIMD), "vivim-testpeer"))
 
 
 def refused(node, reason):
@@ -58,6 +61,17 @@ class ThreeNodes(unittest.TestCase):
         with self.assertRaises(RpcError) as e:
             self.a.rpc("crdt.sync", {"docId": DOC, "nodeId": self.idc})
         self.assertEqual(e.exception.code, DENIED)
+
+    def test_2_a_connected_peer_naming_the_document_gets_nothing(self):
+        # The hole of issue 10: a connected peer asked for the document by name (SYNC, reply
+        # true) and was sent all of it.
+        # (Before: "updates 1 syncs 1": the whole text, and the node's own SYNC.)
+        r = subprocess.run([TESTPEER, "127.0.0.1", str(self.a.net_port), "crdtprobe", DOC, "4",
+                            "2"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("updates 0 syncs 0 policies 0", r.stdout)
+        self.assertEqual(refused(self.a, "read"), 1)  # the first refusal of this node
+        self.assertEqual(self.a.rpc("crdt.access", {"docId": DOC})["version"], 1)
 
     def test_2_a_node_not_let_in_gets_nothing_and_cannot_write(self):
         # C makes a document of the same name, lets A write it and shares it with A: A keeps
@@ -126,8 +140,13 @@ class ThreeNodes(unittest.TestCase):
         with self.assertRaises(RpcError) as e:
             b.rpc("crdt.apply", {"docId": DOC, "op": {"insert": {"pos": 0, "text": "x"}}})
         self.assertEqual(e.exception.code, DENIED)
-        b.rpc("crdt.sync", {"docId": DOC, "nodeId": self.ida})  # refused at A
-        wait_for("A to refuse B's round", lambda: refused(a, "read") >= 2, 30)
+        # B stops syncing the document (it keeps what it read) and cannot start a round.
+        wait_for("B to stop syncing", lambda: {d["docId"]: d["peers"] for d in b.rpc(
+            "crdt.list")["documents"]}[DOC] == [], 30)
+        with self.assertRaises(RpcError) as e:
+            b.rpc("crdt.sync", {"docId": DOC, "nodeId": self.ida})
+        self.assertEqual(e.exception.code, DENIED)
+        self.assertIn("no longer lets this node in", e.exception.message)
         self.assertEqual(self.value(b), "B:secret!")
 
     def test_5_the_policy_survives_a_restart(self):
