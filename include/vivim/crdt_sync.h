@@ -6,8 +6,10 @@
  * How replicas converge (messages in docs/crdt.md, "Sync protocol"):
  *  - a local operation is applied, handed to the persistence callback, and sent as UPDATE to
  *    every joined peer that is connected;
- *  - a sync round is SYNC (document id, type, state vector) answered by UPDATE with exactly
- *    what the asker lacks, and, when asked, a SYNC back so the other direction is filled too;
+ *  - a sync round is SYNC (document id, type, state vector, policy version, creator)
+ *    answered by UPDATE with exactly what the asker lacks, and, when asked, a SYNC back so
+ *    the other direction is filled too; SYNC and UPDATE name the document's creator, so that
+ *    two documents of one name made by two nodes never mix;
  *  - a round runs when a document is joined with a peer, when that peer (re)connects, on
  *    crdt.sync, and every anti_entropy_ms with one joined peer chosen at random, so updates
  *    lost to disconnections or dropped sends are repaired;
@@ -21,7 +23,8 @@
  * Enforcement, on every message: SYNC is answered only for peers the policy lets read, and
  * with a delta only when this node may write (nobody would accept one from us otherwise);
  * UPDATE is applied only from peers the policy lets write (and joined to the document);
- * local operations need write access here. Refusals are counted by reason. Malformed
+ * local operations need write access here; a node the policy shuts out stops syncing the
+ * document. Refusals are counted by reason. Malformed
  * messages are counted and dropped; an update the document rejects changes nothing.
  */
 #ifndef VIVIM_CRDT_SYNC_H
