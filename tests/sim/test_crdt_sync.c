@@ -5,8 +5,10 @@
  * editing concurrently through a partition of the network into two halves and while a fifth
  * of the nodes crash and come back empty; once the network heals, every replica converges
  * to the same values. The node left out of the policy, which makes documents of the same
- * names and shares them with its neighbours, gets nothing of theirs and changes nothing. And
- * a writer sending hostile CRDT messages changes nothing. A failing run prints its seed;
+ * names and shares them with its neighbours, gets nothing of theirs and changes nothing. A
+ * writer the creator removes later learns it through its neighbours and stops; every other
+ * node ends with the creator's last policy. And a writer sending hostile CRDT messages
+ * changes nothing. A failing run prints its seed;
  * VV_SIM_SEED=<seed> replays it.
  */
 #include "vv_test.h"
@@ -27,6 +29,8 @@
 #define CREATOR           1 /* makes the documents; never crashes (the crashes hit multiples of 5) */
 #define OUTSIDER          2 /* not in the policy: an impostor with documents of the same names */
 #define OUTSIDER_START_MS 10000
+#define REMOVED           13    /* a writer until the creator removes it, at REMOVE_AT_MS */
+#define REMOVE_AT_MS      60000 /* after the partition healed and the crashed nodes returned */
 
 static uint64_t seed;
 static const char *const doc_ids[] = {"text:1", "count:1", "set:1", "map:1"};
@@ -45,6 +49,7 @@ struct app {
 
 static uint32_t evil_node = UINT32_MAX;
 static uint32_t outsider = UINT32_MAX;
+static uint32_t removed = UINT32_MAX;
 
 /* A document reached this node (a neighbour's policy named it): share it with our own
  * neighbours in turn, so it spreads over the whole graph. */
@@ -110,7 +115,7 @@ static void edit(struct vv_env *env, void *arg)
     }
     }
     int rc = vv_crdt_engine_op(a->e, id, op, err, sizeof(err));
-    assert_true(rc == 0 || rc == VV_ECRDT_RANGE);
+    assert_true(rc == 0 || rc == VV_ECRDT_RANGE || (rc == VV_ECRDT_DENIED && a->index == removed));
     json_decref(op);
 }
 
@@ -171,6 +176,21 @@ static void make_docs(struct vv_env *env, void *arg)
     }
 }
 
+/* The creator removes one writer: version 3 of every policy. */
+static void remove_writer(struct vv_env *env, void *arg)
+{
+    (void)env;
+    struct app *a = arg;
+    a->make_timer = 0;
+    static uint8_t writers[N_NODES][VV_NODE_ID_BYTES];
+    size_t n = 0;
+    for (uint32_t i = 0; i < N_NODES; i++)
+        if (i != outsider && i != removed)
+            memcpy(writers[n++], vv_sim_node_id(a->sim, i), VV_NODE_ID_BYTES);
+    for (int d = 0; d < 4; d++)
+        assert_int_equal(vv_crdt_engine_set_access(a->e, doc_ids[d], NULL, 0, writers[0], n), 0);
+}
+
 static void *app_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, void *arg)
 {
     (void)arg;
@@ -188,9 +208,11 @@ static void *app_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, 
     for (int k = 0; k < NEIGHBORS; k++)
         if (a->neighbors[k] == index)
             a->neighbors[k] = (index + 2) % N_NODES;
-    if (index == CREATOR)
+    if (index == CREATOR) {
         make_docs(env, a);
-    else if (index == outsider)
+        if (removed != UINT32_MAX)
+            a->make_timer = vv_env_timer_start(env, REMOVE_AT_MS, 0, remove_writer, a);
+    } else if (index == outsider)
         a->make_timer = vv_env_timer_start(env, OUTSIDER_START_MS, 0, make_docs, a);
     a->dial_timer = vv_env_timer_start(env, 10, 1000, dial, a);
     if (index == evil_node)
@@ -255,6 +277,7 @@ static void test_fifty_replicas_converge_through_partition_and_churn(void **stat
     (void)state;
     evil_node = UINT32_MAX;
     outsider = OUTSIDER;
+    removed = REMOVED;
     struct vv_sim_config cfg;
     vv_sim_config_defaults(&cfg, seed, N_NODES);
     cfg.n_regions = 3;
@@ -273,7 +296,28 @@ static void test_fifty_replicas_converge_through_partition_and_churn(void **stat
         vv_sim_restart_at(sim, 50000 + i * 100, i);
     }
     vv_sim_run_until(sim, EDIT_END_MS + 30000);
-    check_converged(sim, UINT32_MAX);
+    check_converged(sim, REMOVED);
+    /* The removal reached every node, most of them through others (relayed, or brought by
+     * the versions in SYNC); the removed node dropped its peers and the others dropped it. */
+    for (uint32_t i = 0; i < N_NODES; i++) {
+        struct app *a = vv_sim_app_of(sim, i);
+        if (i == OUTSIDER)
+            continue;
+        for (int d = 0; d < 4; d++) {
+            const struct vv_crdt_policy *p = vv_crdt_engine_policy(a->e, doc_ids[d]);
+            assert_non_null(p);
+            assert_int_equal(p->version, 3);
+            const uint8_t *peers;
+            size_t n = vv_crdt_engine_peers(a->e, doc_ids[d], &peers);
+            if (i == REMOVED) {
+                assert_int_equal(n, 0);
+                continue;
+            }
+            for (size_t k = 0; k < n; k++)
+                assert_memory_not_equal(peers + k * VV_NODE_ID_BYTES, vv_sim_node_id(sim, REMOVED),
+                                        VV_NODE_ID_BYTES);
+        }
+    }
     /* The outsider's own documents hold only its own edits, and its neighbours refused its
      * policy, its sync rounds and its updates. */
     struct app *o = vv_sim_app_of(sim, OUTSIDER);
@@ -300,6 +344,7 @@ static void test_hostile_peer_changes_nothing(void **state)
     (void)state;
     evil_node = 7; /* a writer: its junk reaches the document decoders */
     outsider = UINT32_MAX;
+    removed = UINT32_MAX;
     struct vv_sim_config cfg;
     vv_sim_config_defaults(&cfg, seed + 1, N_NODES);
     struct vv_sim_app app = {app_create, app_destroy, NULL};
