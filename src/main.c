@@ -38,36 +38,36 @@ struct daemon {
     bool watchdog_on;
 };
 
-/* The node's own RPC methods, registered once the RPC module exists. */
-static int node_methods_init(struct vv_node *n)
-{
-    return n->rpc ? vv_node_rpc_register(n) : 0;
-}
-
-static const struct vv_module node_methods_module = {
-    .name = "node",
-    .init = node_methods_init,
-};
-
-/* Dependency order: the monitor first (it owns the metrics registry every module uses). */
-static const struct vv_module *const module_table[] = {
-    &vv_monitor_module, &vv_rpc_module,      &node_methods_module, &vv_net_module,
-    &vv_crdt_module,    &vv_registry_module, &vv_userdb_module,
-};
-
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: vivimd [--config PATH] [--check-config]\n"
-            "       vivimd --version | --help\n"
+            "       vivimd --print-default-config | --modules | --version | --help\n"
             "\n"
-            "  -c, --config PATH   configuration file (default %s)\n"
-            "      --check-config  validate the configuration, print the effective one, exit\n"
-            "  -V, --version       print the version and exit\n"
-            "  -h, --help          print this help and exit\n"
+            "  -c, --config PATH       configuration file (default %s)\n"
+            "      --check-config      validate the configuration, print the effective one, exit\n"
+            "      --print-default-config\n"
+            "                          print every key with its default and documentation\n"
+            "      --modules           list the modules: config section, dependencies, health\n"
+            "  -V, --version           print the version and exit\n"
+            "  -h, --help              print this help and exit\n"
             "\n"
             "Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reloads the configuration.\n",
             VV_CONFIG_DEFAULT_PATH);
+}
+
+/* One line per module of this program: name, config section, dependencies, whether it has
+ * a health check. What /health and vivimd.conf must agree with. */
+static void print_modules(FILE *out)
+{
+    for (size_t i = 0; vv_node_modules[i] != NULL; i++) {
+        const struct vv_module *m = vv_node_modules[i];
+        fprintf(out, "%s section=%s depends=", m->name, m->config ? m->config->name : "-");
+        int k = 0;
+        for (const char *const *d = m->depends; d && *d; d++)
+            fprintf(out, "%s%s", k++ ? "," : "", *d);
+        fprintf(out, "%s health=%s\n", k ? "" : "-", m->health ? "yes" : "no");
+    }
 }
 
 static void on_deadline(uv_timer_t *t);
@@ -152,11 +152,11 @@ static int run(const char *config_path)
 {
     struct vv_config cfg;
     char err[VV_CONFIG_ERR_BYTES];
-    if (vv_config_load(config_path, &cfg, err) != 0) {
+    if (vv_config_load(config_path, vv_node_config_schema(), &cfg, err) != 0) {
         vv_log_error("vivimd", "%s", err);
         return 1;
     }
-    vv_log_set_level(cfg.log_level);
+    vv_log_set_level(vv_log_settings(&cfg)->level);
 
     uv_loop_t loop;
     if (uv_loop_init(&loop) != 0) {
@@ -177,8 +177,8 @@ static int run(const char *config_path)
         vv_log_error("vivimd", "cannot install signal handlers");
         goto teardown;
     }
-    for (size_t i = 0; i < VV_ARRAY_SIZE(module_table); i++)
-        vv_node_add_module(n, module_table[i]);
+    for (size_t i = 0; vv_node_modules[i] != NULL; i++)
+        vv_node_add_module(n, vv_node_modules[i]);
 
     int rc = vv_node_start(n);
     if (rc != 0) {
@@ -199,7 +199,7 @@ static int run(const char *config_path)
     if (n->monitor != NULL)
         vv_monitor_url(n->monitor, metrics, sizeof(metrics));
     vv_log_notice("vivimd", "ready: node %s, rpc %s, metrics %s", n->identity.node_id_hex,
-                  n->config.rpc_socket, metrics);
+                  vv_rpc_settings(&n->config)->socket, metrics);
     char status[256];
     snprintf(status, sizeof(status), "READY=1\nSTATUS=running, node %.16s",
              n->identity.node_id_hex);
@@ -240,6 +240,8 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, 'k'},
+        {"print-default-config", no_argument, NULL, 'P'},
+        {"modules", no_argument, NULL, 'M'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -255,6 +257,12 @@ int main(int argc, char **argv)
         case 'k':
             check = true;
             break;
+        case 'P':
+            vv_config_print_defaults(vv_node_config_schema(), stdout);
+            return 0;
+        case 'M':
+            print_modules(stdout);
+            return 0;
         case 'V':
             printf("vivimd %s\n", VIVIM_VERSION);
             return 0;
@@ -275,7 +283,7 @@ int main(int argc, char **argv)
     if (check) {
         struct vv_config cfg;
         char err[VV_CONFIG_ERR_BYTES];
-        if (vv_config_load(config_path, &cfg, err) != 0) {
+        if (vv_config_load(config_path, vv_node_config_schema(), &cfg, err) != 0) {
             fprintf(stderr, "%s\n", err);
             return 1;
         }

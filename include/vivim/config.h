@@ -12,6 +12,7 @@
 #define VIVIM_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -21,74 +22,131 @@
 #define VV_CONFIG_MAX_BYTES    (1024 * 1024) /* a config file larger than this is refused */
 #define VV_CONFIG_ERR_BYTES    512
 
-struct vv_config {
-    /* [node] */
-    char *state_dir; /* identity key, SQLite files; created 0700 if missing, locked at start */
-    char *node_type; /* bootstrap|relay|indexer|storage|edge|client|self_hosted */
-    char *region;    /* label advertised to peers: "" or up to 31 bytes of UTF-8 text */
-    /* [log] */
-    enum vv_log_level log_level;
-    /* [rpc] */
-    char *rpc_socket;             /* Unix socket path */
-    uint32_t rpc_max_clients;     /* concurrent connections */
-    uint32_t rpc_max_line_bytes;  /* one request line */
-    uint32_t rpc_max_queue_bytes; /* unsent replies per client before it is cut off */
-    uint32_t rpc_max_in_flight;   /* unanswered calls per client before its reads pause */
-    uint32_t rpc_lines_per_turn;  /* request lines of one client dispatched per loop turn */
-    /* [metrics] */
-    char *metrics_listen;               /* ip:port or localhost:port, "" disables the endpoint */
-    uint32_t metrics_max_connections;   /* open connections, /events subscribers included */
-    uint32_t metrics_header_timeout_ms; /* a request must arrive whole within this */
-    uint32_t metrics_idle_timeout_ms;   /* keep-alive connection with no request in progress */
-    uint32_t metrics_write_timeout_ms;  /* unsent answers with no write progress */
-    uint32_t metrics_pause_queue_bytes; /* unsent answers past which requests are not read */
-    uint32_t metrics_max_queue_bytes;   /* unsent bytes past which the connection is closed */
-    /* [net] */
-    char *net_listen;    /* ip:port this node accepts peers on */
-    char *net_bootstrap; /* comma-separated host:port or nodeid@host:port, may be "" */
-    bool net_mdns;
-    uint32_t net_max_connections;
-    char *net_advertise;        /* host:port peers should dial us at; "" = from listen */
-    uint32_t net_low_water;     /* dial until this many peers are connected */
-    uint32_t net_high_water;    /* above this many, trim the least useful */
-    uint32_t net_max_half_open; /* connections in their handshake at once */
-    uint32_t net_handshake_timeout_ms;
-    uint32_t net_peer_queue_bytes; /* outbound bytes queued per peer */
-    uint32_t net_memory_budget_mb; /* all peer queues and partial frames together */
-    uint32_t net_keepalive_ms;     /* ping period per peer; silent for 3 periods = dropped */
-    uint32_t net_reconnect_max_ms; /* cap on the re-dial backoff */
-    /* [registry] */
-    char *registry_url; /* "" = SQLite in state_dir; postgresql://... for PostgreSQL */
-    uint32_t registry_access_log_max_rows; /* access log retention */
-    bool registry_full_sync;               /* SQLite synchronous=FULL */
-    /* [userdb] */
-    uint32_t userdb_max_open; /* open per-user databases; 0 = from RLIMIT_NOFILE */
-    bool userdb_full_sync;    /* synchronous=FULL instead of NORMAL */
-    /* [crdt] */
-    uint32_t crdt_anti_entropy_ms;    /* how often each shared document is re-synced */
-    uint32_t crdt_compact_updates;    /* logged updates per document before a snapshot */
-    uint32_t crdt_max_peer_documents; /* documents peers may create here by syncing them */
-    bool crdt_auto_join;              /* a peer syncing a document with us is joined to it */
-    bool crdt_full_sync;
+/*
+ * A module declares its section of the file in its own folder, as a table of keys over a
+ * struct of its own (see "Writing a module" in docs/architecture.md):
+ *
+ *     struct vv_echo_config { bool enabled; uint32_t max_bytes; };
+ *     static const struct vv_config_key echo_keys[] = {
+ *         VV_CONFIG_BOOL_KEY(struct vv_echo_config, enabled, "false", false, "Answer echo
+ *         requests."), ...
+ *     };
+ *     const struct vv_config_section vv_echo_config_section = VV_CONFIG_SECTION("echo", struct
+ *         vv_echo_config, echo_keys, NULL);
+ *
+ * The loader parses the declared default of every key through the same checks as a value
+ * from the file, so a declaration cannot carry a default the file would refuse; the
+ * documented default file (config/vivimd.conf) is generated from the declarations
+ * (`vivimd --print-default-config`) and a test keeps the two identical.
+ */
+enum vv_config_type {
+    VV_CONFIG_U32,  /* whole number in [min, max] */
+    VV_CONFIG_BOOL, /* true, false, yes, no, on, off, 1, 0 */
+    VV_CONFIG_TEXT, /* char *, checked by the key's check function if it has one */
+    VV_CONFIG_ENUM, /* int: one of the key's choices, stored as its value */
+};
 
+struct vv_config_choice {
+    const char *name;
+    int value;
+};
+
+/* Validates a text value; on refusal writes why (without the key's name) and returns a
+ * negative VV_ECONFIG_* code. */
+typedef int (*vv_config_check_fn)(const char *value, char *why, size_t why_len);
+
+struct vv_config_key {
+    const char *name;
+    enum vv_config_type type;
+    size_t offset;     /* of the value in the section's struct */
+    const char *def;   /* the default, written as in the file */
+    uint32_t min, max; /* VV_CONFIG_U32 */
+    bool reload;       /* SIGHUP applies a change at run time; otherwise it needs a restart */
+    vv_config_check_fn check;               /* VV_CONFIG_TEXT; may be NULL */
+    const struct vv_config_choice *choices; /* VV_CONFIG_ENUM, ended by {NULL, 0} */
+    const char *doc;                        /* for the generated file; wrapped there */
+};
+
+#define VV_CONFIG_U32_KEY(type, field, def, min, max, reload, doc)                                 \
+    {                                                                                              \
+#field, VV_CONFIG_U32, offsetof(type, field), def, min, max, reload, NULL, NULL, doc       \
+    }
+#define VV_CONFIG_BOOL_KEY(type, field, def, reload, doc)                                          \
+    {                                                                                              \
+#field, VV_CONFIG_BOOL, offsetof(type, field), def, 0, 0, reload, NULL, NULL, doc          \
+    }
+#define VV_CONFIG_TEXT_KEY(type, field, def, check, reload, doc)                                   \
+    {                                                                                              \
+#field, VV_CONFIG_TEXT, offsetof(type, field), def, 0, 0, reload, check, NULL, doc         \
+    }
+#define VV_CONFIG_ENUM_KEY(type, field, def, choices, reload, doc)                                 \
+    {                                                                                              \
+#field, VV_CONFIG_ENUM, offsetof(type, field), def, 0, 0, reload, NULL, choices, doc       \
+    }
+
+/*
+ * A relation between keys, checked once the whole file is read. On refusal writes why and
+ * the names of the keys involved (key_b may stay NULL): the error names the later line that
+ * set one of them.
+ */
+typedef int (*vv_config_section_check_fn)(const void *values, char *why, size_t why_len,
+                                          const char **key_a, const char **key_b);
+
+struct vv_config_section {
+    const char *name; /* [name] */
+    const char *doc;  /* a paragraph before the section in the generated file; may be NULL */
+    size_t size;      /* of the section's struct */
+    const struct vv_config_key *keys;
+    size_t n_keys;
+    vv_config_section_check_fn check; /* may be NULL */
+};
+
+#define VV_CONFIG_SECTION(name, doc, type, keys, check)                                            \
+    {                                                                                              \
+        name, doc, sizeof(type), keys, sizeof(keys) / sizeof((keys)[0]), check                     \
+    }
+
+#define VV_CONFIG_MAX_SECTIONS 32
+
+/* The sections a program knows, in the order of the file. */
+struct vv_config_schema {
+    const char *preamble; /* comment at the top of the generated file; may be NULL */
+    const struct vv_config_section *sections[VV_CONFIG_MAX_SECTIONS];
+    size_t n_sections;
+};
+
+/* A loaded configuration: one struct per section, plus where it came from. */
+struct vv_config {
+    const struct vv_config_schema *schema;
+    void *values[VV_CONFIG_MAX_SECTIONS]; /* values[i] belongs to schema->sections[i] */
     char *path; /* the file this was loaded from (copy), or NULL for defaults */
 };
 
-/* Fills cfg with the built-in defaults (the values config/vivimd.conf documents). */
-void vv_config_defaults(struct vv_config *cfg);
+/* The values of section s; s must be in cfg's schema (anything else aborts: a build error). */
+const void *vv_config_get(const struct vv_config *cfg, const struct vv_config_section *s);
+/* The same, writable: for tests and fuzzers that adjust a value after loading. */
+void *vv_config_get_mut(struct vv_config *cfg, const struct vv_config_section *s);
+
+/* Fills cfg with every section's declared defaults. */
+void vv_config_defaults(const struct vv_config_schema *schema, struct vv_config *cfg);
 
 /*
  * Loads path on top of the defaults. On error returns a negative VV_ECONFIG_* code, leaves
  * *cfg holding nothing that needs freeing, and writes "path:line: message" into err.
  */
-int vv_config_load(const char *path, struct vv_config *cfg, char err[VV_CONFIG_ERR_BYTES]);
+int vv_config_load(const char *path, const struct vv_config_schema *schema, struct vv_config *cfg,
+                   char err[VV_CONFIG_ERR_BYTES]);
 
 /* Parses from memory (fuzzing, tests); name is used in messages. Same contract as load. */
-int vv_config_parse(const char *name, const char *text, size_t len, struct vv_config *cfg,
+int vv_config_parse(const char *name, const char *text, size_t len,
+                    const struct vv_config_schema *schema, struct vv_config *cfg,
                     char err[VV_CONFIG_ERR_BYTES]);
 
 /* Writes the effective configuration as an INI file that vv_config_load accepts. */
 void vv_config_print(const struct vv_config *cfg, FILE *out);
+/* Writes the documented default file: the schema's preamble, each section's and key's doc
+ * wrapped as comments, each key with its default. config/vivimd.conf is this output. */
+void vv_config_print_defaults(const struct vv_config_schema *schema, FILE *out);
 
 /* Calls fn(section, key, reload, arg) for every key whose value differs between a and b, in
  * the order of the key table. reload: SIGHUP applies the key at run time; when false, a
@@ -100,6 +158,18 @@ void vv_config_diff(const struct vv_config *a, const struct vv_config *b, vv_con
 void vv_config_apply_reloadable(struct vv_config *dst, const struct vv_config *src);
 
 void vv_config_free(struct vv_config *cfg);
+
+/* Checks shared by several sections' declarations (same contract as vv_config_check_fn). */
+int vv_config_check_path(const char *v, char *why, size_t why_len);     /* non-empty path */
+int vv_config_check_hostport(const char *v, char *why, size_t why_len); /* host:port */
+/* An IP address and port as the listeners bind them (no name resolution). */
+int vv_config_check_listen(const char *v, char *why, size_t why_len);
+/* At most max bytes; who says who would refuse more ("peers accept"). */
+int vv_config_check_max_bytes(const char *v, size_t max, const char *who, char *why,
+                              size_t why_len);
+/* Choices for a synchronous = normal|full key. */
+enum { VV_CONFIG_SYNC_NORMAL = 0, VV_CONFIG_SYNC_FULL = 1 };
+extern const struct vv_config_choice vv_config_sync_choices[];
 
 /*
  * Splits "host:port" or "[ipv6]:port" (as validated by the loader). host receives the name

@@ -197,6 +197,19 @@ uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e);
 struct vv_module;
 extern const struct vv_module vv_crdt_module;
 
+/* [crdt] in vivimd.conf (src/crdt/crdt_config.c). */
+struct vv_crdt_settings {
+    uint32_t anti_entropy_ms;    /* how often each shared document is re-synced */
+    uint32_t compact_updates;    /* logged updates per document before a snapshot */
+    uint32_t max_peer_documents; /* documents peers may create here by syncing them */
+    bool auto_join;              /* a peer syncing a document with us is joined to it */
+    int synchronous;             /* VV_CONFIG_SYNC_NORMAL or _FULL */
+};
+struct vv_config;
+struct vv_config_section;
+extern const struct vv_config_section vv_crdt_settings_section;
+const struct vv_crdt_settings *vv_crdt_settings(const struct vv_config *c);
+
 /* For tests: the longest chain in the table of documents by id. */
 size_t vv__crdt_engine_longest_chain(const struct vv_crdt_engine *e);
 

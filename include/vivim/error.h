@@ -41,6 +41,7 @@
     X(VV_ENODE_SHUTTING_DOWN, -10302, "node is shutting down")                                     \
     X(VV_ENODE_STATE_LOCKED, -10303, "state directory is in use by another vivimd")                \
     X(VV_ENODE_STATE_PERM, -10304, "state directory is writable by others")                        \
+    X(VV_ENODE_MODULE_DEPS, -10305, "a module's dependencies are missing or circular")             \
     /* rpc: -10400 .. -10499 */                                                                    \
     X(VV_ERPC_LINE_TOO_LONG, -10401, "request line too long")                                      \
     X(VV_ERPC_TOO_MANY_CLIENTS, -10402, "too many RPC clients")                                    \

@@ -147,6 +147,27 @@ int vv_net_hello_decode(const uint8_t *buf, size_t len, int *node_type, uint32_t
 struct vv_module;
 extern const struct vv_module vv_net_module;
 
+/* [net] in vivimd.conf (src/net/net_config.c). */
+struct vv_net_settings {
+    char *listen;    /* ip:port this node accepts peers on */
+    char *bootstrap; /* comma-separated host:port or nodeid@host:port, may be "" */
+    bool mdns;
+    uint32_t max_connections;
+    char *advertise;        /* host:port peers should dial us at; "" = from listen */
+    uint32_t low_water;     /* dial until this many peers are connected */
+    uint32_t high_water;    /* above this many, trim the least useful */
+    uint32_t max_half_open; /* connections in their handshake at once */
+    uint32_t handshake_timeout_ms;
+    uint32_t peer_queue_bytes; /* outbound bytes queued per peer */
+    uint32_t memory_budget_mb; /* all peer queues and partial frames together */
+    uint32_t keepalive_ms;     /* ping period per peer; silent for 3 periods = dropped */
+    uint32_t reconnect_max_ms; /* cap on the re-dial backoff */
+};
+struct vv_config;
+struct vv_config_section;
+extern const struct vv_config_section vv_net_settings_section;
+const struct vv_net_settings *vv_net_settings(const struct vv_config *c);
+
 /* For tests: the bucket of the table of established connections that holds id when the
  * table has n_buckets buckets (a power of two). */
 size_t vv__net_id_bucket(const uint8_t id[VV_NODE_ID_BYTES], size_t n_buckets);

@@ -107,6 +107,8 @@ int vv_registry_open_pg(uv_loop_t *loop, const struct vv_registry_config *cfg,
 const char *vv_registry_backend_name(const struct vv_registry *r);
 /* Requests submitted and not yet completed. */
 unsigned vv_registry_queued(const struct vv_registry *r);
+/* Whether the backend can run requests now (PostgreSQL: connected and set up). */
+bool vv_registry_connected(const struct vv_registry *r);
 
 /* Cancels queued requests (their callbacks fire with VV_ECLOSED), finishes the running one,
  * closes the backend, then calls cb. */
@@ -143,9 +145,23 @@ int vv_registry_access_log(struct vv_registry *r, const char *id, const char *cu
 /*
  * The registry as a node module: opens the backend named by [registry] url at start
  * (SQLite file <state_dir>/registry.db when empty), registers the registry.* RPC methods,
- * closes at stop. Sets n->registry.
+ * closes at stop. Its /health check says whether the backend can run requests.
  */
 struct vv_module;
+struct vv_node;
 extern const struct vv_module vv_registry_module;
+/* The node's registry, or NULL when the module is absent or not started. */
+struct vv_registry *vv_registry_of(const struct vv_node *n);
+
+/* [registry] in vivimd.conf (src/registry/registry_config.c). */
+struct vv_registry_settings {
+    char *url;                    /* "" = SQLite in state_dir; postgresql://... for PostgreSQL */
+    uint32_t access_log_max_rows; /* access log retention */
+    int synchronous;              /* VV_CONFIG_SYNC_NORMAL or _FULL (SQLite) */
+};
+struct vv_config;
+struct vv_config_section;
+extern const struct vv_config_section vv_registry_settings_section;
+const struct vv_registry_settings *vv_registry_settings(const struct vv_config *c);
 
 #endif

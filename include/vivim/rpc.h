@@ -118,8 +118,22 @@ int vv_rpc_param_node_id(const json_t *params, const char *name, bool required,
 struct vv_module;
 extern const struct vv_module vv_rpc_module;
 
-/* Registers node.status, node.shutdown, node.reload. */
-int vv_node_rpc_register(struct vv_node *n);
+/* [rpc] in vivimd.conf (src/rpc/rpc_config.c). */
+struct vv_rpc_settings {
+    char *socket;             /* Unix socket path */
+    uint32_t max_clients;     /* concurrent connections */
+    uint32_t max_line_bytes;  /* one request line */
+    uint32_t max_queue_bytes; /* unsent replies per client before it is cut off */
+    uint32_t max_in_flight;   /* unanswered calls per client before its reads pause */
+    uint32_t lines_per_turn;  /* request lines of one client dispatched per loop turn */
+};
+struct vv_config_section;
+struct vv_config;
+extern const struct vv_config_section vv_rpc_settings_section;
+const struct vv_rpc_settings *vv_rpc_settings(const struct vv_config *c);
+
+/* The node's own methods (node.status, node.shutdown, node.reload) as a module. */
+extern const struct vv_module vv_node_rpc_module;
 
 /* ---- the transport-free core, for tests and the fuzz target ---------------------------- */
 

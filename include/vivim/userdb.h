@@ -66,10 +66,22 @@ int vv_userdb_path(const struct vv_userdb *u, const char *owner_did, char *out, 
 
 /*
  * Per-user databases as a node module: <state_dir>/users/, the userdb.* RPC methods.
- * Sets n->userdb.
  */
 struct vv_module;
+struct vv_node;
 extern const struct vv_module vv_userdb_module;
+/* The node's per-user databases, or NULL when the module is absent or not started. */
+struct vv_userdb *vv_userdb_of(const struct vv_node *n);
+
+/* [userdb] in vivimd.conf (src/userdb/userdb_config.c). */
+struct vv_userdb_settings {
+    uint32_t max_open; /* open per-user databases; 0 = from RLIMIT_NOFILE */
+    int synchronous;   /* VV_CONFIG_SYNC_NORMAL or _FULL */
+};
+struct vv_config;
+struct vv_config_section;
+extern const struct vv_config_section vv_userdb_settings_section;
+const struct vv_userdb_settings *vv_userdb_settings(const struct vv_config *c);
 
 /* For tests: the bucket (of VV_USERDB_HASH_BUCKETS) of the open-database cache that holds
  * the database whose key is key, the SHA-256 of its owner's DID. */

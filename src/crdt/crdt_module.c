@@ -20,6 +20,8 @@
 #include <string.h>
 
 #include "crdt_internal.h"
+#include "vivim/config.h"
+#include "vivim/node.h"
 #include "vivim/log.h"
 #include "vivim/metrics.h"
 
@@ -616,7 +618,7 @@ static int crdt_init(struct vv_node *n)
 {
     struct vv_crdt_module *m = vv_xcalloc(1, sizeof(*m));
     m->node = n;
-    n->crdt = m;
+    vv_node_set_module_data(n, &vv_crdt_module, m);
     if (n->metrics)
         register_metrics(m, n->metrics);
     return n->rpc ? vv__crdt_rpc_register(m, n->rpc) : 0;
@@ -624,7 +626,8 @@ static int crdt_init(struct vv_node *n)
 
 static int crdt_start(struct vv_node *n)
 {
-    struct vv_crdt_module *m = n->crdt;
+    struct vv_crdt_module *m = vv_node_module_data(n, &vv_crdt_module);
+    const struct vv_crdt_settings *c = vv_crdt_settings(&n->config);
     if (n->env == NULL) {
         vv_log_error("crdt", "the peer network module must start first");
         return VV_ESTATE;
@@ -636,12 +639,11 @@ static int crdt_start(struct vv_node *n)
         .policy_changed = on_policy_changed,
         .refused = on_refused,
     };
-    m->compact_updates = n->config.crdt_compact_updates;
+    m->compact_updates = c->compact_updates;
     /* The callbacks are connected once the stored documents are in: loading writes nothing. */
-    m->engine =
-        vv_crdt_engine_new(vv_env_uv_env(n->env), 0, n->config.crdt_anti_entropy_ms, NULL, NULL);
+    m->engine = vv_crdt_engine_new(vv_env_uv_env(n->env), 0, c->anti_entropy_ms, NULL, NULL);
     char path[4200];
-    snprintf(path, sizeof(path), "%s/crdt.sqlite", n->config.state_dir);
+    snprintf(path, sizeof(path), "%s/crdt.sqlite", vv_node_settings(&n->config)->state_dir);
     int rc = load_all(m, path);
     if (rc != 0) {
         vv_crdt_engine_free(m->engine);
@@ -649,13 +651,14 @@ static int crdt_start(struct vv_node *n)
         return rc;
     }
     vv_crdt_engine_set_cbs(m->engine, &cbs, m);
-    vv_crdt_engine_set_max_peer_docs(m->engine, n->config.crdt_max_peer_documents);
-    vv_crdt_engine_set_auto_join(m->engine, n->config.crdt_auto_join);
+    vv_crdt_engine_set_max_peer_docs(m->engine, c->max_peer_documents);
+    vv_crdt_engine_set_auto_join(m->engine, c->auto_join);
     m->flush = vv_xmalloc(sizeof(*m->flush));
     uv_timer_init(n->loop, m->flush);
     m->flush->data = m;
     rc = vv_sqlite_open(n->loop, path,
-                        n->config.crdt_full_sync ? VV_SQLITE_SYNC_FULL : VV_SQLITE_SYNC_NORMAL,
+                        c->synchronous == VV_CONFIG_SYNC_FULL ? VV_SQLITE_SYNC_FULL
+                                                              : VV_SQLITE_SYNC_NORMAL,
                         migrations, on_db_open, m, &m->db);
     if (rc != 0) {
         vv_log_error("crdt", "cannot open %s: %s", path, vv_strerror(rc));
@@ -671,7 +674,7 @@ static int crdt_start(struct vv_node *n)
 
 static void crdt_stop(struct vv_node *n)
 {
-    struct vv_crdt_module *m = n->crdt;
+    struct vv_crdt_module *m = vv_node_module_data(n, &vv_crdt_module);
     if (m == NULL)
         return;
     if (m->engine) {
@@ -694,23 +697,40 @@ static void crdt_stop(struct vv_node *n)
 
 static void crdt_deinit(struct vv_node *n)
 {
-    vv_free(n->crdt);
-    n->crdt = NULL;
+    vv_free(vv_node_module_data(n, &vv_crdt_module));
+    vv_node_set_module_data(n, &vv_crdt_module, NULL);
 }
 
 /* [crdt] auto_join and max_peer_documents apply at once: they only decide what the engine
  * accepts from now on. */
 static void crdt_reload(struct vv_node *n)
 {
-    struct vv_crdt_module *m = n->crdt;
+    struct vv_crdt_module *m = vv_node_module_data(n, &vv_crdt_module);
+    const struct vv_crdt_settings *c = vv_crdt_settings(&n->config);
     if (m == NULL || m->engine == NULL)
         return;
-    vv_crdt_engine_set_max_peer_docs(m->engine, n->config.crdt_max_peer_documents);
-    vv_crdt_engine_set_auto_join(m->engine, n->config.crdt_auto_join);
+    vv_crdt_engine_set_max_peer_docs(m->engine, c->max_peer_documents);
+    vv_crdt_engine_set_auto_join(m->engine, c->auto_join);
 }
+
+/* Unhealthy without its document store; store errors (each also logged) are counted. */
+static json_t *crdt_health(struct vv_node *n)
+{
+    struct vv_crdt_module *m = vv_node_module_data(n, &vv_crdt_module);
+    if (m == NULL || m->engine == NULL)
+        return json_pack("{s:b}", "ok", 0);
+    return json_pack("{s:b, s:I, s:I}", "ok", m->db != NULL, "documents",
+                     (json_int_t)vv_crdt_engine_count(m->engine), "storeErrors",
+                     (json_int_t)m->store_errors);
+}
+
+static const char *const crdt_depends[] = {"net", "rpc", "monitor", NULL};
 
 const struct vv_module vv_crdt_module = {
     .name = "crdt",
+    .config = &vv_crdt_settings_section,
+    .depends = crdt_depends,
+    .health = crdt_health,
     .init = crdt_init,
     .start = crdt_start,
     .stop = crdt_stop,

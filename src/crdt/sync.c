@@ -91,7 +91,7 @@ uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e)
 
 /* ---- the table -------------------------------------------------------------------------- */
 
-/* Keyed: peers name documents (a SYNC with auto_join creates one here), and ids that collide
+/* Keyed: peers name documents (a POLICY naming this node creates one here), and ids that collide
  * under an unkeyed hash such as FNV-1a take a few million tries to find. Nothing walks the
  * buckets for output: listing goes through e->list, so the random key shows nowhere. */
 static uint64_t hash_id(const char *s)

@@ -184,19 +184,38 @@ void vv_monitor_url(const struct vv_monitor *mon, char *out, size_t len)
     snprintf(out, len, "%s", mon && mon->listening ? mon->url : "disabled");
 }
 
+/*
+ * Every module the node holds, with its lifecycle state, and the answer of its health hook
+ * when it is running and declares one. A running module that reports "ok": false (a
+ * registry that lost its database, say) makes the node "degraded" and the status 503, so a
+ * load balancer or systemd's health check sees it.
+ */
 json_t *vv__monitor_health(struct vv_monitor *mon, int *status)
 {
     struct vv_node *n = mon->n;
-    const char *state = n->stopping ? "stopping" : n->ready ? "ok" : "starting";
-    *status = n->ready && !n->stopping ? 200 : 503;
-    json_t *modules = json_object();
-    for (int i = 0; i < n->n_modules; i++)
-        json_object_set_new(modules, n->modules[i]->name,
+    bool healthy = true;
+    json_t *modules = json_object(), *checks = json_object();
+    for (int i = 0; i < n->n_modules; i++) {
+        const struct vv_module *m = n->modules[i];
+        json_object_set_new(modules, m->name,
                             json_string(vv_module_state_name(n->module_states[i])));
-    return json_pack("{s:s, s:s, s:I, s:s, s:o}", "status", state, "nodeId",
+        if (m->health == NULL || n->module_states[i] != VV_MODULE_RUNNING)
+            continue;
+        json_t *h = m->health(n);
+        if (h == NULL)
+            continue;
+        healthy &= json_is_true(json_object_get(h, "ok"));
+        json_object_set_new(checks, m->name, h);
+    }
+    const char *state = n->stopping ? "stopping"
+                        : !n->ready ? "starting"
+                        : healthy   ? "ok"
+                                    : "degraded";
+    *status = strcmp(state, "ok") == 0 ? 200 : 503;
+    return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "status", state, "nodeId",
                      n->identity.node_id_hex, "uptimeSeconds",
                      (json_int_t)(vv_node_uptime_ms(n) / 1000), "version", VIVIM_VERSION, "modules",
-                     modules);
+                     modules, "checks", checks);
 }
 
 /* ---- loop turns ------------------------------------------------------------------------- */
@@ -301,20 +320,20 @@ static int monitor_start(struct vv_node *n)
     struct vv_monitor *mon = n->monitor;
     vv_log_set_hook(log_hook, mon);
     loop_probe_start(mon);
-    if (n->config.metrics_listen[0] == '\0') {
+    const struct vv_monitor_settings *cfg = vv_monitor_settings(&n->config);
+    if (cfg->listen[0] == '\0') {
         vv_log_info("monitor", "metrics endpoint disabled");
         return 0;
     }
-    const struct vv_config *cfg = &n->config;
     struct vv__http_limits limits = {
-        .max_connections = cfg->metrics_max_connections,
-        .header_timeout_ms = cfg->metrics_header_timeout_ms,
-        .idle_timeout_ms = cfg->metrics_idle_timeout_ms,
-        .write_timeout_ms = cfg->metrics_write_timeout_ms,
-        .pause_queue_bytes = cfg->metrics_pause_queue_bytes,
-        .max_queue_bytes = cfg->metrics_max_queue_bytes,
+        .max_connections = cfg->max_connections,
+        .header_timeout_ms = cfg->header_timeout_ms,
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .write_timeout_ms = cfg->write_timeout_ms,
+        .pause_queue_bytes = cfg->pause_queue_bytes,
+        .max_queue_bytes = cfg->max_queue_bytes,
     };
-    return vv__monitor_http_start(mon, cfg->metrics_listen, &limits);
+    return vv__monitor_http_start(mon, cfg->listen, &limits);
 }
 
 static void monitor_stop(struct vv_node *n)
@@ -344,6 +363,7 @@ static void monitor_deinit(struct vv_node *n)
 
 const struct vv_module vv_monitor_module = {
     .name = "monitor",
+    .config = &vv_monitor_settings_section,
     .init = monitor_init,
     .start = monitor_start,
     .stop = monitor_stop,

@@ -15,6 +15,7 @@
 #include "vivim/log.h"
 #include "vivim/metrics.h"
 #include "vivim/monitor.h"
+#include "vivim/node.h"
 
 static const char *const node_type_names[VV_NODE_TYPE_COUNT] = {
     "bootstrap", "relay", "indexer", "storage", "edge", "client", "self_hosted"};
@@ -241,18 +242,18 @@ static void add_bootstrap(struct vv_net_module *m, const char *list)
 }
 
 /* The address peers should dial: advertise, else listen unless it is a wildcard. */
-static void advertised(const struct vv_config *c, char *out, size_t cap)
+static void advertised(const struct vv_net_settings *c, char *out, size_t cap)
 {
     out[0] = '\0';
-    if (c->net_advertise[0] != '\0') {
-        vv_strlcpy(out, c->net_advertise, cap);
+    if (c->advertise[0] != '\0') {
+        vv_strlcpy(out, c->advertise, cap);
         return;
     }
     char host[256];
     uint16_t port;
-    if (vv_config_split_hostport(c->net_listen, host, sizeof(host), &port) == 0 &&
+    if (vv_config_split_hostport(c->listen, host, sizeof(host), &port) == 0 &&
         strcmp(host, "0.0.0.0") != 0 && strcmp(host, "::") != 0 && port != 0)
-        vv_strlcpy(out, c->net_listen, cap);
+        vv_strlcpy(out, c->listen, cap);
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
@@ -263,7 +264,7 @@ static int net_init(struct vv_node *n)
 {
     struct vv_net_module *m = vv_xcalloc(1, sizeof(*m));
     m->node = n;
-    n->net_module = m;
+    vv_node_set_module_data(n, &vv_net_module, m);
     if (n->metrics)
         register_metrics(m, n->metrics);
     if (n->rpc) {
@@ -276,8 +277,9 @@ static int net_init(struct vv_node *n)
 
 static int net_start(struct vv_node *n)
 {
-    struct vv_net_module *m = n->net_module;
-    const struct vv_config *c = &n->config;
+    struct vv_net_module *m = vv_node_module_data(n, &vv_net_module);
+    const struct vv_net_settings *c = vv_net_settings(&n->config);
+    const struct vv_node_settings *node = vv_node_settings(&n->config);
     char err[256];
 
     vv_session_keys_init(&m->keys, &n->identity);
@@ -285,15 +287,13 @@ static int net_start(struct vv_node *n)
     m->envu = vv_env_uv_new(n->loop, &n->identity);
     n->env = m->envu;
 
-    int type = vv__net_node_type_parse(c->node_type);
-    if (type < 0)
-        type = VV_NODE_STORAGE;
+    int type = node->type;
     char adv[VV_CONNMGR_ADDRESS_BYTES];
     advertised(c, adv, sizeof(adv));
     uint8_t hello[VV_SESSION_MAX_HELLO_BYTES];
     size_t hello_len = 0;
-    int rc = vv_net_hello_encode(type, node_type_caps[type], adv, c->region, hello, sizeof(hello),
-                                 &hello_len);
+    int rc = vv_net_hello_encode(type, node_type_caps[type], adv, node->region, hello,
+                                 sizeof(hello), &hello_len);
     if (rc != 0) {
         vv_log_error("net", "advertised address or region too long");
         net_stop(n);
@@ -302,12 +302,12 @@ static int net_start(struct vv_node *n)
 
     struct vv_net_config nc;
     vv_net_config_defaults(&nc);
-    nc.listen = c->net_listen;
-    nc.max_connections = c->net_max_connections;
-    nc.max_half_open = c->net_max_half_open;
-    nc.handshake_timeout_ms = c->net_handshake_timeout_ms;
-    nc.peer_queue_bytes = c->net_peer_queue_bytes;
-    nc.memory_budget_bytes = (uint64_t)c->net_memory_budget_mb << 20;
+    nc.listen = c->listen;
+    nc.max_connections = c->max_connections;
+    nc.max_half_open = c->max_half_open;
+    nc.handshake_timeout_ms = c->handshake_timeout_ms;
+    nc.peer_queue_bytes = c->peer_queue_bytes;
+    nc.memory_budget_bytes = (uint64_t)c->memory_budget_mb << 20;
     nc.hello = hello;
     nc.hello_len = hello_len;
     m->net = vv_net_new(n->loop, &m->keys, m->envu, &nc, err, sizeof(err));
@@ -316,7 +316,6 @@ static int net_start(struct vv_node *n)
         net_stop(n);
         return VV_EINVAL;
     }
-    n->net = m->net;
     vv_net_set_handshake_cb(m->net, on_handshake, m);
     vv_net_set_conn_cb(m->net, on_conn, m);
     rc = vv_net_listen(m->net, err, sizeof(err));
@@ -328,37 +327,36 @@ static int net_start(struct vv_node *n)
 
     struct vv_connmgr_config cc;
     vv_connmgr_config_defaults(&cc);
-    cc.low_water = c->net_low_water;
-    cc.high_water = c->net_high_water;
-    cc.ping_interval_ms = c->net_keepalive_ms;
-    cc.idle_timeout_ms = 3 * c->net_keepalive_ms;
-    cc.backoff_max_ms = c->net_reconnect_max_ms;
+    cc.low_water = c->low_water;
+    cc.high_water = c->high_water;
+    cc.ping_interval_ms = c->keepalive_ms;
+    cc.idle_timeout_ms = 3 * c->keepalive_ms;
+    cc.backoff_max_ms = c->reconnect_max_ms;
     if (cc.backoff_base_ms > cc.backoff_max_ms)
         cc.backoff_base_ms = cc.backoff_max_ms;
-    if (cc.pex_interval_ms > 2 * c->net_keepalive_ms)
-        cc.pex_interval_ms = 2 * c->net_keepalive_ms;
+    if (cc.pex_interval_ms > 2 * c->keepalive_ms)
+        cc.pex_interval_ms = 2 * c->keepalive_ms;
     vv_strlcpy(cc.self_address, adv, sizeof(cc.self_address));
     cc.node_type = (enum vv_node_type)type;
     cc.capabilities = node_type_caps[type];
-    vv_strlcpy(cc.region, c->region, sizeof(cc.region));
+    vv_strlcpy(cc.region, node->region, sizeof(cc.region));
     m->connmgr = vv_connmgr_new(vv_env_uv_env(m->envu), &cc);
-    n->connmgr = m->connmgr;
     vv__net_rpc_attach(m);
-    add_bootstrap(m, c->net_bootstrap);
+    add_bootstrap(m, c->bootstrap);
 
-    if (c->net_mdns) {
+    if (c->mdns) {
         rc = vv__net_mdns_start(m, adv, err, sizeof(err));
         if (rc != 0)
             vv_log_warn("net", "mDNS discovery not started: %s", err);
     }
     vv_log_info("net", "listening for peers on %s (port %u), %u bootstrap peer(s), node type %s",
-                c->net_listen, vv_net_bound_port(m->net), m->n_bootstrap, node_type_names[type]);
+                c->listen, vv_net_bound_port(m->net), m->n_bootstrap, node_type_names[type]);
     return 0;
 }
 
 static void net_stop(struct vv_node *n)
 {
-    struct vv_net_module *m = n->net_module;
+    struct vv_net_module *m = vv_node_module_data(n, &vv_net_module);
     if (m == NULL)
         return;
     vv__net_mdns_stop(m);
@@ -366,12 +364,10 @@ static void net_stop(struct vv_node *n)
     if (m->connmgr) {
         vv_connmgr_free(m->connmgr);
         m->connmgr = NULL;
-        n->connmgr = NULL;
     }
     if (m->net) {
         vv_net_close(m->net);
         m->net = NULL;
-        n->net = NULL;
     }
     if (m->envu) {
         vv_env_uv_close(m->envu);
@@ -382,17 +378,32 @@ static void net_stop(struct vv_node *n)
 
 static void net_deinit(struct vv_node *n)
 {
-    struct vv_net_module *m = n->net_module;
+    struct vv_net_module *m = vv_node_module_data(n, &vv_net_module);
     if (m == NULL)
         return;
     if (m->keys_set)
         vv_session_keys_clear(&m->keys);
     vv_free(m);
-    n->net_module = NULL;
+    vv_node_set_module_data(n, &vv_net_module, NULL);
 }
+
+/* Up when it listens; peers and the memory its queues use, for the operator's first look. */
+static json_t *net_health(struct vv_node *n)
+{
+    struct vv_net_module *m = vv_node_module_data(n, &vv_net_module);
+    if (m == NULL || m->net == NULL)
+        return json_pack("{s:b}", "ok", 0);
+    return json_pack("{s:b, s:I, s:I}", "ok", 1, "peers", (json_int_t)vv_net_count(m->net),
+                     "queuedBytes", (json_int_t)vv_net_stats(m->net)->queued_bytes);
+}
+
+static const char *const net_depends[] = {"monitor", "rpc", NULL};
 
 const struct vv_module vv_net_module = {
     .name = "net",
+    .config = &vv_net_settings_section,
+    .depends = net_depends,
+    .health = net_health,
     .init = net_init,
     .start = net_start,
     .stop = net_stop,

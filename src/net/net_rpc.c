@@ -265,8 +265,8 @@ static struct vv_rpc_answer peers_connect(struct vv_rpc_request *req, json_t *pa
         p->has_id = true;
         memcpy(p->id, id, VV_NODE_ID_BYTES);
     }
-    p->deadline_ms =
-        uv_now(m->node->loop) + m->node->config.net_handshake_timeout_ms + CONNECT_GRACE_MS;
+    p->deadline_ms = uv_now(m->node->loop) +
+                     vv_net_settings(&m->node->config)->handshake_timeout_ms + CONNECT_GRACE_MS;
     p->next = m->pending;
     m->pending = p;
     return vv_rpc_pending(req);

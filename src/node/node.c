@@ -50,13 +50,14 @@ int vv_node_init(struct vv_node *n, uv_loop_t *loop, struct vv_config *cfg)
     /* The lock comes first: a second vivimd must not read or create the identity, nor
      * open any database, in a directory another one is using. */
     char err[512] = "";
-    int rc = vv_node_lock_state_dir(n->config.state_dir, &n->state_lock_fd, err, sizeof(err));
+    const char *state_dir = vv_node_settings(&n->config)->state_dir;
+    int rc = vv_node_lock_state_dir(state_dir, &n->state_lock_fd, err, sizeof(err));
     if (rc != 0) {
         vv_log_error("node", "%s", err);
         vv_config_free(&n->config);
         return rc;
     }
-    rc = vv_identity_load_or_create(n->config.state_dir, &n->identity, err, sizeof(err));
+    rc = vv_identity_load_or_create(state_dir, &n->identity, err, sizeof(err));
     if (rc != 0) {
         vv_log_error("node", "identity: %s", err);
         vv_node_unlock_state_dir(n->state_lock_fd);
@@ -72,12 +73,96 @@ void vv_node_add_module(struct vv_node *n, const struct vv_module *m)
     if (n->n_modules >= VV_NODE_MAX_MODULES)
         abort(); /* a programming error: raise VV_NODE_MAX_MODULES */
     n->module_states[n->n_modules] = VV_MODULE_NEW;
+    n->module_data[n->n_modules] = NULL;
     n->modules[n->n_modules++] = m;
+}
+
+static int module_index(const struct vv_node *n, const struct vv_module *m)
+{
+    for (int i = 0; i < n->n_modules; i++)
+        if (n->modules[i] == m)
+            return i;
+    return -1;
+}
+
+static int module_by_name(const struct vv_node *n, const char *name)
+{
+    for (int i = 0; i < n->n_modules; i++)
+        if (strcmp(n->modules[i]->name, name) == 0)
+            return i;
+    return -1;
+}
+
+void vv_node_set_module_data(struct vv_node *n, const struct vv_module *m, void *data)
+{
+    int i = module_index(n, m);
+    if (i < 0)
+        abort(); /* only a module the node holds has a slot */
+    n->module_data[i] = data;
+}
+
+void *vv_node_module_data(const struct vv_node *n, const struct vv_module *m)
+{
+    int i = module_index(n, m);
+    return i < 0 ? NULL : n->module_data[i];
+}
+
+enum vv_module_state vv_node_module_state(const struct vv_node *n, const struct vv_module *m)
+{
+    int i = module_index(n, m);
+    return i < 0 ? VV_MODULE_NEW : n->module_states[i];
+}
+
+/*
+ * Orders n->modules so that every module comes after the ones it depends on; among modules
+ * whose dependencies are met, the one added first goes first (so the order is stable and a
+ * list without dependencies keeps its order). Names the problem and returns
+ * VV_ENODE_MODULE_DEPS for a missing dependency or a cycle.
+ */
+static int order_modules(struct vv_node *n)
+{
+    for (int i = 0; i < n->n_modules; i++) {
+        const struct vv_module *m = n->modules[i];
+        for (const char *const *d = m->depends; d && *d; d++)
+            if (module_by_name(n, *d) < 0) {
+                vv_log_error("node", "module %s depends on module %s, which this program lacks",
+                             m->name, *d);
+                return VV_ENODE_MODULE_DEPS;
+            }
+    }
+    const struct vv_module *sorted[VV_NODE_MAX_MODULES];
+    bool placed[VV_NODE_MAX_MODULES] = {false};
+    int count = 0;
+    while (count < n->n_modules) {
+        int pick = -1;
+        for (int i = 0; i < n->n_modules && pick < 0; i++) {
+            if (placed[i])
+                continue;
+            bool ready = true;
+            for (const char *const *d = n->modules[i]->depends; d && *d && ready; d++)
+                ready = placed[module_by_name(n, *d)];
+            if (ready)
+                pick = i;
+        }
+        if (pick < 0) {
+            for (int i = 0; i < n->n_modules; i++)
+                if (!placed[i])
+                    vv_log_error("node", "module %s is part of a dependency cycle",
+                                 n->modules[i]->name);
+            return VV_ENODE_MODULE_DEPS;
+        }
+        placed[pick] = true;
+        sorted[count++] = n->modules[pick];
+    }
+    memcpy(n->modules, sorted, sizeof(sorted[0]) * (size_t)count);
+    return 0;
 }
 
 int vv_node_start(struct vv_node *n)
 {
-    int rc = 0;
+    int rc = order_modules(n);
+    if (rc != 0)
+        return rc;
     for (int i = 0; i < n->n_modules && rc == 0; i++) {
         const struct vv_module *m = n->modules[i];
         rc = m->init ? m->init(n) : 0;
@@ -158,7 +243,6 @@ int vv_node_request_reload(struct vv_node *n, char **msg)
     return vv_node_reload_config(n, msg);
 }
 
-/* Keys that a reload may change at run time; a change to any other key needs a restart. */
 /* The reload's answer, built as the key table is walked; grows as needed. */
 struct reload_notes {
     char *text;
@@ -208,7 +292,7 @@ int vv_node_reload_config(struct vv_node *n, char **msg)
     }
     struct vv_config fresh;
     char err[VV_CONFIG_ERR_BYTES];
-    int rc = vv_config_load(n->config.path, &fresh, err);
+    int rc = vv_config_load(n->config.path, n->config.schema, &fresh, err);
     if (rc != 0) {
         vv_log_error("node", "reload failed, keeping the running configuration: %s", err);
         vv_monitor_event(n->monitor, "node.reload", json_pack("{s:b, s:s}", "ok", 0, "error", err));
@@ -221,12 +305,13 @@ int vv_node_reload_config(struct vv_node *n, char **msg)
      * config.c says which); nothing changes silently. */
     struct vv_config *old = &n->config;
     struct reload_notes r = {0};
-    if (fresh.log_level != old->log_level)
-        append(&r.text, &r.len, &r.cap, "log.level %s -> %s", vv_log_level_name(old->log_level),
-               vv_log_level_name(fresh.log_level));
+    int old_level = vv_log_settings(old)->level, new_level = vv_log_settings(&fresh)->level;
+    if (new_level != old_level)
+        append(&r.text, &r.len, &r.cap, "log.level %s -> %s", vv_log_level_name(old_level),
+               vv_log_level_name(new_level));
     vv_config_diff(old, &fresh, note_change, &r);
     vv_config_apply_reloadable(old, &fresh);
-    vv_log_set_level(old->log_level);
+    vv_log_set_level(vv_log_settings(old)->level);
     for (int i = 0; i < n->n_modules; i++)
         if (n->module_states[i] == VV_MODULE_RUNNING && n->modules[i]->reload)
             n->modules[i]->reload(n);

@@ -3,6 +3,7 @@
 
 #include "vivim/common.h"
 #include "vivim/monitor.h"
+#include "vivim/net.h"
 #include "vivim/node.h"
 #include "vivim/rpc.h"
 
@@ -31,12 +32,20 @@ static struct vv_rpc_answer status(struct vv_rpc_request *req, json_t *params, v
     char metrics[128] = "";
     if (n->monitor)
         vv_monitor_url(n->monitor, metrics, sizeof(metrics));
+    const char *type = "?";
+    for (const struct vv_config_choice *c = vv_node_type_choices; c->name; c++)
+        if (c->value == vv_node_settings(&n->config)->type)
+            type = c->name;
+    /* A program built without the net module has no [net] section. */
+    const char *net = vv_node_module_state(n, &vv_net_module) == VV_MODULE_NEW
+                          ? ""
+                          : vv_net_settings(&n->config)->listen;
     json_t *result =
         json_pack("{s:s, s:s, s:s, s:I, s:s, s:{s:s, s:s, s:s}, s:o, s:s}", "nodeId",
                   n->identity.node_id_hex, "publicKey", "", "version", VIVIM_VERSION,
-                  "uptimeSeconds", (json_int_t)(vv_node_uptime_ms(n) / 1000), "nodeType",
-                  n->config.node_type, "listen", "rpc", n->config.rpc_socket, "metrics", metrics,
-                  "net", n->config.net_listen, "modules", modules, "state",
+                  "uptimeSeconds", (json_int_t)(vv_node_uptime_ms(n) / 1000), "nodeType", type,
+                  "listen", "rpc", vv_rpc_settings(&n->config)->socket, "metrics", metrics, "net",
+                  net, "modules", modules, "state",
                   n->stopping ? "stopping"
                   : n->ready  ? "ready"
                               : "starting");
@@ -75,7 +84,7 @@ static struct vv_rpc_answer reload(struct vv_rpc_request *req, json_t *params, v
 static const char no_params[] =
     "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}";
 
-int vv_node_rpc_register(struct vv_node *n)
+static int node_rpc_init(struct vv_node *n)
 {
     const struct vv_rpc_method methods[] = {
         {"node.status", status, n,
@@ -102,3 +111,11 @@ int vv_node_rpc_register(struct vv_node *n)
     };
     return vv_rpc_register_all(n->rpc, methods, VV_ARRAY_SIZE(methods));
 }
+
+static const char *const node_rpc_depends[] = {"rpc", NULL};
+
+const struct vv_module vv_node_rpc_module = {
+    .name = "node",
+    .depends = node_rpc_depends,
+    .init = node_rpc_init,
+};

@@ -941,10 +941,17 @@ static void pg_close(struct vv_registry *r)
     uv_close((uv_handle_t *)&b->timer, timer_closed);
 }
 
+static bool pg_connected(const struct vv_registry *r)
+{
+    const struct pg_backend *b = r->impl;
+    return b->state == PG_READY;
+}
+
 const struct vv__registry_backend vv__registry_pg = {
     .name = "postgresql",
     .submit = pg_submit,
     .close = pg_close,
+    .connected = pg_connected,
 };
 
 int vv_registry_open_pg(uv_loop_t *loop, const struct vv_registry_config *cfg,

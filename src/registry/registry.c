@@ -88,6 +88,11 @@ unsigned vv_registry_queued(const struct vv_registry *r)
     return r->queued;
 }
 
+bool vv_registry_connected(const struct vv_registry *r)
+{
+    return r->backend->connected == NULL || r->backend->connected(r);
+}
+
 /* ---- requests ---------------------------------------------------------------------------- */
 
 static struct vv__registry_req *new_req(struct vv_registry *r, enum vv__registry_op op,

@@ -59,6 +59,8 @@ struct vv__registry_backend {
     /* Completes queued requests with VV_ECLOSED, releases everything, then calls
      * vv__registry_closed. */
     void (*close)(struct vv_registry *r);
+    /* Whether requests can run now (NULL: always, an embedded database). */
+    bool (*connected)(const struct vv_registry *r);
 };
 
 struct vv_registry {

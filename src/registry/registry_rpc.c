@@ -44,7 +44,7 @@ static struct vv_rpc_answer submitted(struct vv_rpc_request *req, int rc)
 
 static struct vv_registry *registry_of(struct vv_rpc_request *req)
 {
-    return vv_rpc_request_node(req)->registry;
+    return vv_registry_of(vv_rpc_request_node(req));
 }
 
 #define NEED_REGISTRY(req)                                                                         \

@@ -47,8 +47,12 @@ static void rpc_deinit(struct vv_node *n)
     n->rpc = NULL;
 }
 
+static const char *const rpc_depends[] = {"monitor", NULL};
+
 const struct vv_module vv_rpc_module = {
     .name = "rpc",
+    .config = &vv_rpc_settings_section,
+    .depends = rpc_depends,
     .init = rpc_init,
     .start = rpc_start,
     .stop = rpc_stop,

@@ -406,7 +406,8 @@ static void server_handle_closed(uv_handle_t *h)
 
 int vv__rpc_server_start(struct vv_rpc *rpc, struct vv_node *n)
 {
-    const char *path = n->config.rpc_socket;
+    const struct vv_rpc_settings *cfg = vv_rpc_settings(&n->config);
+    const char *path = cfg->socket;
     if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
         vv_log_error("rpc", "socket path %s is longer than %zu bytes", path,
                      sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
@@ -427,11 +428,11 @@ int vv__rpc_server_start(struct vv_rpc *rpc, struct vv_node *n)
     struct vv__rpc_server *srv = vv_xcalloc(1, sizeof(*srv));
     srv->rpc = rpc;
     srv->path = vv_xstrdup(path);
-    srv->max_clients = n->config.rpc_max_clients;
-    srv->max_line = n->config.rpc_max_line_bytes;
-    srv->max_queue = n->config.rpc_max_queue_bytes;
-    srv->max_in_flight = n->config.rpc_max_in_flight;
-    srv->lines_per_turn = n->config.rpc_lines_per_turn;
+    srv->max_clients = cfg->max_clients;
+    srv->max_line = cfg->max_line_bytes;
+    srv->max_queue = cfg->max_queue_bytes;
+    srv->max_in_flight = cfg->max_in_flight;
+    srv->lines_per_turn = cfg->lines_per_turn;
     uv_pipe_init(n->loop, &srv->listener, 0);
     srv->listener.data = srv;
     uv_idle_init(n->loop, &srv->pump);

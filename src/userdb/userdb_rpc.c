@@ -52,7 +52,7 @@ static int owner_and_id(const json_t *params, const char **owner, const char **c
 
 #define NEED_USERDB(req)                                                                           \
     do {                                                                                           \
-        if (vv_rpc_request_node(req)->userdb == NULL)                                              \
+        if (vv_userdb_of(vv_rpc_request_node(req)) == NULL)                                        \
             return vv_rpc_fail(req, VV_ENODE_SHUTTING_DOWN, "user databases are not running");     \
     } while (0)
 
@@ -93,8 +93,8 @@ static struct vv_rpc_answer m_put(struct vv_rpc_request *req, json_t *params, vo
     struct timeval tv;
     gettimeofday(&tv, NULL);
     uint64_t now = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-    int rc = vv_userdb_put(vv_rpc_request_node(req)->userdb, owner, cid, bytes, len, meta, now,
-                           answer, req);
+    int rc = vv_userdb_put(vv_userdb_of(vv_rpc_request_node(req)), owner, cid, bytes, len, meta,
+                           now, answer, req);
     vv_free(bytes);
     return submitted(req, rc);
 }
@@ -109,8 +109,8 @@ static struct vv_rpc_answer m_get(struct vv_rpc_request *req, json_t *params, vo
     if (vv_rpc_params_object(params, allowed, err, sizeof(err)) < 0 ||
         owner_and_id(params, &owner, &cid, err) < 0)
         return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
-    return submitted(req, vv_userdb_fetch_for_distribution(vv_rpc_request_node(req)->userdb, cid,
-                                                           owner, answer, req));
+    return submitted(req, vv_userdb_fetch_for_distribution(vv_userdb_of(vv_rpc_request_node(req)),
+                                                           cid, owner, answer, req));
 }
 
 static struct vv_rpc_answer m_list(struct vv_rpc_request *req, json_t *params, void *d)
@@ -129,7 +129,7 @@ static struct vv_rpc_answer m_list(struct vv_rpc_request *req, json_t *params, v
         return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
     if (cursor && !vv_hex_is_sha256(cursor))
         return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "cursor: not a cursor list returned");
-    return submitted(req, vv_userdb_list(vv_rpc_request_node(req)->userdb, owner, cursor,
+    return submitted(req, vv_userdb_list(vv_userdb_of(vv_rpc_request_node(req)), owner, cursor,
                                          (uint32_t)limit, answer, req));
 }
 

@@ -16,6 +16,7 @@
 #include "monitor/monitor_internal.h"
 #include "vivim/common.h"
 #include "vivim/config.h"
+#include "vivim/monitor.h"
 #include "vivim/node.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -33,9 +34,10 @@ static void on_tick(uv_timer_t *t)
 static void setup(void)
 {
     uv_loop_init(&loop);
-    vv_config_defaults(&node.config);
-    vv_free(node.config.metrics_listen);
-    node.config.metrics_listen = vv_xstrdup("127.0.0.1:0");
+    vv_config_defaults(vv_node_config_schema(), &node.config);
+    struct vv_monitor_settings *ms = vv_config_get_mut(&node.config, &vv_monitor_settings_section);
+    vv_free(ms->listen);
+    ms->listen = vv_xstrdup("127.0.0.1:0");
     node.loop = &loop;
     node.ready = true;
     if (vv_monitor_module.init(&node) != 0 || vv_monitor_module.start(&node) != 0)

@@ -10,8 +10,26 @@ import unittest
 import vivimtest
 from vivimtest import Node, free_port
 
-# Keys SIGHUP applies at run time; every other key needs a restart.
-RELOADABLE = {("log", "level"), ("crdt", "auto_join"), ("crdt", "max_peer_documents")}
+def reloadable_keys():
+    """Keys SIGHUP applies at run time, as the modules declare them: in the generated default
+    file, their documentation ends with "Changes on reload." Every other key needs a restart."""
+    r = subprocess.run([vivimtest.VIVIMD, "--print-default-config"], capture_output=True,
+                       text=True, timeout=30, check=True)
+    keys, section, doc = set(), None, ""
+    for line in r.stdout.splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            section, doc = line[1:-1], ""
+        elif line.startswith(";"):
+            doc += line[1:] + " "
+        elif "=" in line:
+            if doc.strip().endswith("Changes on reload."):
+                keys.add((section, line.split("=", 1)[0].strip()))
+            doc = ""
+    return keys
+
+
+RELOADABLE = reloadable_keys()
+assert ("log", "level") in RELOADABLE, "the declarations lost [log] level's reload flag"
 
 
 def effective_keys(node):

@@ -7,10 +7,18 @@
 #include <unistd.h>
 
 #include "vivim/config.h"
+#include "vivim/connmgr.h"
+#include "vivim/crdt_sync.h"
+#include "vivim/monitor.h"
+#include "vivim/net.h"
+#include "vivim/node.h"
+#include "vivim/registry.h"
+#include "vivim/rpc.h"
+#include "vivim/userdb.h"
 
 static int parse(const char *text, struct vv_config *cfg, char *err)
 {
-    return vv_config_parse("test.conf", text, strlen(text), cfg, err);
+    return vv_config_parse("test.conf", text, strlen(text), vv_node_config_schema(), cfg, err);
 }
 
 static void test_empty_file_gives_documented_defaults(void **state)
@@ -19,12 +27,12 @@ static void test_empty_file_gives_documented_defaults(void **state)
     struct vv_config cfg;
     char err[VV_CONFIG_ERR_BYTES];
     assert_int_equal(parse("", &cfg, err), 0);
-    assert_string_equal(cfg.state_dir, "/var/lib/vivim");
-    assert_string_equal(cfg.metrics_listen, "127.0.0.1:9464");
-    assert_string_equal(cfg.registry_url, "");
-    assert_int_equal(cfg.log_level, VV_LOG_INFO);
-    assert_int_equal(cfg.rpc_max_clients, 64);
-    assert_false(cfg.net_mdns);
+    assert_string_equal(vv_node_settings(&cfg)->state_dir, "/var/lib/vivim");
+    assert_string_equal(vv_monitor_settings(&cfg)->listen, "127.0.0.1:9464");
+    assert_string_equal(vv_registry_settings(&cfg)->url, "");
+    assert_int_equal(vv_log_settings(&cfg)->level, VV_LOG_INFO);
+    assert_int_equal(vv_rpc_settings(&cfg)->max_clients, 64);
+    assert_false(vv_net_settings(&cfg)->mdns);
     vv_config_free(&cfg);
 }
 
@@ -57,16 +65,16 @@ static void test_valid_file_sets_every_kind_of_value(void **state)
     struct vv_config cfg;
     char err[VV_CONFIG_ERR_BYTES];
     assert_int_equal(parse(text, &cfg, err), 0);
-    assert_string_equal(cfg.state_dir, "/tmp/x");
-    assert_string_equal(cfg.node_type, "indexer");
-    assert_int_equal(cfg.log_level, VV_LOG_DEBUG);
-    assert_int_equal(cfg.rpc_max_clients, 3);
-    assert_string_equal(cfg.metrics_listen, "[::1]:0");
-    assert_true(cfg.net_mdns);
-    assert_string_equal(cfg.registry_url, "postgresql://vivim@localhost/vivim");
-    assert_true(cfg.registry_full_sync);
-    assert_false(cfg.userdb_full_sync);
-    assert_int_equal(cfg.userdb_max_open, 500);
+    assert_string_equal(vv_node_settings(&cfg)->state_dir, "/tmp/x");
+    assert_int_equal(vv_node_settings(&cfg)->type, VV_NODE_INDEXER);
+    assert_int_equal(vv_log_settings(&cfg)->level, VV_LOG_DEBUG);
+    assert_int_equal(vv_rpc_settings(&cfg)->max_clients, 3);
+    assert_string_equal(vv_monitor_settings(&cfg)->listen, "[::1]:0");
+    assert_true(vv_net_settings(&cfg)->mdns);
+    assert_string_equal(vv_registry_settings(&cfg)->url, "postgresql://vivim@localhost/vivim");
+    assert_true((vv_registry_settings(&cfg)->synchronous == VV_CONFIG_SYNC_FULL));
+    assert_false((vv_userdb_settings(&cfg)->synchronous == VV_CONFIG_SYNC_FULL));
+    assert_int_equal(vv_userdb_settings(&cfg)->max_open, 500);
     assert_string_equal(cfg.path, "test.conf");
     vv_config_free(&cfg);
 }
@@ -162,14 +170,15 @@ static void test_long_line_and_nul_byte_are_reported_not_split(void **state)
     memset(ok + off, 'y', 4000);
     strcpy(ok + off + 4000, "\n[log]\nlevel = warn\n");
     assert_int_equal(parse(ok, &cfg, err), 0);
-    assert_int_equal(strlen(cfg.registry_url), 4000 + strlen("postgresql://h/"));
-    assert_int_equal(cfg.log_level, VV_LOG_WARN);
+    assert_int_equal(strlen(vv_registry_settings(&cfg)->url), 4000 + strlen("postgresql://h/"));
+    assert_int_equal(vv_log_settings(&cfg)->level, VV_LOG_WARN);
     vv_config_free(&cfg);
     vv_free(ok);
 
     const char nul[] = "[node]\nregion = a\0b\n";
-    assert_int_equal(vv_config_parse("test.conf", nul, sizeof(nul) - 1, &cfg, err),
-                     VV_ECONFIG_SYNTAX);
+    assert_int_equal(
+        vv_config_parse("test.conf", nul, sizeof(nul) - 1, vv_node_config_schema(), &cfg, err),
+        VV_ECONFIG_SYNTAX);
     assert_string_equal(err, "test.conf:2: NUL byte in the file");
 }
 
@@ -186,11 +195,11 @@ static void test_printed_config_loads_back_identically(void **state)
     FILE *f = fdopen(fd, "w");
     vv_config_print(&cfg, f);
     fclose(f);
-    assert_int_equal(vv_config_load(path, &back, err), 0);
-    assert_int_equal(back.log_level, VV_LOG_WARN);
-    assert_string_equal(back.net_bootstrap, "h:1");
-    assert_true(back.net_mdns);
-    assert_string_equal(back.rpc_socket, cfg.rpc_socket);
+    assert_int_equal(vv_config_load(path, vv_node_config_schema(), &back, err), 0);
+    assert_int_equal(vv_log_settings(&back)->level, VV_LOG_WARN);
+    assert_string_equal(vv_net_settings(&back)->bootstrap, "h:1");
+    assert_true(vv_net_settings(&back)->mdns);
+    assert_string_equal(vv_rpc_settings(&back)->socket, vv_rpc_settings(&cfg)->socket);
     unlink(path);
     vv_config_free(&cfg);
     vv_config_free(&back);
@@ -201,7 +210,8 @@ static void test_missing_file_is_a_clear_error(void **state)
     (void)state;
     struct vv_config cfg;
     char err[VV_CONFIG_ERR_BYTES];
-    assert_int_equal(vv_config_load("/nonexistent/vivimd.conf", &cfg, err), VV_ECONFIG_OPEN);
+    assert_int_equal(vv_config_load("/nonexistent/vivimd.conf", vv_node_config_schema(), &cfg, err),
+                     VV_ECONFIG_OPEN);
     assert_string_equal(err, "/nonexistent/vivimd.conf: cannot open: No such file or directory");
 }
 
@@ -215,10 +225,10 @@ static void test_net_limits_relation_checked_after_all_keys(void **state)
                            "keepalive_ms = 1000\nadvertise = 10.0.0.1:4747\n",
                            &cfg, err),
                      0);
-    assert_int_equal(cfg.net_low_water, 100);
-    assert_int_equal(cfg.net_high_water, 200);
-    assert_int_equal(cfg.net_keepalive_ms, 1000);
-    assert_string_equal(cfg.net_advertise, "10.0.0.1:4747");
+    assert_int_equal(vv_net_settings(&cfg)->low_water, 100);
+    assert_int_equal(vv_net_settings(&cfg)->high_water, 200);
+    assert_int_equal(vv_net_settings(&cfg)->keepalive_ms, 1000);
+    assert_string_equal(vv_net_settings(&cfg)->advertise, "10.0.0.1:4747");
     vv_config_free(&cfg);
     /* The error names a line that sets one of the keys involved: the later one. */
     assert_int_equal(parse("[net]\nlow_water = 10\nhigh_water = 5\n", &cfg, err), VV_ECONFIG_RANGE);
@@ -321,7 +331,7 @@ static void test_values_at_the_startup_limits_are_accepted(void **state)
     struct vv_config cfg;
     char err[VV_CONFIG_ERR_BYTES];
     assert_int_equal(parse(text, &cfg, err), 0);
-    assert_string_equal(cfg.region, region);
+    assert_string_equal(vv_node_settings(&cfg)->region, region);
     vv_config_free(&cfg);
     assert_int_equal(
         parse("[node]\nregion = Zürich-1\n[metrics]\nlisten = [::1]:9464\n", &cfg, err), 0);
@@ -342,8 +352,8 @@ static void test_booleans_take_the_documented_spellings(void **state)
     for (size_t i = 0; i < 4; i++) {
         snprintf(text, sizeof(text), "[net]\nmdns = %s\n[crdt]\nauto_join = %s\n", yes[i], no[i]);
         assert_int_equal(parse(text, &cfg, err), 0);
-        assert_true(cfg.net_mdns);
-        assert_false(cfg.crdt_auto_join);
+        assert_true(vv_net_settings(&cfg)->mdns);
+        assert_false(vv_crdt_settings(&cfg)->auto_join);
         vv_config_free(&cfg);
     }
     assert_int_equal(parse("[crdt]\nauto_join = enabled\n", &cfg, err), VV_ECONFIG_VALUE);
@@ -361,10 +371,10 @@ static void test_metrics_limits_load_and_pause_must_be_below_max(void **state)
                            "pause_queue_bytes = 4096\nmax_connections = 2\n",
                            &cfg, err),
                      0);
-    assert_int_equal(cfg.metrics_header_timeout_ms, 250);
-    assert_int_equal(cfg.metrics_pause_queue_bytes, 4096);
-    assert_int_equal(cfg.metrics_max_queue_bytes, 65536);
-    assert_int_equal(cfg.metrics_max_connections, 2);
+    assert_int_equal(vv_monitor_settings(&cfg)->header_timeout_ms, 250);
+    assert_int_equal(vv_monitor_settings(&cfg)->pause_queue_bytes, 4096);
+    assert_int_equal(vv_monitor_settings(&cfg)->max_queue_bytes, 65536);
+    assert_int_equal(vv_monitor_settings(&cfg)->max_connections, 2);
     vv_config_free(&cfg);
     assert_int_equal(parse("[metrics]\npause_queue_bytes = 2097152\n", &cfg, err),
                      VV_ECONFIG_RANGE);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "vivim/node.h"
+#include "vivim/rpc.h"
 
 static char trace[256];
 
@@ -17,7 +18,7 @@ static void note(const char *what, const char *name)
     snprintf(trace + off, sizeof(trace) - off, "%s%s:%s", off ? " " : "", what, name);
 }
 
-#define FAKE_MODULE(id, start_rc)                                                                  \
+#define FAKE_MODULE(id, start_rc, ...)                                                             \
     static int id##_init(struct vv_node *n)                                                        \
     {                                                                                              \
         (void)n;                                                                                   \
@@ -40,11 +41,24 @@ static void note(const char *what, const char *name)
         (void)n;                                                                                   \
         note("deinit", #id);                                                                       \
     }                                                                                              \
-    static const struct vv_module id = {#id, id##_init, id##_start, id##_stop, id##_deinit, NULL};
+    static const char *const id##_deps[] = {__VA_ARGS__};                                          \
+    static const struct vv_module id = {                                                           \
+        .name = #id,                                                                               \
+        .depends = id##_deps,                                                                      \
+        .init = id##_init,                                                                         \
+        .start = id##_start,                                                                       \
+        .stop = id##_stop,                                                                         \
+        .deinit = id##_deinit,                                                                     \
+    };
 
-FAKE_MODULE(a, 0)
-FAKE_MODULE(b, 0)
-FAKE_MODULE(broken, VV_EIO)
+FAKE_MODULE(a, 0, NULL)
+FAKE_MODULE(b, 0, NULL)
+FAKE_MODULE(broken, VV_EIO, NULL)
+FAKE_MODULE(c, 0, "b", "a", NULL) /* needs both */
+FAKE_MODULE(d, 0, "a", NULL)
+FAKE_MODULE(orphan, 0, "nowhere", NULL)
+FAKE_MODULE(x, 0, "y", NULL)
+FAKE_MODULE(y, 0, "x", NULL)
 
 struct fixture {
     char dir[64];
@@ -72,7 +86,7 @@ static int setup(void **state)
     uv_loop_init(&f->loop);
     struct vv_config cfg;
     char err[VV_CONFIG_ERR_BYTES];
-    if (vv_config_load(f->conf, &cfg, err) != 0)
+    if (vv_config_load(f->conf, vv_node_config_schema(), &cfg, err) != 0)
         return -1;
     if (vv_node_init(&f->node, &f->loop, &cfg) != 0)
         return -1;
@@ -126,6 +140,56 @@ static void test_failed_start_stops_what_already_started(void **state)
     assert_string_equal(trace, "init:a init:broken init:b start:a start:broken stop:a");
 }
 
+/* Start order follows the declared dependencies, whatever order modules were added in;
+ * among modules whose dependencies are met, the first added goes first. */
+static void test_dependencies_order_the_start(void **state)
+{
+    struct fixture *f = *state;
+    vv_node_add_module(&f->node, &c);
+    vv_node_add_module(&f->node, &d);
+    vv_node_add_module(&f->node, &b);
+    vv_node_add_module(&f->node, &a);
+    assert_int_equal(vv_node_start(&f->node), 0);
+    vv_node_stop(&f->node);
+    assert_string_equal(trace, "init:b init:a init:c init:d start:b start:a start:c start:d "
+                               "stop:d stop:c stop:a stop:b");
+    assert_string_equal(f->node.modules[0]->name, "b");
+    assert_int_equal(vv_node_module_state(&f->node, &c), VV_MODULE_STOPPED);
+}
+
+/* A dependency the program lacks, or a cycle, is a clear start-up error before any module
+ * initialises. */
+static void test_missing_or_circular_dependency_refuses_to_start(void **state)
+{
+    struct fixture *f = *state;
+    vv_node_add_module(&f->node, &a);
+    vv_node_add_module(&f->node, &orphan);
+    assert_int_equal(vv_node_start(&f->node), VV_ENODE_MODULE_DEPS);
+    assert_string_equal(trace, "");
+
+    struct fixture g = {0};
+    memcpy(&g, f, sizeof(g));
+    g.node.n_modules = 0;
+    vv_node_add_module(&g.node, &x);
+    vv_node_add_module(&g.node, &a);
+    vv_node_add_module(&g.node, &y);
+    assert_int_equal(vv_node_start(&g.node), VV_ENODE_MODULE_DEPS);
+    assert_string_equal(trace, "");
+    assert_int_equal(vv_node_module_state(&g.node, &a), VV_MODULE_NEW);
+}
+
+static void test_module_data_slots(void **state)
+{
+    struct fixture *f = *state;
+    int mine = 7;
+    vv_node_add_module(&f->node, &a);
+    assert_null(vv_node_module_data(&f->node, &a));
+    assert_null(vv_node_module_data(&f->node, &b)); /* not added: no slot, no crash */
+    vv_node_set_module_data(&f->node, &a, &mine);
+    assert_ptr_equal(vv_node_module_data(&f->node, &a), &mine);
+    assert_int_equal(vv_node_module_state(&f->node, &b), VV_MODULE_NEW);
+}
+
 static void test_reload_applies_log_level_and_keeps_config_on_bad_file(void **state)
 {
     struct fixture *f = *state;
@@ -135,7 +199,7 @@ static void test_reload_applies_log_level_and_keeps_config_on_bad_file(void **st
     assert_string_equal(msg, "log.level info -> debug");
     vv_free(msg);
     assert_int_equal(vv_log_get_level(), VV_LOG_DEBUG);
-    assert_int_equal(f->node.config.log_level, VV_LOG_DEBUG);
+    assert_int_equal(vv_log_settings(&f->node.config)->level, VV_LOG_DEBUG);
 
     FILE *fp = fopen(f->conf, "w");
     fprintf(fp, "[log]\nlevel = shout\n");
@@ -152,7 +216,7 @@ static void test_reload_applies_log_level_and_keeps_config_on_bad_file(void **st
     assert_int_equal(vv_node_request_reload(&f->node, &msg), 0);
     assert_string_equal(msg, "changed but needs a restart: rpc.socket");
     vv_free(msg);
-    assert_string_equal(f->node.config.rpc_socket, "/run/vivim/vivimd.sock");
+    assert_string_equal(vv_rpc_settings(&f->node.config)->socket, "/run/vivim/vivimd.sock");
 }
 
 static void stop_cb(struct vv_node *n)
@@ -181,6 +245,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_start_stops_what_already_started, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_dependencies_order_the_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_or_circular_dependency_refuses_to_start, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_module_data_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_applies_log_level_and_keeps_config_on_bad_file,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_request_fires_once_and_blocks_reload, setup,
