@@ -6,17 +6,28 @@
  * How replicas converge (messages in docs/crdt.md, "Sync protocol"):
  *  - a local operation is applied, handed to the persistence callback, and sent as UPDATE to
  *    every joined peer that is connected;
- *  - a sync round is SYNC (document id, type, state vector) answered by UPDATE with exactly
- *    what the asker lacks, and, when asked, a SYNC back so the other direction is filled too;
+ *  - a sync round is SYNC (document id, type, state vector, policy version, creator)
+ *    answered by UPDATE with exactly what the asker lacks, and, when asked, a SYNC back so
+ *    the other direction is filled too; SYNC and UPDATE name the document's creator, so that
+ *    two documents of one name made by two nodes never mix;
  *  - a round runs when a document is joined with a peer, when that peer (re)connects, on
  *    crdt.sync, and every anti_entropy_ms with one joined peer chosen at random, so updates
  *    lost to disconnections or dropped sends are repaired;
- *  - a peer that sends SYNC for a document we do not hold creates it here (same type) and is
- *    joined to it: joining on one side is enough.
+ *  - every document has an access policy signed by its creator (crdt_policy.h): which nodes
+ *    may read it, which may write it. It travels as POLICY before the rounds that may meet a
+ *    node lacking it (join, reconnection) and whenever a SYNC shows the other side holds an
+ *    older version; a node keeps the newest version signed by the creator it first saw;
  *  - an update too large for one frame goes through a stream (env_stream.h, sync_stream.c) and
- *    is applied whole once it arrived, up to VV_CRDT_SYNC_MAX_DOC_BYTES.
- * Updates are only accepted from peers joined to the document. Malformed messages are
- * counted and dropped; an update the document rejects changes nothing.
+ *    is applied whole once it arrived, up to VV_CRDT_SYNC_MAX_DOC_BYTES;
+ *  - a POLICY for a document we do not hold creates it here (the policy's type) when it
+ *    names this node, peers may create documents here (auto_join) and the cap is not
+ *    reached; a SYNC alone never creates one.
+ * Enforcement, on every message: SYNC is answered only for peers the policy lets read, and
+ * with a delta only when this node may write (nobody would accept one from us otherwise);
+ * UPDATE is applied only from peers the policy lets write (and joined to the document);
+ * local operations need write access here; a node the policy shuts out stops syncing the
+ * document. Refusals are counted by reason. Malformed
+ * messages are counted and dropped; an update the document rejects changes nothing.
  */
 #ifndef VIVIM_CRDT_SYNC_H
 #define VIVIM_CRDT_SYNC_H
@@ -26,6 +37,7 @@
 #include <stdint.h>
 
 #include "vivim/crdt_doc.h"
+#include "vivim/crdt_policy.h"
 #include "vivim/env.h"
 
 #define VV_CRDT_SYNC_MAX_DOCS        100000
@@ -56,21 +68,47 @@ enum {
     VV_CRDT_MSG_SYNC = 0x0300,
     VV_CRDT_MSG_UPDATE = 0x0301,
     VV_CRDT_MSG_LEAVE = 0x0302,
+    VV_CRDT_MSG_POLICY = 0x0303,
 };
 
+/* Why a peer's message was refused by a document's access policy (counted in
+ * vv_crdt_sync_stats.refused, vivimd_crdt_refused_total{reason}). */
+enum vv_crdt_refusal {
+    VV_CRDT_REFUSED_READ,       /* SYNC from a node the policy does not let read: "read" */
+    VV_CRDT_REFUSED_WRITE,      /* UPDATE from a node the policy does not let write: "write" */
+    VV_CRDT_REFUSED_UNKNOWN,    /* SYNC for a document not held here: "unknown_doc" */
+    VV_CRDT_REFUSED_NOT_MEMBER, /* POLICY for a document we lack, not naming us: "not_member" */
+    VV_CRDT_REFUSED_CREATOR,    /* POLICY from another creator than the known one: "creator" */
+    VV_CRDT_REFUSED_FORGED,     /* POLICY malformed or not signed by its creator: "forged" */
+    VV_CRDT_REFUSED_STALE,      /* POLICY older than the one held: "stale" */
+    VV_CRDT_REFUSAL_COUNT
+};
+/* The metric label of a reason. */
+const char *vv_crdt_refusal_name(enum vv_crdt_refusal r);
+
 struct vv_crdt_sync_cbs {
-    /* A document appeared because a peer synced it to us (persist its creation). */
+    /* A document appeared because a peer sent its policy naming us (persist its creation).
+     * It holds that policy already; the callback may join peers to it. */
     void (*created)(void *arg, struct vv_crdt_doc *d);
     /* An update was accepted into d (local: made here). Persist it. */
     void (*updated)(void *arg, struct vv_crdt_doc *d, const uint8_t *update, size_t len,
                     bool local);
     /* The set of peers d is shared with changed (persist it). */
     void (*peers_changed)(void *arg, struct vv_crdt_doc *d);
+    /* d's access policy is new (made here, or a newer version from a peer): persist p
+     * (borrowed for the call). */
+    void (*policy_changed)(void *arg, struct vv_crdt_doc *d, const struct vv_crdt_policy *p);
+    /* A peer's message was refused (the stats count it too). */
+    void (*refused)(void *arg, enum vv_crdt_refusal why);
 };
 
 struct vv_crdt_sync_stats {
     uint64_t updates_sent, updates_received, updates_rejected, updates_buffered;
-    uint64_t docs_created_by_peers, docs_refused; /* SYNC for documents we lacked */
+    /* POLICY for documents we lacked that named us: created, or not (auto_join off, or the
+     * max_peer_docs cap). */
+    uint64_t docs_created_by_peers, docs_refused;
+    uint64_t refused[VV_CRDT_REFUSAL_COUNT];   /* by the access policy, per reason */
+    uint64_t policies_sent, policies_accepted; /* accepted: newer versions from peers */
     /* too_large: updates not sent because they exceed VV_CRDT_SYNC_MAX_DOC_BYTES, or SYNC
      * messages over a frame. */
     uint64_t syncs_sent, syncs_received, bad_messages, send_failures, too_large;
@@ -106,9 +144,10 @@ void vv_crdt_engine_free(struct vv_crdt_engine *e);
 /* How many documents peers may create here by syncing them to us (default 10,000): beyond
  * it, SYNC for an unknown document is ignored and counted. */
 void vv_crdt_engine_set_max_peer_docs(struct vv_crdt_engine *e, uint32_t max);
-/* Whether a peer that syncs a document with us is joined to it (and creates it here when
- * missing): true by default. false: only peers joined here (vv_crdt_engine_join) are synced
- * with, and SYNC from any other peer is ignored and counted (docs_refused). */
+/* Whether a peer the policy allows that syncs a document with us is joined to it, and a
+ * peer's POLICY naming this node creates the document here: true by default. false: only
+ * peers joined here (vv_crdt_engine_join) are synced with, SYNC from any other peer is
+ * ignored and counted (docs_refused), and peers create no documents here. */
 void vv_crdt_engine_set_auto_join(struct vv_crdt_engine *e, bool on);
 /* The budget of updates waiting for their dependencies, all documents together (defaults:
  * VV_CRDT_SYNC_PENDING_MAX_*). Applied at once. */
@@ -118,20 +157,42 @@ void vv_crdt_engine_set_pending_limits(struct vv_crdt_engine *e, size_t max_upda
 void vv_crdt_engine_set_cbs(struct vv_crdt_engine *e, const struct vv_crdt_sync_cbs *cbs,
                             void *arg);
 
-/* Creates an empty document. VV_EEXIST when the id is taken, VV_EINVAL for a bad id. */
+/* Creates an empty document, with this node as its creator and a policy (version 1) that
+ * lets no other node in. VV_EEXIST when the id is taken, VV_EINVAL for a bad id. */
 int vv_crdt_engine_create(struct vv_crdt_engine *e, const char *id, enum vv_crdt_kind kind,
                           struct vv_crdt_doc **out);
-/* Adopts a document loaded from disk (takes d) with its joined peers. */
+/* Adopts a document loaded from disk (takes d) with its joined peers. It has no policy (lets
+ * no peer in) until vv_crdt_engine_adopt_policy or vv_crdt_engine_set_access gives it one. */
 int vv_crdt_engine_adopt(struct vv_crdt_engine *e, struct vv_crdt_doc *d, const uint8_t *peers,
                          size_t n_peers);
+/* Gives an adopted document its stored policy (checked and verified again: VV_ECRDT_POLICY
+ * when it is not valid for that document). Joined peers it does not let read are dropped. */
+int vv_crdt_engine_adopt_policy(struct vv_crdt_engine *e, const char *id, const uint8_t *policy,
+                                size_t len);
+/* The document's policy (borrowed until it changes), NULL when it has none. */
+const struct vv_crdt_policy *vv_crdt_engine_policy(const struct vv_crdt_engine *e, const char *id);
+/*
+ * Replaces the lists of the document's policy: a new version signed by this node. Only the
+ * creator may (VV_ECRDT_DENIED otherwise); a document without a policy (stored before
+ * policies) gets its first one, with this node as creator and VV_CRDT_POLICY_ADOPTED; the
+ * flag stays in later versions. The policy is sent to the joined peers; those it no longer lets
+ * read are dropped from the document's peers (they stop syncing; a node that finds itself
+ * shut out by a policy it takes drops all its peers of that document and keeps its copy). VV_ELIMIT
+ * past VV_CRDT_POLICY_MAX_NODES.
+ */
+int vv_crdt_engine_set_access(struct vv_crdt_engine *e, const char *id, const uint8_t *readers,
+                              size_t n_readers, const uint8_t *writers, size_t n_writers);
 struct vv_crdt_doc *vv_crdt_engine_find(const struct vv_crdt_engine *e, const char *id);
 /* Drops a document from memory and from its peers' sync (LEAVE sent). */
 int vv_crdt_engine_remove(struct vv_crdt_engine *e, const char *id);
 
-/* A local operation (JSON, see crdt_doc.h): applied, persisted (callback), sent. */
+/* A local operation (JSON, see crdt_doc.h): applied, persisted (callback), sent.
+ * VV_ECRDT_DENIED when the policy does not let this node write. */
 int vv_crdt_engine_op(struct vv_crdt_engine *e, const char *id, const json_t *op, char *err,
                       size_t err_len);
-/* Shares a document with a peer and starts a sync round with it (when connected). */
+/* Shares a document with a peer and starts a sync round with it (when connected): the
+ * policy, then SYNC. VV_ECRDT_DENIED when the policy does not let that peer read, or no
+ * longer lets this node in. */
 int vv_crdt_engine_join(struct vv_crdt_engine *e, const char *id,
                         const uint8_t peer[VV_NODE_ID_BYTES]);
 /* Stops sharing with peer (NULL: with every peer); the peers are told. */

@@ -74,6 +74,8 @@
     X(VV_ECRDT_CAUSALITY, -11105, "update depends on operations not yet seen")                     \
     X(VV_ECRDT_COST, -11106, "update would cost too much to integrate")                            \
     X(VV_ECRDT_HISTORY, -11107, "update contradicts its replica's own history")                    \
+    X(VV_ECRDT_DENIED, -11108, "not allowed by the document's access policy")                      \
+    X(VV_ECRDT_POLICY, -11109, "malformed or forged document access policy")                       \
     /* store: -11200 .. -11299 */                                                                  \
     /* registry: -11300 .. -11399 */                                                               \
     /* userdb: -11400 .. -11499 */                                                                 \

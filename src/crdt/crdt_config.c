@@ -12,14 +12,16 @@ static const struct vv_config_key keys[] = {
                       "Updates logged for one document before its log is folded into a "
                       "snapshot (on the thread pool)."),
     VV_CONFIG_U32_KEY(S, max_peer_documents, "10000", 0, 100000, true,
-                      "Documents other nodes may create here by sharing them with this node "
-                      "(0: only documents created here, with crdt.create, are synced). Beyond "
-                      "it their sync requests are ignored."),
+                      "Documents other nodes may create here by offering them (a document's "
+                      "access policy naming this node; 0: only documents created here, with "
+                      "crdt.create, are synced). Beyond it, documents offered by peers are not "
+                      "created."),
     VV_CONFIG_BOOL_KEY(S, auto_join, "true", true,
-                       "true: a node that syncs a document with this one is joined to it (it "
-                       "may then read and write it), so sharing on one side is enough. false: "
-                       "only nodes joined here with crdt.join are synced with; both sides must "
-                       "join each other. Use false where peers are not trusted."),
+                       "true: a node the document's access policy lets in that syncs it is "
+                       "joined to it, and a peer's policy naming this node creates the document "
+                       "here, so sharing on the creator's side is enough. false: only nodes "
+                       "joined here with crdt.join are synced with, and peers create no "
+                       "documents here."),
     VV_CONFIG_ENUM_KEY(S, synchronous, "normal", vv_config_sync_choices, false,
                        "Durability of the document store (state_dir/crdt.sqlite): normal or "
                        "full, as for [registry] synchronous."),

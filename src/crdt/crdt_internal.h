@@ -27,6 +27,7 @@ struct vv_crdt_module {
     uint8_t (*tagged)[VV_NODE_ID_BYTES];
     size_t n_tagged;
     uint64_t retag_timer;
+    struct vv_counter *refused[VV_CRDT_REFUSAL_COUNT]; /* vivimd_crdt_refused_total{reason} */
 };
 
 int vv__crdt_rpc_register(struct vv_crdt_module *m, struct vv_rpc *rpc);

@@ -42,10 +42,13 @@ static const char *const migrations[] = {
     "  doc_id TEXT NOT NULL,"
     "  data BLOB NOT NULL);"
     "CREATE INDEX IF NOT EXISTS updates_doc ON updates(doc_id, seq);",
+    /* Access policies (issue 10): the signed encoding of crdt_policy.h. Documents stored
+     * before have none; load_all gives each one (see there). */
+    "ALTER TABLE docs ADD COLUMN policy BLOB;",
     NULL,
 };
 
-enum item_kind { ITEM_DOC, ITEM_UPDATE, ITEM_PEERS, ITEM_SNAPSHOT };
+enum item_kind { ITEM_DOC, ITEM_UPDATE, ITEM_PEERS, ITEM_SNAPSHOT, ITEM_POLICY };
 
 struct item {
     enum item_kind kind;
@@ -81,6 +84,7 @@ static int run_item(sqlite3 *db, const struct item *it)
         [ITEM_UPDATE] = "INSERT INTO updates(doc_id, data) VALUES (?1, ?3)",
         [ITEM_PEERS] = "UPDATE docs SET peers = ?3 WHERE id = ?1",
         [ITEM_SNAPSHOT] = "UPDATE docs SET snapshot = ?3 WHERE id = ?1",
+        [ITEM_POLICY] = "UPDATE docs SET policy = ?3 WHERE id = ?1",
     };
     sqlite3_stmt *st;
     int rc;
@@ -407,6 +411,18 @@ static void on_peers_changed(void *arg, struct vv_crdt_doc *d)
     schedule_retag(m);
 }
 
+static void on_policy_changed(void *arg, struct vv_crdt_doc *d, const struct vv_crdt_policy *p)
+{
+    add_item(arg, ITEM_POLICY, d, p->bytes, p->len, true);
+}
+
+static void on_refused(void *arg, enum vv_crdt_refusal why)
+{
+    struct vv_crdt_module *m = arg;
+    if (m->refused[why] != NULL)
+        vv_counter_inc(m->refused[why]);
+}
+
 void vv__crdt_store_created(struct vv_crdt_module *m, struct vv_crdt_doc *d)
 {
     on_created(m, d);
@@ -414,15 +430,68 @@ void vv__crdt_store_created(struct vv_crdt_module *m, struct vv_crdt_doc *d)
 
 /* ---- loading ------------------------------------------------------------------------------- */
 
+/* Brings the store's schema up to date before loading (the store opened afterwards on the
+ * thread pool then finds nothing to do): the same append-only list and user_version count. */
+static int migrate(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    int version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_finalize(st);
+    for (int i = version; rc == SQLITE_OK && i < (int)VV_ARRAY_SIZE(migrations) - 1; i++) {
+        char set[64];
+        snprintf(set, sizeof(set), "PRAGMA user_version=%d;", i + 1);
+        rc = sqlite3_exec(db, "BEGIN IMMEDIATE;", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(db, migrations[i], NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(db, set, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(db, "COMMIT;", NULL, NULL, NULL);
+        else
+            sqlite3_exec(db, "ROLLBACK;", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+/*
+ * A document stored without a policy (before issue 10) gets one now: this node as its
+ * creator, its joined peers as writers, so that an upgrade keeps sharing it as before. Each
+ * node that held it makes its own; see docs/crdt.md ("Upgrading") for what that implies.
+ */
+static int give_policy(struct vv_crdt_module *m, sqlite3 *db, const char *id)
+{
+    const uint8_t *peers;
+    size_t n = vv_crdt_engine_peers(m->engine, id, &peers);
+    int rc = vv_crdt_engine_set_access(m->engine, id, NULL, 0, peers, n);
+    const struct vv_crdt_policy *p = vv_crdt_engine_policy(m->engine, id);
+    if (rc != 0 || p == NULL)
+        return rc != 0 ? rc : VV_ECRDT_POLICY;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "UPDATE docs SET policy = ?2 WHERE id = ?1", -1, &st, NULL) !=
+        SQLITE_OK)
+        return VV_EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, p->bytes, (int)p->len, SQLITE_STATIC);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : VV_EIO;
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static int load_all(struct vv_crdt_module *m, const char *path)
 {
     sqlite3 *db;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, migrations[0], NULL, NULL, NULL);
+        rc = migrate(db);
     sqlite3_stmt *docs = NULL, *ups = NULL;
+    char **unsigned_ids = NULL; /* documents stored without a policy */
+    size_t n_unsigned = 0;
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, "SELECT id, kind, snapshot, peers FROM docs", -1, &docs, NULL);
+        rc = sqlite3_prepare_v2(db, "SELECT id, kind, snapshot, peers, policy FROM docs", -1, &docs,
+                                NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db, "SELECT data FROM updates WHERE doc_id = ?1 ORDER BY seq", -1,
                                 &ups, NULL);
@@ -461,12 +530,37 @@ static int load_all(struct vv_crdt_module *m, const char *path)
         vv_crdt_engine_adopt(m->engine, d, peers,
                              peers && pl % VV_NODE_ID_BYTES == 0 ? (size_t)pl / VV_NODE_ID_BYTES
                                                                  : 0);
+        const void *pol = sqlite3_column_blob(docs, 4);
+        int pol_len = sqlite3_column_bytes(docs, 4);
+        if (pol == NULL) {
+            unsigned_ids = vv_xrealloc(unsigned_ids, (n_unsigned + 1) * sizeof(*unsigned_ids));
+            unsigned_ids[n_unsigned++] = vv_xstrdup(id);
+        } else if (vv_crdt_engine_adopt_policy(m->engine, id, pol, (size_t)pol_len) != 0) {
+            /* Not valid for this document (the file was changed by hand?): no peer may in
+             * until the creator's next version arrives. */
+            vv_log_warn("crdt", "document %s: its stored access policy is not valid", id);
+            bad++;
+        }
         n_docs++;
     }
     if (rc != SQLITE_OK)
         vv_log_error("crdt", "cannot load %s: %s", path, sqlite3_errmsg(db));
     sqlite3_finalize(docs);
     sqlite3_finalize(ups);
+    for (size_t i = 0; i < n_unsigned; i++) {
+        if (rc == SQLITE_OK && give_policy(m, db, unsigned_ids[i]) != 0) {
+            vv_log_error("crdt", "cannot store the access policy of %s: %s", unsigned_ids[i],
+                         sqlite3_errmsg(db));
+            rc = SQLITE_ERROR;
+        }
+        vv_free(unsigned_ids[i]);
+    }
+    vv_free(unsigned_ids);
+    if (rc == SQLITE_OK && n_unsigned > 0)
+        vv_log_info("crdt",
+                    "%zu document(s) stored before access policies got one: this node as "
+                    "creator, their peers as writers",
+                    n_unsigned);
     sqlite3_close(db);
     if (rc == SQLITE_OK) {
         vv_log_info("crdt", "%zu document(s) loaded from %s (%zu logged updates)", n_docs, path,
@@ -512,6 +606,8 @@ ENGINE_STAT(streams_skipped)
 ENGINE_STAT(stream_bytes_in_flight)
 ENGINE_STAT(stream_bytes_received)
 ENGINE_STAT(stream_bad_frames)
+ENGINE_STAT(policies_sent)
+ENGINE_STAT(policies_accepted)
 
 static double st_docs(void *data)
 {
@@ -583,7 +679,9 @@ static void register_metrics(struct vv_crdt_module *m, struct vv_metrics *mx)
          "Malformed or rule-breaking stream frames from peers on the CRDT channel.",
          st_stream_bad_frames},
         {"vivimd_crdt_docs_refused_total",
-         "Sync requests for unknown documents ignored ([crdt] max_peer_documents reached).",
+         "Documents peers offered (a policy naming this node) and that were not created: "
+         "[crdt] auto_join off or max_peer_documents reached; and sync requests from peers not "
+         "joined here with auto_join off.",
          st_docs_refused},
         {"vivimd_crdt_updates_too_costly_total",
          "Text updates from peers refused because integrating them would exceed the work "
@@ -609,11 +707,24 @@ static void register_metrics(struct vv_crdt_module *m, struct vv_metrics *mx)
          st_pending_evicted},
         {"vivimd_crdt_pending_expired_total",
          "Updates dropped after waiting 10 minutes for their dependencies.", st_pending_expired},
+        {"vivimd_crdt_policies_sent_total", "Document access policies sent to peers.",
+         st_policies_sent},
+        {"vivimd_crdt_policies_accepted_total",
+         "Newer document access policies accepted from peers (documents created by them "
+         "included).",
+         st_policies_accepted},
         {"vivimd_crdt_compactions_total", "Document logs folded into snapshots.", st_compactions},
         {"vivimd_crdt_store_errors_total", "Failed writes to the document store.", st_store_errors},
     };
     for (size_t i = 0; i < VV_ARRAY_SIZE(c); i++)
         vv_metrics_counter_fn(mx, c[i].name, c[i].help, c[i].fn, m);
+    struct vv_counter *refused = vv_metrics_counter(
+        mx, "vivimd_crdt_refused_total",
+        "Messages from peers refused by a document's access policy, by reason.", "reason");
+    for (int r = 0; r < VV_CRDT_REFUSAL_COUNT; r++) {
+        const char *v[] = {vv_crdt_refusal_name((enum vv_crdt_refusal)r)};
+        m->refused[r] = vv_counter_labels(refused, v); /* every reason shows, from 0 */
+    }
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
@@ -653,7 +764,13 @@ static int crdt_start(struct vv_node *n)
         vv_log_error("crdt", "the peer network module must start first");
         return VV_ESTATE;
     }
-    static const struct vv_crdt_sync_cbs cbs = {on_created, on_updated, on_peers_changed};
+    static const struct vv_crdt_sync_cbs cbs = {
+        .created = on_created,
+        .updated = on_updated,
+        .peers_changed = on_peers_changed,
+        .policy_changed = on_policy_changed,
+        .refused = on_refused,
+    };
     m->compact_updates = c->compact_updates;
     /* The callbacks are connected once the stored documents are in: loading writes nothing. */
     m->engine = vv_crdt_engine_new(vv_env_uv_env(n->env), 0, c->anti_entropy_ms, NULL, NULL);

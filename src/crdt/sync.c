@@ -1,8 +1,9 @@
 /*
  * The CRDT sync engine (see crdt_sync.h for the protocol). Who owns what: the engine owns
  * every document (struct vv_crdt_doc) and, per document, the list of peers it is shared
- * with; documents are found by id through a chained hash table and listed through an array
- * (removal moves the last entry into the hole).
+ * with and its access policy; documents are found by id through a chained hash table and
+ * listed through an array (removal moves the last entry into the hole). Invariant: every
+ * joined peer of a document may read it under its policy (a policy change drops the others).
  */
 #include <msgpack.h>
 #include <string.h>
@@ -48,6 +49,9 @@
  * as deferred_dropped) and the next round brings it again.
  */
 #define DEFER_MAX_LARGE_BYTES (256u << 20)
+/* What checking a POLICY's signature costs the turn, in the same units: an Ed25519
+ * verification takes about 50 us, some six thousand 8 ns steps. */
+#define POLICY_VERIFY_WORK 8192u
 
 struct deferred {
     struct deferred *next;
@@ -66,7 +70,8 @@ struct entry {
     bool drain_queued;
     uint8_t (*peers)[VV_NODE_ID_BYTES];
     size_t n_peers, cap_peers;
-    size_t index; /* in e->list */
+    struct vv_crdt_policy *pol; /* NULL: none yet (adopted from disk), nobody else may in */
+    size_t index;               /* in e->list */
     struct entry *hnext;
 };
 
@@ -99,6 +104,7 @@ struct vv_crdt_engine {
     uint64_t drops_logged, drops_log_ms; /* dropped buffered updates already logged; when */
     struct vv__crdt_bulk *bulk;          /* updates larger than a frame, both ways */
     uint64_t deferred_large_bytes;       /* of them, waiting in the deferred queue */
+    uint64_t refuse_log_ms, refuse_unlogged; /* refusals by policy: one line a second */
 };
 
 uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e)
@@ -108,7 +114,7 @@ uint64_t vv_crdt_engine_replica(const struct vv_crdt_engine *e)
 
 /* ---- the table -------------------------------------------------------------------------- */
 
-/* Keyed: peers name documents (a SYNC with auto_join creates one here), and ids that collide
+/* Keyed: peers name documents (a POLICY naming this node creates one here), and ids that collide
  * under an unkeyed hash such as FNV-1a take a few million tries to find. Nothing walks the
  * buckets for output: listing goes through e->list, so the random key shows nowhere. */
 static uint64_t hash_id(const char *s)
@@ -201,6 +207,7 @@ static void remove_entry(struct vv_crdt_engine *e, struct entry *x)
     last->index = x->index;
     vv_crdt_doc_free(x->doc); /* its buffered updates leave the pool */
     pending_copy(e);
+    vv_crdt_policy_free(x->pol);
     vv_free(x->peers);
     vv_free(x);
 }
@@ -282,6 +289,8 @@ static int send_sync(struct vv_crdt_engine *e, struct entry *x,
 {
     uint8_t *sv;
     size_t sv_len;
+    if (x->pol == NULL)
+        return VV_ECRDT_DENIED; /* adopted without a policy yet: no peer may in */
     if (vv_crdt_doc_state_vector(x->doc, &sv, &sv_len) != 0)
         return VV_ECRDT_TYPE;
     msgpack_sbuffer sb;
@@ -289,7 +298,7 @@ static int send_sync(struct vv_crdt_engine *e, struct entry *x,
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
-    msgpack_pack_array(&pk, 4);
+    msgpack_pack_array(&pk, 6);
     pack_str(&pk, vv_crdt_doc_id(x->doc));
     msgpack_pack_uint8(&pk, (uint8_t)vv_crdt_doc_kind(x->doc));
     pack_bin(&pk, sv, sv_len);
@@ -297,6 +306,8 @@ static int send_sync(struct vv_crdt_engine *e, struct entry *x,
         msgpack_pack_true(&pk);
     else
         msgpack_pack_false(&pk);
+    msgpack_pack_uint64(&pk, x->pol->version); /* so the peer knows if ours is old */
+    pack_bin(&pk, x->pol->creator, VV_NODE_ID_BYTES);
     vv_free(sv);
     int rc = send_sb(e, peer, &sb);
     if (rc == 0)
@@ -313,7 +324,8 @@ static int send_update(struct vv_crdt_engine *e, struct entry *x,
         if (len > VV_CRDT_SYNC_MAX_DOC_BYTES)
             e->stats.too_large++;
         else
-            rc = vv__crdt_bulk_send(e->bulk, peer, vv_crdt_doc_id(x->doc), u, len);
+            rc = vv__crdt_bulk_send(e->bulk, peer, vv_crdt_doc_id(x->doc), x->pol->creator, u,
+                                    len);
         if (rc == 0)
             e->stats.updates_sent++;
         else if (rc != VV_EBUSY)
@@ -325,13 +337,47 @@ static int send_update(struct vv_crdt_engine *e, struct entry *x,
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
-    msgpack_pack_array(&pk, 2);
+    msgpack_pack_array(&pk, 3);
     pack_str(&pk, vv_crdt_doc_id(x->doc));
     pack_bin(&pk, u, len);
+    pack_bin(&pk, x->pol->creator, VV_NODE_ID_BYTES); /* which document of that name */
     int rc = send_sb(e, peer, &sb);
     if (rc == 0)
         e->stats.updates_sent++;
     return rc;
+}
+
+/* The document's policy, to a peer that may lack it or hold an older version. */
+static void send_policy(struct vv_crdt_engine *e, struct entry *x,
+                        const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    if (x->pol == NULL)
+        return;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_CRDT_MSG_POLICY, 0);
+    msgpack_pack_array(&pk, 2);
+    pack_str(&pk, vv_crdt_doc_id(x->doc));
+    pack_bin(&pk, x->pol->bytes, x->pol->len);
+    if (send_sb(e, peer, &sb) == 0)
+        e->stats.policies_sent++;
+}
+
+static enum vv_crdt_access access_of(const struct entry *x, const uint8_t node[VV_NODE_ID_BYTES])
+{
+    return vv_crdt_policy_access(x->pol, node);
+}
+
+static bool self_writes(const struct vv_crdt_engine *e, const struct entry *x)
+{
+    return access_of(x, e->env->identity->node_id) == VV_CRDT_ACCESS_WRITE;
+}
+
+static bool self_reads(const struct vv_crdt_engine *e, const struct entry *x)
+{
+    return access_of(x, e->env->identity->node_id) != VV_CRDT_ACCESS_NONE;
 }
 
 static void send_leave(struct vv_crdt_engine *e, const char *id,
@@ -439,6 +485,146 @@ static void apply_remote(struct vv_crdt_engine *e, struct entry *x,
         e->cbs.updated(e->arg, x->doc, u, len, false);
 }
 
+static const char *const refusal_names[VV_CRDT_REFUSAL_COUNT] = {
+    [VV_CRDT_REFUSED_READ] = "read",           [VV_CRDT_REFUSED_WRITE] = "write",
+    [VV_CRDT_REFUSED_UNKNOWN] = "unknown_doc", [VV_CRDT_REFUSED_NOT_MEMBER] = "not_member",
+    [VV_CRDT_REFUSED_CREATOR] = "creator",     [VV_CRDT_REFUSED_FORGED] = "forged",
+    [VV_CRDT_REFUSED_STALE] = "stale",
+};
+
+const char *vv_crdt_refusal_name(enum vv_crdt_refusal r)
+{
+    return (unsigned)r < VV_CRDT_REFUSAL_COUNT ? refusal_names[r] : "unknown";
+}
+
+/* Counts a refusal and logs it, at most one line a second (a peer may send many). */
+static void refuse(struct vv_crdt_engine *e, enum vv_crdt_refusal why, const char *id,
+                   const uint8_t peer[VV_NODE_ID_BYTES])
+{
+    e->stats.refused[why]++;
+    if (e->cbs.refused)
+        e->cbs.refused(e->arg, why);
+    uint64_t now = vv_env_now(e->env);
+    if (e->refuse_log_ms != 0 && now - e->refuse_log_ms < 1000) {
+        e->refuse_unlogged++;
+        return;
+    }
+    static const char *const what[VV_CRDT_REFUSAL_COUNT] = {
+        [VV_CRDT_REFUSED_READ] = "sync refused: the policy does not let it read",
+        [VV_CRDT_REFUSED_WRITE] = "update refused: the policy does not let it write",
+        [VV_CRDT_REFUSED_UNKNOWN] = "sync for a document not held here ignored",
+        [VV_CRDT_REFUSED_NOT_MEMBER] = "policy ignored: it does not name this node",
+        [VV_CRDT_REFUSED_CREATOR] = "policy refused: signed by another creator than the known one",
+        [VV_CRDT_REFUSED_FORGED] = "policy refused: malformed or not signed by its creator",
+        [VV_CRDT_REFUSED_STALE] = "policy refused: older than the one held",
+    };
+    char hex[2 * VV_NODE_ID_BYTES + 1];
+    vv_hex_encode(peer, VV_NODE_ID_BYTES, hex);
+    vv_log_warn("crdt", "%s from peer %.16s: %s (%llu more refusals since the last line)", id, hex,
+                what[why], (unsigned long long)e->refuse_unlogged);
+    e->refuse_log_ms = now ? now : 1;
+    e->refuse_unlogged = 0;
+}
+
+/* Drops the joined peers the policy does not let read: they stop syncing. All of them when
+ * it shuts this node out: nobody would answer it any more (it keeps what it has). */
+static void prune_peers(struct vv_crdt_engine *e, struct entry *x)
+{
+    bool out = !self_reads(e, x);
+    for (size_t i = x->n_peers; i-- > 0;) {
+        if (out || access_of(x, x->peers[i]) == VV_CRDT_ACCESS_NONE) {
+            uint8_t p[VV_NODE_ID_BYTES];
+            memcpy(p, x->peers[i], VV_NODE_ID_BYTES);
+            drop_peer(e, x, p);
+        }
+    }
+}
+
+/* Makes p (taken) x's policy: persisted, sent to the joined peers but `from` (NULL: all),
+ * the removed ones included so they learn it, then the peers it shuts out are dropped. */
+static void install_policy(struct vv_crdt_engine *e, struct entry *x, struct vv_crdt_policy *p,
+                           const uint8_t *from)
+{
+    vv_crdt_policy_free(x->pol);
+    x->pol = p;
+    if (e->cbs.policy_changed)
+        e->cbs.policy_changed(e->arg, x->doc, p);
+    for (size_t i = 0; i < x->n_peers; i++)
+        if (from == NULL || memcmp(from, x->peers[i], VV_NODE_ID_BYTES) != 0)
+            send_policy(e, x, x->peers[i]);
+    prune_peers(e, x);
+}
+
+/*
+ * Whether a peer's SYNC or UPDATE is about our document of that name: the one of the same
+ * creator. Two nodes may each make a document of one name; a node that took one of them
+ * then refuses the other's messages (counted as "creator") and stops syncing it with that
+ * peer, so the two never mix, even through nodes that are writers in both.
+ */
+static bool same_creator(struct vv_crdt_engine *e, struct entry *x,
+                         const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *creator)
+{
+    if (memcmp(creator, x->pol->creator, VV_NODE_ID_BYTES) == 0 ||
+        (x->pol->flags & VV_CRDT_POLICY_ADOPTED))
+        return true;
+    refuse(e, VV_CRDT_REFUSED_CREATOR, vv_crdt_doc_id(x->doc), peer);
+    drop_peer(e, x, peer);
+    return false;
+}
+
+/* POLICY: a peer offers a document's policy. Returns false when the message is malformed
+ * (a type clash with our copy); refusals are counted by reason. */
+static bool handle_policy(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_BYTES],
+                          const char *id, const uint8_t *b, size_t len)
+{
+    struct vv_crdt_policy *p;
+    if (vv_crdt_policy_decode(b, len, &p) != 0 || strcmp(p->doc_id, id) != 0) {
+        vv_crdt_policy_free(p);
+        refuse(e, VV_CRDT_REFUSED_FORGED, id, peer);
+        return true;
+    }
+    struct entry *x = find_entry(e, id);
+    const struct vv_crdt_policy *have = x ? x->pol : NULL;
+    bool ok = true;
+    if (have != NULL && memcmp(have->creator_pk, p->creator_pk, VV_ED25519_PK_BYTES) != 0) {
+        /* The first creator seen for an id wins here: another node may have made a document
+         * of the same name, and it cannot take this one over. */
+        refuse(e, VV_CRDT_REFUSED_CREATOR, id, peer);
+        if (!(have->flags & VV_CRDT_POLICY_ADOPTED))
+            drop_peer(e, x, peer); /* it holds the other document */
+    } else if (have != NULL && p->version <= have->version) {
+        if (p->version < have->version) {
+            refuse(e, VV_CRDT_REFUSED_STALE, id, peer);
+            if (access_of(x, peer) != VV_CRDT_ACCESS_NONE)
+                send_policy(e, x, peer); /* it is behind: bring it up to date */
+        }                                /* the same version again: nothing new */
+    } else if ((e->turn_work += POLICY_VERIFY_WORK, !vv_crdt_policy_verify(e->env, p))) {
+        refuse(e, VV_CRDT_REFUSED_FORGED, id, peer);
+    } else if (x != NULL && vv_crdt_doc_kind(x->doc) != p->kind) {
+        ok = false; /* a type clash is the peer's error */
+    } else if (x != NULL) {
+        e->stats.policies_accepted++;
+        install_policy(e, x, p, peer);
+        return true;
+    } else if (vv_crdt_policy_access(p, e->env->identity->node_id) == VV_CRDT_ACCESS_NONE) {
+        refuse(e, VV_CRDT_REFUSED_NOT_MEMBER, id, peer);
+    } else if (!e->auto_join || e->n >= VV_CRDT_SYNC_MAX_DOCS ||
+               e->stats.docs_created_by_peers >= e->max_peer_docs) {
+        e->stats.docs_refused++; /* peers may not create documents here (any more) */
+    } else {
+        struct vv_crdt_doc *d = vv_crdt_doc_new(id, p->kind, e->replica);
+        x = add_entry(e, d);
+        e->stats.docs_created_by_peers++;
+        e->stats.policies_accepted++;
+        install_policy(e, x, p, peer);
+        if (e->cbs.created) /* with its policy: the callback may join peers to it */
+            e->cbs.created(e->arg, d);
+        return true;
+    }
+    vv_crdt_policy_free(p);
+    return ok;
+}
+
 /* Handles one message from a peer; adds what it cost to the turn's work. */
 static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_BYTES],
                        const uint8_t *data, size_t len)
@@ -452,62 +638,76 @@ static void handle_msg(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID_B
     const msgpack_object *a;
     uint32_t n;
     char id[VV_CRDT_DOC_ID_MAX_BYTES + 1];
-    bool ok = vv_wire_get_array(&f.body, 1, 4, &a, &n) == 0 && get_id(&a[0], id);
-    if (ok && f.h.type == VV_CRDT_MSG_SYNC && n == 4) {
-        uint64_t kind;
+    bool ok = vv_wire_get_array(&f.body, 1, 6, &a, &n) == 0 && get_id(&a[0], id);
+    const uint8_t *creator = NULL;
+    if (ok && f.h.type == VV_CRDT_MSG_SYNC && n == 6) {
+        uint64_t kind = 0, version = 0;
         const uint8_t *sv;
         size_t sv_len;
         bool reply;
         ok = vv_wire_get_u64(&a[1], VV_CRDT_KIND_COUNT - 1, &kind) == 0 &&
              vv_wire_get_bin(&a[2], 0, VV_WIRE_MAX_FRAME_BYTES, &sv, &sv_len) == 0 &&
-             vv_wire_get_bool(&a[3], &reply) == 0;
-        if (ok) {
+             vv_wire_get_bool(&a[3], &reply) == 0 &&
+             vv_wire_get_u64(&a[4], UINT64_MAX, &version) == 0 &&
+             vv_wire_get_bin(&a[5], VV_NODE_ID_BYTES, VV_NODE_ID_BYTES, &creator, NULL) == 0;
+        struct entry *x = ok ? find_entry(e, id) : NULL;
+        enum vv_crdt_access acc = x ? access_of(x, peer) : VV_CRDT_ACCESS_NONE;
+        if (ok)
             e->stats.syncs_received++;
-            struct entry *x = find_entry(e, id);
-            if (!e->auto_join && (x == NULL || !has_peer(x, peer))) {
-                e->stats.docs_refused++; /* not shared with that peer here */
-                vv_wire_frame_free(&f);
-                return;
+        if (!ok) {
+            /* counted below */
+        } else if (x == NULL) {
+            refuse(e, VV_CRDT_REFUSED_UNKNOWN, id, peer); /* only a POLICY creates one */
+        } else if (acc == VV_CRDT_ACCESS_NONE) {
+            refuse(e, VV_CRDT_REFUSED_READ, id, peer);
+        } else if (!same_creator(e, x, peer, creator)) {
+            /* refused: it holds another document of that name */
+        } else if (!self_reads(e, x)) {
+            /* this node was shut out of the document: it syncs it no more */
+        } else if (!e->auto_join && !has_peer(x, peer)) {
+            e->stats.docs_refused++; /* not shared with that peer here */
+        } else if (vv_crdt_doc_kind(x->doc) != (enum vv_crdt_kind)kind) {
+            ok = false; /* a type clash is the peer's error */
+        } else if (add_peer(e, x, peer) == 0) {
+            if (version < x->pol->version)
+                send_policy(e, x, peer); /* it holds an older one (or none) */
+            /* A delta only from a writer: the peer accepts updates from writers alone. */
+            uint8_t *delta;
+            size_t dl;
+            if (!self_writes(e, x)) {
+                /* nothing to send */
+            } else if (vv__crdt_bulk_skip(e->bulk, peer, id)) {
+                /* Our stream of this document to that peer is still going: the delta
+                 * would repeat it (megabytes to encode for nothing). The next round after
+                 * it brings the rest. */
+            } else if (vv_crdt_doc_delta(x->doc, sv, sv_len, &delta, &dl) == 0) {
+                e->turn_work += (uint64_t)dl * DELTA_BYTE_WORK;
+                if (dl > 0)
+                    send_update(e, x, peer, delta, dl);
+                vv_free(delta);
+            } else {
+                ok = false;
             }
-            if (x == NULL && e->n < VV_CRDT_SYNC_MAX_DOCS &&
-                e->stats.docs_created_by_peers < e->max_peer_docs) {
-                struct vv_crdt_doc *d = vv_crdt_doc_new(id, (enum vv_crdt_kind)kind, e->replica);
-                x = add_entry(e, d);
-                e->stats.docs_created_by_peers++;
-                if (e->cbs.created)
-                    e->cbs.created(e->arg, d);
-            } else if (x == NULL) {
-                e->stats.docs_refused++;
-            }
-            if (x == NULL || vv_crdt_doc_kind(x->doc) != (enum vv_crdt_kind)kind) {
-                ok = x != NULL ? false : true; /* a type clash is the peer's error */
-            } else if (add_peer(e, x, peer) == 0) {
-                uint8_t *delta;
-                size_t dl;
-                if (vv__crdt_bulk_skip(e->bulk, peer, id)) {
-                    /* Our stream of this document to that peer is still going: the delta
-                     * would repeat it (megabytes to encode for nothing). The next round after
-                     * it brings the rest. */
-                } else if (vv_crdt_doc_delta(x->doc, sv, sv_len, &delta, &dl) == 0) {
-                    e->turn_work += (uint64_t)dl * DELTA_BYTE_WORK;
-                    if (dl > 0)
-                        send_update(e, x, peer, delta, dl);
-                    vv_free(delta);
-                } else {
-                    ok = false;
-                }
-                /* Not while that peer streams this document here (as in on_tick). */
-                if (reply && !vv__crdt_bulk_receiving(e->bulk, peer, id))
-                    send_sync(e, x, peer, false);
-            }
+            /* Asking for its updates is for writers only: we would refuse a reader's. Not
+             * while that peer streams this document here (as in on_tick). */
+            if (reply && acc == VV_CRDT_ACCESS_WRITE && !vv__crdt_bulk_receiving(e->bulk, peer, id))
+                send_sync(e, x, peer, false);
         }
-    } else if (ok && f.h.type == VV_CRDT_MSG_UPDATE && n == 2) {
+    } else if (ok && f.h.type == VV_CRDT_MSG_UPDATE && n == 3) {
         const uint8_t *u;
         size_t ul;
-        ok = vv_wire_get_bin(&a[1], 0, VV_WIRE_MAX_FRAME_BYTES, &u, &ul) == 0;
+        ok = vv_wire_get_bin(&a[1], 0, VV_WIRE_MAX_FRAME_BYTES, &u, &ul) == 0 &&
+             vv_wire_get_bin(&a[2], VV_NODE_ID_BYTES, VV_NODE_ID_BYTES, &creator, NULL) == 0;
         struct entry *x = ok ? find_entry(e, id) : NULL;
-        if (x != NULL && has_peer(x, peer))
+        if (x != NULL && access_of(x, peer) != VV_CRDT_ACCESS_WRITE)
+            refuse(e, VV_CRDT_REFUSED_WRITE, id, peer);
+        else if (x != NULL && has_peer(x, peer) && same_creator(e, x, peer, creator))
             apply_remote(e, x, peer, u, ul);
+    } else if (ok && f.h.type == VV_CRDT_MSG_POLICY && n == 2) {
+        const uint8_t *b;
+        size_t bl;
+        ok = vv_wire_get_bin(&a[1], 0, VV_CRDT_POLICY_MAX_BYTES, &b, &bl) == 0 &&
+             handle_policy(e, peer, id, b, bl);
     } else if (ok && f.h.type == VV_CRDT_MSG_LEAVE && n == 1) {
         struct entry *x = find_entry(e, id);
         if (x != NULL)
@@ -529,7 +729,8 @@ static void handle_large(struct vv_crdt_engine *e, const uint8_t peer[VV_NODE_ID
 {
     e->turn_work += len;
     struct entry *x = find_entry(e, id);
-    if (x != NULL && has_peer(x, peer))
+    /* The policy may have changed while the stream was coming: checked again. */
+    if (x != NULL && has_peer(x, peer) && access_of(x, peer) == VV_CRDT_ACCESS_WRITE)
         apply_remote(e, x, peer, u, len);
     vv_free(u);
 }
@@ -592,11 +793,20 @@ static void defer_drain(struct vv_env *env, void *arg)
         defer_arm(e);
 }
 
-/* Whether peer may stream an update of id here: as for UPDATE, only a joined peer. */
-static bool bulk_wanted(void *arg, const uint8_t peer[VV_NODE_ID_BYTES], const char *id)
+/* Whether peer may stream an update of id here: as for UPDATE, a joined peer the policy lets
+ * write, naming the creator we know (refusals counted as for UPDATE). */
+static bool bulk_wanted(void *arg, const uint8_t peer[VV_NODE_ID_BYTES],
+                        const uint8_t creator[VV_NODE_ID_BYTES], const char *id)
 {
-    struct entry *x = find_entry(arg, id);
-    return x != NULL && has_peer(x, peer);
+    struct vv_crdt_engine *e = arg;
+    struct entry *x = find_entry(e, id);
+    if (x == NULL || !has_peer(x, peer))
+        return false;
+    if (access_of(x, peer) != VV_CRDT_ACCESS_WRITE) {
+        refuse(e, VV_CRDT_REFUSED_WRITE, id, peer);
+        return false;
+    }
+    return same_creator(e, x, peer, creator);
 }
 
 /*
@@ -675,10 +885,14 @@ static void on_peer(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bo
     vv__crdt_bulk_peer(e->bulk, peer, up); /* "down" ends its streams */
     if (!up)
         return;
-    /* A peer came (back): catch up on every document shared with it. */
-    for (size_t i = 0; i < e->n; i++)
-        if (has_peer(e->list[i], peer))
+    /* A peer came (back): catch up on every document shared with it. The policy goes first:
+     * the peer may have lost the document, or missed a change of the policy. */
+    for (size_t i = 0; i < e->n; i++) {
+        if (has_peer(e->list[i], peer)) {
+            send_policy(e, e->list[i], peer);
             send_sync(e, e->list[i], peer, true);
+        }
+    }
 }
 
 static void on_tick(struct vv_env *env, void *arg)
@@ -795,8 +1009,12 @@ int vv_crdt_engine_create(struct vv_crdt_engine *e, const char *id, enum vv_crdt
         return VV_EEXIST;
     if (e->n >= VV_CRDT_SYNC_MAX_DOCS)
         return VV_ELIMIT;
+    struct vv_crdt_policy *p;
+    int rc = vv_crdt_policy_make(e->env, id, kind, 0, 1, NULL, 0, NULL, 0, &p);
+    if (rc != 0)
+        return rc;
     struct vv_crdt_doc *d = vv_crdt_doc_new(id, kind, e->replica);
-    add_entry(e, d);
+    install_policy(e, add_entry(e, d), p, NULL);
     if (out)
         *out = d;
     return 0;
@@ -815,6 +1033,55 @@ int vv_crdt_engine_adopt(struct vv_crdt_engine *e, struct vv_crdt_doc *d, const 
     for (size_t i = 0; i < n_peers; i++)
         add_peer(e, x, peers + i * VV_NODE_ID_BYTES);
     e->cbs = saved;
+    return 0;
+}
+
+int vv_crdt_engine_adopt_policy(struct vv_crdt_engine *e, const char *id, const uint8_t *policy,
+                                size_t len)
+{
+    struct entry *x = find_entry(e, id);
+    if (x == NULL)
+        return VV_ECRDT_NO_DOC;
+    struct vv_crdt_policy *p;
+    int rc = vv_crdt_policy_decode(policy, len, &p);
+    if (rc == 0 && (strcmp(p->doc_id, id) != 0 || p->kind != vv_crdt_doc_kind(x->doc) ||
+                    !vv_crdt_policy_verify(e->env, p)))
+        rc = VV_ECRDT_POLICY;
+    if (rc != 0) {
+        vv_crdt_policy_free(p);
+        return rc;
+    }
+    vv_crdt_policy_free(x->pol);
+    x->pol = p; /* from disk: nothing to persist or send */
+    prune_peers(e, x);
+    return 0;
+}
+
+const struct vv_crdt_policy *vv_crdt_engine_policy(const struct vv_crdt_engine *e, const char *id)
+{
+    struct entry *x = find_entry(e, id);
+    return x ? x->pol : NULL;
+}
+
+int vv_crdt_engine_set_access(struct vv_crdt_engine *e, const char *id, const uint8_t *readers,
+                              size_t n_readers, const uint8_t *writers, size_t n_writers)
+{
+    struct entry *x = find_entry(e, id);
+    if (x == NULL)
+        return VV_ECRDT_NO_DOC;
+    if (x->pol != NULL && memcmp(x->pol->creator, e->env->identity->node_id, VV_NODE_ID_BYTES) != 0)
+        return VV_ECRDT_DENIED;
+    if (x->pol != NULL && x->pol->version == UINT64_MAX)
+        return VV_ELIMIT;
+    struct vv_crdt_policy *p;
+    int rc =
+        /* A document without a policy was stored before policies: its first is adopted. */
+        vv_crdt_policy_make(
+            e->env, id, vv_crdt_doc_kind(x->doc), x->pol ? x->pol->flags : VV_CRDT_POLICY_ADOPTED,
+            x->pol ? x->pol->version + 1 : 1, readers, n_readers, writers, n_writers, &p);
+    if (rc != 0)
+        return rc;
+    install_policy(e, x, p, NULL);
     return 0;
 }
 
@@ -843,6 +1110,12 @@ int vv_crdt_engine_op(struct vv_crdt_engine *e, const char *id, const json_t *op
         snprintf(err, err_len, "no document %s", id);
         return VV_ECRDT_NO_DOC;
     }
+    if (!self_writes(e, x)) {
+        snprintf(err, err_len,
+                 "document %s is read-only here: its access policy does not let this node write",
+                 id);
+        return VV_ECRDT_DENIED;
+    }
     uint8_t *u;
     size_t ul;
     int rc = vv_crdt_doc_op(x->doc, op, &e->clock, vv_env_wall_ms(e->env), &u, &ul, err, err_len);
@@ -865,10 +1138,16 @@ static int join_and_sync(struct vv_crdt_engine *e, const char *id,
     struct entry *x = find_entry(e, id);
     if (x == NULL)
         return VV_ECRDT_NO_DOC;
+    if (access_of(x, peer) == VV_CRDT_ACCESS_NONE || !self_reads(e, x))
+        return VV_ECRDT_DENIED;
     int rc = add_peer(e, x, peer);
-    /* While that peer streams this document here, the stream is the round. */
-    if (rc == 0 && !vv__crdt_bulk_receiving(e->bulk, peer, id))
+    *sent = 0;
+    if (rc == 0) {
+        send_policy(e, x, peer); /* it may lack the document, or hold an older policy */
+        /* While that peer streams this document here, the stream is the round. */
+        if (!vv__crdt_bulk_receiving(e->bulk, peer, id))
         *sent = send_sync(e, x, peer, true);
+    }
     return rc;
 }
 

@@ -95,15 +95,17 @@ static int on_accept(void *arg, struct vv_stream *s, const uint8_t peer[VV_NODE_
 {
     struct vv__crdt_bulk *b = arg;
     char id[VV_CRDT_DOC_ID_MAX_BYTES + 1];
-    if (meta_len < 2 || meta_len - 1 > VV_CRDT_DOC_ID_MAX_BYTES ||
+    const size_t head = 1 + VV_NODE_ID_BYTES; /* type byte and creator */
+    if (meta_len < head + 1 || meta_len - head > VV_CRDT_DOC_ID_MAX_BYTES ||
         meta[0] != VV__CRDT_STREAM_UPDATE) {
         b->stats.receive_failures++;
         return VV_ESTREAM_REFUSED;
     }
-    memcpy(id, meta + 1, meta_len - 1);
-    id[meta_len - 1] = '\0';
-    if (strlen(id) != meta_len - 1 || !vv_crdt_doc_id_valid(id) ||
-        !b->cbs.wanted(b->arg, peer, id)) {
+    size_t idlen = meta_len - head;
+    memcpy(id, meta + head, idlen);
+    id[idlen] = '\0';
+    if (strlen(id) != idlen || !vv_crdt_doc_id_valid(id) ||
+        !b->cbs.wanted(b->arg, peer, meta + 1, id)) {
         b->stats.receive_failures++;
         return VV_ESTREAM_REFUSED;
     }
@@ -114,7 +116,7 @@ static int on_accept(void *arg, struct vv_stream *s, const uint8_t peer[VV_NODE_
     struct in *i = vv_xcalloc(1, sizeof(*i));
     i->b = b;
     memcpy(i->peer, peer, VV_NODE_ID_BYTES);
-    memcpy(i->id, id, meta_len);
+    memcpy(i->id, id, idlen + 1);
     i->next = b->ins;
     b->ins = i;
     how->consume = NULL; /* reassembled: applied whole */
@@ -168,14 +170,16 @@ bool vv__crdt_bulk_skip(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_B
 }
 
 int vv__crdt_bulk_send(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BYTES],
-                       const char *id, const uint8_t *u, size_t len)
+                       const char *id, const uint8_t creator[VV_NODE_ID_BYTES], const uint8_t *u,
+                       size_t len)
 {
     if (vv__crdt_bulk_skip(b, peer, id))
         return VV_EBUSY;
     size_t idlen = strlen(id);
-    uint8_t meta[1 + VV_CRDT_DOC_ID_MAX_BYTES];
+    uint8_t meta[1 + VV_NODE_ID_BYTES + VV_CRDT_DOC_ID_MAX_BYTES];
     meta[0] = VV__CRDT_STREAM_UPDATE;
-    memcpy(meta + 1, id, idlen);
+    memcpy(meta + 1, creator, VV_NODE_ID_BYTES);
+    memcpy(meta + 1 + VV_NODE_ID_BYTES, id, idlen);
     struct out *o = vv_xcalloc(1, sizeof(*o));
     o->b = b;
     memcpy(o->peer, peer, VV_NODE_ID_BYTES);
@@ -183,7 +187,8 @@ int vv__crdt_bulk_send(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BY
     o->u = vv_xmalloc(len);
     memcpy(o->u, u, len);
     o->len = len;
-    int rc = vv_stream_open(b->mux, peer, meta, 1 + idlen, len, produce, out_done, o, &o->s);
+    int rc = vv_stream_open(b->mux, peer, meta, 1 + VV_NODE_ID_BYTES + idlen, len, produce,
+                            out_done, o, &o->s);
     if (rc != 0) {
         b->stats.send_failures++;
         vv_free(o->u);

@@ -14,14 +14,17 @@
 
 #include "vivim/env.h"
 
-/* OPEN's metadata on the CRDT channel: this byte, then the document id (docs/crdt.md). */
+/* OPEN's metadata on the CRDT channel: this byte, the document's creator (32 bytes, as in
+ * UPDATE), then the document id (docs/crdt.md). */
 #define VV__CRDT_STREAM_UPDATE 0x01
 
 struct vv__crdt_bulk;
 
 struct vv__crdt_bulk_cbs {
-    /* May peer stream an update of document id here (it exists and peer is joined)? */
-    bool (*wanted)(void *arg, const uint8_t peer[VV_NODE_ID_BYTES], const char *id);
+    /* May peer stream an update of document id, created by creator, here (it exists, peer is
+     * joined and may write it, the creator is the one we know)? */
+    bool (*wanted)(void *arg, const uint8_t peer[VV_NODE_ID_BYTES],
+                   const uint8_t creator[VV_NODE_ID_BYTES], const char *id);
     /* An update of id from peer arrived whole: buf (len bytes) is the callback's to free. */
     void (*arrived)(void *arg, const uint8_t peer[VV_NODE_ID_BYTES], const char *id, uint8_t *buf,
                     size_t len);
@@ -50,7 +53,8 @@ void vv__crdt_bulk_peer(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_B
  * vv_stream_open.
  */
 int vv__crdt_bulk_send(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BYTES],
-                       const char *id, const uint8_t *u, size_t len);
+                       const char *id, const uint8_t creator[VV_NODE_ID_BYTES], const uint8_t *u,
+                       size_t len);
 /* Whether a stream of id to peer is still being sent (counted as a skip: the caller then
  * sends nothing of that document to that peer). */
 bool vv__crdt_bulk_skip(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BYTES],

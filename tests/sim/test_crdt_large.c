@@ -1,7 +1,8 @@
 /*
  * A CRDT document far larger than one message (5 MiB of text) reaches new replicas over
  * bandwidth-limited links with small connection queues: node 0 writes it, node 1 (empty)
- * receives it through a stream, node 2 (empty) receives it from node 1, while node 0 keeps
+ * receives it through a stream, node 2 (empty) receives it from node 1 (which joins it when the
+ * document, with node 0's access policy letting both write, reaches it), while node 0 keeps
  * typing. All three converge; the transfer met back-pressure and went on; two runs with one
  * seed give one trace hash. Before streams, the delta over 1 MiB was never sent and the new
  * replicas stayed empty. A failing run prints its seed; VV_SIM_SEED=<seed> replays it.
@@ -78,6 +79,15 @@ static void write_book(struct app *a)
     vv_free(text);
 }
 
+/* Node 1 passes the document on to node 2 as soon as it has it (node 0's policy lets both
+ * write, so node 1 may relay it). */
+static void created(void *arg, struct vv_crdt_doc *d)
+{
+    struct app *a = arg;
+    if (a->index == 1)
+        vv_crdt_engine_join(a->e, vv_crdt_doc_id(d), vv_sim_node_id(a->sim, 2));
+}
+
 static void *app_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, void *arg)
 {
     (void)arg;
@@ -88,14 +98,16 @@ static void *app_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, 
     a->e = vv_crdt_engine_new(env, 0, 2000, NULL, NULL);
     if (index == 0) {
         write_book(a);
+        uint8_t writers[2 * VV_NODE_ID_BYTES];
+        memcpy(writers, vv_sim_node_id(sim, 1), VV_NODE_ID_BYTES);
+        memcpy(writers + VV_NODE_ID_BYTES, vv_sim_node_id(sim, 2), VV_NODE_ID_BYTES);
+        assert_int_equal(vv_crdt_engine_set_access(a->e, DOC, NULL, 0, writers, 2), 0);
         vv_crdt_engine_join(a->e, DOC, vv_sim_node_id(sim, 1));
         a->edit_timer = vv_env_timer_start(env, 1500, 1500, edit, a);
     }
-    if (index == 2) {
-        /* Node 2 asks node 1 for the document; node 1 creates it empty on the first SYNC
-         * and passes it on once it has it (anti-entropy). */
-        assert_int_equal(vv_crdt_engine_create(a->e, DOC, VV_CRDT_KIND_TEXT, NULL), 0);
-        vv_crdt_engine_join(a->e, DOC, vv_sim_node_id(sim, 1));
+    if (index == 1) {
+        static const struct vv_crdt_sync_cbs cbs = {.created = created};
+        vv_crdt_engine_set_cbs(a->e, &cbs, a);
     }
     a->dial_timer = vv_env_timer_start(env, 1000, 1000, dial, a);
     return a;

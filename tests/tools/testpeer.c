@@ -12,12 +12,20 @@
  *   partial N SECS   then start a 1 MiB frame, send N bytes of it, and hold for SECS seconds
  *                    (exit 0 when the node closed the connection meanwhile, 3 when not)
  *   crdtpile DOC N AGENTS SECS
- *                    then send SYNC for a new text document DOC (the node auto-joins it) and
+ *                    then offer a new text document DOC (its policy, made by this peer and
+ *                    naming the node a writer: the node creates it and auto-joins), SYNC, and
  *                    one UPDATE of N one-item records over AGENTS replicas, all without
  *                    origins (tests/tools/seq_pile.h: the quadratic pile of issue 9), read
  *                    what the node sends for SECS seconds, exit 0
+ *   crdtprobe DOC TYPE SECS
+ *                    then ask for document DOC of TYPE (0..5) by name, as a connected node
+ *                    that was not let in would: SYNC with an empty state vector and reply
+ *                    true (in the form before access policies too, without version and
+ *                    creator, which such a node answered); read for SECS seconds and print
+ *                    how many CRDT frames of each kind
+ *                    came back ("updates U syncs S policies P"), exit 0
  *   crdtorphan DOC SECS
- *                    then send SYNC for a new text document DOC (the node auto-joins it) and
+ *                    then offer a new text document DOC as above, SYNC, and
  *                    one UPDATE that continues a replica's typing whose beginning is never
  *                    sent: it waits at the node for a dependency that never comes; read what
  *                    the node sends for SECS seconds, exit 0
@@ -52,6 +60,8 @@ struct peer {
     bool established, got_frame;
     uint8_t node_id[VV_NODE_ID_BYTES];
     uint16_t frame_type;
+    unsigned crdt_frames[4];      /* CRDT frames received, by low byte of the type (SYNC..POLICY) */
+    const struct vv_identity *me; /* this peer's identity: creator of the documents it offers */
 };
 
 static void write_all(int fd, const uint8_t *p, size_t n)
@@ -90,10 +100,14 @@ static void cb_frame(void *arg, const uint8_t *data, size_t len)
 {
     struct peer *p = arg;
     struct vv_wire_header h;
-    if (!p->got_frame && vv_wire_check(data, len, &h) == 0) {
+    if (vv_wire_check(data, len, &h) != 0)
+        return;
+    if (!p->got_frame) {
         p->got_frame = true;
         p->frame_type = h.type;
     }
+    if (h.type >= VV_CRDT_MSG_SYNC && h.type <= VV_CRDT_MSG_POLICY)
+        p->crdt_frames[h.type - VV_CRDT_MSG_SYNC]++;
 }
 
 /* Seals one frame (at most a wire frame's size) and writes it. */
@@ -109,29 +123,51 @@ static void send_frame(struct peer *p, struct vv_session *s, const msgpack_sbuff
     free(out);
 }
 
-/* Sends SYNC for a new text document doc (the node auto-joins it) and then one UPDATE. */
+/* Offers a new text document doc, made by this peer (its policy names the node a writer: the
+ * node creates it and auto-joins this peer), syncs it, and sends one UPDATE. */
 static void send_text_update(struct peer *p, struct vv_session *s, const char *doc,
                              const uint8_t *u, size_t ulen)
 {
+    struct vv_env env = {.identity = p->me}; /* for signing only */
+    struct vv_crdt_policy *pol;
+    if (vv_crdt_policy_make(&env, doc, VV_CRDT_KIND_TEXT, 0, 1, NULL, 0, p->node_id, 1, &pol) !=
+        0) {
+        fprintf(stderr, "cannot make a policy for %s\n", doc);
+        exit(1);
+    }
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
-    msgpack_pack_array(&pk, 4);
+    vv_wire_begin(&pk, VV_CRDT_MSG_POLICY, 0);
+    msgpack_pack_array(&pk, 2);
     msgpack_pack_str(&pk, strlen(doc));
     msgpack_pack_str_body(&pk, doc, strlen(doc));
-    msgpack_pack_uint64(&pk, 4); /* text */
-    msgpack_pack_bin(&pk, 0);    /* an empty state vector */
+    msgpack_pack_bin(&pk, pol->len);
+    msgpack_pack_bin_body(&pk, pol->bytes, pol->len);
+    send_frame(p, s, &sb);
+    msgpack_sbuffer_clear(&sb);
+    vv_crdt_policy_free(pol);
+    vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_str(&pk, strlen(doc));
+    msgpack_pack_str_body(&pk, doc, strlen(doc));
+    msgpack_pack_uint64(&pk, VV_CRDT_KIND_TEXT);
+    msgpack_pack_bin(&pk, 0); /* an empty state vector */
     msgpack_pack_false(&pk);
+    msgpack_pack_uint64(&pk, 1); /* the policy's version */
+    msgpack_pack_bin(&pk, VV_NODE_ID_BYTES);
+    msgpack_pack_bin_body(&pk, p->me->node_id, VV_NODE_ID_BYTES); /* its creator */
     send_frame(p, s, &sb);
     msgpack_sbuffer_clear(&sb);
     vv_wire_begin(&pk, VV_CRDT_MSG_UPDATE, 0);
-    msgpack_pack_array(&pk, 2);
+    msgpack_pack_array(&pk, 3);
     msgpack_pack_str(&pk, strlen(doc));
     msgpack_pack_str_body(&pk, doc, strlen(doc));
     msgpack_pack_bin(&pk, ulen);
     msgpack_pack_bin_body(&pk, u, ulen);
+    msgpack_pack_bin(&pk, VV_NODE_ID_BYTES);
+    msgpack_pack_bin_body(&pk, p->me->node_id, VV_NODE_ID_BYTES);
     send_frame(p, s, &sb);
     msgpack_sbuffer_destroy(&sb);
     printf("sent %zu bytes\n", ulen);
@@ -198,6 +234,7 @@ int main(int argc, char **argv)
     struct vv_identity id = {0};
     crypto_sign_keypair(id.public_key, id.secret_key);
     vv_identity_node_id(id.public_key, id.node_id);
+    p.me = &id;
     struct vv_session_keys keys;
     vv_session_keys_init(&keys, &id);
     uint8_t hello[VV_SESSION_MAX_HELLO_BYTES];
@@ -305,6 +342,38 @@ int main(int argc, char **argv)
         send_text_update(&p, s, argv[4], u, ulen);
         free(u);
         rc = read_for(&p, s, atoi(argv[7]));
+    } else if (strcmp(mode, "crdtprobe") == 0 && argc >= 7) {
+        const char *doc = argv[4];
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
+        msgpack_pack_array(&pk, 6);
+        msgpack_pack_str(&pk, strlen(doc));
+        msgpack_pack_str_body(&pk, doc, strlen(doc));
+        msgpack_pack_uint64(&pk, (uint64_t)atoi(argv[5]));
+        msgpack_pack_bin(&pk, 0); /* nothing yet: send everything */
+        msgpack_pack_true(&pk);
+        msgpack_pack_uint64(&pk, 0); /* no policy */
+        uint8_t nobody[VV_NODE_ID_BYTES] = {0};
+        msgpack_pack_bin(&pk, sizeof(nobody));
+        msgpack_pack_bin_body(&pk, nobody, sizeof(nobody));
+        send_frame(&p, s, &sb);
+        msgpack_sbuffer_clear(&sb);
+        vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
+        msgpack_pack_array(&pk, 4);
+        msgpack_pack_str(&pk, strlen(doc));
+        msgpack_pack_str_body(&pk, doc, strlen(doc));
+        msgpack_pack_uint64(&pk, (uint64_t)atoi(argv[5]));
+        msgpack_pack_bin(&pk, 0);
+        msgpack_pack_true(&pk);
+        send_frame(&p, s, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        rc = read_for(&p, s, atoi(argv[6]));
+        printf("updates %u syncs %u policies %u\n", p.crdt_frames[1], p.crdt_frames[0],
+               p.crdt_frames[3]);
+        fflush(stdout);
     } else if (strcmp(mode, "crdtorphan") == 0 && argc >= 6) {
         /* "lost" typed first (never sent), then "!" after it: the update sent. */
         struct vv_crdt_seq *t = vv_crdt_seq_new(0x0a5a0a5a0a5a0a5aull);

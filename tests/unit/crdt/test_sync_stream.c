@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <sodium.h>
 #include <string.h>
 
 #include "vivim/crdt_sync.h"
@@ -108,7 +109,8 @@ static void f_disconnect(void *impl, const uint8_t *peer)
 }
 static bool f_verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, const uint8_t *s)
 {
-    return false;
+    (void)impl;
+    return crypto_sign_verify_detached(s, m, n, pk) == 0; /* access policies are signed */
 }
 static const struct vv_env_ops ops = {f_now,     f_timer,      f_cancel, f_random, f_send,
                                       f_connect, f_disconnect, f_verify, NULL};
@@ -121,7 +123,10 @@ static void world_init(struct world *w)
         struct node *n = &w->n[i];
         n->w = w;
         n->index = i;
-        memset(n->id.node_id, 0xa0 + i, VV_NODE_ID_BYTES);
+        uint8_t seed[crypto_sign_SEEDBYTES];
+        memset(seed, 0xa0 + i, sizeof(seed)); /* the same keys every run */
+        crypto_sign_seed_keypair(n->id.public_key, n->id.secret_key, seed);
+        vv_identity_node_id(n->id.public_key, n->id.node_id);
         n->env = (struct vv_env){.ops = &ops, .impl = n, .identity = &n->id};
         /* Anti-entropy far away: rounds are driven by the test. */
         n->e = vv_crdt_engine_new(&n->env, 0, 1000000, NULL, NULL);
@@ -165,6 +170,14 @@ static void world_free(struct world *w)
         vv_free(w->q[w->head++ % QMAX].data);
 }
 
+/* Node `from` (the document's creator) lets node `to` write DOC and joins it. */
+static void share(struct world *w, int from, int to)
+{
+    const uint8_t *id = w->n[to].id.node_id;
+    assert_int_equal(vv_crdt_engine_set_access(w->n[from].e, DOC, NULL, 0, id, 1), 0);
+    assert_int_equal(vv_crdt_engine_join(w->n[from].e, DOC, id), 0);
+}
+
 static void write_book(struct node *n)
 {
     assert_int_equal(vv_crdt_engine_create(n->e, DOC, VV_CRDT_KIND_TEXT, NULL), 0);
@@ -204,7 +217,7 @@ static void test_large_delta_reaches_a_new_replica_whole(void **state)
     struct world *w = vv_xmalloc(sizeof(*w));
     world_init(w);
     write_book(&w->n[0]);
-    assert_int_equal(vv_crdt_engine_join(w->n[0].e, DOC, w->n[1].id.node_id), 0);
+    share(w, 0, 1);
     run(w, 1000);
     assert_same_text(w);
     const struct vv_crdt_sync_stats *s0 = vv_crdt_engine_stats(w->n[0].e);
@@ -226,9 +239,10 @@ static void test_no_second_stream_while_one_is_going(void **state)
     struct world *w = vv_xmalloc(sizeof(*w));
     world_init(w);
     write_book(&w->n[0]);
-    assert_int_equal(vv_crdt_engine_join(w->n[0].e, DOC, w->n[1].id.node_id), 0);
-    /* SYNC -> node 1 creates the document and SYNCs back -> node 0 opens the stream. */
-    for (int i = 0; i < 3; i++)
+    share(w, 0, 1);
+    /* POLICY -> node 1 creates the document; SYNC -> node 1 SYNCs back -> node 0 opens the
+     * stream (a handful of messages; bounded so a lost step fails here). */
+    for (int i = 0; i < 8 && vv_crdt_engine_stats(w->n[0].e)->updates_sent == 0; i++)
         deliver_one(w);
     assert_int_equal(vv_crdt_engine_stats(w->n[0].e)->streams_sent, 0);
     assert_int_equal(vv_crdt_engine_stats(w->n[0].e)->updates_sent, 1);
@@ -244,7 +258,7 @@ static void test_no_second_stream_while_one_is_going(void **state)
     world_free(w);
     world_init(w);
     write_book(&w->n[0]);
-    assert_int_equal(vv_crdt_engine_join(w->n[0].e, DOC, w->n[1].id.node_id), 0);
+    share(w, 0, 1);
     while (vv_crdt_engine_stats(w->n[0].e)->updates_sent == 0)
         deliver_one(w); /* until node 0 opened the stream */
     deliver_one(w);     /* the OPEN: node 1 accepts */
@@ -259,12 +273,15 @@ static void test_no_second_stream_while_one_is_going(void **state)
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     vv_wire_begin(&pk, VV_CRDT_MSG_SYNC, 0);
-    msgpack_pack_array(&pk, 4);
+    msgpack_pack_array(&pk, 6);
     msgpack_pack_str(&pk, strlen(DOC));
     msgpack_pack_str_body(&pk, DOC, strlen(DOC));
     msgpack_pack_uint8(&pk, VV_CRDT_KIND_TEXT);
     msgpack_pack_bin(&pk, 0);
     msgpack_pack_false(&pk);
+    msgpack_pack_uint64(&pk, vv_crdt_engine_policy(w->n[0].e, DOC)->version);
+    msgpack_pack_bin(&pk, VV_NODE_ID_BYTES); /* the creator: node 0 */
+    msgpack_pack_bin_body(&pk, w->n[0].id.node_id, VV_NODE_ID_BYTES);
     vv_env_deliver(&w->n[0].env, w->n[1].id.node_id, VV_CHANNEL_CRDT, (uint8_t *)sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     assert_int_equal(vv_crdt_engine_stats(w->n[0].e)->streams_skipped, 1);
@@ -293,7 +310,7 @@ static void test_large_update_is_metered_like_a_message(void **state)
     struct world *w = vv_xmalloc(sizeof(*w));
     world_init(w);
     write_book(&w->n[0]);
-    assert_int_equal(vv_crdt_engine_join(w->n[0].e, DOC, w->n[1].id.node_id), 0);
+    share(w, 0, 1);
     while (w->head < w->tail && !next_is_end(w))
         deliver_one(w);
     assert_true(w->head < w->tail);
@@ -335,9 +352,15 @@ static void test_large_update_is_metered_like_a_message(void **state)
 }
 
 /* Node 0 plays a peer that sends OPEN on its own. */
-static void send_open(struct world *w, uint64_t sid, uint64_t total, const char *meta,
-                      size_t meta_len)
+/* Node 0 opens stream sid to node 1 for DOC: metadata kind byte, creator, id. */
+static void send_open(struct world *w, uint64_t sid, uint64_t total, uint8_t kind,
+                      const uint8_t *creator)
 {
+    uint8_t meta[1 + VV_NODE_ID_BYTES + sizeof(DOC)];
+    size_t meta_len = 1 + VV_NODE_ID_BYTES + strlen(DOC);
+    meta[0] = kind;
+    memcpy(meta + 1, creator, VV_NODE_ID_BYTES);
+    memcpy(meta + 1 + VV_NODE_ID_BYTES, DOC, strlen(DOC));
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
@@ -356,29 +379,41 @@ static void test_unwanted_streams_are_refused(void **state)
 {
     struct world *w = vv_xmalloc(sizeof(*w));
     world_init(w);
+    const uint8_t *creator = w->n[1].id.node_id, *reader = w->n[0].id.node_id;
     /* No such document on node 1. */
-    send_open(w, 1, 2u << 20, "\x01" DOC, 1 + strlen(DOC));
+    send_open(w, 1, 2u << 20, 0x01, creator);
     assert_int_equal(w->stops_to_0, 1);
     assert_int_equal(w->last_stop_code, VV_STREAM_CODE_REFUSED);
     /* The document exists but node 0 is not joined to it. */
     assert_int_equal(vv_crdt_engine_create(w->n[1].e, DOC, VV_CRDT_KIND_TEXT, NULL), 0);
-    send_open(w, 2, 2u << 20, "\x01" DOC, 1 + strlen(DOC));
+    send_open(w, 2, 2u << 20, 0x01, creator);
     assert_int_equal(w->stops_to_0, 2);
     assert_int_equal(w->last_stop_code, VV_STREAM_CODE_REFUSED);
-    /* Joined, but over the largest document accepted. */
-    assert_int_equal(vv_crdt_engine_join(w->n[1].e, DOC, w->n[0].id.node_id), 0);
-    send_open(w, 3, (uint64_t)VV_CRDT_SYNC_MAX_DOC_BYTES + 1, "\x01" DOC, 1 + strlen(DOC));
+    /* Joined, but the policy lets node 0 only read: refused as an UPDATE would be. */
+    assert_int_equal(vv_crdt_engine_set_access(w->n[1].e, DOC, reader, 1, NULL, 0), 0);
+    assert_int_equal(vv_crdt_engine_join(w->n[1].e, DOC, reader), 0);
+    send_open(w, 3, 2u << 20, 0x01, creator);
     assert_int_equal(w->stops_to_0, 3);
+    assert_int_equal(w->last_stop_code, VV_STREAM_CODE_REFUSED);
+    assert_int_equal(vv_crdt_engine_stats(w->n[1].e)->refused[VV_CRDT_REFUSED_WRITE], 1);
+    /* A writer now, but over the largest document accepted. */
+    share(w, 1, 0);
+    send_open(w, 4, (uint64_t)VV_CRDT_SYNC_MAX_DOC_BYTES + 1, 0x01, creator);
+    assert_int_equal(w->stops_to_0, 4);
     assert_int_equal(w->last_stop_code, VV_STREAM_CODE_TOO_LARGE);
     /* Metadata of another kind. */
-    send_open(w, 4, 100, "\x02" DOC, 1 + strlen(DOC));
-    assert_int_equal(w->stops_to_0, 4);
+    send_open(w, 5, 100, 0x02, creator);
+    assert_int_equal(w->stops_to_0, 5);
     /* Within the bound: accepted (a CREDIT, no STOP), and nothing is held after a down. */
-    send_open(w, 5, 2u << 20, "\x01" DOC, 1 + strlen(DOC));
-    assert_int_equal(w->stops_to_0, 4);
+    send_open(w, 6, 2u << 20, 0x01, creator);
+    assert_int_equal(w->stops_to_0, 5);
+    /* Naming another creator: refused, and node 0 is dropped from the document's peers. */
+    send_open(w, 7, 2u << 20, 0x01, reader);
+    assert_int_equal(w->stops_to_0, 6);
+    assert_int_equal(vv_crdt_engine_stats(w->n[1].e)->refused[VV_CRDT_REFUSED_CREATOR], 1);
     vv_env_peer_event(&w->n[1].env, w->n[0].id.node_id, false);
     const struct vv_crdt_sync_stats *s1 = vv_crdt_engine_stats(w->n[1].e);
-    assert_int_equal(s1->streams_failed, 5);
+    assert_int_equal(s1->streams_failed, 7);
     assert_int_equal(s1->streams_received, 0);
     assert_int_equal(vv_crdt_engine_count(w->n[1].e), 1);
     world_free(w);
