@@ -30,6 +30,7 @@ enum vv_channel {
     VV_CHANNEL_CRDT = 3,
     VV_CHANNEL_STORE = 4,
     VV_CHANNEL_FEDERATION = 5,
+    VV_CHANNEL_ECHO = 6,  /* the echo module: round trips through the request layer */
     VV_CHANNEL_TEST = 15, /* tests and simulator scenarios */
     VV_ENV_MAX_CHANNELS = 16,
 };

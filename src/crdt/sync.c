@@ -101,9 +101,9 @@ struct vv_crdt_engine {
      * updates were unblocked but not all retried yet (their drain goes on in later turns). */
     struct vv_crdt_pending_pool *pool;
     struct entry *drain_head, **drain_tail;
-    uint64_t drops_logged, drops_log_ms; /* dropped buffered updates already logged; when */
-    struct vv__crdt_bulk *bulk;          /* updates larger than a frame, both ways */
-    uint64_t deferred_large_bytes;       /* of them, waiting in the deferred queue */
+    uint64_t drops_logged, drops_log_ms;     /* dropped buffered updates already logged; when */
+    struct vv__crdt_bulk *bulk;              /* updates larger than a frame, both ways */
+    uint64_t deferred_large_bytes;           /* of them, waiting in the deferred queue */
     uint64_t refuse_log_ms, refuse_unlogged; /* refusals by policy: one line a second */
 };
 
@@ -324,8 +324,7 @@ static int send_update(struct vv_crdt_engine *e, struct entry *x,
         if (len > VV_CRDT_SYNC_MAX_DOC_BYTES)
             e->stats.too_large++;
         else
-            rc = vv__crdt_bulk_send(e->bulk, peer, vv_crdt_doc_id(x->doc), x->pol->creator, u,
-                                    len);
+            rc = vv__crdt_bulk_send(e->bulk, peer, vv_crdt_doc_id(x->doc), x->pol->creator, u, len);
         if (rc == 0)
             e->stats.updates_sent++;
         else if (rc != VV_EBUSY)
@@ -1146,7 +1145,7 @@ static int join_and_sync(struct vv_crdt_engine *e, const char *id,
         send_policy(e, x, peer); /* it may lack the document, or hold an older policy */
         /* While that peer streams this document here, the stream is the round. */
         if (!vv__crdt_bulk_receiving(e->bulk, peer, id))
-        *sent = send_sync(e, x, peer, true);
+            *sent = send_sync(e, x, peer, true);
     }
     return rc;
 }

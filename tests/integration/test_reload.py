@@ -20,7 +20,7 @@ def reloadable_keys():
         if line.startswith("[") and line.endswith("]"):
             section, doc = line[1:-1], ""
         elif line.startswith(";"):
-            doc += line[1:] + " "
+            doc += line[1:].strip() + " "
         elif "=" in line:
             if doc.strip().endswith("Changes on reload."):
                 keys.add((section, line.split("=", 1)[0].strip()))

@@ -340,8 +340,7 @@ static void partition_and_churn(struct vv_sim_run *run, void *arg)
     assert_true(refused[VV_CRDT_REFUSED_READ] > 0);
     assert_true(refused[VV_CRDT_REFUSED_WRITE] > 0);
     fprintf(stderr, "seed %llu: %llu messages, %llu bytes delivered\n",
-            (unsigned long long)run->seed,
-            (unsigned long long)vv_sim_totals(sim)->msgs_delivered,
+            (unsigned long long)run->seed, (unsigned long long)vv_sim_totals(sim)->msgs_delivered,
             (unsigned long long)vv_sim_totals(sim)->bytes_delivered);
 out:
     vv_sim_run_done(run, sim);
