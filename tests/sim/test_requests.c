@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "sim.h"
+#include "sim_test.h"
 #include "vivim/env_request.h"
 
 #define RQ_TYPE 0x0f10 /* the scenario's request, on the test channel */
@@ -221,13 +222,14 @@ static struct vv_sim *rq_sim(uint64_t s, uint32_t n, double loss, struct rq_para
     return vv_sim_new(&cfg, &app);
 }
 
-static void test_requests_are_answered_on_a_healthy_network(void **state)
+static void healthy_network(struct vv_sim_run *run, void *arg)
 {
-    (void)state;
+    (void)arg;
     struct rq_params p = {
         .want = 4, .interval_ms = 100, .timeout_ms = 2000, .only_from = -1, .only_to = -1};
-    struct vv_sim *sim = rq_sim(seed, 50, 0.0, &p);
-    vv_sim_run_until(sim, 20000);
+    struct vv_sim *sim = rq_sim(run->seed, 50, 0.0, &p);
+    if (!vv_sim_run_to(run, sim, 20000))
+        goto out;
     struct rq_totals t = totals(sim);
     assert_accounted(&t);
     assert_true(t.sent > 5000);
@@ -238,16 +240,25 @@ static void test_requests_are_answered_on_a_healthy_network(void **state)
     assert_true(t.in_flight < 200);
     assert_int_equal(t.ok + t.in_flight, t.sent);
     assert_true(t.served >= t.ok); /* every answer came from a server that saw the request */
+out:
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
 }
 
-static void test_requests_time_out_under_loss(void **state)
+static void test_requests_are_answered_on_a_healthy_network(void **state)
 {
     (void)state;
+    VV_SIM_CHECK_DETERMINISM(healthy_network, NULL, seed, 0, false);
+}
+
+static void lossy_network(struct vv_sim_run *run, void *arg)
+{
+    (void)arg;
     struct rq_params p = {
         .want = 4, .interval_ms = 100, .timeout_ms = 1000, .only_from = -1, .only_to = -1};
-    struct vv_sim *sim = rq_sim(seed, 50, 0.1, &p);
-    vv_sim_run_until(sim, 20000);
+    struct vv_sim *sim = rq_sim(run->seed, 50, 0.1, &p);
+    if (!vv_sim_run_to(run, sim, 20000))
+        goto out;
     struct rq_totals t = totals(sim);
     assert_accounted(&t);
     /* A request or its answer is lost with probability 1 - 0.9^2 = 19%. */
@@ -259,26 +270,36 @@ static void test_requests_time_out_under_loss(void **state)
     assert_int_equal(t.down, 0);
     /* Answers that arrive are correct, and nothing is answered twice. */
     assert_true(t.ok > 0);
+out:
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
 }
 
-static void test_requests_across_a_partition_time_out_then_fail_when_links_break(void **state)
+static void test_requests_time_out_under_loss(void **state)
 {
     (void)state;
+    VV_SIM_CHECK_DETERMINISM(lossy_network, NULL, seed, 0, false);
+}
+
+/* Requests live longer than failure detection (3 s): those sent across the cut just before
+ * it are failed when the links break, the ones after never leave (no link). */
+static void partition_long_timeout(struct vv_sim_run *run, void *arg)
+{
+    (void)arg;
     enum { N = 20 };
-    /* Requests live longer than failure detection (3 s): those sent across the cut just
-     * before it are failed when the links break, the ones after never leave (no link). */
     struct rq_params p = {
         .want = 6, .interval_ms = 100, .timeout_ms = 10000, .only_from = -1, .only_to = -1};
-    struct vv_sim *sim = rq_sim(seed, N, 0.0, &p);
-    vv_sim_run_until(sim, 5000);
-    struct rq_totals before = totals(sim);
-    assert_int_equal(before.down + before.timeout, 0);
+    struct vv_sim *sim = rq_sim(run->seed, N, 0.0, &p);
     uint32_t group[N];
     for (uint32_t i = 0; i < N; i++)
         group[i] = i % 2;
     vv_sim_partition_at(sim, 5001, group);
-    vv_sim_run_until(sim, 20000);
+    if (!vv_sim_run_to(run, sim, 5000))
+        goto out;
+    struct rq_totals before = totals(sim);
+    assert_int_equal(before.down + before.timeout, 0);
+    if (!vv_sim_run_to(run, sim, 20000))
+        goto out;
     struct rq_totals t = totals(sim);
     assert_accounted(&t);
     printf("partition: %llu sent, %llu answered, %llu failed by peer down, %llu timed out\n",
@@ -288,21 +309,43 @@ static void test_requests_across_a_partition_time_out_then_fail_when_links_break
     /* They were failed by the link breaking (about 3 s after the cut), not by their own
      * 10 s timeout. */
     assert_true(t.down_elapsed_max < 5000);
-    /* Now with a timeout shorter than failure detection: they time out instead. */
-    vv_sim_free(sim);
-    p.timeout_ms = 500;
-    sim = rq_sim(seed, N, 0.0, &p);
-    vv_sim_partition_at(sim, 5001, group);
-    vv_sim_run_until(sim, 20000);
-    t = totals(sim);
-    assert_accounted(&t);
-    assert_true(t.timeout > 0);
+out:
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
 }
 
-static void test_a_crashed_peer_fails_its_requests_after_failure_detection(void **state)
+/* The same cut with a timeout shorter than failure detection: they time out instead. */
+static void partition_short_timeout(struct vv_sim_run *run, void *arg)
+{
+    (void)arg;
+    enum { N = 20 };
+    struct rq_params p = {
+        .want = 6, .interval_ms = 100, .timeout_ms = 500, .only_from = -1, .only_to = -1};
+    struct vv_sim *sim = rq_sim(run->seed, N, 0.0, &p);
+    uint32_t group[N];
+    for (uint32_t i = 0; i < N; i++)
+        group[i] = i % 2;
+    vv_sim_partition_at(sim, 5001, group);
+    if (!vv_sim_run_to(run, sim, 20000))
+        goto out;
+    struct rq_totals t = totals(sim);
+    assert_accounted(&t);
+    assert_true(t.timeout > 0);
+out:
+    vv_sim_run_done(run, sim);
+    vv_sim_free(sim);
+}
+
+static void test_requests_across_a_partition_time_out_then_fail_when_links_break(void **state)
 {
     (void)state;
+    VV_SIM_CHECK_DETERMINISM(partition_long_timeout, NULL, seed, 0, false);
+    VV_SIM_CHECK_DETERMINISM(partition_short_timeout, NULL, seed, 0, false);
+}
+
+static void crashed_peer(struct vv_sim_run *run, void *arg)
+{
+    (void)arg;
     /* Node 0 asks node 1 every 100 ms with a 60 s timeout; node 1 never answers. Node 1
      * crashes at 5 s; the link breaks for node 0 at 8 s (3 s detection). */
     struct rq_params p = {.want = 1,
@@ -311,15 +354,17 @@ static void test_a_crashed_peer_fails_its_requests_after_failure_detection(void 
                           .only_from = 0,
                           .only_to = 1,
                           .hold = true};
-    struct vv_sim *sim = rq_sim(seed, 3, 0.0, &p);
+    struct vv_sim *sim = rq_sim(run->seed, 3, 0.0, &p);
     vv_sim_crash_at(sim, 5000, 1);
-    vv_sim_run_until(sim, 7990);
+    if (!vv_sim_run_to(run, sim, 7990))
+        goto out;
     struct rq_node *n0 = vv_sim_app_of(sim, 0);
     assert_true(n0->sent > 40);
     assert_int_equal(n0->down, 0);
     /* Sends after the crash still go out (the link looks up until detection) and wait. */
     assert_int_equal(vv_env_req_stats(n0->env)->in_flight, n0->sent);
-    vv_sim_run_until(sim, 8100);
+    if (!vv_sim_run_to(run, sim, 8100))
+        goto out;
     assert_int_equal(n0->down, n0->sent);
     assert_int_equal(n0->timeout, 0);
     assert_int_equal(vv_env_req_stats(n0->env)->in_flight, 0);
@@ -330,7 +375,15 @@ static void test_a_crashed_peer_fails_its_requests_after_failure_detection(void 
     assert_int_equal(n0->sent, VV_REQ_DEFAULT_MAX_PER_PEER);
     assert_true(n0->refused > 0);
     assert_int_equal(vv_env_req_stats(n0->env)->refused, n0->refused);
+out:
+    vv_sim_run_done(run, sim);
     vv_sim_free(sim);
+}
+
+static void test_a_crashed_peer_fails_its_requests_after_failure_detection(void **state)
+{
+    (void)state;
+    VV_SIM_CHECK_DETERMINISM(crashed_peer, NULL, seed, 0, false);
 }
 
 /* One scenario with every outcome: loss, a partition that heals, a crash and restart. */
