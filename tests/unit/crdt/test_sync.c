@@ -1,9 +1,9 @@
 /*
- * The sync engine between two nodes wired through an in-memory vv_env pair (messages are
- * queued and delivered when the test pumps): sharing on one side, auto-join on and off,
- * updates from peers not joined, LEAVE, the counters, the per-turn work allowance with
- * its bounded queue of deferred messages, and documents' access policies (who reads, who
- * writes, forged and stale policies, changes reaching the peers).
+ * The sync engine between two nodes wired through a net of two fake vv_envs (fake_env.h:
+ * messages wait in the senders' outboxes and are delivered when the test pumps): sharing on one
+ * side, auto-join on and off, updates from peers not joined, LEAVE, the counters, the per-turn work
+ * allowance with its bounded queue of deferred messages, and documents' access policies (who reads,
+ * who writes, forged and stale policies, changes reaching the peers).
  */
 #include "vv_test.h"
 
@@ -12,134 +12,81 @@
 #include <string.h>
 
 #include "../../tools/seq_pile.h"
+#include "fake_env.h"
 #include "vivim/crdt_sync.h"
 #include "vivim/wire.h"
 
-#define QMAX 256
-
+/* A message held back from the net, to be delivered by hand. */
 struct msg {
-    int to;
     uint8_t *data;
     size_t len;
 };
 
-struct world;
 struct node {
-    struct world *w;
-    int index;
-    struct vv_identity id;
-    struct vv_env env;
+    struct vv_fake_env f; /* a real Ed25519 identity; node_id = SHA-256(public key) */
     struct vv_crdt_engine *e;
-    vv_env_timer_cb t_cb; /* the pending one-shot timer, if any */
-    void *t_arg;
 };
 
 struct world {
+    struct vv_fake_net net; /* messages wait in the senders' outboxes until pumped */
     struct node n[2];
-    struct msg q[QMAX];
-    int head, tail;
-    uint64_t now;
 };
 
-static uint64_t p_now(void *impl)
+/* The engine keeps one one-shot timer (its deferred-work turn) at a time. */
+static uint64_t one_shot_at_a_time(void *impl, uint64_t d, uint64_t r, vv_env_timer_cb cb,
+                                   void *arg)
 {
-    return ((struct node *)impl)->w->now;
+    if (r == 0)
+        assert_int_equal(vv_fake_env_timers_pending(impl, true), 0);
+    return vv_fake_env_default_ops.timer_start(impl, d, r, cb, arg);
 }
-static uint64_t p_timer(void *impl, uint64_t d, uint64_t r, vv_env_timer_cb cb, void *arg)
+
+/* Anti-entropy rounds never come within these tests (the period is 49 days): the tests drive
+ * sync rounds themselves. */
+#define NO_ANTI_ENTROPY_MS UINT32_MAX
+
+static void world_init(struct world *w)
 {
-    (void)d;
-    struct node *n = impl;
-    if (r != 0)
-        return 1;         /* anti-entropy is not needed here: rounds are driven by the test */
-    assert_null(n->t_cb); /* the engine keeps one one-shot timer at a time */
-    n->t_cb = cb;
-    n->t_arg = arg;
-    return 2;
+    memset(w, 0, sizeof(*w));
+    vv_fake_net_init(&w->net);
+    for (int i = 0; i < 2; i++) {
+        struct node *n = &w->n[i];
+        vv_fake_env_init(&n->f, (uint64_t)i + 1); /* the same keys every run */
+        n->f.ops.timer_start = one_shot_at_a_time;
+        uint8_t derived[VV_NODE_ID_BYTES];
+        vv_identity_node_id(n->f.id.public_key, derived);
+        assert_memory_equal(derived, n->f.id.node_id, VV_NODE_ID_BYTES);
+        vv_fake_net_add(&w->net, &n->f);
+        n->e = vv_crdt_engine_new(&n->f.env, 0, NO_ANTI_ENTROPY_MS, NULL, NULL);
+    }
 }
-static void p_cancel(void *impl, uint64_t id)
+
+/* Moves both clocks on without firing anything. */
+static void jump(struct world *w, uint64_t ms)
 {
-    struct node *n = impl;
-    if (id == 2)
-        n->t_cb = NULL;
+    for (int i = 0; i < 2; i++)
+        w->n[i].f.now_ms += ms;
 }
 
 /* Moves time on a millisecond at a time, firing one-shot timers, until none is pending. */
 static void run_timers(struct world *w)
 {
-    for (bool any = true; any;) {
-        any = false;
-        w->now++;
-        for (int i = 0; i < 2; i++) {
-            struct node *n = &w->n[i];
-            if (n->t_cb) {
-                vv_env_timer_cb cb = n->t_cb;
-                n->t_cb = NULL;
-                cb(&n->env, n->t_arg);
-                any = true;
-            }
-        }
-    }
+    while (vv_fake_env_timers_pending(&w->n[0].f, true) +
+               vv_fake_env_timers_pending(&w->n[1].f, true) >
+           0)
+        vv_fake_net_advance(&w->net, 1);
 }
-static void p_random(void *impl, void *buf, size_t len)
-{
-    struct node *n = impl;
-    memset(buf, 0x11 * (n->index + 1), len);
-}
-static int p_send(void *impl, const uint8_t *peer, uint8_t ch, const uint8_t *data, size_t len)
-{
-    (void)peer, (void)ch;
-    struct node *n = impl;
-    struct world *w = n->w;
-    assert_true(w->tail - w->head < QMAX);
-    struct msg *m = &w->q[w->tail++ % QMAX];
-    m->to = 1 - n->index;
-    m->data = vv_xmalloc(len);
-    memcpy(m->data, data, len);
-    m->len = len;
-    return 0;
-}
-static int p_connect(void *impl, const uint8_t *peer, const char *address)
-{
-    (void)impl, (void)peer, (void)address;
-    return 0;
-}
-static void p_disconnect(void *impl, const uint8_t *peer)
-{
-    (void)impl, (void)peer;
-}
-static bool p_verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, const uint8_t *s)
-{
-    (void)impl;
-    return crypto_sign_verify_detached(s, m, n, pk) == 0;
-}
-static const struct vv_env_ops ops = {p_now,     p_timer,      p_cancel, p_random, p_send,
-                                      p_connect, p_disconnect, p_verify, NULL};
 
-static void world_init(struct world *w)
+static size_t in_flight(struct world *w)
 {
-    memset(w, 0, sizeof(*w));
-    w->now = 1000;
-    for (int i = 0; i < 2; i++) {
-        struct node *n = &w->n[i];
-        n->w = w;
-        n->index = i;
-        uint8_t seed[crypto_sign_SEEDBYTES];
-        memset(seed, 0xa0 + i, sizeof(seed)); /* the same keys every run */
-        crypto_sign_seed_keypair(n->id.public_key, n->id.secret_key, seed);
-        vv_identity_node_id(n->id.public_key, n->id.node_id);
-        n->env = (struct vv_env){.ops = &ops, .impl = n, .identity = &n->id};
-        n->e = vv_crdt_engine_new(&n->env, 0, 1000, NULL, NULL);
-    }
+    return vv_fake_net_in_flight(&w->net);
 }
+
+static struct msg take(struct world *w);
 
 static void pump(struct world *w)
 {
-    while (w->head < w->tail) {
-        struct msg m = w->q[w->head++ % QMAX];
-        struct node *to = &w->n[m.to];
-        vv_env_deliver(&to->env, w->n[1 - m.to].id.node_id, VV_CHANNEL_CRDT, m.data, m.len);
-        vv_free(m.data);
-    }
+    vv_fake_net_pump(&w->net);
 }
 
 static void world_free(struct world *w)
@@ -147,6 +94,8 @@ static void world_free(struct world *w)
     pump(w);
     for (int i = 0; i < 2; i++)
         vv_crdt_engine_free(w->n[i].e);
+    for (int i = 0; i < 2; i++)
+        vv_fake_env_free(&w->n[i].f);
 }
 
 static void apply(struct node *n, const char *doc, const char *json)
@@ -160,7 +109,7 @@ static void apply(struct node *n, const char *doc, const char *json)
 /* The creator a gives b access to doc (b alone besides a), and shares doc with it. */
 static void share(struct node *a, const char *doc, struct node *b, enum vv_crdt_access access)
 {
-    const uint8_t *id = b->id.node_id;
+    const uint8_t *id = b->f.id.node_id;
     bool w = access == VV_CRDT_ACCESS_WRITE;
     assert_int_equal(vv_crdt_engine_set_access(a->e, doc, w ? NULL : id, !w, w ? id : NULL, w), 0);
     assert_int_equal(vv_crdt_engine_join(a->e, doc, id), 0);
@@ -194,7 +143,7 @@ static void test_sharing_on_one_side_is_enough(void **state)
     assert_text(a, "t", "ello world");
     assert_text(b, "t", "ello world");
     /* LEAVE: B stops; A's next edit does not reach it. */
-    assert_int_equal(vv_crdt_engine_leave(b->e, "t", a->id.node_id), 0);
+    assert_int_equal(vv_crdt_engine_leave(b->e, "t", a->f.id.node_id), 0);
     pump(&w);
     const uint8_t *peers;
     assert_int_equal(vv_crdt_engine_peers(a->e, "t", &peers), 0);
@@ -220,7 +169,7 @@ static void test_without_auto_join_both_sides_must_join(void **state)
     /* B's own document, shared with A: A joined B, but B has not joined A, so A's sync
      * rounds and updates are refused at B. */
     assert_int_equal(vv_crdt_engine_create(b->e, "d", VV_CRDT_KIND_COUNTER, NULL), 0);
-    const uint8_t *aid = a->id.node_id;
+    const uint8_t *aid = a->f.id.node_id;
     assert_int_equal(vv_crdt_engine_set_access(b->e, "d", NULL, 0, aid, 1), 0);
     vv_crdt_engine_set_auto_join(b->e, true);
     assert_int_equal(vv_crdt_engine_join(b->e, "d", aid), 0);
@@ -230,7 +179,7 @@ static void test_without_auto_join_both_sides_must_join(void **state)
     vv_crdt_engine_set_auto_join(b->e, false);
     pump(&w);
     apply(a, "d", "{\"increment\":1}");
-    assert_int_equal(vv_crdt_engine_join(a->e, "d", b->id.node_id), 0);
+    assert_int_equal(vv_crdt_engine_join(a->e, "d", b->f.id.node_id), 0);
     pump(&w);
     apply(a, "d", "{\"increment\":1}"); /* sent to B, which ignores it */
     pump(&w);
@@ -322,24 +271,24 @@ static void test_costly_messages_wait_for_later_turns_in_a_bounded_queue(void **
 
     /* A's next edit, held back from the queue to be delivered by hand. */
     apply(a, "t", "{\"insert\":{\"pos\":5,\"text\":\" world\"}}");
-    assert_int_equal(w.tail - w.head, 1);
-    struct msg edit = w.q[w.head++ % QMAX];
+    assert_int_equal(in_flight(&w), 1);
+    struct msg edit = take(&w);
 
     /* 1,500 replicas at one place: about 1.1 million scan steps, accepted, and over the turn's
      * allowance; everything after it this turn waits. */
     size_t pl;
-    uint8_t *pile = pile_frame("t", a->id.node_id, 1500, &pl);
+    uint8_t *pile = pile_frame("t", a->f.id.node_id, 1500, &pl);
     const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(b->e);
-    vv_env_deliver(&b->env, a->id.node_id, VV_CHANNEL_CRDT, pile, pl);
+    vv_env_deliver(&b->f.env, a->f.id.node_id, VV_CHANNEL_CRDT, pile, pl);
     assert_int_equal(st->updates_received, 2);
     assert_true(st->integration_steps > 1000000);
     for (int i = 0; i < 5000; i++)
-        vv_env_deliver(&b->env, a->id.node_id, VV_CHANNEL_CRDT, edit.data, edit.len);
+        vv_env_deliver(&b->f.env, a->f.id.node_id, VV_CHANNEL_CRDT, edit.data, edit.len);
     assert_int_equal(st->deferred_msgs, 4096);
     assert_int_equal(st->deferred_total, 4096);
     assert_int_equal(st->deferred_dropped, 5000 - 4096);
     assert_int_equal(st->updates_received, 2); /* nothing of them ran yet */
-    assert_non_null(b->t_cb);
+    assert_int_equal(vv_fake_env_timers_pending(&b->f, true), 1);
 
     /* Later turns work the queue off in order; the edit applies once, its repeats change
      * nothing. */
@@ -355,8 +304,8 @@ static void test_costly_messages_wait_for_later_turns_in_a_bounded_queue(void **
 
     /* Another costly message, then the queue holds a message when the engine is freed:
      * nothing leaks (cmocka's allocator checks). */
-    vv_env_deliver(&b->env, a->id.node_id, VV_CHANNEL_CRDT, pile, pl);
-    vv_env_deliver(&b->env, a->id.node_id, VV_CHANNEL_CRDT, edit.data, edit.len);
+    vv_env_deliver(&b->f.env, a->f.id.node_id, VV_CHANNEL_CRDT, pile, pl);
+    vv_env_deliver(&b->f.env, a->f.id.node_id, VV_CHANNEL_CRDT, edit.data, edit.len);
     vv_free(edit.data);
     vv_free(pile);
     world_free(&w);
@@ -365,13 +314,15 @@ static void test_costly_messages_wait_for_later_turns_in_a_bounded_queue(void **
 /* Takes the message A just sent out of the queue, undelivered. */
 static struct msg take(struct world *w)
 {
-    assert_int_equal(w->tail - w->head, 1);
-    return w->q[w->head++ % QMAX];
+    assert_int_equal(in_flight(w), 1);
+    struct vv_fake_msg m;
+    assert_true(vv_fake_env_pop(&w->n[0].f, &m));
+    return (struct msg){.data = m.data, .len = m.len};
 }
 
 static void deliver(struct node *to, struct node *from, struct msg m)
 {
-    vv_env_deliver(&to->env, from->id.node_id, VV_CHANNEL_CRDT, m.data, m.len);
+    vv_env_deliver(&to->f.env, from->f.id.node_id, VV_CHANNEL_CRDT, m.data, m.len);
     vv_free(m.data);
 }
 
@@ -397,10 +348,10 @@ static void test_buffered_updates_have_a_budget_across_documents_and_an_age_limi
         vv_free(take(&w).data);
         apply(a, ids[k], "{\"insert\":{\"pos\":1,\"text\":\"y\"}}");
         deliver(b, a, take(&w));
-        w.now += 10;
+        jump(&w, 10);
         apply(a, ids[k], "{\"insert\":{\"pos\":2,\"text\":\"z\"}}");
         deliver(b, a, take(&w));
-        w.now += 10;
+        jump(&w, 10);
     }
     const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(b->e);
     size_t held[3];
@@ -415,7 +366,7 @@ static void test_buffered_updates_have_a_budget_across_documents_and_an_age_limi
 
     /* A minute later nothing waits any more: the next update from the peer (or the
      * anti-entropy tick) expires them. */
-    w.now += 60000;
+    jump(&w, 60000);
     apply(a, ids[0], "{\"insert\":{\"pos\":3,\"text\":\"!\"}}");
     deliver(b, a, take(&w));
     for (int k = 1; k < 3; k++)
@@ -425,7 +376,7 @@ static void test_buffered_updates_have_a_budget_across_documents_and_an_age_limi
 
     /* A sync round with A repairs every document. */
     for (int k = 0; k < 3; k++)
-        assert_int_equal(vv_crdt_engine_sync(b->e, ids[k], a->id.node_id), 0);
+        assert_int_equal(vv_crdt_engine_sync(b->e, ids[k], a->f.id.node_id), 0);
     pump(&w);
     assert_text(b, "t0", "xyz!");
     assert_text(b, "t1", "xyz");
@@ -467,13 +418,13 @@ static void test_unblocked_updates_drain_across_turns(void **state)
     struct vv_crdt_doc *d = vv_crdt_engine_find(b->e, "t");
     assert_int_equal(vv_crdt_doc_pending(d), N - 1);
     const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(b->e);
-    w.now++;
+    jump(&w, 1);
     deliver(b, a, first);
     /* This turn applied some of them, not all: the rest wait for the next turns. */
     size_t left = vv_crdt_doc_pending(d);
     assert_true(left > 0);
     assert_true(left < N - 1);
-    assert_non_null(b->t_cb);
+    assert_int_equal(vv_fake_env_timers_pending(&b->f, true), 1);
     run_timers(&w);
     assert_int_equal(vv_crdt_doc_pending(d), 0);
     assert_int_equal(st->pending_updates, 0);
@@ -545,20 +496,20 @@ static void test_tiny_updates_to_a_large_map_are_metered_by_its_state(void **sta
         run_timers(&w);
     }
     assert_true(vv_crdt_engine_stats(a->e)->deferred_total > 0);
-    w.now += 10; /* a new turn for b */
+    jump(&w, 10); /* a new turn for b */
     enum { EDITS = 10 };
     struct msg held[EDITS];
     for (int i = 0; i < EDITS; i++) {
         snprintf(op, sizeof(op), "{\"put\":{\"key\":\"key-%04d\",\"value\":\"new\"}}", i);
         apply(a, "m", op);
-        assert_int_equal(w.tail - w.head, 1);
-        held[i] = w.q[w.head++ % QMAX];
+        assert_int_equal(in_flight(&w), 1);
+        held[i] = take(&w);
     }
     const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(b->e);
     uint64_t received = st->updates_received;
     uint64_t deferred = st->deferred_total;
     for (int i = 0; i < EDITS; i++)
-        vv_env_deliver(&b->env, a->id.node_id, VV_CHANNEL_CRDT, held[i].data, held[i].len);
+        vv_env_deliver(&b->f.env, a->f.id.node_id, VV_CHANNEL_CRDT, held[i].data, held[i].len);
     /* The state is about 120 KB: each update costs about a megabyte of the allowance. */
     assert_int_equal(st->updates_received, received + 1);
     assert_int_equal(st->deferred_total, deferred + EDITS - 1);
@@ -646,12 +597,20 @@ static struct msg sync_frame(const char *doc, enum vv_crdt_kind kind, const uint
 /* Delivers every queued message to its node except those for `drop` (which never hear). */
 static void pump_except(struct world *w, int drop)
 {
-    while (w->head < w->tail) {
-        struct msg m = w->q[w->head++ % QMAX];
-        if (m.to != drop)
-            vv_env_deliver(&w->n[m.to].env, w->n[1 - m.to].id.node_id, VV_CHANNEL_CRDT, m.data,
-                           m.len);
-        vv_free(m.data);
+    while (in_flight(w) > 0) {
+        int to = -1;
+        for (int i = 0; i < 2; i++)
+            if (vv_fake_env_outbox_len(&w->n[1 - i].f) > 0 &&
+                (to < 0 || vv_fake_env_peek(&w->n[1 - i].f, 0)->seq <
+                               vv_fake_env_peek(&w->n[1 - to].f, 0)->seq))
+                to = i;
+        struct vv_fake_msg m;
+        assert_true(vv_fake_env_pop(&w->n[1 - to].f, &m));
+        assert_memory_equal(m.peer, w->n[to].f.id.node_id, VV_NODE_ID_BYTES);
+        if (to != drop)
+            vv_fake_env_deliver_msg(&w->n[to].f, &m);
+        else
+            vv_fake_msg_free(&m);
     }
 }
 
@@ -666,12 +625,12 @@ static void test_peer_not_in_the_policy_gets_nothing_and_cannot_write(void **sta
     assert_int_equal(vv_crdt_engine_create(a->e, "t", VV_CRDT_KIND_TEXT, NULL), 0);
     apply(a, "t", "{\"insert\":{\"pos\":0,\"text\":\"secret\"}}");
     /* The creator cannot share it with B before B is in the policy. */
-    assert_int_equal(vv_crdt_engine_join(a->e, "t", b->id.node_id), VV_ECRDT_DENIED);
-    assert_int_equal(w.tail, w.head); /* nothing sent */
+    assert_int_equal(vv_crdt_engine_join(a->e, "t", b->f.id.node_id), VV_ECRDT_DENIED);
+    assert_int_equal(in_flight(&w), 0); /* nothing sent */
     /* B asks for it by name: refused, nothing comes back. */
-    struct msg sync = sync_frame("t", VV_CRDT_KIND_TEXT, a->id.node_id);
+    struct msg sync = sync_frame("t", VV_CRDT_KIND_TEXT, a->f.id.node_id);
     deliver(a, b, sync);
-    assert_int_equal(w.tail, w.head);
+    assert_int_equal(in_flight(&w), 0);
     const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(a->e);
     assert_int_equal(st->refused[VV_CRDT_REFUSED_READ], 1);
     const uint8_t *peers;
@@ -679,8 +638,8 @@ static void test_peer_not_in_the_policy_gets_nothing_and_cannot_write(void **sta
     /* B makes a document of that name itself, lets A in and syncs: A refuses B's policy (A
      * knows the creator of "t") and B's sync, and sends nothing of its own document. */
     assert_int_equal(vv_crdt_engine_create(b->e, "t", VV_CRDT_KIND_TEXT, NULL), 0);
-    assert_int_equal(vv_crdt_engine_set_access(b->e, "t", NULL, 0, a->id.node_id, 1), 0);
-    assert_int_equal(vv_crdt_engine_join(b->e, "t", a->id.node_id), 0);
+    assert_int_equal(vv_crdt_engine_set_access(b->e, "t", NULL, 0, a->f.id.node_id, 1), 0);
+    assert_int_equal(vv_crdt_engine_join(b->e, "t", a->f.id.node_id), 0);
     pump(&w);
     assert_int_equal(st->refused[VV_CRDT_REFUSED_CREATOR], 1);
     assert_int_equal(st->refused[VV_CRDT_REFUSED_READ], 2);
@@ -688,12 +647,12 @@ static void test_peer_not_in_the_policy_gets_nothing_and_cannot_write(void **sta
     /* B's writes, through its own document or forged by hand, are refused. */
     apply(b, "t", "{\"insert\":{\"pos\":0,\"text\":\"vandal\"}}");
     pump(&w);
-    deliver(a, b, forged_text_update("t", a->id.node_id, "forged"));
+    deliver(a, b, forged_text_update("t", a->f.id.node_id, "forged"));
     assert_int_equal(st->refused[VV_CRDT_REFUSED_WRITE], 2);
     assert_int_equal(st->updates_received, 0);
     assert_text(a, "t", "secret");
     /* Its SYNC for a document A does not hold creates nothing there. */
-    deliver(a, b, sync_frame("other", VV_CRDT_KIND_SET, b->id.node_id));
+    deliver(a, b, sync_frame("other", VV_CRDT_KIND_SET, b->f.id.node_id));
     assert_null(vv_crdt_engine_find(a->e, "other"));
     assert_int_equal(st->refused[VV_CRDT_REFUSED_UNKNOWN], 1);
     assert_int_equal(st->docs_created_by_peers, 0);
@@ -718,8 +677,8 @@ static void test_readers_read_writers_write_and_changes_propagate(void **state)
     const struct vv_crdt_policy *pb = vv_crdt_engine_policy(b->e, "t");
     assert_non_null(pb);
     assert_int_equal(pb->version, 2);
-    assert_memory_equal(pb->creator, a->id.node_id, VV_NODE_ID_BYTES);
-    assert_int_equal(vv_crdt_policy_access(pb, b->id.node_id), VV_CRDT_ACCESS_READ);
+    assert_memory_equal(pb->creator, a->f.id.node_id, VV_NODE_ID_BYTES);
+    assert_int_equal(vv_crdt_policy_access(pb, b->f.id.node_id), VV_CRDT_ACCESS_READ);
     apply(a, "t", "{\"insert\":{\"pos\":4,\"text\":\"!\"}}");
     pump(&w);
     assert_text(b, "t", "news!");
@@ -727,12 +686,12 @@ static void test_readers_read_writers_write_and_changes_propagate(void **state)
     json_t *op = json_loads("{\"insert\":{\"pos\":0,\"text\":\"x\"}}", 0, NULL);
     assert_int_equal(vv_crdt_engine_op(b->e, "t", op, err, sizeof(err)), VV_ECRDT_DENIED);
     assert_text(b, "t", "news!");
-    deliver(a, b, forged_text_update("t", a->id.node_id, "fake "));
+    deliver(a, b, forged_text_update("t", a->f.id.node_id, "fake "));
     const struct vv_crdt_sync_stats *st = vv_crdt_engine_stats(a->e);
     assert_int_equal(st->refused[VV_CRDT_REFUSED_WRITE], 1);
     assert_text(a, "t", "news!");
     /* A promotes B: version 3 reaches B, and B's edits reach A. */
-    assert_int_equal(vv_crdt_engine_set_access(a->e, "t", NULL, 0, b->id.node_id, 1), 0);
+    assert_int_equal(vv_crdt_engine_set_access(a->e, "t", NULL, 0, b->f.id.node_id, 1), 0);
     pump(&w);
     assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 3);
     assert_int_equal(vv_crdt_engine_op(b->e, "t", op, err, sizeof(err)), 0);
@@ -750,8 +709,8 @@ static void test_readers_read_writers_write_and_changes_propagate(void **state)
     assert_int_equal(vv_crdt_engine_op(b->e, "t", op, err, sizeof(err)), VV_ECRDT_DENIED);
     assert_int_equal(vv_crdt_engine_peers(b->e, "t", &peers), 0);
     apply(a, "t", "{\"insert\":{\"pos\":0,\"text\":\"private \"}}");
-    assert_int_equal(vv_crdt_engine_sync(b->e, "t", a->id.node_id), VV_ECRDT_DENIED);
-    deliver(a, b, sync_frame("t", VV_CRDT_KIND_TEXT, a->id.node_id));
+    assert_int_equal(vv_crdt_engine_sync(b->e, "t", a->f.id.node_id), VV_ECRDT_DENIED);
+    deliver(a, b, sync_frame("t", VV_CRDT_KIND_TEXT, a->f.id.node_id));
     pump(&w);
     assert_text(b, "t", "xnews!");
     assert_int_equal(st->refused[VV_CRDT_REFUSED_READ], 1);
@@ -787,9 +746,9 @@ static void test_forged_and_stale_policies_are_refused(void **state)
     /* Version 3 made by A with one signature bit flipped: forged. So is garbage, and a
      * valid policy sent under another document's id. */
     struct vv_crdt_policy *p3;
-    assert_int_equal(
-        vv_crdt_policy_make(&a->env, "t", VV_CRDT_KIND_TEXT, 0, 3, b->id.node_id, 1, NULL, 0, &p3),
-        0);
+    assert_int_equal(vv_crdt_policy_make(&a->f.env, "t", VV_CRDT_KIND_TEXT, 0, 3, b->f.id.node_id,
+                                         1, NULL, 0, &p3),
+                     0);
     p3->bytes[p3->len - 1] ^= 1;
     deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", p3->bytes, p3->len, NULL));
     p3->bytes[p3->len - 1] ^= 1;
@@ -802,8 +761,8 @@ static void test_forged_and_stale_policies_are_refused(void **state)
     /* Another node's policy for "t" (B signs one itself, as any impostor could): B's engine
      * sees it as a peer's, from a creator other than the one it knows. */
     struct vv_crdt_policy *other;
-    assert_int_equal(vv_crdt_policy_make(&b->env, "t", VV_CRDT_KIND_TEXT, 0, 99, a->id.node_id, 1,
-                                         NULL, 0, &other),
+    assert_int_equal(vv_crdt_policy_make(&b->f.env, "t", VV_CRDT_KIND_TEXT, 0, 99, a->f.id.node_id,
+                                         1, NULL, 0, &other),
                      0);
     deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "t", other->bytes, other->len, NULL));
     assert_int_equal(st->refused[VV_CRDT_REFUSED_CREATOR], 1);
@@ -813,7 +772,7 @@ static void test_forged_and_stale_policies_are_refused(void **state)
     /* A's policy for a document B lacks and is not named in: not created. */
     struct vv_crdt_policy *pu;
     assert_int_equal(
-        vv_crdt_policy_make(&a->env, "u", VV_CRDT_KIND_SET, 0, 1, NULL, 0, NULL, 0, &pu), 0);
+        vv_crdt_policy_make(&a->f.env, "u", VV_CRDT_KIND_SET, 0, 1, NULL, 0, NULL, 0, &pu), 0);
     deliver(b, a, frame_id_bin(VV_CRDT_MSG_POLICY, "u", pu->bytes, pu->len, NULL));
     assert_int_equal(st->refused[VV_CRDT_REFUSED_NOT_MEMBER], 1);
     assert_null(vv_crdt_engine_find(b->e, "u"));
@@ -823,13 +782,13 @@ static void test_forged_and_stale_policies_are_refused(void **state)
 
     /* A change B misses (lost on the way: A makes B a reader) reaches it from the version in
      * A's answer to B's next SYNC; B's writes are refused from then on. */
-    assert_int_equal(vv_crdt_engine_set_access(a->e, "t", b->id.node_id, 1, NULL, 0), 0);
+    assert_int_equal(vv_crdt_engine_set_access(a->e, "t", b->f.id.node_id, 1, NULL, 0), 0);
     pump_except(&w, 1);
     assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 2);
-    assert_int_equal(vv_crdt_engine_sync(b->e, "t", a->id.node_id), 0);
+    assert_int_equal(vv_crdt_engine_sync(b->e, "t", a->f.id.node_id), 0);
     pump(&w);
     assert_int_equal(vv_crdt_engine_policy(b->e, "t")->version, 3);
-    assert_int_equal(vv_crdt_policy_access(vv_crdt_engine_policy(b->e, "t"), b->id.node_id),
+    assert_int_equal(vv_crdt_policy_access(vv_crdt_engine_policy(b->e, "t"), b->f.id.node_id),
                      VV_CRDT_ACCESS_READ);
     vv_free(v1);
     world_free(&w);
@@ -848,7 +807,7 @@ static void test_documents_from_before_policies_keep_syncing(void **state)
         struct node *n = &w.n[i], *other = &w.n[1 - i];
         struct vv_crdt_doc *d =
             vv_crdt_doc_new("legacy", VV_CRDT_KIND_TEXT, vv_crdt_engine_replica(n->e));
-        assert_int_equal(vv_crdt_engine_adopt(n->e, d, other->id.node_id, 1), 0);
+        assert_int_equal(vv_crdt_engine_adopt(n->e, d, other->f.id.node_id, 1), 0);
         assert_null(vv_crdt_engine_policy(n->e, "legacy"));
         const uint8_t *peers;
         assert_int_equal(vv_crdt_engine_peers(n->e, "legacy", &peers), 1);
@@ -866,7 +825,7 @@ static void test_documents_from_before_policies_keep_syncing(void **state)
     assert_text(b, "legacy", "old doc");
     assert_true(vv_crdt_engine_stats(a->e)->refused[VV_CRDT_REFUSED_CREATOR] > 0);
     /* A's later versions stay adopted. */
-    assert_int_equal(vv_crdt_engine_set_access(a->e, "legacy", NULL, 0, b->id.node_id, 1), 0);
+    assert_int_equal(vv_crdt_engine_set_access(a->e, "legacy", NULL, 0, b->f.id.node_id, 1), 0);
     assert_int_equal(vv_crdt_engine_policy(a->e, "legacy")->flags, VV_CRDT_POLICY_ADOPTED);
     world_free(&w);
 }
@@ -882,15 +841,15 @@ static void test_same_named_documents_of_two_creators_do_not_mix(void **state)
     for (int i = 0; i < 2; i++) {
         assert_int_equal(vv_crdt_engine_create(w.n[i].e, "n", VV_CRDT_KIND_TEXT, NULL), 0);
         assert_int_equal(
-            vv_crdt_engine_set_access(w.n[i].e, "n", NULL, 0, w.n[1 - i].id.node_id, 1), 0);
+            vv_crdt_engine_set_access(w.n[i].e, "n", NULL, 0, w.n[1 - i].f.id.node_id, 1), 0);
     }
     apply(a, "n", "{\"insert\":{\"pos\":0,\"text\":\"a\"}}");
     apply(b, "n", "{\"insert\":{\"pos\":0,\"text\":\"b\"}}");
-    assert_int_equal(vv_crdt_engine_join(a->e, "n", b->id.node_id), 0);
-    assert_int_equal(vv_crdt_engine_join(b->e, "n", a->id.node_id), 0);
+    assert_int_equal(vv_crdt_engine_join(a->e, "n", b->f.id.node_id), 0);
+    assert_int_equal(vv_crdt_engine_join(b->e, "n", a->f.id.node_id), 0);
     pump(&w);
     apply(b, "n", "{\"insert\":{\"pos\":1,\"text\":\"b\"}}");
-    deliver(a, b, forged_text_update("n", b->id.node_id, "x")); /* B's document's update */
+    deliver(a, b, forged_text_update("n", b->f.id.node_id, "x")); /* B's document's update */
     pump(&w);
     assert_text(a, "n", "a");
     assert_text(b, "n", "bb");
