@@ -112,5 +112,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         vv_crdt_doc_free(copy);
     }
     vv_crdt_engine_free(e);
+    vv_env_fini(&env); /* a frame with a request id started the request layer on it */
     return 0;
 }
