@@ -87,7 +87,7 @@
     X(VV_EREQ_BUSY, -11703, "peer busy: too many of our requests in service")                      \
     X(VV_EREQ_REMOTE, -11704, "peer answered with an error")                                       \
     X(VV_EREQ_TOO_MANY, -11705, "too many requests in flight")                                     \
-    X(VV_EREQ_BAD_ANSWER, -11706, "malformed answer from peer") \
+    X(VV_EREQ_BAD_ANSWER, -11706, "malformed answer from peer")                                    \
     /* streams on vv_env (env_stream.h): -11800 .. -11899 */                                       \
     X(VV_ESTREAM_REFUSED, -11801, "stream refused by the receiver")                                \
     X(VV_ESTREAM_ABORTED, -11802, "stream aborted by the peer")                                    \

@@ -215,7 +215,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     vv_stream_mux_free(mux);
     for (size_t i = 0; i < n_rx; i++)
         if (rxs[i].done_calls != 1)
-            abort(); /* every accepted stream ended exactly once */
+            abort();   /* every accepted stream ended exactly once */
     vv_env_fini(&env); /* an answer-typed frame from the fuzzer starts the request layer */
     return 0;
 }
