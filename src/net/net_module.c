@@ -342,6 +342,15 @@ static void advertised(const struct vv_net_settings *c, char *out, size_t cap)
 
 static void net_stop(struct vv_node *n);
 
+/* The request layer's bounds from [net]: at start and on every reload (a lowered bound
+ * refuses new requests until those in flight drop under it; none is cut short). */
+static void apply_request_limits(struct vv_net_module *m, const struct vv_net_settings *c)
+{
+    const struct vv_env_req_limits lim = {c->request_max_per_peer, c->request_max_total,
+                                          c->serve_max_per_peer, c->serve_max_total};
+    vv_env_req_set_limits(vv_env_uv_env(m->envu), &lim);
+}
+
 static int net_init(struct vv_node *n)
 {
     struct vv_net_module *m = vv_xcalloc(1, sizeof(*m));
@@ -368,6 +377,7 @@ static int net_start(struct vv_node *n)
     m->keys_set = true;
     m->envu = vv_env_uv_new(n->loop, &n->identity);
     n->env = m->envu;
+    apply_request_limits(m, c);
 
     int type = node->type;
     char adv[VV_CONNMGR_ADDRESS_BYTES];
@@ -419,6 +429,8 @@ static int net_start(struct vv_node *n)
     if (cc.pex_interval_ms > 2 * c->keepalive_ms)
         cc.pex_interval_ms = 2 * c->keepalive_ms;
     vv_strlcpy(cc.self_address, adv, sizeof(cc.self_address));
+    cc.grace_ms = c->grace_period_ms;
+    cc.max_tagged = c->max_tagged_peers;
     cc.node_type = (enum vv_node_type)type;
     cc.capabilities = node_type_caps[type];
     vv_strlcpy(cc.region, node->region, sizeof(cc.region));
@@ -479,6 +491,13 @@ static json_t *net_health(struct vv_node *n)
                      "queuedBytes", (json_int_t)vv_net_stats(m->net)->queued_bytes);
 }
 
+static void net_reload(struct vv_node *n)
+{
+    struct vv_net_module *m = vv_node_module_data(n, &vv_net_module);
+    if (m != NULL && m->envu != NULL)
+        apply_request_limits(m, vv_net_settings(&n->config));
+}
+
 static const char *const net_depends[] = {"monitor", "rpc", NULL};
 
 const struct vv_module vv_net_module = {
@@ -490,4 +509,5 @@ const struct vv_module vv_net_module = {
     .start = net_start,
     .stop = net_stop,
     .deinit = net_deinit,
+    .reload = net_reload,
 };
