@@ -13,6 +13,7 @@
 
 #include "net_internal.h"
 #include "vivim/env_request.h"
+#include "vivim/env_verify.h"
 #include "vivim/log.h"
 #include "vivim/metrics.h"
 #include "vivim/monitor.h"
@@ -123,6 +124,23 @@ REQ_STAT_FN(answers_unsent)
 REQ_STAT_FN(bad_requests)
 REQ_STAT_FN(in_flight)
 REQ_STAT_FN(serving)
+
+/* The signature-check layer's counters (vivim/env_verify.h). */
+#define VERIFY_STAT_FN(field)                                                                      \
+    static double verify_##field(void *data)                                                       \
+    {                                                                                              \
+        struct vv_net_module *m = data;                                                            \
+        return m->envu ? (double)vv_env_verify_stats(vv_env_uv_env(m->envu))->field : 0.0;         \
+    }
+VERIFY_STAT_FN(valid)
+VERIFY_STAT_FN(invalid)
+VERIFY_STAT_FN(cancelled)
+VERIFY_STAT_FN(busy)
+VERIFY_STAT_FN(batches)
+VERIFY_STAT_FN(offloaded)
+VERIFY_STAT_FN(queued)
+VERIFY_STAT_FN(running)
+VERIFY_STAT_FN(bytes)
 
 static double known_peers(void *data)
 {
@@ -242,6 +260,26 @@ static void register_metrics(struct vv_net_module *m, struct vv_metrics *mx)
          req_answers_unsent},
         {true, "vivimd_env_requests_bad_requests_total",
          "Request frames from peers that failed to decode (dropped).", req_bad_requests},
+        {true, "vivimd_env_verify_valid_total", "Signature checks off the loop found valid.",
+         verify_valid},
+        {true, "vivimd_env_verify_invalid_total", "Signature checks off the loop found invalid.",
+         verify_invalid},
+        {true, "vivimd_env_verify_cancelled_total",
+         "Signature checks cancelled by their module before their verdict.", verify_cancelled},
+        {true, "vivimd_env_verify_busy_total",
+         "Signature checks refused: too many waiting (4096 checks or 16 MiB of messages).",
+         verify_busy},
+        {true, "vivimd_env_verify_batches_total", "Batches of signature checks run.",
+         verify_batches},
+        {true, "vivimd_env_verify_offloaded_total",
+         "Batches of signature checks run on the thread pool (the others ran inline).",
+         verify_offloaded},
+        {false, "vivimd_env_verify_queued", "Signature checks waiting for a batch slot now.",
+         verify_queued},
+        {false, "vivimd_env_verify_running", "Signature checks in batches being run now.",
+         verify_running},
+        {false, "vivimd_env_verify_bytes", "Message bytes of the waiting and running checks now.",
+         verify_bytes},
         {true, "vivimd_net_tags_refused_total",
          "Requests for a peer connection refused: too many tags on the peer, too many tagged "
          "peers, or no room in the address book.",
