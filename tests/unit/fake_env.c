@@ -130,6 +130,11 @@ static int f_send(void *impl, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t chan
         fe->sends_failed++;
         return rc;
     }
+    if (fe->down_on_send) {
+        fe->sends_failed++;
+        vv_fake_env_peer_down(fe, peer);
+        return VV_ECONN_NOT_CONNECTED;
+    }
     if (fe->out_tail == fe->cap_out) {
         /* Slide the live part down before growing: a long test pops as it goes. */
         size_t live = fe->out_tail - fe->out_head;
@@ -170,6 +175,8 @@ static int f_connect(void *impl, const uint8_t *peer, const char *address)
     if (peer)
         memcpy(c->peer, peer, VV_NODE_ID_BYTES);
     snprintf(c->address, sizeof(c->address), "%s", address ? address : "");
+    if (fe->connect_needs_address && (address == NULL || address[0] == '\0'))
+        return VV_ECONN_NOT_CONNECTED;
     return fe->connect_rc;
 }
 
@@ -512,4 +519,79 @@ uint64_t vv_fake_net_advance(struct vv_fake_net *net, uint64_t ms)
     for (size_t i = 0; i < net->n_envs; i++)
         net->envs[i]->now_ms = target[i];
     return fired;
+}
+
+/* ---- links by hand ---- */
+
+void vv_fake_env_set_connected(struct vv_fake_env *fe, const uint8_t peer[VV_NODE_ID_BYTES],
+                               bool connected)
+{
+    ptrdiff_t i = connected_index(fe, peer);
+    if (connected && i < 0) {
+        if (fe->n_connected == fe->cap_connected) {
+            fe->cap_connected = fe->cap_connected ? fe->cap_connected * 2 : 8;
+            fe->connected = vv_xrealloc(fe->connected, fe->cap_connected * sizeof(*fe->connected));
+        }
+        memcpy(fe->connected[fe->n_connected++], peer, VV_NODE_ID_BYTES);
+    } else if (!connected && i >= 0) {
+        memmove(fe->connected[i], fe->connected[i + 1],
+                (fe->n_connected - (size_t)i - 1) * sizeof(*fe->connected));
+        fe->n_connected--;
+    }
+}
+
+/* The env whose oldest message was sent first of all in flight, or NULL. */
+static struct vv_fake_env *next_sender(const struct vv_fake_net *net)
+{
+    struct vv_fake_env *from = NULL;
+    for (size_t i = 0; i < net->n_envs; i++) {
+        const struct vv_fake_msg *m = vv_fake_env_peek(net->envs[i], 0);
+        if (m != NULL && (from == NULL || m->seq < vv_fake_env_peek(from, 0)->seq))
+            from = net->envs[i];
+    }
+    return from;
+}
+
+const struct vv_fake_msg *vv_fake_net_peek(const struct vv_fake_net *net)
+{
+    struct vv_fake_env *from = next_sender(net);
+    return from ? vv_fake_env_peek(from, 0) : NULL;
+}
+
+bool vv_fake_net_drop_one(struct vv_fake_net *net)
+{
+    struct vv_fake_env *from = next_sender(net);
+    struct vv_fake_msg m;
+    if (from == NULL || !vv_fake_env_pop(from, &m))
+        return false;
+    net->dropped++;
+    vv_fake_msg_free(&m);
+    return true;
+}
+
+/* Loses the messages in from's outbox addressed to `to`, keeping the others in order. */
+static void drop_sent_to(struct vv_fake_net *net, struct vv_fake_env *from,
+                         const uint8_t to[VV_NODE_ID_BYTES])
+{
+    size_t kept = from->out_head;
+    for (size_t i = from->out_head; i < from->out_tail; i++) {
+        if (memcmp(from->out[i].peer, to, VV_NODE_ID_BYTES) == 0) {
+            vv_fake_msg_free(&from->out[i]);
+            net->dropped++;
+        } else {
+            from->out[kept++] = from->out[i];
+        }
+    }
+    from->out_tail = kept;
+    if (from->out_head == from->out_tail)
+        from->out_head = from->out_tail = 0;
+}
+
+void vv_fake_net_disconnect(struct vv_fake_net *net, struct vv_fake_env *a, struct vv_fake_env *b)
+{
+    /* Lost first: a module that hears "down" and sends again starts on an empty link. */
+    drop_sent_to(net, a, b->id.node_id);
+    drop_sent_to(net, b, a->id.node_id);
+    vv_fake_env_peer_down(a, b->id.node_id);
+    vv_fake_env_peer_down(b, a->id.node_id);
 }

@@ -117,6 +117,15 @@ struct vv_fake_env {
     uint64_t verifies; /* verify calls */
 
     struct vv_fake_net *net; /* set by vv_fake_net_add */
+
+    /* ---- transport habits (the "links by hand" section at the end) ---- */
+    /* connect with no address (NULL or "") is recorded, then refused VV_ECONN_NOT_CONNECTED,
+     * as the daemon's transport does: it dials addresses, not bare IDs. */
+    bool connect_needs_address;
+    /* A send that passes every check above fails instead, as the daemon's transport does when
+     * a socket write fails: the peer is marked not connected, "down" is raised from inside the
+     * send, and the send returns VV_ECONN_NOT_CONNECTED (counted in sends_failed). */
+    bool down_on_send;
 };
 
 /* The ops vv_fake_env_init copies into fe->ops. */
@@ -207,5 +216,24 @@ struct vv_fake_env *vv_fake_net_find(const struct vv_fake_net *net,
 /* Moves every env's clock on by ms together, firing timers in due order across envs;
  * messages are not delivered (pump for that). Returns the number of timers fired. */
 uint64_t vv_fake_net_advance(struct vv_fake_net *net, uint64_t ms);
+
+/* ---- links by hand ----
+ * For tests that cut and mend links themselves, watch what the net is about to deliver, or
+ * lose messages on the way. */
+
+/* Marks peer connected or not (for require_connected) without raising any event: a link
+ * the test sets up before the modules start, or cuts silently. */
+void vv_fake_env_set_connected(struct vv_fake_env *fe, const uint8_t peer[VV_NODE_ID_BYTES],
+                               bool connected);
+/* The message vv_fake_net_deliver_one delivers next (borrowed, valid until the next send,
+ * delivery or drop), or NULL when none is in flight. */
+const struct vv_fake_msg *vv_fake_net_peek(const struct vv_fake_net *net);
+/* Loses the message vv_fake_net_deliver_one would deliver next (counted in dropped).
+ * Returns false when none is in flight. */
+bool vv_fake_net_drop_one(struct vv_fake_net *net);
+/* The link between a and b goes down: both are marked not connected, "down" is raised on
+ * both (a first), and the messages in flight between them, either way, are lost (counted in
+ * dropped). Messages to or from other envs stay. */
+void vv_fake_net_disconnect(struct vv_fake_net *net, struct vv_fake_env *a, struct vv_fake_env *b);
 
 #endif

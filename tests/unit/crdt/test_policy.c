@@ -5,32 +5,14 @@
  */
 #include "vv_test.h"
 
-#include <sodium.h>
 #include <string.h>
 
+#include "fake_env.h"
 #include "vivim/crdt_policy.h"
 
-static bool verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, const uint8_t *s)
-{
-    (void)impl;
-    return crypto_sign_verify_detached(s, m, n, pk) == 0;
-}
-static const struct vv_env_ops ops = {.verify = verify};
-
-struct keys {
-    struct vv_identity id;
-    struct vv_env env;
-};
-
-static void keys_init(struct keys *k, uint8_t seed_byte)
-{
-    uint8_t seed[crypto_sign_SEEDBYTES];
-    memset(seed, seed_byte, sizeof(seed));
-    memset(k, 0, sizeof(*k));
-    crypto_sign_seed_keypair(k->id.public_key, k->id.secret_key, seed);
-    vv_identity_node_id(k->id.public_key, k->id.node_id);
-    k->env = (struct vv_env){.ops = &ops, .identity = &k->id};
-}
+/* A node's keys are a fake env's (fake_env.h): a real Ed25519 key pair from the seed, signing
+ * through vv_env_sign and verifying with libsodium, which is all a policy needs. k.id and
+ * k.env are the fake's own fields. */
 
 static void node(uint8_t out[VV_NODE_ID_BYTES], uint32_t i)
 {
@@ -42,8 +24,8 @@ static void node(uint8_t out[VV_NODE_ID_BYTES], uint32_t i)
 static void test_a_made_policy_decodes_to_what_was_given_and_verifies(void **state)
 {
     (void)state;
-    struct keys k;
-    keys_init(&k, 1);
+    struct vv_fake_env k;
+    vv_fake_env_init(&k, 1);
     uint8_t ids[4][VV_NODE_ID_BYTES];
     node(ids[0], 9), node(ids[1], 3), node(ids[2], 9), node(ids[3], 5);
     uint8_t w[2][VV_NODE_ID_BYTES];
@@ -87,8 +69,8 @@ static void test_a_made_policy_decodes_to_what_was_given_and_verifies(void **sta
     }
     vv_crdt_policy_free(q);
     /* Another key's signature over the same bytes is not the creator's. */
-    struct keys other;
-    keys_init(&other, 2);
+    struct vv_fake_env other;
+    vv_fake_env_init(&other, 2);
     uint8_t *copy = vv_xmalloc(p->len);
     memcpy(copy, p->bytes, p->len);
     vv_env_sign(&other.env, copy, p->len - 64, copy + p->len - 64);
@@ -97,13 +79,15 @@ static void test_a_made_policy_decodes_to_what_was_given_and_verifies(void **sta
     vv_crdt_policy_free(q);
     vv_free(copy);
     vv_crdt_policy_free(p);
+    vv_fake_env_free(&other);
+    vv_fake_env_free(&k);
 }
 
 static void test_the_decoder_refuses_anything_but_one_policy(void **state)
 {
     (void)state;
-    struct keys k;
-    keys_init(&k, 1);
+    struct vv_fake_env k;
+    vv_fake_env_init(&k, 1);
     uint8_t ids[2][VV_NODE_ID_BYTES];
     node(ids[0], 1), node(ids[1], 2);
     struct vv_crdt_policy *p, *q;
@@ -151,13 +135,14 @@ static void test_the_decoder_refuses_anything_but_one_policy(void **state)
     assert_int_equal(vv_crdt_policy_decode(NULL, 0, &q), VV_ECRDT_POLICY);
     vv_free(b);
     vv_crdt_policy_free(p);
+    vv_fake_env_free(&k);
 }
 
 static void test_a_policy_names_at_most_1024_nodes(void **state)
 {
     (void)state;
-    struct keys k;
-    keys_init(&k, 1);
+    struct vv_fake_env k;
+    vv_fake_env_init(&k, 1);
     enum { N = VV_CRDT_POLICY_MAX_NODES + 1 };
     uint8_t(*ids)[VV_NODE_ID_BYTES] = vv_xmalloc(N * VV_NODE_ID_BYTES);
     for (uint32_t i = 0; i < N; i++)
@@ -182,12 +167,11 @@ static void test_a_policy_names_at_most_1024_nodes(void **state)
     assert_int_equal(vv_crdt_policy_make(&k.env, "d", VV_CRDT_KIND_SET, 4, 1, NULL, 0, NULL, 0, &p),
                      VV_EINVAL);
     vv_free(ids);
+    vv_fake_env_free(&k);
 }
 
 int main(void)
 {
-    if (sodium_init() < 0)
-        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_made_policy_decodes_to_what_was_given_and_verifies),
         cmocka_unit_test(test_the_decoder_refuses_anything_but_one_policy),

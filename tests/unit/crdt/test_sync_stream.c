@@ -1,164 +1,99 @@
 /*
  * The sync engine's large-payload path (src/crdt/sync_stream.c) between two engines wired
- * through an in-memory fake env (self-contained here): a delta larger than a frame reaches a
- * new replica whole through a stream; a second one is not started while the first is going;
- * a peer that is not joined, metadata that names no document, and a length over
- * VV_CRDT_SYNC_MAX_DOC_BYTES are refused with STOP before any byte is kept.
+ * through a net of two shared fake envs (fake_env.h: messages wait in the senders' outboxes
+ * until the test delivers them): a delta larger than a frame reaches a new replica whole
+ * through a stream; a second one is not started while the first is going; a peer that is not
+ * joined, metadata that names no document, and a length over VV_CRDT_SYNC_MAX_DOC_BYTES are
+ * refused with STOP before any byte is kept.
  */
 #include "vv_test.h"
 
 #include <jansson.h>
 #include <stdio.h>
-#include <sodium.h>
 #include <string.h>
 
+#include "fake_env.h"
 #include "vivim/crdt_sync.h"
 #include "vivim/env_stream.h"
 #include "vivim/wire.h"
 
-#define QMAX   1024
-#define TMAX   64
 #define DOC    "book:1"
 #define CHUNKS 48 /* x 64 KiB of text: 3 MiB */
 
-struct msg {
-    int to;
-    uint8_t *data;
-    size_t len;
-};
-struct timer {
-    struct vv_env *env;
-    uint64_t id, due, repeat;
-    vv_env_timer_cb cb;
-    void *arg;
-};
 struct world;
 struct node {
+    struct vv_fake_env f; /* first: the fake's impl pointer is the node */
     struct world *w;
-    int index;
-    struct vv_identity id;
-    struct vv_env env;
     struct vv_crdt_engine *e;
 };
 struct world {
+    struct vv_fake_net net;
     struct node n[2];
-    struct msg q[QMAX];
-    size_t head, tail;
-    struct timer t[TMAX];
-    uint64_t next_id, now;
     uint64_t stops_to_0; /* STOP frames node 1 sent */
     uint64_t last_stop_code;
 };
 
-static uint64_t f_now(void *impl)
-{
-    return ((struct node *)impl)->w->now;
-}
-static uint64_t f_timer(void *impl, uint64_t d, uint64_t r, vv_env_timer_cb cb, void *arg)
-{
-    struct node *n = impl;
-    struct world *w = n->w;
-    for (int i = 0; i < TMAX; i++)
-        if (w->t[i].id == 0) {
-            w->t[i] = (struct timer){&n->env, ++w->next_id, w->now + d, r, cb, arg};
-            return w->t[i].id;
-        }
-    fail_msg("out of timers");
-    return 0;
-}
-static void f_cancel(void *impl, uint64_t id)
-{
-    struct world *w = ((struct node *)impl)->w;
-    for (int i = 0; i < TMAX; i++)
-        if (w->t[i].id == id)
-            w->t[i].id = 0;
-}
-static void f_random(void *impl, void *buf, size_t len)
+/* Every send: no frame over the wire's limit, and node 1's STOP frames counted as they
+ * leave. */
+static int watched_send(void *impl, const uint8_t *peer, uint8_t ch, const uint8_t *data,
+                        size_t len)
 {
     struct node *n = impl;
-    memset(buf, 0x11 * (n->index + 1), len);
-}
-static int f_send(void *impl, const uint8_t *peer, uint8_t ch, const uint8_t *data, size_t len)
-{
-    struct node *n = impl;
-    struct world *w = n->w;
     assert_true(len <= VV_WIRE_MAX_FRAME_BYTES);
-    assert_true(w->tail - w->head < QMAX);
-    if (n->index == 1) {
+    int rc = vv_fake_env_default_ops.send(impl, peer, ch, data, len);
+    if (rc == 0 && n == &n->w->n[1]) {
         struct vv_wire_frame wf;
         struct vv_stream_frame f;
         if (vv_stream_frame_decode(data, len, &wf, &f) == 0 && f.type == VV_STREAM_MSG_STOP) {
-            w->stops_to_0++;
-            w->last_stop_code = f.value;
+            n->w->stops_to_0++;
+            n->w->last_stop_code = f.value;
         }
         vv_wire_frame_free(&wf);
     }
-    struct msg *m = &w->q[w->tail++ % QMAX];
-    m->to = 1 - n->index;
-    m->data = vv_xmalloc(len);
-    memcpy(m->data, data, len);
-    m->len = len;
-    return 0;
+    return rc;
 }
-static int f_connect(void *impl, const uint8_t *peer, const char *address)
-{
-    return 0;
-}
-static void f_disconnect(void *impl, const uint8_t *peer)
-{
-}
-static bool f_verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, const uint8_t *s)
-{
-    (void)impl;
-    return crypto_sign_verify_detached(s, m, n, pk) == 0; /* access policies are signed */
-}
-static const struct vv_env_ops ops = {f_now,     f_timer,      f_cancel, f_random, f_send,
-                                      f_connect, f_disconnect, f_verify, NULL, NULL};
 
 static void world_init(struct world *w)
 {
     memset(w, 0, sizeof(*w));
-    w->now = 1000;
+    vv_fake_net_init(&w->net);
     for (int i = 0; i < 2; i++) {
         struct node *n = &w->n[i];
+        vv_fake_env_init(&n->f, (uint64_t)i + 1); /* the same keys every run */
+        n->f.ops.send = watched_send;
         n->w = w;
-        n->index = i;
-        uint8_t seed[crypto_sign_SEEDBYTES];
-        memset(seed, 0xa0 + i, sizeof(seed)); /* the same keys every run */
-        crypto_sign_seed_keypair(n->id.public_key, n->id.secret_key, seed);
-        vv_identity_node_id(n->id.public_key, n->id.node_id);
-        n->env = (struct vv_env){.ops = &ops, .impl = n, .identity = &n->id};
+        vv_fake_net_add(&w->net, &n->f);
         /* Anti-entropy far away: rounds are driven by the test. */
-        n->e = vv_crdt_engine_new(&n->env, 0, 1000000, NULL, NULL);
+        n->e = vv_crdt_engine_new(&n->f.env, 0, 1000000, NULL, NULL);
     }
+}
+
+static bool in_flight(struct world *w)
+{
+    return vv_fake_net_in_flight(&w->net) > 0;
 }
 
 static void deliver_one(struct world *w)
 {
-    struct msg m = w->q[w->head++ % QMAX];
-    vv_env_deliver(&w->n[m.to].env, w->n[1 - m.to].id.node_id, VV_CHANNEL_CRDT, m.data, m.len);
-    vv_free(m.data);
+    assert_true(vv_fake_net_deliver_one(&w->net));
 }
 
+/* Both clocks move on a millisecond without firing anything (a new loop turn). */
+static void next_turn(struct world *w)
+{
+    for (int i = 0; i < 2; i++)
+        w->n[i].f.now_ms++;
+}
+
+/* Delivers everything, a millisecond passing (and timers firing) whenever nothing is in
+ * flight, until `ms` passed. */
 static void run(struct world *w, uint64_t ms)
 {
-    uint64_t end = w->now + ms;
-    while (w->now < end) {
-        if (w->head < w->tail) {
-            deliver_one(w);
+    uint64_t end = w->n[0].f.now_ms + ms;
+    while (w->n[0].f.now_ms < end) {
+        if (vv_fake_net_deliver_one(&w->net))
             continue;
-        }
-        w->now++;
-        for (int i = 0; i < TMAX; i++) {
-            struct timer t = w->t[i];
-            if (t.id == 0 || t.due > w->now)
-                continue;
-            if (t.repeat)
-                w->t[i].due = w->now + t.repeat;
-            else
-                w->t[i].id = 0;
-            t.cb(t.env, t.arg);
-        }
+        vv_fake_net_advance(&w->net, 1);
     }
 }
 
@@ -166,14 +101,14 @@ static void world_free(struct world *w)
 {
     for (int i = 0; i < 2; i++)
         vv_crdt_engine_free(w->n[i].e);
-    while (w->head < w->tail)
-        vv_free(w->q[w->head++ % QMAX].data);
+    for (int i = 0; i < 2; i++)
+        vv_fake_env_free(&w->n[i].f); /* what is still in flight goes with the outboxes */
 }
 
 /* Node `from` (the document's creator) lets node `to` write DOC and joins it. */
 static void share(struct world *w, int from, int to)
 {
-    const uint8_t *id = w->n[to].id.node_id;
+    const uint8_t *id = w->n[to].f.id.node_id;
     assert_int_equal(vv_crdt_engine_set_access(w->n[from].e, DOC, NULL, 0, id, 1), 0);
     assert_int_equal(vv_crdt_engine_join(w->n[from].e, DOC, id), 0);
 }
@@ -248,7 +183,7 @@ static void test_no_second_stream_while_one_is_going(void **state)
     assert_int_equal(vv_crdt_engine_stats(w->n[0].e)->updates_sent, 1);
     /* Node 0 starts another round at once (crdt.sync): node 1, receiving the stream, answers
      * without a SYNC of its own, so nothing is sent twice. */
-    assert_int_equal(vv_crdt_engine_sync(w->n[0].e, DOC, w->n[1].id.node_id), 0);
+    assert_int_equal(vv_crdt_engine_sync(w->n[0].e, DOC, w->n[1].f.id.node_id), 0);
     run(w, 1000);
     assert_same_text(w);
     const struct vv_crdt_sync_stats *s0 = vv_crdt_engine_stats(w->n[0].e);
@@ -263,11 +198,11 @@ static void test_no_second_stream_while_one_is_going(void **state)
         deliver_one(w); /* until node 0 opened the stream */
     deliver_one(w);     /* the OPEN: node 1 accepts */
     uint64_t syncs = vv_crdt_engine_stats(w->n[1].e)->syncs_sent;
-    assert_int_equal(vv_crdt_engine_sync(w->n[1].e, DOC, w->n[0].id.node_id), 0);
+    assert_int_equal(vv_crdt_engine_sync(w->n[1].e, DOC, w->n[0].f.id.node_id), 0);
     assert_int_equal(vv_crdt_engine_stats(w->n[1].e)->syncs_sent, syncs);
     /* A SYNC that left node 1 before the OPEN reached it (an empty state vector), arriving
      * while node 0's stream is going: no second stream, counted as skipped. */
-    w->now++; /* a new loop turn: the first one's work allowance was spent on the delta */
+    next_turn(w); /* a new loop turn: the first one's work allowance was spent on the delta */
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
@@ -281,8 +216,9 @@ static void test_no_second_stream_while_one_is_going(void **state)
     msgpack_pack_false(&pk);
     msgpack_pack_uint64(&pk, vv_crdt_engine_policy(w->n[0].e, DOC)->version);
     msgpack_pack_bin(&pk, VV_NODE_ID_BYTES); /* the creator: node 0 */
-    msgpack_pack_bin_body(&pk, w->n[0].id.node_id, VV_NODE_ID_BYTES);
-    vv_env_deliver(&w->n[0].env, w->n[1].id.node_id, VV_CHANNEL_CRDT, (uint8_t *)sb.data, sb.size);
+    msgpack_pack_bin_body(&pk, w->n[0].f.id.node_id, VV_NODE_ID_BYTES);
+    vv_env_deliver(&w->n[0].f.env, w->n[1].f.id.node_id, VV_CHANNEL_CRDT, (uint8_t *)sb.data,
+                   sb.size);
     msgpack_sbuffer_destroy(&sb);
     assert_int_equal(vv_crdt_engine_stats(w->n[0].e)->streams_skipped, 1);
     run(w, 1000);
@@ -295,7 +231,7 @@ static void test_no_second_stream_while_one_is_going(void **state)
 
 static bool next_is_end(struct world *w)
 {
-    struct msg *m = &w->q[w->head % QMAX];
+    const struct vv_fake_msg *m = vv_fake_net_peek(&w->net);
     struct vv_wire_frame wf;
     struct vv_stream_frame f;
     bool end = vv_stream_frame_decode(m->data, m->len, &wf, &f) == 0 && f.type == VV_STREAM_MSG_END;
@@ -311,9 +247,9 @@ static void test_large_update_is_metered_like_a_message(void **state)
     world_init(w);
     write_book(&w->n[0]);
     share(w, 0, 1);
-    while (w->head < w->tail && !next_is_end(w))
+    while (in_flight(w) && !next_is_end(w))
         deliver_one(w);
-    assert_true(w->head < w->tail);
+    assert_true(in_flight(w));
     /* In the same turn, a 600 KB message spends node 1's allowance (a junk update from the
      * joined peer: refused, but its bytes were work). */
     size_t junk_len = 600u << 10;
@@ -328,7 +264,8 @@ static void test_large_update_is_metered_like_a_message(void **state)
     msgpack_pack_str_body(&pk, DOC, strlen(DOC));
     msgpack_pack_bin(&pk, junk_len);
     msgpack_pack_bin_body(&pk, junk, junk_len);
-    vv_env_deliver(&w->n[1].env, w->n[0].id.node_id, VV_CHANNEL_CRDT, (uint8_t *)sb.data, sb.size);
+    vv_env_deliver(&w->n[1].f.env, w->n[0].f.id.node_id, VV_CHANNEL_CRDT, (uint8_t *)sb.data,
+                   sb.size);
     msgpack_sbuffer_destroy(&sb);
     vv_free(junk);
     const struct vv_crdt_sync_stats *s1 = vv_crdt_engine_stats(w->n[1].e);
@@ -371,7 +308,8 @@ static void send_open(struct world *w, uint64_t sid, uint64_t total, uint8_t kin
     msgpack_pack_uint64(&pk, total);
     msgpack_pack_bin(&pk, meta_len);
     msgpack_pack_bin_body(&pk, meta, meta_len);
-    vv_env_deliver(&w->n[1].env, w->n[0].id.node_id, VV_CHANNEL_CRDT, (uint8_t *)sb.data, sb.size);
+    vv_env_deliver(&w->n[1].f.env, w->n[0].f.id.node_id, VV_CHANNEL_CRDT, (uint8_t *)sb.data,
+                   sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -379,7 +317,7 @@ static void test_unwanted_streams_are_refused(void **state)
 {
     struct world *w = vv_xmalloc(sizeof(*w));
     world_init(w);
-    const uint8_t *creator = w->n[1].id.node_id, *reader = w->n[0].id.node_id;
+    const uint8_t *creator = w->n[1].f.id.node_id, *reader = w->n[0].f.id.node_id;
     /* No such document on node 1. */
     send_open(w, 1, 2u << 20, 0x01, creator);
     assert_int_equal(w->stops_to_0, 1);
@@ -411,7 +349,7 @@ static void test_unwanted_streams_are_refused(void **state)
     send_open(w, 7, 2u << 20, 0x01, reader);
     assert_int_equal(w->stops_to_0, 6);
     assert_int_equal(vv_crdt_engine_stats(w->n[1].e)->refused[VV_CRDT_REFUSED_CREATOR], 1);
-    vv_env_peer_event(&w->n[1].env, w->n[0].id.node_id, false);
+    vv_env_peer_event(&w->n[1].f.env, w->n[0].f.id.node_id, false);
     const struct vv_crdt_sync_stats *s1 = vv_crdt_engine_stats(w->n[1].e);
     assert_int_equal(s1->streams_failed, 7);
     assert_int_equal(s1->streams_received, 0);

@@ -263,6 +263,150 @@ static void test_a_net_of_fakes_delivers_in_send_order(void **state)
     vv_fake_env_free(&c);
 }
 
+/* ---- links by hand ---- */
+
+static void test_connect_can_require_an_address(void **state)
+{
+    (void)state;
+    struct vv_fake_env f;
+    vv_fake_env_init(&f, 1);
+    uint8_t p[VV_NODE_ID_BYTES];
+    memset(p, 1, sizeof(p));
+    assert_int_equal(vv_env_connect(&f.env, p, NULL), 0); /* by default any dial is taken */
+    f.connect_needs_address = true;
+    assert_int_equal(vv_env_connect(&f.env, p, NULL), VV_ECONN_NOT_CONNECTED);
+    assert_int_equal(vv_env_connect(&f.env, p, ""), VV_ECONN_NOT_CONNECTED);
+    assert_int_equal(vv_env_connect(&f.env, p, "10.0.0.1:4747"), 0);
+    f.connect_rc = VV_ECONN_LIMIT; /* with an address, connect_rc answers as before */
+    assert_int_equal(vv_env_connect(&f.env, NULL, "10.0.0.2:4747"), VV_ECONN_LIMIT);
+    assert_int_equal(f.n_connects, 5); /* refused dials are recorded too */
+    assert_string_equal(f.connects[2].address, "");
+    vv_fake_env_free(&f);
+}
+
+static void test_down_on_send_reports_the_peer_down_from_inside_the_send(void **state)
+{
+    (void)state;
+    struct vv_fake_env f;
+    struct echo e = {0};
+    vv_fake_env_init(&f, 1);
+    vv_env_set_channel(&f.env, VV_CHANNEL_TEST, echo_recv, echo_peer, &e);
+    uint8_t p[VV_NODE_ID_BYTES];
+    memset(p, 1, sizeof(p));
+    vv_fake_env_peer_up(&f, p);
+    f.down_on_send = true;
+    assert_int_equal(vv_env_send(&f.env, p, VV_CHANNEL_TEST, (const uint8_t *)"x", 1),
+                     VV_ECONN_NOT_CONNECTED);
+    assert_int_equal(e.downs, 1); /* heard before the send returned */
+    assert_false(vv_fake_env_is_connected(&f, p));
+    assert_int_equal(vv_fake_env_outbox_len(&f), 0);
+    assert_int_equal(f.sends_failed, 1);
+    /* The refusals checked before it still come first: no second "down". */
+    f.require_connected = true;
+    assert_int_equal(vv_env_send(&f.env, p, VV_CHANNEL_TEST, (const uint8_t *)"x", 1),
+                     VV_ECONN_NOT_CONNECTED);
+    assert_int_equal(e.downs, 1);
+    assert_int_equal(f.sends_failed, 2);
+    vv_fake_env_free(&f);
+}
+
+static void test_set_connected_marks_a_link_without_events(void **state)
+{
+    (void)state;
+    struct vv_fake_env f;
+    struct echo e = {0};
+    vv_fake_env_init(&f, 1);
+    vv_env_set_channel(&f.env, VV_CHANNEL_TEST, echo_recv, echo_peer, &e);
+    uint8_t p[VV_NODE_ID_BYTES], q[VV_NODE_ID_BYTES];
+    memset(p, 1, sizeof(p));
+    memset(q, 2, sizeof(q));
+    f.require_connected = true;
+    vv_fake_env_set_connected(&f, p, true);
+    vv_fake_env_set_connected(&f, p, true); /* twice: still one entry */
+    vv_fake_env_set_connected(&f, q, true);
+    assert_int_equal(f.n_connected, 2);
+    assert_int_equal(vv_env_send(&f.env, p, VV_CHANNEL_TEST, (const uint8_t *)"x", 1), 0);
+    vv_fake_env_set_connected(&f, p, false);
+    assert_false(vv_fake_env_is_connected(&f, p));
+    assert_true(vv_fake_env_is_connected(&f, q));
+    assert_int_equal(vv_env_send(&f.env, p, VV_CHANNEL_TEST, (const uint8_t *)"x", 1),
+                     VV_ECONN_NOT_CONNECTED);
+    assert_int_equal(e.ups + e.downs, 0);
+    vv_fake_env_free(&f);
+}
+
+static void test_net_peek_shows_and_drop_one_loses_the_next_delivery(void **state)
+{
+    (void)state;
+    struct vv_fake_net net;
+    struct vv_fake_env a, b;
+    struct echo ea = {0}, eb = {0};
+    vv_fake_net_init(&net);
+    vv_fake_env_init(&a, 1);
+    vv_fake_env_init(&b, 2);
+    vv_fake_net_add(&net, &a);
+    vv_fake_net_add(&net, &b);
+    vv_env_set_channel(&a.env, VV_CHANNEL_TEST, echo_recv, echo_peer, &ea);
+    vv_env_set_channel(&b.env, VV_CHANNEL_TEST, echo_recv, echo_peer, &eb);
+    assert_null(vv_fake_net_peek(&net));
+    assert_false(vv_fake_net_drop_one(&net));
+    vv_env_send(&b.env, a.id.node_id, VV_CHANNEL_TEST, (const uint8_t *)"one", 3);
+    vv_env_send(&a.env, b.id.node_id, VV_CHANNEL_TEST, (const uint8_t *)"two", 3);
+    const struct vv_fake_msg *m = vv_fake_net_peek(&net);
+    assert_non_null(m);
+    assert_memory_equal(m->from, b.id.node_id, VV_NODE_ID_BYTES); /* sent first, by b */
+    assert_memory_equal(m->data, "one", 3);
+    assert_true(vv_fake_net_drop_one(&net));
+    assert_int_equal(net.dropped, 1);
+    assert_int_equal(ea.pongs, 0); /* lost, not delivered */
+    assert_memory_equal(vv_fake_net_peek(&net)->data, "two", 3);
+    assert_true(vv_fake_net_deliver_one(&net));
+    assert_int_equal(eb.pongs, 1);
+    assert_null(vv_fake_net_peek(&net));
+    vv_fake_env_free(&a);
+    vv_fake_env_free(&b);
+}
+
+static void test_net_disconnect_cuts_the_link_and_loses_what_was_on_it(void **state)
+{
+    (void)state;
+    struct vv_fake_net net;
+    struct vv_fake_env a, b, c;
+    struct echo ea = {0}, eb = {0}, ec = {0};
+    vv_fake_net_init(&net);
+    vv_fake_env_init(&a, 1);
+    vv_fake_env_init(&b, 2);
+    vv_fake_env_init(&c, 3);
+    vv_fake_net_add(&net, &a);
+    vv_fake_net_add(&net, &b);
+    vv_fake_net_add(&net, &c);
+    vv_env_set_channel(&a.env, VV_CHANNEL_TEST, echo_recv, echo_peer, &ea);
+    vv_env_set_channel(&b.env, VV_CHANNEL_TEST, echo_recv, echo_peer, &eb);
+    vv_env_set_channel(&c.env, VV_CHANNEL_TEST, echo_recv, echo_peer, &ec);
+    vv_fake_net_connect(&net, &a, &b);
+    vv_fake_net_connect(&net, &a, &c);
+    vv_env_send(&a.env, b.id.node_id, VV_CHANNEL_TEST, (const uint8_t *)"ab", 2);
+    vv_env_send(&a.env, c.id.node_id, VV_CHANNEL_TEST, (const uint8_t *)"ac", 2);
+    vv_env_send(&b.env, a.id.node_id, VV_CHANNEL_TEST, (const uint8_t *)"ba", 2);
+    vv_env_send(&a.env, b.id.node_id, VV_CHANNEL_TEST, (const uint8_t *)"ab", 2);
+    vv_fake_net_disconnect(&net, &a, &b);
+    assert_int_equal(ea.downs, 1);
+    assert_int_equal(eb.downs, 1);
+    assert_int_equal(ec.downs, 0);
+    assert_false(vv_fake_env_is_connected(&a, b.id.node_id));
+    assert_false(vv_fake_env_is_connected(&b, a.id.node_id));
+    assert_true(vv_fake_env_is_connected(&a, c.id.node_id));
+    assert_int_equal(net.dropped, 3);
+    assert_int_equal(vv_fake_net_in_flight(&net), 1); /* a -> c stays */
+    assert_memory_equal(vv_fake_net_peek(&net)->peer, c.id.node_id, VV_NODE_ID_BYTES);
+    assert_int_equal(vv_fake_net_pump(&net), 1);
+    assert_int_equal(ec.pongs, 1);
+    assert_int_equal(ea.pongs + eb.pongs, 0);
+    vv_fake_env_free(&a);
+    vv_fake_env_free(&b);
+    vv_fake_env_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +414,11 @@ int main(void)
         cmocka_unit_test(test_randomness_follows_the_seed_and_keys_are_real),
         cmocka_unit_test(test_outbox_records_sends_and_refuses_as_configured),
         cmocka_unit_test(test_a_net_of_fakes_delivers_in_send_order),
+        cmocka_unit_test(test_connect_can_require_an_address),
+        cmocka_unit_test(test_down_on_send_reports_the_peer_down_from_inside_the_send),
+        cmocka_unit_test(test_set_connected_marks_a_link_without_events),
+        cmocka_unit_test(test_net_peek_shows_and_drop_one_loses_the_next_delivery),
+        cmocka_unit_test(test_net_disconnect_cuts_the_link_and_loses_what_was_on_it),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }

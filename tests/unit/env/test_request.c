@@ -1,175 +1,67 @@
 /*
- * The request/response layer (src/env/request.c) on a small fake vv_env: a few nodes, a
- * manual clock, timers fired in deadline order, and a FIFO of messages the test pumps by
- * hand, with links that can be cut (peer events) and sends that can be refused
- * (back-pressure). Each test pins one promise of vivim/env_request.h.
+ * The request/response layer (src/env/request.c) on a net of four shared fake envs
+ * (fake_env.h): manual clocks moved together, timers fired in deadline order, and messages
+ * waiting in the senders' outboxes until the test pumps them, with links that can be cut
+ * (peer events) and sends that can be refused (back-pressure) or report the peer down. Each
+ * test pins one promise of vivim/env_request.h.
  */
 #include "vv_test.h"
 
 #include <msgpack.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "fake_env.h"
 #include "vivim/env_request.h"
 
-#define TEST_REQ   0x0f01 /* a request type on the test channel */
-#define MAX_NODES  4
-#define MAX_TIMERS 64
-#define MAX_MSGS   256
+#define TEST_REQ  0x0f01 /* a request type on the test channel */
+#define MAX_NODES 4
 
 /* ---- the fake environment ---------------------------------------------------------------- */
 
-struct fnet;
-
-struct fnode {
-    struct vv_env env;
-    struct vv_identity id;
-    struct fnet *net;
-    int index;
-    bool refuse; /* sends fail with VV_ECONN_BACKPRESSURE */
-    /* A send fails and reports the peer down from inside, as the daemon's transport does
-     * when a socket write fails. */
-    bool down_on_send;
-};
-
-struct ftimer {
-    struct vv_env *env;
-    uint64_t id, at;
-    vv_env_timer_cb cb;
-    void *arg;
-    bool live;
-};
-
-struct fmsg {
-    int from, to;
-    uint8_t channel;
-    uint8_t *data;
-    size_t len;
-};
-
+/* Node i is nodes[i]: a link from i to j is "j marked connected at i" (require_connected), so
+ * a send on a cut link is refused VV_ECONN_NOT_CONNECTED and a message arriving over one is
+ * lost. */
 struct fnet {
-    struct fnode nodes[MAX_NODES];
-    bool link[MAX_NODES][MAX_NODES];
-    uint64_t now;
-    struct ftimer timers[MAX_TIMERS];
-    uint64_t next_timer;
-    struct fmsg msgs[MAX_MSGS];
-    size_t n_msgs;
-    uint64_t rnd;
+    struct vv_fake_net net;
+    struct vv_fake_env nodes[MAX_NODES];
 };
 
-static struct fnode *fnode(void *impl)
+/* The layer only uses one-shots. */
+static uint64_t one_shot_timer(void *impl, uint64_t delay, uint64_t repeat, vv_env_timer_cb cb,
+                               void *arg)
 {
-    return impl;
+    assert_int_equal(repeat, 0);
+    return vv_fake_env_default_ops.timer_start(impl, delay, repeat, cb, arg);
 }
 
-static uint64_t f_now(void *impl)
+static const uint8_t *id_of(struct fnet *n, int i)
 {
-    return fnode(impl)->net->now;
+    return n->nodes[i].id.node_id;
 }
 
-static uint64_t f_timer_start(void *impl, uint64_t delay, uint64_t repeat, vv_env_timer_cb cb,
-                              void *arg)
+/* Sets the link from node a to node b (one way), raising no event. */
+static void set_link(struct fnet *n, int a, int b, bool up)
 {
-    struct fnet *n = fnode(impl)->net;
-    assert_int_equal(repeat, 0); /* the layer only uses one-shots */
-    for (int i = 0; i < MAX_TIMERS; i++) {
-        if (!n->timers[i].live) {
-            n->timers[i] =
-                (struct ftimer){&fnode(impl)->env, ++n->next_timer, n->now + delay, cb, arg, true};
-            return n->timers[i].id;
-        }
-    }
-    fail_msg("out of fake timers");
-    return 0;
+    vv_fake_env_set_connected(&n->nodes[a], id_of(n, b), up);
 }
-
-static void f_timer_cancel(void *impl, uint64_t id)
-{
-    struct fnet *n = fnode(impl)->net;
-    for (int i = 0; i < MAX_TIMERS; i++)
-        if (n->timers[i].live && n->timers[i].id == id)
-            n->timers[i].live = false;
-}
-
-static void f_random(void *impl, void *buf, size_t len)
-{
-    struct fnet *n = fnode(impl)->net;
-    uint8_t *b = buf;
-    for (size_t i = 0; i < len; i++)
-        b[i] = (uint8_t)((n->rnd = n->rnd * 6364136223846793005ull + 1442695040888963407ull) >> 56);
-}
-
-static int f_send(void *impl, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
-                  const uint8_t *data, size_t len)
-{
-    struct fnode *me = fnode(impl);
-    struct fnet *n = me->net;
-    int to = -1;
-    for (int i = 0; i < MAX_NODES; i++)
-        if (memcmp(n->nodes[i].id.node_id, peer, VV_NODE_ID_BYTES) == 0)
-            to = i;
-    if (to < 0 || !n->link[me->index][to])
-        return VV_ECONN_NOT_CONNECTED;
-    if (me->refuse)
-        return VV_ECONN_BACKPRESSURE;
-    if (me->down_on_send) {
-        n->link[me->index][to] = false;
-        vv_env_peer_event(&me->env, peer, false);
-        return VV_ECONN_NOT_CONNECTED;
-    }
-    assert_true(n->n_msgs < MAX_MSGS);
-    struct fmsg *m = &n->msgs[n->n_msgs++];
-    m->from = me->index;
-    m->to = to;
-    m->channel = channel;
-    m->data = vv_xmalloc(len);
-    memcpy(m->data, data, len);
-    m->len = len;
-    return 0;
-}
-
-static int f_connect(void *impl, const uint8_t *peer, const char *address)
-{
-    return VV_ECONN_NOT_CONNECTED;
-}
-
-static void f_disconnect(void *impl, const uint8_t peer[VV_NODE_ID_BYTES])
-{
-}
-
-static bool f_verify(void *impl, const uint8_t pk[VV_ED25519_PK_BYTES], const uint8_t *msg,
-                     size_t len, const uint8_t sig[64])
-{
-    return false;
-}
-
-static const struct vv_env_ops fops = {
-    .now_ms = f_now,
-    .timer_start = f_timer_start,
-    .timer_cancel = f_timer_cancel,
-    .random_bytes = f_random,
-    .send = f_send,
-    .connect = f_connect,
-    .disconnect = f_disconnect,
-    .verify = f_verify,
-};
 
 static struct fnet *fnet_new(void)
 {
     struct fnet *n = vv_xcalloc(1, sizeof(*n));
-    n->now = 1000;
-    n->rnd = 42;
+    vv_fake_net_init(&n->net);
     for (int i = 0; i < MAX_NODES; i++) {
-        struct fnode *f = &n->nodes[i];
-        f->net = n;
-        f->index = i;
-        memset(f->id.node_id, 0xa0 + i, VV_NODE_ID_BYTES);
-        f->env.ops = &fops;
-        f->env.impl = f;
-        f->env.identity = &f->id;
-        for (int j = 0; j < MAX_NODES; j++)
-            n->link[i][j] = i != j;
+        struct vv_fake_env *f = &n->nodes[i];
+        vv_fake_env_init(f, (uint64_t)i + 1);
+        f->ops.timer_start = one_shot_timer;
+        f->require_connected = true;
+        f->connect_rc = VV_ECONN_NOT_CONNECTED; /* nobody dials here */
+        vv_fake_net_add(&n->net, f);
     }
+    for (int i = 0; i < MAX_NODES; i++)
+        for (int j = 0; j < MAX_NODES; j++)
+            if (i != j)
+                set_link(n, i, j, true);
     return n;
 }
 
@@ -177,8 +69,8 @@ static void fnet_free(struct fnet *n)
 {
     for (int i = 0; i < MAX_NODES; i++)
         vv_env_fini(&n->nodes[i].env);
-    for (size_t i = 0; i < n->n_msgs; i++)
-        vv_free(n->msgs[i].data);
+    for (int i = 0; i < MAX_NODES; i++)
+        vv_fake_env_free(&n->nodes[i]);
     vv_free(n);
 }
 
@@ -187,23 +79,23 @@ static struct vv_env *env_of(struct fnet *n, int i)
     return &n->nodes[i].env;
 }
 
-static const uint8_t *id_of(struct fnet *n, int i)
+/* Messages sent and not yet delivered or dropped, across the net. */
+static size_t in_flight(struct fnet *n)
 {
-    return n->nodes[i].id.node_id;
+    return vv_fake_net_in_flight(&n->net);
 }
 
-/* Delivers queued messages in order (those queued meanwhile too); returns how many. */
+/* Delivers queued messages in send order (those queued meanwhile too); a message whose
+ * receiver's link back to the sender is cut is lost. Returns how many left the queue. */
 static size_t pump(struct fnet *n)
 {
     size_t done = 0;
-    while (n->n_msgs > 0) {
-        struct fmsg m = n->msgs[0];
-        memmove(n->msgs, n->msgs + 1, --n->n_msgs * sizeof(n->msgs[0]));
-        if (n->link[m.to][m.from])
-            vv_env_deliver(&n->nodes[m.to].env, n->nodes[m.from].id.node_id, m.channel, m.data,
-                           m.len);
-        vv_free(m.data);
-        done++;
+    for (const struct vv_fake_msg *m; (m = vv_fake_net_peek(&n->net)) != NULL; done++) {
+        struct vv_fake_env *to = vv_fake_net_find(&n->net, m->peer);
+        if (to != NULL && vv_fake_env_is_connected(to, m->from))
+            vv_fake_net_deliver_one(&n->net);
+        else
+            vv_fake_net_drop_one(&n->net);
     }
     return done;
 }
@@ -211,41 +103,22 @@ static size_t pump(struct fnet *n)
 /* Drops every queued message (loss). */
 static void drop_all(struct fnet *n)
 {
-    for (size_t i = 0; i < n->n_msgs; i++)
-        vv_free(n->msgs[i].data);
-    n->n_msgs = 0;
+    for (int i = 0; i < MAX_NODES; i++)
+        vv_fake_env_clear_outbox(&n->nodes[i]);
 }
 
 static unsigned live_timers(struct fnet *n)
 {
-    unsigned k = 0;
-    for (int i = 0; i < MAX_TIMERS; i++)
-        k += n->timers[i].live;
-    return k;
+    size_t k = 0;
+    for (int i = 0; i < MAX_NODES; i++)
+        k += vv_fake_env_timers_pending(&n->nodes[i], false);
+    return (unsigned)k;
 }
 
-/* Moves the clock forward, firing due timers in (deadline, id) order. */
+/* Moves the clocks forward, firing due timers in deadline order. */
 static void advance(struct fnet *n, uint64_t ms)
 {
-    uint64_t end = n->now + ms;
-    for (;;) {
-        int best = -1;
-        for (int i = 0; i < MAX_TIMERS; i++) {
-            struct ftimer *t = &n->timers[i];
-            if (t->live && t->at <= end &&
-                (best < 0 || t->at < n->timers[best].at ||
-                 (t->at == n->timers[best].at && t->id < n->timers[best].id)))
-                best = i;
-        }
-        if (best < 0)
-            break;
-        struct ftimer t = n->timers[best];
-        n->timers[best].live = false;
-        if (t.at > n->now)
-            n->now = t.at;
-        t.cb(t.env, t.arg);
-    }
-    n->now = end;
+    vv_fake_net_advance(&n->net, ms);
 }
 
 /* ---- what the tests observe ------------------------------------------------------------- */
@@ -255,8 +128,8 @@ static void advance(struct fnet *n, uint64_t ms)
 struct answer_rec {
     uint64_t id;
     int status;
-    uint8_t peer0;  /* first byte of the peer's ID */
-    uint64_t value; /* the reply's body, when it is a uint */
+    uint8_t peer[VV_NODE_ID_BYTES]; /* who answered */
+    uint64_t value;                 /* the reply's body, when it is a uint */
     uint32_t code;
     char message[300];
 };
@@ -277,7 +150,7 @@ static void on_answer(struct vv_env *env, const struct vv_env_answer *a, void *a
     struct answer_rec *r = &c->log[c->n++];
     r->id = a->id;
     r->status = a->status;
-    r->peer0 = a->peer[0];
+    memcpy(r->peer, a->peer, VV_NODE_ID_BYTES);
     r->code = a->error_code;
     if (a->status == 0) {
         assert_non_null(a->reply);
@@ -399,7 +272,7 @@ static void test_request_is_answered_once_with_the_reply(void **state)
     assert_int_equal(c.log[0].status, 0);
     assert_int_equal(c.log[0].id, id);
     assert_int_equal(c.log[0].value, 42);
-    assert_int_equal(c.log[0].peer0, 0xa1);
+    assert_memory_equal(c.log[0].peer, id_of(n, 1), VV_NODE_ID_BYTES);
     const struct vv_env_req_stats *st = vv_env_req_stats(env_of(n, 0));
     assert_int_equal(st->sent, 1);
     assert_int_equal(st->answered, 1);
@@ -591,7 +464,7 @@ static void test_peer_down_fails_its_requests_in_order_before_the_channels_hear_
     /* A callback that sends a new request to the peer going down (the transport may still
      * accept it): that one is not failed in the same sweep, so a retry loop cannot spin. */
     c.resend_to = 1;
-    n->link[0][1] = true; /* the fake transport still accepts sends during the event */
+    set_link(n, 0, 1, true); /* the fake transport still accepts sends during the event */
     vv_env_peer_event(env_of(n, 0), id_of(n, 1), false);
     assert_string_equal(c.events, "aaaD");
     for (int i = 0; i < 3; i++) {
@@ -611,7 +484,7 @@ static void test_peer_down_fails_its_requests_in_order_before_the_channels_hear_
     pack_uint(1, buf, &len);
     assert_int_equal(vv_env_reply(env_of(n, 1), s.held[0], buf, len), VV_ENOTFOUND);
     assert_int_equal(vv_env_reply_error(env_of(n, 1), s.held[1], 300, "x"), VV_ENOTFOUND);
-    assert_int_equal(n->n_msgs, 0);
+    assert_int_equal(in_flight(n), 0);
     /* The retry times out on its own. */
     advance(n, 100);
     assert_int_equal(c.log[3].status, VV_EREQ_TIMEOUT);
@@ -640,7 +513,7 @@ static void test_a_peer_reported_down_from_inside_a_send_is_safe(void **state)
     assert_int_equal(vv_env_req_stats(env_of(n, 1))->answers_unsent, 1);
     /* The same through an error answer. */
     n->nodes[1].down_on_send = false;
-    n->link[1][0] = true;
+    set_link(n, 1, 0, true);
     for (int i = 0; i < 2; i++)
         assert_int_equal(request_uint(n, 0, 1, (uint64_t)i, 100, &c, NULL), 0);
     pump(n);
@@ -712,12 +585,12 @@ static void test_refused_sends_and_bad_arguments_return_without_callback(void **
     struct client c;
     struct server s = {.mode = REPLY};
     struct fnet *n = setup(&c, &s);
-    n->link[0][1] = false;
+    set_link(n, 0, 1, false);
     assert_int_equal(request_uint(n, 0, 1, 1, 100, &c, NULL), VV_ECONN_NOT_CONNECTED);
-    n->link[0][1] = true;
-    n->nodes[0].refuse = true;
+    set_link(n, 0, 1, true);
+    n->nodes[0].send_rc = VV_ECONN_BACKPRESSURE;
     assert_int_equal(request_uint(n, 0, 1, 1, 100, &c, NULL), VV_ECONN_BACKPRESSURE);
-    n->nodes[0].refuse = false;
+    n->nodes[0].send_rc = 0;
     assert_int_equal(vv_env_req_stats(env_of(n, 0))->refused, 2);
     struct vv_env *e = env_of(n, 0);
     const uint8_t *p = id_of(n, 1);
@@ -748,7 +621,7 @@ static void test_refused_sends_and_bad_arguments_return_without_callback(void **
     assert_int_equal(vv_env_request(e, p, TEST_REQ, b, big, 100, on_answer, &c, NULL),
                      VV_EWIRE_TOO_LARGE);
     vv_free(b);
-    assert_int_equal(n->n_msgs, 0);
+    assert_int_equal(in_flight(n), 0);
     assert_int_equal(c.n, 0);
     assert_int_equal(vv_env_req_stats(e)->in_flight, 0);
     /* A reply with a bad body is refused and the context stays live. */
@@ -763,7 +636,7 @@ static void test_refused_sends_and_bad_arguments_return_without_callback(void **
     /* A reply the transport refuses ends the context anyway (the requester times out). */
     assert_int_equal(request_uint(n, 0, 1, 1, 100, &c, NULL), 0);
     pump(n);
-    n->nodes[1].refuse = true;
+    n->nodes[1].send_rc = VV_ECONN_BACKPRESSURE;
     assert_int_equal(vv_env_reply(env_of(n, 1), s.held[1], one, 1), VV_ECONN_BACKPRESSURE);
     assert_int_equal(vv_env_reply(env_of(n, 1), s.held[1], one, 1), VV_ENOTFOUND);
     assert_int_equal(vv_env_req_stats(env_of(n, 1))->answers_unsent, 1);
@@ -892,19 +765,19 @@ static void test_answers_are_byte_exact_as_in_protocol_md(void **state)
     memcpy(req5, request, sizeof(req5) - 1);
     req5[sizeof(req5) - 1] = 0x05;
     vv_env_deliver(env_of(n, 1), id_of(n, 0), VV_CHANNEL_TEST, req5, sizeof(req5));
-    assert_int_equal(n->n_msgs, 1);
-    assert_int_equal(n->msgs[0].len, sizeof(reply));
-    assert_memory_equal(n->msgs[0].data, reply, sizeof(reply));
+    assert_int_equal(in_flight(n), 1);
+    assert_int_equal(vv_fake_net_peek(&n->net)->len, sizeof(reply));
+    assert_memory_equal(vv_fake_net_peek(&n->net)->data, reply, sizeof(reply));
     drop_all(n);
     /* Over the served bound, the example request itself is answered busy at once. */
     s.mode = HOLD;
     vv_env_req_set_limits(env_of(n, 1), &(struct vv_env_req_limits){.max_served_per_peer = 1});
     vv_env_deliver(env_of(n, 1), id_of(n, 0), VV_CHANNEL_TEST, request, sizeof(request));
-    assert_int_equal(n->n_msgs, 0); /* held */
+    assert_int_equal(in_flight(n), 0); /* held */
     vv_env_deliver(env_of(n, 1), id_of(n, 0), VV_CHANNEL_TEST, request, sizeof(request));
-    assert_int_equal(n->n_msgs, 1);
-    assert_int_equal(n->msgs[0].len, sizeof(busy));
-    assert_memory_equal(n->msgs[0].data, busy, sizeof(busy));
+    assert_int_equal(in_flight(n), 1);
+    assert_int_equal(vv_fake_net_peek(&n->net)->len, sizeof(busy));
+    assert_memory_equal(vv_fake_net_peek(&n->net)->data, busy, sizeof(busy));
     drop_all(n);
     fnet_free(n);
 }

@@ -1,46 +1,29 @@
 /*
- * Streams on vv_env between two nodes wired through an in-memory fake env: each node's sends
- * wait in one queue until the test delivers them, a node's undelivered bytes may be capped
- * (sends past the cap answer VV_ECONN_BACKPRESSURE, as a full connection queue does), and
- * timers run on a virtual clock. Every frame is also watched on its way: DATA is checked
- * against the credit the sender had been told, so the window can be proved never exceeded.
+ * Streams on vv_env between two nodes wired through a net of two shared fake envs
+ * (fake_env.h): each node's sends wait in its outbox until the test delivers them, a node's
+ * undelivered bytes may be capped (sends past the cap answer VV_ECONN_BACKPRESSURE, as a full
+ * connection queue does), and timers run on the fakes' clocks, moved together. Every frame is
+ * also watched on its way: DATA is checked against the credit the sender had been told, so
+ * the window can be proved never exceeded.
  */
 #include "vv_test.h"
 
 #include <stdio.h>
 #include <string.h>
 
+#include "fake_env.h"
 #include "vivim/env_stream.h"
 #include "vivim/wire.h"
 
-#define CH      VV_CHANNEL_STORE
-#define MAXMSG  4096
-#define MAXTIME 64
-
-struct msg {
-    int to;
-    uint8_t *data;
-    size_t len;
-};
-
-struct timer {
-    struct vv_env *env;
-    uint64_t id, due, repeat;
-    vv_env_timer_cb cb;
-    void *arg;
-};
+#define CH VV_CHANNEL_STORE
 
 struct world;
 struct node {
+    struct vv_fake_env f; /* first: the fake's impl pointer is the node */
     struct world *w;
     int index;
-    struct vv_identity id;
-    struct vv_env env;
     struct vv_stream_mux *mux;
-    size_t queued_bytes; /* sent, not delivered yet */
-    size_t queue_cap;    /* 0 = unbounded */
-    bool connected;
-    uint64_t backpressured; /* sends refused */
+    uint64_t backpressured; /* sends refused VV_ECONN_BACKPRESSURE (f.peer_queue_bytes) */
     uint64_t other_msgs;    /* messages the mux did not claim */
     /* What the node's module saw as a receiver. */
     int accept_rc;
@@ -50,12 +33,8 @@ struct node {
 };
 
 struct world {
+    struct vv_fake_net net;
     struct node n[2];
-    struct msg q[MAXMSG];
-    size_t head, tail;
-    struct timer t[MAXTIME];
-    uint64_t next_timer;
-    uint64_t now;
     /* The flow-control watch: credit delivered to node 0 for its newest stream, and the
      * highest DATA end node 0 ever sent. */
     uint64_t credit_seen, max_data_end, max_outstanding;
@@ -76,35 +55,6 @@ struct side {
     bool busy_once, end_with_zero;
 };
 
-static uint64_t f_now(void *impl)
-{
-    return ((struct node *)impl)->w->now;
-}
-static uint64_t f_timer(void *impl, uint64_t d, uint64_t r, vv_env_timer_cb cb, void *arg)
-{
-    struct node *n = impl;
-    struct world *w = n->w;
-    for (int i = 0; i < MAXTIME; i++) {
-        if (w->t[i].id == 0) {
-            w->t[i] = (struct timer){&n->env, ++w->next_timer, w->now + d, r, cb, arg};
-            return w->t[i].id;
-        }
-    }
-    fail_msg("out of timers");
-    return 0;
-}
-static void f_cancel(void *impl, uint64_t id)
-{
-    struct world *w = ((struct node *)impl)->w;
-    for (int i = 0; i < MAXTIME; i++)
-        if (w->t[i].id == id)
-            w->t[i].id = 0;
-}
-static void f_random(void *impl, void *buf, size_t len)
-{
-    memset(buf, 7, len);
-}
-
 /* Watches node 0's DATA against the credit delivered to it so far. */
 static void watch_send(struct world *w, int from, const uint8_t *data, size_t len)
 {
@@ -123,40 +73,19 @@ static void watch_send(struct world *w, int from, const uint8_t *data, size_t le
     vv_wire_frame_free(&wf);
 }
 
-static int f_send(void *impl, const uint8_t *peer, uint8_t ch, const uint8_t *data, size_t len)
+/* Every send stays on the channel; accepted ones are watched, back-pressure is counted. */
+static int watched_send(void *impl, const uint8_t *peer, uint8_t ch, const uint8_t *data,
+                        size_t len)
 {
     struct node *n = impl;
-    struct world *w = n->w;
     assert_int_equal(ch, CH);
-    if (!n->connected)
-        return VV_ECONN_NOT_CONNECTED;
-    if (n->queue_cap && n->queued_bytes + len > n->queue_cap) {
+    int rc = vv_fake_env_default_ops.send(impl, peer, ch, data, len);
+    if (rc == VV_ECONN_BACKPRESSURE)
         n->backpressured++;
-        return VV_ECONN_BACKPRESSURE;
-    }
-    assert_true(w->tail - w->head < MAXMSG);
-    watch_send(w, n->index, data, len);
-    struct msg *m = &w->q[w->tail++ % MAXMSG];
-    m->to = 1 - n->index;
-    m->data = vv_xmalloc(len);
-    memcpy(m->data, data, len);
-    m->len = len;
-    n->queued_bytes += len;
-    return 0;
+    if (rc == 0)
+        watch_send(n->w, n->index, data, len);
+    return rc;
 }
-static int f_connect(void *impl, const uint8_t *peer, const char *address)
-{
-    return 0;
-}
-static void f_disconnect(void *impl, const uint8_t *peer)
-{
-}
-static bool f_verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, const uint8_t *s)
-{
-    return false;
-}
-static const struct vv_env_ops ops = {f_now,     f_timer,      f_cancel, f_random, f_send,
-                                      f_connect, f_disconnect, f_verify, NULL, NULL};
 
 static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *data,
                     size_t len, void *arg)
@@ -223,77 +152,88 @@ static int accept_cb(void *arg, struct vv_stream *s, const uint8_t peer[VV_NODE_
 static void world_init(struct world *w)
 {
     memset(w, 0, sizeof(*w));
-    w->now = 1000;
+    vv_fake_net_init(&w->net);
     for (int i = 0; i < 2; i++) {
         struct node *n = &w->n[i];
+        vv_fake_env_init(&n->f, (uint64_t)i + 1);
+        n->f.ops.send = watched_send;
+        n->f.require_connected = true;
         n->w = w;
         n->index = i;
-        n->connected = true;
-        memset(n->id.node_id, 0xa0 + i, VV_NODE_ID_BYTES);
-        n->env = (struct vv_env){.ops = &ops, .impl = n, .identity = &n->id};
-        n->mux = vv_stream_mux_new(&n->env, CH, accept_cb, n);
-        n->how.max_bytes = 64u << 20;
-        vv_env_set_channel(&n->env, CH, on_recv, on_peer, n);
+        vv_fake_net_add(&w->net, &n->f);
     }
+    /* Linked from the start, without "up" events (the streams need none). */
+    vv_fake_env_set_connected(&w->n[0].f, w->n[1].f.id.node_id, true);
+    vv_fake_env_set_connected(&w->n[1].f, w->n[0].f.id.node_id, true);
+    for (int i = 0; i < 2; i++) {
+        struct node *n = &w->n[i];
+        n->mux = vv_stream_mux_new(&n->f.env, CH, accept_cb, n);
+        n->how.max_bytes = 64u << 20;
+        vv_env_set_channel(&n->f.env, CH, on_recv, on_peer, n);
+    }
+}
+
+static bool in_flight(struct world *w)
+{
+    return vv_fake_net_in_flight(&w->net) > 0;
 }
 
 static void deliver_one(struct world *w)
 {
-    struct msg m = w->q[w->head++ % MAXMSG];
-    struct node *to = &w->n[m.to];
-    struct node *from = &w->n[1 - m.to];
-    from->queued_bytes -= m.len;
-    if (m.to == 0) {
+    const struct vv_fake_msg *m = vv_fake_net_peek(&w->net);
+    assert_non_null(m);
+    if (memcmp(m->peer, w->n[0].f.id.node_id, VV_NODE_ID_BYTES) == 0) {
         /* A CREDIT reaching node 0: what its DATA may now cover. */
         struct vv_wire_frame wf;
         struct vv_stream_frame f;
-        if (vv_stream_frame_decode(m.data, m.len, &wf, &f) == 0 && f.type == VV_STREAM_MSG_CREDIT)
+        if (vv_stream_frame_decode(m->data, m->len, &wf, &f) == 0 && f.type == VV_STREAM_MSG_CREDIT)
             w->credit_seen = VV_MAX(w->credit_seen, f.value);
         vv_wire_frame_free(&wf);
     }
-    if (to->connected)
-        vv_env_deliver(&to->env, from->id.node_id, CH, m.data, m.len);
-    vv_free(m.data);
+    vv_fake_net_deliver_one(&w->net);
 }
 
-/* Fires the timers due at now. */
+/* Moves both clocks on by ms without firing anything. */
+static void jump(struct world *w, uint64_t ms)
+{
+    for (int i = 0; i < 2; i++)
+        w->n[i].f.now_ms += ms;
+}
+
+/* Fires the timers due by now. */
 static void fire_timers(struct world *w)
 {
-    for (int i = 0; i < MAXTIME; i++) {
-        struct timer t = w->t[i];
-        if (t.id == 0 || t.due > w->now)
-            continue;
-        if (t.repeat)
-            w->t[i].due = w->now + t.repeat;
-        else
-            w->t[i].id = 0;
-        t.cb(t.env, t.arg);
-    }
+    vv_fake_net_advance(&w->net, 0);
 }
 
-/* Delivers everything, a millisecond of time passing (and timers firing) whenever the queue
- * is empty, until nothing moves for a while or `ms` passed. */
+/* A millisecond passes; the timers due by then fire. */
+static void tick(struct world *w)
+{
+    vv_fake_net_advance(&w->net, 1);
+}
+
+/* Delivers everything, a millisecond of time passing (and timers firing) whenever nothing is
+ * in flight, until `ms` passed. */
 static void run(struct world *w, uint64_t ms)
 {
-    uint64_t end = w->now + ms;
-    while (w->now < end) {
-        if (w->head < w->tail) {
+    uint64_t end = w->n[0].f.now_ms + ms;
+    while (w->n[0].f.now_ms < end) {
+        if (in_flight(w)) {
             deliver_one(w);
             continue;
         }
-        w->now++;
-        fire_timers(w);
+        tick(w);
     }
 }
 
 static void world_free(struct world *w)
 {
     for (int i = 0; i < 2; i++) {
-        vv_env_set_channel(&w->n[i].env, CH, NULL, NULL, NULL);
-        vv_stream_mux_free(w->n[i].mux); /* its ABORT and STOP frames land in the queue */
+        vv_env_set_channel(&w->n[i].f.env, CH, NULL, NULL, NULL);
+        vv_stream_mux_free(w->n[i].mux); /* its ABORT and STOP frames land in the outbox */
     }
-    while (w->head < w->tail)
-        vv_free(w->q[w->head++ % MAXMSG].data);
+    for (int i = 0; i < 2; i++)
+        vv_fake_env_free(&w->n[i].f); /* and go with it */
 }
 
 static uint8_t *pattern(size_t n)
@@ -324,8 +264,8 @@ static void test_large_payload_arrives_whole_and_in_order(void **state)
     struct side tx = {.src = src, .src_len = len}, r = {0};
     rx = &r;
     struct vv_stream *s;
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, (const uint8_t *)"doc", 3, len,
-                                    produce_cb, done_cb, &tx, &s),
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, (const uint8_t *)"doc", 3,
+                                    len, produce_cb, done_cb, &tx, &s),
                      0);
     assert_true(vv_stream_outgoing(s));
     run(w, 100);
@@ -360,14 +300,13 @@ static void test_sender_never_exceeds_the_window(void **state)
     uint8_t *src = pattern(len);
     struct side tx = {.src = src, .src_len = len}, r = {0};
     rx = &r;
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, len, produce_cb,
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, len, produce_cb,
                                     done_cb, &tx, NULL),
                      0);
     /* Deliver one message at a time and measure what is in flight from node 0. */
     for (int guard = 0; guard < 100000 && tx.done_calls == 0; guard++) {
-        if (w->head == w->tail) {
-            w->now++;
-            fire_timers(w);
+        if (!in_flight(w)) {
+            tick(w);
             continue;
         }
         deliver_one(w);
@@ -394,12 +333,12 @@ static void test_backpressure_pauses_then_resumes(void **state)
 {
     struct world *w = vv_xmalloc(sizeof(*w));
     world_init(w);
-    w->n[0].queue_cap = 150u << 10; /* two chunks and a bit */
+    w->n[0].f.peer_queue_bytes = 150u << 10; /* two chunks and a bit */
     size_t len = 1536u << 10;
     uint8_t *src = pattern(len);
     struct side tx = {.src = src, .src_len = len}, r = {0};
     rx = &r;
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, len, produce_cb,
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, len, produce_cb,
                                     done_cb, &tx, NULL),
                      0);
     deliver_one(w); /* OPEN: node 1 accepts and grants a 1 MiB window */
@@ -408,10 +347,8 @@ static void test_backpressure_pauses_then_resumes(void **state)
     uint64_t refused = w->n[0].backpressured;
     /* Nothing is delivered for 50 ms: the stream waits, retrying on its timer (one try per
      * VV_STREAM_RETRY_MS, not a spin), and does not fail. */
-    for (int i = 0; i < 50; i++) {
-        w->now++;
-        fire_timers(w);
-    }
+    for (int i = 0; i < 50; i++)
+        tick(w);
     assert_true(w->n[0].backpressured > refused);
     assert_true(w->n[0].backpressured <= refused + 50 / VV_STREAM_RETRY_MS + 1);
     assert_int_equal(tx.done_calls, 0);
@@ -436,15 +373,14 @@ static void test_peer_down_aborts_both_sides_once(void **state)
     uint8_t *src = pattern(len);
     struct side tx = {.src = src, .src_len = len}, r = {0};
     rx = &r;
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, len, produce_cb,
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, len, produce_cb,
                                     done_cb, &tx, NULL),
                      0);
     for (int i = 0; i < 10; i++)
         deliver_one(w);
     assert_int_equal(r.done_calls, 0);
-    w->n[0].connected = w->n[1].connected = false;
-    vv_env_peer_event(&w->n[0].env, w->n[1].id.node_id, false);
-    vv_env_peer_event(&w->n[1].env, w->n[0].id.node_id, false);
+    /* The link goes down both ways; what was on it is lost. */
+    vv_fake_net_disconnect(&w->net, &w->n[0].f, &w->n[1].f);
     run(w, 60000); /* past the idle timeout: nothing fires again */
     assert_int_equal(tx.done_calls, 1);
     assert_int_equal(tx.status, VV_ECONN_NOT_CONNECTED);
@@ -467,7 +403,7 @@ static void test_receiver_refuses(void **state)
     uint8_t src[100] = {0};
     struct side tx = {.src = src, .src_len = sizeof(src)}, r = {0};
     rx = &r;
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, sizeof(src),
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, sizeof(src),
                                     produce_cb, done_cb, &tx, NULL),
                      0);
     run(w, 100);
@@ -490,7 +426,7 @@ static void test_receiver_cancels_midway(void **state)
     uint8_t *src = pattern(len);
     struct side tx = {.src = src, .src_len = len}, r = {0};
     rx = &r;
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, len, produce_cb,
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, len, produce_cb,
                                     done_cb, &tx, NULL),
                      0);
     while (r.n_consumed < (256u << 10))
@@ -520,9 +456,9 @@ static void test_sender_cancel_reaches_the_receiver(void **state)
     struct side tx = {.src = src, .src_len = len}, r = {0};
     rx = &r;
     struct vv_stream *s;
-    assert_int_equal(
-        vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, len, produce_cb, done_cb, &tx, &s),
-        0);
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, len, produce_cb,
+                                    done_cb, &tx, &s),
+                     0);
     for (int i = 0; i < 8; i++)
         deliver_one(w);
     vv_stream_cancel(s);
@@ -551,7 +487,7 @@ static void test_bounds_are_enforced(void **state)
     w->n[1].how.max_bytes = 1000;
     tx[0] = (struct side){.src = src, .src_len = sizeof(src)};
     rx = &r[0];
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, 5000, produce_cb,
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, 5000, produce_cb,
                                     done_cb, &tx[0], NULL),
                      0);
     run(w, 10);
@@ -566,7 +502,7 @@ static void test_bounds_are_enforced(void **state)
     for (int i = 1; i <= 3; i++) {
         tx[i] = (struct side){.src = src, .src_len = sizeof(src), .busy_once = true};
         rx = &r[i];
-        assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0,
+        assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0,
                                         VV_STREAM_LENGTH_UNKNOWN, produce_cb, done_cb, &tx[i],
                                         NULL),
                          0);
@@ -579,7 +515,7 @@ static void test_bounds_are_enforced(void **state)
 
     /* Sender side: per-peer bound on outgoing streams. */
     vv_stream_mux_set_limits(w->n[0].mux, 2, 0, 0);
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, 1, produce_cb,
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, 1, produce_cb,
                                     done_cb, &tx[4], NULL),
                      VV_ELIMIT);
     world_free(w); /* the two open streams end with VV_ECLOSED on both sides */
@@ -596,13 +532,13 @@ static void test_bounds_are_enforced(void **state)
     tx[1] = (struct side){.src = src, .src_len = sizeof(src), .busy_once = true};
     memset(r, 0, sizeof(r));
     rx = &r[0];
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, 2u << 20, produce_cb,
-                                    done_cb, &tx[0], NULL),
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, 2u << 20,
+                                    produce_cb, done_cb, &tx[0], NULL),
                      0);
     run(w, 1);
     rx = &r[1];
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, 2u << 20, produce_cb,
-                                    done_cb, &tx[1], NULL),
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, 2u << 20,
+                                    produce_cb, done_cb, &tx[1], NULL),
                      0);
     run(w, 1);
     assert_int_equal(tx[0].done_calls, 0);
@@ -622,7 +558,7 @@ static void test_data_past_credit_is_a_protocol_violation(void **state)
     world_init(w);
     struct side r = {0};
     rx = &r;
-    const uint8_t *from = w->n[0].id.node_id;
+    const uint8_t *from = w->n[0].f.id.node_id;
     msgpack_sbuffer sb;
     msgpack_packer pk;
     /* OPEN sid 9 of 1,000 bytes: credit is granted for those 1,000 only; a chunk of 2,000
@@ -698,15 +634,13 @@ static void test_idle_stream_times_out(void **state)
     world_init(w);
     uint8_t src[10] = {0};
     struct side tx = {.src = src, .src_len = sizeof(src)};
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, 10, produce_cb,
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, 10, produce_cb,
                                     done_cb, &tx, NULL),
                      0);
     /* The OPEN is lost: nothing ever comes back. */
-    while (w->head < w->tail) {
-        w->n[0].queued_bytes -= w->q[w->head % MAXMSG].len;
-        vv_free(w->q[w->head++ % MAXMSG].data);
-    }
-    w->now += VV_STREAM_IDLE_TIMEOUT_MS - 1;
+    for (int i = 0; i < 2; i++)
+        vv_fake_env_clear_outbox(&w->n[i].f);
+    jump(w, VV_STREAM_IDLE_TIMEOUT_MS - 1);
     fire_timers(w);
     assert_int_equal(tx.done_calls, 0);
     run(w, VV_STREAM_IDLE_TIMEOUT_MS);
@@ -728,16 +662,16 @@ static void test_unknown_length_and_resume(void **state)
     struct side tx2 = {.src = src, .src_len = 0}, r2 = {0};
     rx = &r;
     struct vv_stream *s, *s2;
-    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0,
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0,
                                     VV_STREAM_LENGTH_UNKNOWN, produce_cb, done_cb, &tx, &s),
                      0);
     run(w, 10);
     assert_int_equal(tx.asks, 1);
     assert_int_equal(tx.done_calls, 0);
     rx = &r2;
-    assert_int_equal(
-        vv_stream_open(w->n[0].mux, w->n[1].id.node_id, NULL, 0, 0, produce_cb, done_cb, &tx2, &s2),
-        0);
+    assert_int_equal(vv_stream_open(w->n[0].mux, w->n[1].f.id.node_id, NULL, 0, 0, produce_cb,
+                                    done_cb, &tx2, &s2),
+                     0);
     assert_true(vv_stream_id(s) != vv_stream_id(s2));
     run(w, 10);
     assert_int_equal(tx2.status, 0); /* an empty payload completes */
