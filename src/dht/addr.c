@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dht/dht_internal.h"
 #include "vivim/dht_core.h"
 
 static const uint8_t mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -186,4 +187,17 @@ int vv_dht_addr_from_compact(const uint8_t *p, size_t n, struct vv_dht_addr *out
         return VV_EDHT_ADDRESS;
     *out = a;
     return 0;
+}
+
+void vv__dht_source_key(const struct vv_dht_addr *a, uint8_t out[VV__DHT_SOURCE_BYTES])
+{
+    memset(out, 0, VV__DHT_SOURCE_BYTES);
+    if (!vv_dht_addr_diversity_exempt(a)) {
+        vv_dht_addr_prefix(a, out);
+        return;
+    }
+    out[0] = (uint8_t)(a->family | 0x80); /* never equal to a prefix key */
+    memcpy(out + 1, a->ip, 16);
+    out[17] = (uint8_t)(a->port >> 8);
+    out[18] = (uint8_t)a->port;
 }
