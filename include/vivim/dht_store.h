@@ -139,7 +139,9 @@ int vv_dht_content_record_check(const struct vv_dht_content_record *rec, const u
 struct vv_dht_providers_config {
     uint32_t max_records;        /* (key, provider) entries in all */
     uint32_t max_keys;           /* distinct keys */
+    uint32_t max_idents;         /* distinct providers, (node ID, address) */
     uint32_t source_max_records; /* entries whose provider is in one source */
+    uint32_t source_max_idents;  /* distinct providers in one source */
     uint64_t max_ttl_ms;         /* a longer expiry is cut to now + max_ttl_ms */
 };
 void vv_dht_providers_config_defaults(struct vv_dht_providers_config *cfg);
@@ -159,7 +161,8 @@ void vv_dht_providers_free(struct vv_dht_providers *s);
  * replaces its source's oldest there, else the key's oldest. Bounds: VV_EDHT_QUOTA when the
  * source holds source_max_records; when the store is full, expired entries go first, then
  * the oldest entry of the source holding the most, only while it holds more than the
- * requester's source would (as for values), else VV_EDHT_FULL.
+ * requester's source would (as for values), else VV_EDHT_FULL. A provider new to the
+ * store counts against max_idents and source_max_idents (VV_EDHT_FULL, VV_EDHT_QUOTA).
  */
 int vv_dht_providers_add(struct vv_dht_providers *s, const uint8_t *key,
                          const struct vv_dht_content_record *rec,
@@ -183,6 +186,7 @@ int vv_dht_providers_get(const struct vv_dht_providers *s, const uint8_t *key, u
  * the expired entries (and keys and providers left with none). Returns how many it dropped. */
 size_t vv_dht_providers_expire(struct vv_dht_providers *s, uint64_t now, size_t max_items);
 size_t vv_dht_providers_count(const struct vv_dht_providers *s); /* (key, provider) entries */
+size_t vv_dht_providers_idents(const struct vv_dht_providers *s);
 size_t vv_dht_providers_keys(const struct vv_dht_providers *s);
 uint32_t vv_dht_providers_source_count(const struct vv_dht_providers *s,
                                        const struct vv_dht_addr *source);
