@@ -36,6 +36,10 @@
 #define VV_DHT_PING_DOMAIN        "vivim-dht-ping-v1"
 #define VV_DHT_PING_DOMAIN_LEN    17
 #define VV_DHT_PING_SIGNED_BYTES  (VV_DHT_PING_DOMAIN_LEN + VV_DHT_NONCE_BYTES + VV_DHT_ID_BYTES)
+/* The largest PONG frame (a request id of 9 bytes). A PING to a node that has not verified
+ * us is answered only if it is at least half that: pad it to VV_DHT_PING_MIN_BYTES. */
+#define VV_DHT_PONG_MAX_BYTES 136
+#define VV_DHT_PING_MIN_BYTES (VV_DHT_PONG_MAX_BYTES / 2)
 
 enum vv_dht_msg_type {
     VV_DHT_MSG_PING = 0x0100,

@@ -298,6 +298,25 @@ static void test_answers_are_cut_to_the_budget(void **state)
     assert_int_equal(got.omitted, 1);
     assert_int_equal(got.n_nodes, 8);
     vv_wire_frame_free(&f);
+    /* An unpadded PING is too small for its PONG to an unverified address; padded to
+     * VV_DHT_PING_MIN_BYTES it is answered, even with the largest request id. */
+    memset(&rq, 0, sizeof(rq));
+    rq.type = VV_DHT_MSG_PING;
+    assert_int_equal(vv_dht_request_encode(&rq, UINT64_MAX, buf, sizeof(buf), &req_len), 0);
+    struct vv_dht_reply pong;
+    memset(&pong, 0, sizeof(pong));
+    pong.type = VV_DHT_MSG_PING;
+    pong.observed = contact(1, true).addr;
+    assert_int_equal(vv_dht_reply_encode(&pong, UINT64_MAX, vv_dht_reply_budget(req_len, false),
+                                         buf, sizeof(buf), &n, NULL),
+                     VV_EDHT_NO_ROOM);
+    rq.pad_len = VV_DHT_PING_MIN_BYTES - req_len - 2;
+    assert_int_equal(vv_dht_request_encode(&rq, UINT64_MAX, buf, sizeof(buf), &req_len), 0);
+    assert_int_equal(req_len, VV_DHT_PING_MIN_BYTES);
+    assert_int_equal(vv_dht_reply_encode(&pong, UINT64_MAX, vv_dht_reply_budget(req_len, false),
+                                         buf, sizeof(buf), &n, NULL),
+                     0);
+    assert_int_equal(n, VV_DHT_PONG_MAX_BYTES);
     /* Nothing fits in 10 bytes. */
     assert_int_equal(vv_dht_reply_encode(&r, 300, 10, buf, sizeof(buf), &n, NULL), VV_EDHT_NO_ROOM);
 }
