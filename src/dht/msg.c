@@ -295,6 +295,13 @@ static size_t encode_reply(const struct vv_dht_reply *r, uint64_t request_id, si
     return f.len;
 }
 
+/* r's omitted count plus the values beyond the first nv, saturating. */
+static uint32_t add_omitted(const struct vv_dht_reply *r, size_t nv)
+{
+    uint64_t n = (uint64_t)r->omitted + (r->n_values - nv);
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
 int vv_dht_reply_encode(const struct vv_dht_reply *r, uint64_t request_id, size_t budget,
                         uint8_t *out, size_t cap, size_t *len, struct vv_dht_reply *sent)
 {
@@ -309,10 +316,9 @@ int vv_dht_reply_encode(const struct vv_dht_reply *r, uint64_t request_id, size_
     /* Values first: with no providers or nodes, as many as fit. A value that cannot fit is
      * counted in `omitted`; the encoding of omitted may grow by a few bytes, so it is counted
      * with the value left out. */
-    while (nv > 0 && encode_reply(r, request_id, nv, 0, 0,
-                                  r->omitted + (uint32_t)(r->n_values - nv), out, 0) > limit)
+    while (nv > 0 && encode_reply(r, request_id, nv, 0, 0, add_omitted(r, nv), out, 0) > limit)
         nv--;
-    uint32_t omitted = r->omitted + (uint32_t)(r->n_values - nv);
+    uint32_t omitted = add_omitted(r, nv);
     while (np > 0 && encode_reply(r, request_id, nv, np, 0, omitted, out, 0) > limit)
         np--;
     while (nn > 0 && encode_reply(r, request_id, nv, np, nn, omitted, out, 0) > limit)
