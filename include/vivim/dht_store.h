@@ -106,6 +106,9 @@ uint64_t vv_dht_values_bytes(const struct vv_dht_values *s); /* as charged */
 /* What one source is charged (count and bytes); 0s for an unknown source. */
 void vv_dht_values_source_usage(const struct vv_dht_values *s, const struct vv_dht_addr *source,
                                 uint32_t *count, uint64_t *bytes);
+/* Walks every list and index and checks the counts and bounds agree: 0 or VV_ESTATE. For
+ * tests; O(store). */
+int vv__dht_values_check(const struct vv_dht_values *s);
 
 /* ---- provider records ----------------------------------------------------------------- */
 
@@ -190,5 +193,7 @@ size_t vv_dht_providers_idents(const struct vv_dht_providers *s);
 size_t vv_dht_providers_keys(const struct vv_dht_providers *s);
 uint32_t vv_dht_providers_source_count(const struct vv_dht_providers *s,
                                        const struct vv_dht_addr *source);
+/* As vv__dht_values_check, for the provider store. */
+int vv__dht_providers_check(const struct vv_dht_providers *s);
 
 #endif

@@ -636,3 +636,58 @@ uint32_t vv_dht_providers_source_count(const struct vv_dht_providers *s,
     vv__dht_source_key(source, skey);
     return source_count(s, skey);
 }
+
+/* ---- self-check, for tests ------------------------------------------------------------ */
+
+int vv__dht_providers_check(const struct vv_dht_providers *s)
+{
+    uint32_t entries = 0, keys = 0, idents = 0;
+    uint32_t *refs = vv_xcalloc(s->id_n ? s->id_n : 1, sizeof(*refs));
+    int bad = 0;
+    for (uint32_t k = 0; k < s->k_n && !bad; k++) {
+        const struct kent *ke = &s->k[k];
+        if (!ke->used)
+            continue;
+        keys++;
+        uint32_t n = 0;
+        for (uint32_t i = ke->head; i != VV__DHT_NIL; i = s->e[i].key_next) {
+            if (++n > VV_DHT_MAX_PROVIDERS || s->e[i].key != k || s->e[i].ident == VV__DHT_NIL) {
+                bad = 1;
+                break;
+            }
+            refs[s->e[i].ident]++;
+        }
+        entries += n;
+        bad |= n != ke->n || n == 0 ||
+               find_key(s, ke->key) != k; /* every key is found through the index */
+    }
+    for (uint32_t d = 0; d < s->id_n && !bad; d++)
+        if (s->id[d].refs > 0) {
+            idents++;
+            bad |= refs[d] != s->id[d].refs;
+        } else {
+            bad |= refs[d] != 0;
+        }
+    uint32_t by_sources = 0;
+    for (uint32_t si = 0; si < s->sources.n && !bad; si++) {
+        const struct vv__dht_source *src = &s->sources.v[si];
+        if (!src->used)
+            continue;
+        uint32_t n = 0, prev = VV__DHT_NIL;
+        for (uint32_t i = src->head; i != VV__DHT_NIL; i = s->e[i].src_next) {
+            if (s->e[i].src_prev != prev || s->id[s->e[i].ident].src != si || ++n > s->e_n) {
+                bad = 1;
+                break;
+            }
+            prev = i;
+        }
+        bad |= n != src->count || src->tail != prev || n == 0;
+        by_sources += n;
+    }
+    bad |= entries != s->e_count || keys != s->k_count || idents != s->id_count ||
+           by_sources != s->e_count || s->key_ix.count != s->k_count ||
+           s->id_ix.count != s->id_count || entries > s->cfg.max_records ||
+           keys > s->cfg.max_keys || idents > s->cfg.max_idents;
+    vv_free(refs);
+    return bad ? VV_ESTATE : 0;
+}

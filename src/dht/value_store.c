@@ -410,3 +410,47 @@ void vv_dht_values_source_usage(const struct vv_dht_values *s, const struct vv_d
     vv__dht_source_key(source, skey);
     src_usage(s, skey, count, bytes);
 }
+
+/* ---- self-check, for tests ------------------------------------------------------------ */
+
+int vv__dht_values_check(const struct vv_dht_values *s)
+{
+    uint32_t count = 0, heads = 0;
+    uint64_t bytes = 0;
+    int bad = 0;
+    for (uint32_t i = 0; i < s->n && !bad; i++) {
+        const struct rec *r = &s->r[i];
+        if (!r->used)
+            continue;
+        count++;
+        bytes += cost(r->len);
+        uint32_t h = key_head(s, r->key), n = 0;
+        bool found = false;
+        for (uint32_t j = h; j != VV__DHT_NIL && n <= s->cfg.max_per_key; j = s->r[j].key_next, n++)
+            found |= j == i;
+        heads += h == i;
+        bad |= !found || n > s->cfg.max_per_key;
+    }
+    uint32_t by_sources = 0;
+    for (uint32_t si = 0; si < s->sources.n && !bad; si++) {
+        const struct vv__dht_source *src = &s->sources.v[si];
+        if (!src->used)
+            continue;
+        uint32_t n = 0, prev = VV__DHT_NIL;
+        uint64_t b = 0;
+        for (uint32_t i = src->head; i != VV__DHT_NIL; i = s->r[i].src_next) {
+            if (s->r[i].src_prev != prev || s->r[i].src != si || ++n > s->n) {
+                bad = 1;
+                break;
+            }
+            b += cost(s->r[i].len);
+            prev = i;
+        }
+        bad |= n != src->count || b != src->bytes || src->tail != prev || n == 0 ||
+               n > s->cfg.source_max_count || b > s->cfg.source_max_bytes;
+        by_sources += n;
+    }
+    bad |= count != s->count || bytes != s->bytes || by_sources != count ||
+           heads != s->keys.count || count > s->cfg.max_count || bytes > s->cfg.max_bytes;
+    return bad ? VV_ESTATE : 0;
+}
