@@ -59,6 +59,7 @@ struct vv__dht_source {
     uint64_t bytes;
     uint32_t head, tail; /* the store's records, oldest first */
     uint32_t next_free;  /* VV__DHT_NIL while in use */
+    uint32_t heap_pos;   /* where it is in the heap */
     bool used;
 };
 
@@ -66,18 +67,24 @@ struct vv__dht_sources {
     struct vv__dht_source *v;
     uint32_t n, cap, free_list, live;
     struct vv__dht_index ix;
+    uint32_t *heap; /* live sources, a max-heap on bytes (by_bytes) or count */
+    bool by_bytes;
 };
 
-void vv__dht_sources_init(struct vv__dht_sources *ss);
+void vv__dht_sources_init(struct vv__dht_sources *ss, bool by_bytes);
 void vv__dht_sources_fini(struct vv__dht_sources *ss);
 uint32_t vv__dht_sources_find(const struct vv__dht_sources *ss, const uint8_t *key);
 /* Finds or creates the source (count 0, empty list). */
 uint32_t vv__dht_sources_get(struct vv__dht_sources *ss, const uint8_t *key);
+/* Changes what source i holds; the store changes counts and bytes only through this, so the
+ * heap stays in order (O(log sources)). */
+void vv__dht_sources_add(struct vv__dht_sources *ss, uint32_t i, int64_t count, int64_t bytes);
 /* Drops source i if it holds nothing. */
 void vv__dht_sources_release(struct vv__dht_sources *ss, uint32_t i);
-/* The source holding the most (bytes when by_bytes, else count), or VV__DHT_NIL. A scan of
- * all sources: it runs only when a store is full. */
-uint32_t vv__dht_sources_largest(const struct vv__dht_sources *ss, bool by_bytes);
+/* The source holding the most (bytes or count, as chosen at init), or VV__DHT_NIL: O(1). */
+uint32_t vv__dht_sources_largest(const struct vv__dht_sources *ss);
 size_t vv__dht_sources_bytes(const struct vv__dht_sources *ss);
+/* The heap and the index agree with the table (for the stores' self-checks). */
+bool vv__dht_sources_ok(const struct vv__dht_sources *ss);
 
 #endif

@@ -176,7 +176,7 @@ struct vv_dht_providers *vv_dht_providers_new(const struct vv_dht_providers_conf
     vv__dht_index_init(&s->key_ix, key_hash, key_eq, s);
     vv__dht_index_init(&s->id_ix, id_hash, id_eq, s);
     vv__dht_index_init(&s->type_ix, type_hash, type_eq, s);
-    vv__dht_sources_init(&s->sources);
+    vv__dht_sources_init(&s->sources, false);
     s->types = vv_xcalloc(1, sizeof(*s->types)); /* 0 = "" */
     s->t_n = 1;
     return s;
@@ -299,7 +299,7 @@ static void remove_entry(struct vv_dht_providers *s, uint32_t i)
         s->e[e->src_next].src_prev = e->src_prev;
     else
         src->tail = e->src_prev;
-    src->count--;
+    vv__dht_sources_add(&s->sources, si, -1, 0);
     /* Its identity, when no other entry names it. */
     if (--d->refs == 0) {
         uint8_t key[IDENT_KEY_BYTES];
@@ -383,7 +383,7 @@ static uint32_t pick_victim(struct vv_dht_providers *s, const uint8_t *skey, uin
         if (s->e[i].ident != VV__DHT_NIL && expired(&s->e[i], now))
             return i;
     }
-    uint32_t L = vv__dht_sources_largest(&s->sources, false);
+    uint32_t L = vv__dht_sources_largest(&s->sources);
     if (L == VV__DHT_NIL || memcmp(s->sources.v[L].key, skey, VV__DHT_SOURCE_BYTES) == 0 ||
         s->sources.v[L].count <= source_count(s, skey) + 1)
         return VV__DHT_NIL;
@@ -549,7 +549,7 @@ int vv_dht_providers_add(struct vv_dht_providers *s, const uint8_t *key,
     }
     k->n++;
     source_append(s, i);
-    s->sources.v[s->id[di].src].count++;
+    vv__dht_sources_add(&s->sources, s->id[di].src, 1, 0);
     s->e_count++;
     return 0;
 }
@@ -684,6 +684,7 @@ int vv__dht_providers_check(const struct vv_dht_providers *s)
         bad |= n != src->count || src->tail != prev || n == 0;
         by_sources += n;
     }
+    bad |= !vv__dht_sources_ok(&s->sources);
     bad |= entries != s->e_count || keys != s->k_count || idents != s->id_count ||
            by_sources != s->e_count || s->key_ix.count != s->k_count ||
            s->id_ix.count != s->id_count || entries > s->cfg.max_records ||

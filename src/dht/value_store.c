@@ -126,7 +126,7 @@ struct vv_dht_values *vv_dht_values_new(const struct vv_dht_values_config *cfg)
         vv_dht_values_config_defaults(&s->cfg);
     s->free_list = VV__DHT_NIL;
     vv__dht_index_init(&s->keys, key_hash, key_eq, s);
-    vv__dht_sources_init(&s->sources);
+    vv__dht_sources_init(&s->sources, true);
     return s;
 }
 
@@ -186,8 +186,7 @@ static void unlink_rec(struct vv_dht_values *s, uint32_t i)
         s->r[r->src_next].src_prev = r->src_prev;
     else
         src->tail = r->src_prev;
-    src->count--;
-    src->bytes -= cost(r->len);
+    vv__dht_sources_add(&s->sources, r->src, -1, -(int64_t)cost(r->len));
     vv__dht_sources_release(&s->sources, r->src);
     s->count--;
     s->bytes -= cost(r->len);
@@ -247,7 +246,7 @@ static uint32_t pick_victim(struct vv_dht_values *s, const uint8_t *skey, uint32
         if (s->r[i].used && i != old && expired(&s->r[i], now))
             return i;
     }
-    uint32_t L = vv__dht_sources_largest(&s->sources, true);
+    uint32_t L = vv__dht_sources_largest(&s->sources);
     if (L == VV__DHT_NIL || memcmp(s->sources.v[L].key, skey, VV__DHT_SOURCE_BYTES) == 0)
         return VV__DHT_NIL;
     if (s->sources.v[L].bytes <= bytes_after(s, skey, old, c))
@@ -351,8 +350,7 @@ int vv_dht_values_put(struct vv_dht_values *s, const struct vv_dht_value *v,
     else
         src->head = i;
     src->tail = i;
-    src->count++;
-    src->bytes += c;
+    vv__dht_sources_add(&s->sources, si, 1, (int64_t)c);
     s->count++;
     s->bytes += c;
     return 0;
@@ -450,6 +448,7 @@ int vv__dht_values_check(const struct vv_dht_values *s)
                n > s->cfg.source_max_count || b > s->cfg.source_max_bytes;
         by_sources += n;
     }
+    bad |= !vv__dht_sources_ok(&s->sources);
     bad |= count != s->count || bytes != s->bytes || by_sources != count ||
            heads != s->keys.count || count > s->cfg.max_count || bytes > s->cfg.max_bytes;
     return bad ? VV_ESTATE : 0;
