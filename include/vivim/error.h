@@ -65,6 +65,18 @@
     X(VV_ECONN_BACKPRESSURE, -10802, "peer outbound queue full")                                   \
     X(VV_ECONN_NOT_CONNECTED, -10803, "peer not connected")                                        \
     /* dht: -10900 .. -10999 */                                                                    \
+    X(VV_EDHT_MALFORMED, -10901, "malformed DHT message")                                          \
+    X(VV_EDHT_ADDRESS, -10902, "not a numeric IP address with a port")                             \
+    X(VV_EDHT_SNAPSHOT, -10903, "routing table snapshot is corrupt or of another version")         \
+    X(VV_EDHT_TOO_LARGE, -10904, "DHT value or record too large")                                  \
+    X(VV_EDHT_STALE_SEQ, -10905, "sequence number not above the stored one")                       \
+    X(VV_EDHT_EXPIRY, -10906, "record expired or its expiry too far ahead")                        \
+    X(VV_EDHT_QUOTA, -10907, "source over its DHT storage quota")                                  \
+    X(VV_EDHT_FULL, -10908, "DHT store full")                                                      \
+    X(VV_EDHT_TOKEN, -10909, "DHT token invalid or expired")                                       \
+    X(VV_EDHT_SIGNATURE, -10910, "DHT record signature invalid")                                   \
+    X(VV_EDHT_KEY_MISMATCH, -10911, "DHT record does not belong to its key")                       \
+    X(VV_EDHT_NO_ROOM, -10912, "DHT reply does not fit its size budget")                           \
     /* pubsub: -11000 .. -11099 */                                                                 \
     /* crdt: -11100 .. -11199 */                                                                   \
     X(VV_ECRDT_DECODE, -11101, "malformed CRDT encoding")                                          \
