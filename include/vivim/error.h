@@ -66,6 +66,11 @@
     X(VV_ECONN_NOT_CONNECTED, -10803, "peer not connected")                                        \
     /* dht: -10900 .. -10999 */                                                                    \
     /* pubsub: -11000 .. -11099 */                                                                 \
+    X(VV_EPUBSUB_MALFORMED, -11001, "malformed pubsub message")                                    \
+    X(VV_EPUBSUB_ORIGIN, -11002, "pubsub sender is not the hash of the origin key")                \
+    X(VV_EPUBSUB_SIGNATURE, -11003, "pubsub message signature is invalid")                         \
+    X(VV_EPUBSUB_PARAMS, -11004, "pubsub score parameters are not sane")                           \
+    X(VV_EPUBSUB_BACKOFF, -11005, "GRAFT during a PRUNE backoff")                                  \
     /* crdt: -11100 .. -11199 */                                                                   \
     X(VV_ECRDT_DECODE, -11101, "malformed CRDT encoding")                                          \
     X(VV_ECRDT_TYPE, -11102, "operation does not fit the document type")                           \
