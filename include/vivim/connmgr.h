@@ -66,14 +66,15 @@
  * its round-trip time or to be tagged by the module it came for (a CRDT peer's sync request,
  * a pubsub peer's subscription), and a node that joined through us must get the answer to
  * the peer-exchange request it sent on connecting. 30 s is go-libp2p's default grace period;
- * the hard bound on connections meanwhile is [net] max_connections.
+ * the hard bound on connections meanwhile is [net] max_connections. The default of
+ * vv_connmgr_config.grace_ms ([net] grace_period_ms).
  */
 #define VV_CONNMGR_GRACE_MS 30000
 /*
  * Unless the node is flooded: with more than VV_CONNMGR_GRACE_OVERFLOW times high_water
  * connected (a bootstrap node every joining node dials at once), a young untagged peer may be
  * trimmed once it got the answer to its peer-exchange request, or once
- * VV_CONNMGR_GRACE_MS / VV_CONNMGR_GRACE_FLOOD_DIVISOR (1.9 s) passed: enough for the request
+ * grace_ms / VV_CONNMGR_GRACE_FLOOD_DIVISOR (1.9 s by default) passed: enough for the request
  * a joining node sends on connecting to arrive (one trip, hundreds of ms between
  * continents), short enough that the node does not refuse the next joiners for 30 s.
  */
@@ -86,7 +87,8 @@
 /* Peers tagged at once. Tagged entries are never evicted from the address book, so they may
  * fill at most half of it (max_known_peers / 2), and never more than this: far more than the
  * default high_water of 64 connections a node keeps, so a refusal means a module asks for
- * more peers than it could ever hold open. */
+ * more peers than it could ever hold open. The default of vv_connmgr_config.max_tagged
+ * ([net] max_tagged_peers). */
 #define VV_CONNMGR_MAX_TAGGED_PEERS 1024
 #define VV_CONNMGR_REGION_BYTES     32
 
@@ -122,6 +124,8 @@ struct vv_connmgr_config {
     uint32_t backoff_max_ms;   /* cap on the retry delay */
     uint32_t pex_interval_ms;  /* how often to ask one neighbour for peers */
     uint32_t max_dials;        /* dials in flight at once */
+    uint32_t grace_ms;         /* new connections are not trimmed this long (0: no grace) */
+    uint32_t max_tagged;       /* peers tagged at once, at most max_known_peers / 2 */
     /* What this node advertises. */
     char self_address[VV_CONNMGR_ADDRESS_BYTES];
     enum vv_node_type node_type;
@@ -129,7 +133,8 @@ struct vv_connmgr_config {
     char region[VV_CONNMGR_REGION_BYTES];
 };
 
-/* Fills cfg with the defaults (low 32, high 64, ping 15 s, idle 45 s, backoff 1 s .. 5 min). */
+/* Fills cfg with the defaults (low 32, high 64, ping 15 s, idle 45 s, backoff 1 s .. 5 min,
+ * grace VV_CONNMGR_GRACE_MS, VV_CONNMGR_MAX_TAGGED_PEERS tagged). */
 void vv_connmgr_config_defaults(struct vv_connmgr_config *cfg);
 
 struct vv_connmgr;

@@ -59,7 +59,8 @@
  * update larger than a frame (1 MiB) travels through a stream (env_stream.h) and is
  * reassembled whole before it is applied, so this is also the memory one incoming update may
  * take. 64 MiB is a long book's text many times over, and within the stream layer's bounds
- * (96 MiB per peer, 256 MiB in all). Should become [crdt] max_document_bytes.
+ * (96 MiB per peer, 256 MiB in all). The default of [crdt] max_document_bytes
+ * (vv_crdt_engine_set_stream_limits).
  */
 #define VV_CRDT_SYNC_MAX_DOC_BYTES (64u << 20)
 
@@ -149,6 +150,15 @@ void vv_crdt_engine_set_max_peer_docs(struct vv_crdt_engine *e, uint32_t max);
  * peers joined here (vv_crdt_engine_join) are synced with, SYNC from any other peer is
  * ignored and counted (docs_refused), and peers create no documents here. */
 void vv_crdt_engine_set_auto_join(struct vv_crdt_engine *e, bool on);
+/* Bounds of updates larger than a frame, which travel as streams (env_stream.h); 0 keeps
+ * one. max_doc_bytes (default VV_CRDT_SYNC_MAX_DOC_BYTES): the largest update accepted
+ * from a peer, and sent to one (a larger one is counted too_large; peers should agree on
+ * it). The other three are the stream mux's (vv_stream_mux_set_limits). Streams already
+ * open keep what they reserved. [crdt] max_document_bytes, max_streams_per_peer,
+ * stream_peer_mb and stream_total_mb. */
+void vv_crdt_engine_set_stream_limits(struct vv_crdt_engine *e, uint64_t max_doc_bytes,
+                                      uint32_t max_streams_per_peer, uint64_t max_peer_bytes,
+                                      uint64_t max_total_bytes);
 /* The budget of updates waiting for their dependencies, all documents together (defaults:
  * VV_CRDT_SYNC_PENDING_MAX_*). Applied at once. */
 void vv_crdt_engine_set_pending_limits(struct vv_crdt_engine *e, size_t max_updates,
@@ -222,6 +232,9 @@ struct vv_crdt_settings {
     uint32_t max_peer_documents; /* documents peers may create here by syncing them */
     bool auto_join;              /* a peer syncing a document with us is joined to it */
     int synchronous;             /* VV_CONFIG_SYNC_NORMAL or _FULL */
+    uint32_t max_document_bytes; /* largest update over a stream, either way */
+    uint32_t max_streams_per_peer;
+    uint32_t stream_peer_mb, stream_total_mb; /* incoming stream buffers, MiB */
 };
 struct vv_config;
 struct vv_config_section;

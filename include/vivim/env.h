@@ -70,6 +70,11 @@ struct vv_env_ops {
     /* Wall-clock time in ms since 1970 (hybrid logical clocks need it). May be NULL: then
      * now_ms plus a fixed epoch stands in, which is what a simulation wants. */
     uint64_t (*wall_ms)(void *impl);
+    /* Runs work(job) off the loop (a worker thread), then done(job) on the loop; returns 0,
+     * or an error and then neither runs. done runs even after the env ended, and must then
+     * touch nothing but job. May be NULL: the work runs inline instead (the simulator, the
+     * fake env). Used by vivim/env_verify.h. */
+    int (*offload)(void *impl, void (*work)(void *job), void (*done)(void *job), void *job);
 };
 
 struct vv_wire_frame;
@@ -119,6 +124,9 @@ struct vv_env {
     /* The request/response layer's state (src/env/request.c); NULL until a module first
      * sends a request, serves a channel or sets limits. Freed by vv_env_fini. */
     struct vv__env_req *req;
+    /* Batched signature checks (src/env/verify.c, vivim/env_verify.h); NULL until the first
+     * check. Freed by vv_env_fini. */
+    struct vv__env_verify *verify;
 };
 
 /* Called by modules. Sets the channel's message and peer-event handlers (its request server,
@@ -219,7 +227,8 @@ void vv_env_peer_event(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES],
  * Called by implementations when an environment ends (the daemon's close, a simulated
  * node's crash or the simulation's end): frees what env.c and the request layer hold and
  * cancels the layer's timer. Requests still outstanding are dropped without a callback (the
- * modules that sent them are gone or going). The env may be used again afterwards, empty.
+ * modules that sent them are gone or going), and so are signature checks not yet given
+ * their verdict. The env may be used again afterwards, empty.
  */
 void vv_env_fini(struct vv_env *env);
 

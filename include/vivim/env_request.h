@@ -64,8 +64,9 @@ enum vv_req_error_code {
 #define VV_REQ_MAX_TIMEOUT_MS (10u * 60u * 1000u)
 
 /*
- * Bounds (vv_env_req_set_limits). Defaults: VV_REQ_DEFAULT_*. They should become config keys
- * ([net] request_max_per_peer, request_max_total, serve_max_per_peer, serve_max_total).
+ * Bounds (vv_env_req_set_limits). Defaults: VV_REQ_DEFAULT_*. In vivimd they are the config
+ * keys [net] request_max_per_peer, request_max_total, serve_max_per_peer, serve_max_total,
+ * changed on reload (a lowered bound refuses new requests; none in flight is cut short).
  */
 struct vv_env_req_limits {
     uint32_t max_per_peer;        /* requests in flight to one peer */

@@ -162,6 +162,11 @@ struct vv_net_settings {
     uint32_t memory_budget_mb; /* all peer queues and partial frames together */
     uint32_t keepalive_ms;     /* ping period per peer; silent for 3 periods = dropped */
     uint32_t reconnect_max_ms; /* cap on the re-dial backoff */
+    uint32_t grace_period_ms;  /* new connections are not trimmed this long */
+    uint32_t max_tagged_peers; /* peers modules may tag at once (vv_env_want_peer) */
+    /* The request layer's bounds (env_request.h, struct vv_env_req_limits). */
+    uint32_t request_max_per_peer, request_max_total;
+    uint32_t serve_max_per_peer, serve_max_total;
 };
 struct vv_config;
 struct vv_config_section;

@@ -756,6 +756,13 @@ static int crdt_init(struct vv_node *n)
     return n->rpc ? vv__crdt_rpc_register(m, n->rpc) : 0;
 }
 
+static void apply_stream_limits(struct vv_crdt_module *m, const struct vv_crdt_settings *c)
+{
+    vv_crdt_engine_set_stream_limits(m->engine, c->max_document_bytes, c->max_streams_per_peer,
+                                     (uint64_t)c->stream_peer_mb << 20,
+                                     (uint64_t)c->stream_total_mb << 20);
+}
+
 static int crdt_start(struct vv_node *n)
 {
     struct vv_crdt_module *m = vv_node_module_data(n, &vv_crdt_module);
@@ -786,6 +793,7 @@ static int crdt_start(struct vv_node *n)
     schedule_retag(m); /* the peers of the documents just loaded */
     vv_crdt_engine_set_max_peer_docs(m->engine, c->max_peer_documents);
     vv_crdt_engine_set_auto_join(m->engine, c->auto_join);
+    apply_stream_limits(m, c);
     m->flush = vv_xmalloc(sizeof(*m->flush));
     uv_timer_init(n->loop, m->flush);
     m->flush->data = m;
@@ -835,8 +843,8 @@ static void crdt_deinit(struct vv_node *n)
     vv_node_set_module_data(n, &vv_crdt_module, NULL);
 }
 
-/* [crdt] auto_join and max_peer_documents apply at once: they only decide what the engine
- * accepts from now on. */
+/* [crdt] auto_join, max_peer_documents and the stream bounds apply at once: they only
+ * decide what the engine accepts (and sends) from now on. */
 static void crdt_reload(struct vv_node *n)
 {
     struct vv_crdt_module *m = vv_node_module_data(n, &vv_crdt_module);
@@ -845,6 +853,7 @@ static void crdt_reload(struct vv_node *n)
         return;
     vv_crdt_engine_set_max_peer_docs(m->engine, c->max_peer_documents);
     vv_crdt_engine_set_auto_join(m->engine, c->auto_join);
+    apply_stream_limits(m, c);
 }
 
 /* Unhealthy without its document store; store errors (each also logged) are counted. */

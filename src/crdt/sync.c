@@ -103,6 +103,7 @@ struct vv_crdt_engine {
     struct entry *drain_head, **drain_tail;
     uint64_t drops_logged, drops_log_ms;     /* dropped buffered updates already logged; when */
     struct vv__crdt_bulk *bulk;              /* updates larger than a frame, both ways */
+    uint64_t max_doc_bytes;                  /* the largest update sent over a stream */
     uint64_t deferred_large_bytes;           /* of them, waiting in the deferred queue */
     uint64_t refuse_log_ms, refuse_unlogged; /* refusals by policy: one line a second */
 };
@@ -321,7 +322,7 @@ static int send_update(struct vv_crdt_engine *e, struct entry *x,
     if (len > INLINE_MAX_BYTES) {
         /* Larger than a frame: through a stream, unless a peer would refuse it anyway. */
         int rc = VV_ELIMIT;
-        if (len > VV_CRDT_SYNC_MAX_DOC_BYTES)
+        if (len > e->max_doc_bytes)
             e->stats.too_large++;
         else
             rc = vv__crdt_bulk_send(e->bulk, peer, vv_crdt_doc_id(x->doc), x->pol->creator, u, len);
@@ -945,6 +946,7 @@ struct vv_crdt_engine *vv_crdt_engine_new(struct vv_env *env, uint64_t replica,
     vv_crdt_pending_pool_set_now(e->pool, vv_env_now(env));
     static const struct vv__crdt_bulk_cbs bulk_cbs = {bulk_wanted, bulk_arrived};
     e->bulk = vv__crdt_bulk_new(env, &bulk_cbs, e);
+    e->max_doc_bytes = VV_CRDT_SYNC_MAX_DOC_BYTES;
     vv_env_set_channel(env, VV_CHANNEL_CRDT, on_recv, on_peer, e);
     e->timer = vv_env_timer_start(env, e->ae_ms, e->ae_ms, on_tick, e);
     return e;
@@ -976,6 +978,18 @@ void vv_crdt_engine_free(struct vv_crdt_engine *e)
 void vv_crdt_engine_set_auto_join(struct vv_crdt_engine *e, bool on)
 {
     e->auto_join = on;
+}
+
+void vv_crdt_engine_set_stream_limits(struct vv_crdt_engine *e, uint64_t max_doc_bytes,
+                                      uint32_t max_streams_per_peer, uint64_t max_peer_bytes,
+                                      uint64_t max_total_bytes)
+{
+    if (max_doc_bytes) {
+        e->max_doc_bytes = max_doc_bytes;
+        vv__crdt_bulk_set_max_bytes(e->bulk, max_doc_bytes);
+    }
+    vv_stream_mux_set_limits(vv__crdt_bulk_mux(e->bulk), max_streams_per_peer, max_peer_bytes,
+                             max_total_bytes);
 }
 
 void vv_crdt_engine_set_pending_limits(struct vv_crdt_engine *e, size_t max_updates,

@@ -44,6 +44,7 @@ struct vv__crdt_bulk {
     struct out *outs; /* streams being sent; few (at most 8 per peer, the mux's bound) */
     struct in *ins;   /* streams being received (the same bound) */
     struct vv__crdt_bulk_stats stats;
+    uint64_t max_bytes; /* the largest update accepted from a peer */
 };
 
 static int produce(void *arg, struct vv_stream *s, uint8_t *buf, size_t n)
@@ -109,7 +110,7 @@ static int on_accept(void *arg, struct vv_stream *s, const uint8_t peer[VV_NODE_
         b->stats.receive_failures++;
         return VV_ESTREAM_REFUSED;
     }
-    if (total != VV_STREAM_LENGTH_UNKNOWN && total > VV_CRDT_SYNC_MAX_DOC_BYTES) {
+    if (total != VV_STREAM_LENGTH_UNKNOWN && total > b->max_bytes) {
         b->stats.receive_failures++;
         return VV_ESTREAM_TOO_LARGE;
     }
@@ -120,7 +121,7 @@ static int on_accept(void *arg, struct vv_stream *s, const uint8_t peer[VV_NODE_
     i->next = b->ins;
     b->ins = i;
     how->consume = NULL; /* reassembled: applied whole */
-    how->max_bytes = VV_CRDT_SYNC_MAX_DOC_BYTES;
+    how->max_bytes = b->max_bytes;
     how->done = in_done;
     how->arg = i;
     return 0;
@@ -134,7 +135,13 @@ struct vv__crdt_bulk *vv__crdt_bulk_new(struct vv_env *env, const struct vv__crd
     b->cbs = *cbs;
     b->arg = arg;
     b->mux = vv_stream_mux_new(env, VV_CHANNEL_CRDT, on_accept, b);
+    b->max_bytes = VV_CRDT_SYNC_MAX_DOC_BYTES;
     return b;
+}
+
+void vv__crdt_bulk_set_max_bytes(struct vv__crdt_bulk *b, uint64_t max_bytes)
+{
+    b->max_bytes = max_bytes;
 }
 
 void vv__crdt_bulk_free(struct vv__crdt_bulk *b)

@@ -62,6 +62,8 @@ bool vv__crdt_bulk_skip(struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_B
 /* Whether an update of id from peer is arriving through a stream now. */
 bool vv__crdt_bulk_receiving(const struct vv__crdt_bulk *b, const uint8_t peer[VV_NODE_ID_BYTES],
                              const char *id);
+/* The largest update accepted from a peer (default VV_CRDT_SYNC_MAX_DOC_BYTES). */
+void vv__crdt_bulk_set_max_bytes(struct vv__crdt_bulk *b, uint64_t max_bytes);
 const struct vv__crdt_bulk_stats *vv__crdt_bulk_stats(const struct vv__crdt_bulk *b);
 struct vv_stream_mux *vv__crdt_bulk_mux(struct vv__crdt_bulk *b);
 

@@ -100,6 +100,7 @@ void vv_env_peer_event(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES],
 void vv_env_fini(struct vv_env *env)
 {
     vv__env_req_free(env);
+    vv__env_verify_free(env);
     vv_free(env->held);
     env->held = NULL;
     env->n_held = env->cap_held = 0;

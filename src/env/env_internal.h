@@ -20,4 +20,8 @@ void vv__env_req_peer_down(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYT
 /* Frees the layer's state without callbacks; env->req is NULL afterwards. */
 void vv__env_req_free(struct vv_env *env);
 
+/* Frees the verification layer's state without callbacks (batches on the thread pool are
+ * detached and free themselves); env->verify is NULL afterwards. */
+void vv__env_verify_free(struct vv_env *env);
+
 #endif

@@ -65,7 +65,7 @@ struct vv_connmgr {
     uint64_t last_pex_ms;
     uint32_t n_hearsay;        /* peers with hearsay set */
     uint32_t n_tagged;         /* peers with at least one tag */
-    uint32_t max_tagged;       /* VV_CONNMGR_MAX_TAGGED_PEERS, at most max_known_peers / 2 */
+    uint32_t max_tagged;       /* cfg.max_tagged, at most max_known_peers / 2 */
     uint64_t pex_dial_tokens;  /* in thousandths of a dial; at most VV_CONNMGR_PEX_DIAL_BURST */
     uint64_t pex_dial_fill_ms; /* when the bucket was last filled */
     struct vv_connmgr_stats stats;
@@ -84,6 +84,8 @@ void vv_connmgr_config_defaults(struct vv_connmgr_config *cfg)
     cfg->backoff_max_ms = 300000;
     cfg->pex_interval_ms = 30000;
     cfg->max_dials = 8;
+    cfg->grace_ms = VV_CONNMGR_GRACE_MS;
+    cfg->max_tagged = VV_CONNMGR_MAX_TAGGED_PEERS;
     cfg->node_type = VV_NODE_STORAGE;
     cfg->capabilities = 0;
 }
@@ -747,12 +749,12 @@ static int64_t usefulness(const struct peer *p, uint64_t now)
 static bool in_grace(const struct vv_connmgr *cm, const struct peer *p, uint64_t now)
 {
     uint64_t age = now - p->pub.connected_since_ms;
-    if (age >= VV_CONNMGR_GRACE_MS)
+    if (age >= cm->cfg.grace_ms)
         return false;
     bool flooded = cm->connected > (uint64_t)VV_CONNMGR_GRACE_OVERFLOW * cm->cfg.high_water;
     if (!flooded || p->pub.n_tags > 0)
         return true;
-    return !p->pex_answered && age < VV_CONNMGR_GRACE_MS / VV_CONNMGR_GRACE_FLOOD_DIVISOR;
+    return !p->pex_answered && age < cm->cfg.grace_ms / VV_CONNMGR_GRACE_FLOOD_DIVISOR;
 }
 
 /* Tagged peers connected (and not being closed), and with dialing those being dialled too:
@@ -1050,7 +1052,9 @@ struct vv_connmgr *vv_connmgr_new(struct vv_env *env, const struct vv_connmgr_co
     cm->index = vv_xcalloc(cm->index_cap, sizeof(*cm->index));
     cm->pex_dial_tokens = (uint64_t)VV_CONNMGR_PEX_DIAL_BURST * 1000;
     cm->pex_dial_fill_ms = vv_env_now(env);
-    cm->max_tagged = VV_MIN((uint32_t)VV_CONNMGR_MAX_TAGGED_PEERS, cm->cfg.max_known_peers / 2);
+    cm->max_tagged =
+        VV_MIN(cm->cfg.max_tagged ? cm->cfg.max_tagged : (uint32_t)VV_CONNMGR_MAX_TAGGED_PEERS,
+               cm->cfg.max_known_peers / 2);
     vv_env_set_channel(env, VV_CHANNEL_CONN, on_recv, on_peer, cm);
     const struct vv_env_peer_manager pm = {pm_want, pm_release, cm};
     vv_env_set_peer_manager(env, &pm);

@@ -164,6 +164,43 @@ static uint64_t op_wall_ms(void *impl)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* A job on libuv's thread pool. It holds no pointer to the env: the env may end while the
+ * job runs, and after_work must then touch only the job. */
+struct offload {
+    uv_work_t req;
+    void (*work)(void *job);
+    void (*done)(void *job);
+    void *job;
+};
+
+static void offload_work(uv_work_t *req)
+{
+    struct offload *o = req->data;
+    o->work(o->job);
+}
+
+static void offload_done(uv_work_t *req, int status)
+{
+    (void)status; /* only uv_cancel makes it UV_ECANCELED, and nothing here cancels */
+    struct offload *o = req->data;
+    o->done(o->job);
+    vv_free(o);
+}
+
+static int op_offload(void *impl, void (*work)(void *job), void (*done)(void *job), void *job)
+{
+    struct offload *o = vv_xcalloc(1, sizeof(*o));
+    o->req.data = o;
+    o->work = work;
+    o->done = done;
+    o->job = job;
+    if (uv_queue_work(self(impl)->loop, &o->req, offload_work, offload_done) != 0) {
+        vv_free(o);
+        return VV_EIO;
+    }
+    return 0;
+}
+
 static const struct vv_env_ops uv_env_ops = {
     .now_ms = op_now_ms,
     .timer_start = op_timer_start,
@@ -174,6 +211,7 @@ static const struct vv_env_ops uv_env_ops = {
     .disconnect = op_disconnect,
     .verify = op_verify,
     .wall_ms = op_wall_ms,
+    .offload = op_offload,
 };
 
 struct vv_env_uv *vv_env_uv_new(uv_loop_t *loop, const struct vv_identity *identity)

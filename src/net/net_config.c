@@ -134,6 +134,25 @@ static const struct vv_config_key keys[] = {
     VV_CONFIG_U32_KEY(S, reconnect_max_ms, "300000", 100, 86400000, false,
                       "The longest wait between attempts to re-dial a peer that failed "
                       "(backoff doubles up to this)."),
+    VV_CONFIG_U32_KEY(S, grace_period_ms, "30000", 0, 600000, false,
+                      "A new connection is not trimmed for this long (ms): time to measure its "
+                      "round-trip time and to be tagged by the module it came for. 0: no grace. "
+                      "A node with more than twice high_water connected trims young untagged "
+                      "peers after a sixteenth of it."),
+    VV_CONFIG_U32_KEY(S, max_tagged_peers, "1024", 1, 100000, false,
+                      "Peers the modules may ask for and tag at once (CRDT replicas, pubsub "
+                      "mesh, ...); tagged peers are trimmed last. At most half the address book "
+                      "(4096 peers) is used whatever the value."),
+    VV_CONFIG_U32_KEY(S, request_max_per_peer, "64", 1, 65536, true,
+                      "Requests this node's modules may have in flight to one peer; more are "
+                      "refused at once."),
+    VV_CONFIG_U32_KEY(S, request_max_total, "4096", 1, 1048576, true,
+                      "Requests in flight from this node to all peers together."),
+    VV_CONFIG_U32_KEY(S, serve_max_per_peer, "64", 1, 65536, true,
+                      "One peer's requests in service here at once; more are answered busy. "
+                      "Keep it at least the peers' request_max_per_peer."),
+    VV_CONFIG_U32_KEY(S, serve_max_total, "4096", 1, 1048576, true,
+                      "All peers' requests in service here at once."),
 };
 #undef S
 

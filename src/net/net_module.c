@@ -13,6 +13,7 @@
 
 #include "net_internal.h"
 #include "vivim/env_request.h"
+#include "vivim/env_verify.h"
 #include "vivim/log.h"
 #include "vivim/metrics.h"
 #include "vivim/monitor.h"
@@ -123,6 +124,23 @@ REQ_STAT_FN(answers_unsent)
 REQ_STAT_FN(bad_requests)
 REQ_STAT_FN(in_flight)
 REQ_STAT_FN(serving)
+
+/* The signature-check layer's counters (vivim/env_verify.h). */
+#define VERIFY_STAT_FN(field)                                                                      \
+    static double verify_##field(void *data)                                                       \
+    {                                                                                              \
+        struct vv_net_module *m = data;                                                            \
+        return m->envu ? (double)vv_env_verify_stats(vv_env_uv_env(m->envu))->field : 0.0;         \
+    }
+VERIFY_STAT_FN(valid)
+VERIFY_STAT_FN(invalid)
+VERIFY_STAT_FN(cancelled)
+VERIFY_STAT_FN(busy)
+VERIFY_STAT_FN(batches)
+VERIFY_STAT_FN(offloaded)
+VERIFY_STAT_FN(queued)
+VERIFY_STAT_FN(running)
+VERIFY_STAT_FN(bytes)
 
 static double known_peers(void *data)
 {
@@ -242,6 +260,26 @@ static void register_metrics(struct vv_net_module *m, struct vv_metrics *mx)
          req_answers_unsent},
         {true, "vivimd_env_requests_bad_requests_total",
          "Request frames from peers that failed to decode (dropped).", req_bad_requests},
+        {true, "vivimd_env_verify_valid_total", "Signature checks off the loop found valid.",
+         verify_valid},
+        {true, "vivimd_env_verify_invalid_total", "Signature checks off the loop found invalid.",
+         verify_invalid},
+        {true, "vivimd_env_verify_cancelled_total",
+         "Signature checks cancelled by their module before their verdict.", verify_cancelled},
+        {true, "vivimd_env_verify_busy_total",
+         "Signature checks refused: too many waiting (4096 checks or 16 MiB of messages).",
+         verify_busy},
+        {true, "vivimd_env_verify_batches_total", "Batches of signature checks run.",
+         verify_batches},
+        {true, "vivimd_env_verify_offloaded_total",
+         "Batches of signature checks run on the thread pool (the others ran inline).",
+         verify_offloaded},
+        {false, "vivimd_env_verify_queued", "Signature checks waiting for a batch slot now.",
+         verify_queued},
+        {false, "vivimd_env_verify_running", "Signature checks in batches being run now.",
+         verify_running},
+        {false, "vivimd_env_verify_bytes", "Message bytes of the waiting and running checks now.",
+         verify_bytes},
         {true, "vivimd_net_tags_refused_total",
          "Requests for a peer connection refused: too many tags on the peer, too many tagged "
          "peers, or no room in the address book.",
@@ -342,6 +380,15 @@ static void advertised(const struct vv_net_settings *c, char *out, size_t cap)
 
 static void net_stop(struct vv_node *n);
 
+/* The request layer's bounds from [net]: at start and on every reload (a lowered bound
+ * refuses new requests until those in flight drop under it; none is cut short). */
+static void apply_request_limits(struct vv_net_module *m, const struct vv_net_settings *c)
+{
+    const struct vv_env_req_limits lim = {c->request_max_per_peer, c->request_max_total,
+                                          c->serve_max_per_peer, c->serve_max_total};
+    vv_env_req_set_limits(vv_env_uv_env(m->envu), &lim);
+}
+
 static int net_init(struct vv_node *n)
 {
     struct vv_net_module *m = vv_xcalloc(1, sizeof(*m));
@@ -368,6 +415,7 @@ static int net_start(struct vv_node *n)
     m->keys_set = true;
     m->envu = vv_env_uv_new(n->loop, &n->identity);
     n->env = m->envu;
+    apply_request_limits(m, c);
 
     int type = node->type;
     char adv[VV_CONNMGR_ADDRESS_BYTES];
@@ -419,6 +467,8 @@ static int net_start(struct vv_node *n)
     if (cc.pex_interval_ms > 2 * c->keepalive_ms)
         cc.pex_interval_ms = 2 * c->keepalive_ms;
     vv_strlcpy(cc.self_address, adv, sizeof(cc.self_address));
+    cc.grace_ms = c->grace_period_ms;
+    cc.max_tagged = c->max_tagged_peers;
     cc.node_type = (enum vv_node_type)type;
     cc.capabilities = node_type_caps[type];
     vv_strlcpy(cc.region, node->region, sizeof(cc.region));
@@ -479,6 +529,13 @@ static json_t *net_health(struct vv_node *n)
                      "queuedBytes", (json_int_t)vv_net_stats(m->net)->queued_bytes);
 }
 
+static void net_reload(struct vv_node *n)
+{
+    struct vv_net_module *m = vv_node_module_data(n, &vv_net_module);
+    if (m != NULL && m->envu != NULL)
+        apply_request_limits(m, vv_net_settings(&n->config));
+}
+
 static const char *const net_depends[] = {"monitor", "rpc", NULL};
 
 const struct vv_module vv_net_module = {
@@ -490,4 +547,5 @@ const struct vv_module vv_net_module = {
     .start = net_start,
     .stop = net_stop,
     .deinit = net_deinit,
+    .reload = net_reload,
 };

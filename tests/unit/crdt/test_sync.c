@@ -861,6 +861,85 @@ static void test_same_named_documents_of_two_creators_do_not_mix(void **state)
     world_free(&w);
 }
 
+/* A text of chunks x 64 KiB of pseudo-random letters (the text encoding compresses its
+ * content, so a periodic text would fit in one frame). */
+static void write_big(struct node *n, const char *doc, int chunks)
+{
+    assert_int_equal(vv_crdt_engine_create(n->e, doc, VV_CRDT_KIND_TEXT, NULL), 0);
+    char *text = vv_xmalloc((64u << 10) + 1);
+    uint32_t x = 7;
+    for (int c = 0; c < chunks; c++) {
+        for (size_t i = 0; i < (64u << 10); i++) {
+            x = x * 1103515245u + 12345u;
+            text[i] = (char)('a' + (x >> 16) % 26);
+        }
+        text[64u << 10] = '\0';
+        json_t *op =
+            json_pack("{s:{s:I, s:s}}", "insert", "pos", (json_int_t)c << 16, "text", text);
+        char err[128];
+        assert_int_equal(vv_crdt_engine_op(n->e, doc, op, err, sizeof(err)), 0);
+        json_decref(op);
+    }
+    vv_free(text);
+}
+
+/* Moves time on by ms, a millisecond at a time, delivering everything sent meanwhile (the
+ * stream layer's chunks and credit). */
+static void settle(struct world *w, uint64_t ms)
+{
+    for (uint64_t t = 0; t < ms; t++) {
+        pump(w);
+        vv_fake_net_advance(&w->net, 1);
+    }
+    pump(w);
+}
+
+static size_t text_length(struct node *n, const char *doc)
+{
+    struct vv_crdt_doc *d = vv_crdt_engine_find(n->e, doc);
+    if (d == NULL)
+        return 0;
+    json_t *v = vv_crdt_doc_value(d);
+    size_t len = json_string_length(v);
+    json_decref(v);
+    return len;
+}
+
+/* [crdt] max_document_bytes (vv_crdt_engine_set_stream_limits): a sender does not send an
+ * update over its own bound (counted too_large), a receiver refuses a stream over its own
+ * (STOP, the transfer fails), and with both bounds over the update it arrives whole. */
+static void test_max_document_bytes_bounds_large_updates_both_ways(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w);
+    struct node *a = &w.n[0], *b = &w.n[1];
+    write_big(a, "book", 48); /* 3 MiB of text, over 1 MiB encoded: a stream */
+    vv_crdt_engine_set_stream_limits(a->e, 1u << 20, 0, 0, 0);
+    share(a, "book", b, VV_CRDT_ACCESS_WRITE);
+    settle(&w, 200);
+    assert_true(vv_crdt_engine_stats(a->e)->too_large >= 1);
+    assert_int_equal(vv_crdt_engine_stats(a->e)->streams_sent, 0);
+    assert_int_equal(text_length(b, "book"), 0);
+
+    /* The sender's bound raised, the receiver's lowered: the receiver refuses the stream. */
+    vv_crdt_engine_set_stream_limits(a->e, 64u << 20, 0, 0, 0);
+    vv_crdt_engine_set_stream_limits(b->e, 1u << 20, 0, 0, 0);
+    assert_int_equal(vv_crdt_engine_sync(a->e, "book", b->f.id.node_id), 0);
+    settle(&w, 200);
+    assert_true(vv_crdt_engine_stats(a->e)->streams_failed >= 1);
+    assert_int_equal(vv_crdt_engine_stats(b->e)->streams_received, 0);
+    assert_int_equal(text_length(b, "book"), 0);
+
+    /* Both over the update: it arrives whole. */
+    vv_crdt_engine_set_stream_limits(b->e, 4u << 20, 0, 0, 0);
+    assert_int_equal(vv_crdt_engine_sync(a->e, "book", b->f.id.node_id), 0);
+    settle(&w, 2000);
+    assert_int_equal(vv_crdt_engine_stats(b->e)->streams_received, 1);
+    assert_int_equal(text_length(b, "book"), (size_t)48 << 16);
+    world_free(&w);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -879,6 +958,7 @@ int main(void)
         cmocka_unit_test(test_forged_and_stale_policies_are_refused),
         cmocka_unit_test(test_documents_from_before_policies_keep_syncing),
         cmocka_unit_test(test_same_named_documents_of_two_creators_do_not_mix),
+        cmocka_unit_test(test_max_document_bytes_bounds_large_updates_both_ways),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
