@@ -145,6 +145,41 @@ static void test_message_round_trips_through_a_frame(void **state)
     vv_wire_frame_free(&f);
 }
 
+/* The test vector of docs/protocol.md ("Pubsub messages, channel 2"), byte for byte. */
+static void test_message_matches_the_documented_vector(void **state)
+{
+    (void)state;
+    static const char *frame_hex =
+        "950100cd02010096c42034750f98bd59fcfc946da45aaabe933be154a4b5094e1c4abf42866505f3c97e"
+        "c4208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c01a174c403616263"
+        "c4405d2c447899a7c52cca9869f52d53476eca2a6061fadfbbfda2e7f51cea27bdef51e999fac5802ccf"
+        "c8c63068dac926886c802fa5ea7f8dfabb178dedafbf6305";
+    static const char *id_hex = "6738b1dbfc80efb98c0dcf80638bad78bd531b41";
+    struct key a;
+    key_make(&a, 1);
+    uint8_t sig[VV_PUBSUB_SIG_BYTES];
+    struct vv_pubsub_msg m = msg_make(&a, "t", "abc", 3, 1, sig);
+    struct vv_wire_frame f;
+    assert_int_equal(frame(VV_PUBSUB_TYPE_MESSAGE, msg_body, &m, &f), 0);
+    vv_wire_frame_free(&f);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_PUBSUB_TYPE_MESSAGE, 0);
+    assert_int_equal(vv_pubsub_msg_encode(&pk, &m), 0);
+    char hex[2 * 150 + 1];
+    assert_int_equal(sb.size, 150);
+    sodium_bin2hex(hex, sizeof(hex), (const uint8_t *)sb.data, sb.size);
+    assert_string_equal(hex, frame_hex);
+    uint8_t id[VV_PUBSUB_ID_BYTES];
+    char idh[2 * VV_PUBSUB_ID_BYTES + 1];
+    vv_pubsub_msg_id(&m, id);
+    sodium_bin2hex(idh, sizeof(idh), id, sizeof(id));
+    assert_string_equal(idh, id_hex);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_message_with_from_not_hash_of_origin_is_refused(void **state)
 {
     (void)state;
@@ -505,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_signature_verifies_and_binds_every_field),
         cmocka_unit_test(test_id_is_digest_prefix_and_topic_data_boundary_matters),
         cmocka_unit_test(test_message_round_trips_through_a_frame),
+        cmocka_unit_test(test_message_matches_the_documented_vector),
         cmocka_unit_test(test_message_with_from_not_hash_of_origin_is_refused),
         cmocka_unit_test(test_encoders_refuse_what_peers_must_refuse),
         cmocka_unit_test(test_subscriptions_round_trip),
