@@ -331,7 +331,8 @@ int vv_pubsub_mesh_params_check(const struct vv_pubsub_mesh_params *p);
  * and when opportunistic is set (every opportunistic_graft_ticks heartbeats) and the median
  * mesh score is below the threshold, graft up to opportunistic_graft_peers random eligible
  * peers scoring above the median. A peer pruned in this call is not grafted in it. Returns
- * the mesh size after the decisions.
+ * the mesh size after the decisions. Parameters that fail vv_pubsub_mesh_params_check change
+ * nothing (every decision KEEP).
  */
 uint32_t vv_pubsub_mesh_select(const struct vv_pubsub_mesh_params *p,
                                const struct vv_pubsub_mesh_candidate *c, uint32_t n,

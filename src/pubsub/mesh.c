@@ -172,6 +172,14 @@ uint32_t vv_pubsub_mesh_select(const struct vv_pubsub_mesh_params *p,
         s.in[i] = c[i].in_mesh;
         decision[i] = VV_PUBSUB_MESH_KEEP;
     }
+    if (vv_pubsub_mesh_params_check(p) != 0) {
+        /* The steps below rely on d_score <= d <= d_hi; unchecked parameters change nothing. */
+        uint32_t m = mesh_size(&s);
+        vv_free(s.in);
+        vv_free(s.pruned);
+        vv_free(s.tmp);
+        return m;
+    }
     /* 1. Negative scores leave the mesh. */
     for (uint32_t i = 0; i < n; i++)
         if (s.in[i] && !(c[i].score >= 0))

@@ -189,6 +189,13 @@ static void test_mesh_params_follow_the_spec(void **state)
     b[4].d_lo = 6; /* above d / 2 */
     for (int i = 0; i < 5; i++)
         assert_int_equal(vv_pubsub_mesh_params_check(&b[i]), VV_EPUBSUB_PARAMS);
+    /* Bad parameters change nothing. */
+    struct vv_pubsub_mesh_candidate one[2] = {{-1, true, false, true}, {5, false, true, true}};
+    uint8_t d2[2];
+    uint64_t y = 1;
+    assert_int_equal(vv_pubsub_mesh_select(&b[0], one, 2, true, rnd, &y, d2), 1);
+    assert_int_equal(d2[0], VV_PUBSUB_MESH_KEEP);
+    assert_int_equal(d2[1], VV_PUBSUB_MESH_KEEP);
     /* No candidates: nothing to do. */
     uint64_t x = 1;
     uint8_t d[1];
