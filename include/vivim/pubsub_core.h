@@ -207,7 +207,7 @@ struct vv_pubsub_topic_score_params {
 
 struct vv_pubsub_score_params {
     double topic_score_cap;                /* >= 0; 0: none */
-    double app_specific_weight;            /* P5 */
+    double app_specific_weight;            /* P5, >= 0 */
     double ip_colocation_factor_weight;    /* P6, <= 0 */
     double ip_colocation_factor_threshold; /* >= 1 when the weight is not 0 */
     double behaviour_penalty_weight;       /* P7, <= 0 */
@@ -221,8 +221,8 @@ struct vv_pubsub_score_params {
 };
 
 struct vv_pubsub_score_thresholds {
-    double gossip;              /* <= 0: below, no gossip to or from the peer */
-    double publish;             /* <= gossip: below, no flood-publishing to the peer */
+    double gossip;              /* < 0: below, no gossip to or from the peer */
+    double publish;             /* < gossip: below, no flood-publishing to the peer */
     double graylist;            /* < publish: below, everything from the peer is ignored */
     double accept_px;           /* >= 0: PX only from peers above it */
     double opportunistic_graft; /* >= 0: graft better peers when the mesh median is below */
@@ -319,8 +319,9 @@ enum vv_pubsub_mesh_decision {
 typedef uint32_t (*vv_pubsub_rand_cb)(void *arg, uint32_t bound);
 
 void vv_pubsub_mesh_params_defaults(struct vv_pubsub_mesh_params *p);
-/* The spec's constraints: d_lo <= d <= d_hi, d_score <= d, d_out < d_lo, d_out <= d / 2.
- * Returns 0 or VV_EPUBSUB_PARAMS. */
+/* The spec's constraints: d_lo <= d <= d_hi, d_score <= d, d_out < d_lo, d_out <= d / 2;
+ * or all of them 0 (a node without meshes, as the spec's bootstrappers). Returns 0 or
+ * VV_EPUBSUB_PARAMS. */
 int vv_pubsub_mesh_params_check(const struct vv_pubsub_mesh_params *p);
 /*
  * Decides, for each of the n candidates, KEEP, GRAFT or PRUNE (into decision[n]), in the order

@@ -25,6 +25,9 @@ void vv_pubsub_mesh_params_defaults(struct vv_pubsub_mesh_params *p)
 
 int vv_pubsub_mesh_params_check(const struct vv_pubsub_mesh_params *p)
 {
+    /* All zero is a node that keeps no mesh (the spec's bootstrappers: gossip and PX only). */
+    if (p->d == 0 && p->d_lo == 0 && p->d_hi == 0 && p->d_score == 0 && p->d_out == 0)
+        return 0;
     if (p->d == 0 || p->d_lo > p->d || p->d > p->d_hi || p->d_score > p->d || p->d_out >= p->d_lo ||
         p->d_out > p->d / 2)
         return VV_EPUBSUB_PARAMS;

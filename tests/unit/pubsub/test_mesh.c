@@ -189,6 +189,17 @@ static void test_mesh_params_follow_the_spec(void **state)
     b[4].d_lo = 6; /* above d / 2 */
     for (int i = 0; i < 5; i++)
         assert_int_equal(vv_pubsub_mesh_params_check(&b[i]), VV_EPUBSUB_PARAMS);
+    /* A node without meshes (all zero) is valid: it prunes everyone and grafts no one. */
+    struct vv_pubsub_mesh_params z = {0};
+    assert_int_equal(vv_pubsub_mesh_params_check(&z), 0);
+    struct vv_pubsub_mesh_candidate three[3] = {
+        {1, true, true, true}, {2, true, false, true}, {3, false, true, true}};
+    uint8_t d3[3];
+    uint64_t w = 1;
+    assert_int_equal(vv_pubsub_mesh_select(&z, three, 3, true, rnd, &w, d3), 0);
+    assert_int_equal(d3[0], VV_PUBSUB_MESH_PRUNE);
+    assert_int_equal(d3[1], VV_PUBSUB_MESH_PRUNE);
+    assert_int_equal(d3[2], VV_PUBSUB_MESH_KEEP);
     /* Bad parameters change nothing. */
     struct vv_pubsub_mesh_candidate one[2] = {{-1, true, false, true}, {5, false, true, true}};
     uint8_t d2[2];
