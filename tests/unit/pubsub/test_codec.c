@@ -330,6 +330,62 @@ static void test_control_round_trips_every_list(void **state)
 }
 
 /* Bodies a peer could send, each broken in one way. */
+/* Every list at its bound at once: the body still fits one frame and decodes. */
+static void test_control_with_every_list_full_fits_one_frame(void **state)
+{
+    (void)state;
+    static uint8_t idb[VV_PUBSUB_ID_BYTES];
+    static const uint8_t *ids[VV_PUBSUB_MAX_CONTROL_IDS];
+    for (int i = 0; i < VV_PUBSUB_MAX_CONTROL_IDS; i++)
+        ids[i] = idb;
+    static char topic[VV_PUBSUB_MAX_TOPIC_BYTES], addr[VV_PUBSUB_MAX_ADDRESS_BYTES];
+    memset(topic, 't', sizeof(topic));
+    memset(addr, '1', sizeof(addr));
+    uint8_t peer[VV_NODE_ID_BYTES] = {0};
+    static struct vv_pubsub_ihave ih[VV_PUBSUB_MAX_IHAVE_TOPICS];
+    static struct vv_pubsub_topic_ref gr[VV_PUBSUB_MAX_GRAFTS];
+    static struct vv_pubsub_prune pr[VV_PUBSUB_MAX_PRUNES];
+    static struct vv_pubsub_px px[VV_PUBSUB_MAX_PX];
+    for (int i = 0; i < VV_PUBSUB_MAX_PX; i++)
+        px[i] = (struct vv_pubsub_px){peer, addr, sizeof(addr)};
+    uint32_t per = VV_PUBSUB_MAX_CONTROL_IDS / VV_PUBSUB_MAX_IHAVE_TOPICS,
+             left = VV_PUBSUB_MAX_CONTROL_IDS;
+    for (int i = 0; i < VV_PUBSUB_MAX_IHAVE_TOPICS; i++) {
+        uint32_t k = i == VV_PUBSUB_MAX_IHAVE_TOPICS - 1 ? left : per;
+        ih[i] = (struct vv_pubsub_ihave){topic, sizeof(topic), ids, k};
+        left -= k;
+    }
+    for (int i = 0; i < VV_PUBSUB_MAX_GRAFTS; i++)
+        gr[i] = (struct vv_pubsub_topic_ref){topic, sizeof(topic)};
+    for (int i = 0; i < VV_PUBSUB_MAX_PRUNES; i++)
+        pr[i] = (struct vv_pubsub_prune){topic, sizeof(topic), VV_PUBSUB_MAX_BACKOFF_S, px,
+                                         VV_PUBSUB_MAX_PX};
+    struct vv_pubsub_control c = {ih,  VV_PUBSUB_MAX_IHAVE_TOPICS, ids, VV_PUBSUB_MAX_CONTROL_IDS,
+                                  gr,  VV_PUBSUB_MAX_GRAFTS,       pr,  VV_PUBSUB_MAX_PRUNES,
+                                  ids, VV_PUBSUB_MAX_CONTROL_IDS,  NULL};
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_PUBSUB_TYPE_CONTROL, 0);
+    assert_int_equal(vv_pubsub_control_encode(&pk, &c), 0);
+    assert_true(sb.size < 560000); /* docs/protocol.md: about 550 KB */
+    struct vv_wire_frame f;
+    assert_int_equal(vv_wire_decode((const uint8_t *)sb.data, sb.size, &f), 0);
+    struct vv_pubsub_control o;
+    assert_int_equal(vv_pubsub_control_decode(&f.body, &o), 0);
+    assert_int_equal(o.n_ihave, VV_PUBSUB_MAX_IHAVE_TOPICS);
+    assert_int_equal(o.ihave[VV_PUBSUB_MAX_IHAVE_TOPICS - 1].n_ids,
+                     VV_PUBSUB_MAX_CONTROL_IDS - (VV_PUBSUB_MAX_IHAVE_TOPICS - 1) * per);
+    assert_int_equal(o.n_prune, VV_PUBSUB_MAX_PRUNES);
+    assert_int_equal(o.prune[63].n_px, VV_PUBSUB_MAX_PX);
+    assert_int_equal(o.prune[63].px[15].address_len, VV_PUBSUB_MAX_ADDRESS_BYTES);
+    assert_int_equal(o.n_idontwant, VV_PUBSUB_MAX_CONTROL_IDS);
+    vv_pubsub_control_free(&o);
+    vv_wire_frame_free(&f);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_malformed_control_bodies_are_refused(void **state)
 {
     (void)state;
@@ -545,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_encoders_refuse_what_peers_must_refuse),
         cmocka_unit_test(test_subscriptions_round_trip),
         cmocka_unit_test(test_control_round_trips_every_list),
+        cmocka_unit_test(test_control_with_every_list_full_fits_one_frame),
         cmocka_unit_test(test_malformed_control_bodies_are_refused),
         cmocka_unit_test(test_ihave_ids_are_bounded_in_total),
         cmocka_unit_test(test_malformed_messages_and_subscriptions_are_refused),
