@@ -207,7 +207,7 @@ struct vv_pubsub_topic_score_params {
 
 struct vv_pubsub_score_params {
     double topic_score_cap;                /* >= 0; 0: none */
-    double app_specific_weight;            /* P5 */
+    double app_specific_weight;            /* P5, >= 0 */
     double ip_colocation_factor_weight;    /* P6, <= 0 */
     double ip_colocation_factor_threshold; /* >= 1 when the weight is not 0 */
     double behaviour_penalty_weight;       /* P7, <= 0 */
@@ -221,8 +221,8 @@ struct vv_pubsub_score_params {
 };
 
 struct vv_pubsub_score_thresholds {
-    double gossip;              /* <= 0: below, no gossip to or from the peer */
-    double publish;             /* <= gossip: below, no flood-publishing to the peer */
+    double gossip;              /* < 0: below, no gossip to or from the peer */
+    double publish;             /* < gossip: below, no flood-publishing to the peer */
     double graylist;            /* < publish: below, everything from the peer is ignored */
     double accept_px;           /* >= 0: PX only from peers above it */
     double opportunistic_graft; /* >= 0: graft better peers when the mesh median is below */
@@ -286,5 +286,58 @@ double vv_pubsub_score_get(const struct vv_pubsub_score *s, const uint8_t peer[V
                            uint64_t now);
 /* Peers held, connected and retained. */
 uint32_t vv_pubsub_score_count(const struct vv_pubsub_score *s);
+
+/* ---- mesh selection (v1.1 heartbeat) --------------------------------------------------------
+ * What one heartbeat does to one topic's mesh, decided from the candidates' facts alone: the
+ * router gathers them (connected peers subscribed to the topic), calls this, and sends the
+ * GRAFTs and PRUNEs. Randomness comes from the caller (vv_env's, or a seeded generator in
+ * the simulator), so the decision replays exactly. */
+struct vv_pubsub_mesh_params {
+    uint32_t d;                           /* 6: the degree aimed at */
+    uint32_t d_lo;                        /* 5: graft up to d below this */
+    uint32_t d_hi;                        /* 12: prune down to d above this */
+    uint32_t d_score;                     /* 4: when pruning, the best-scored peers kept */
+    uint32_t d_out;                       /* 2: outbound peers kept in the mesh at least */
+    uint32_t opportunistic_graft_peers;   /* 2 */
+    double opportunistic_graft_threshold; /* the score thresholds' opportunistic_graft */
+};
+
+struct vv_pubsub_mesh_candidate {
+    double score;
+    bool in_mesh;   /* in our mesh of the topic now */
+    bool outbound;  /* we dialled the connection */
+    bool graftable; /* not backed off, not a direct peer: may be grafted if its score allows */
+};
+
+enum vv_pubsub_mesh_decision {
+    VV_PUBSUB_MESH_KEEP = 0, /* no change */
+    VV_PUBSUB_MESH_GRAFT = 1,
+    VV_PUBSUB_MESH_PRUNE = 2,
+};
+
+/* Returns a uniform integer in [0, bound); bound >= 1. */
+typedef uint32_t (*vv_pubsub_rand_cb)(void *arg, uint32_t bound);
+
+void vv_pubsub_mesh_params_defaults(struct vv_pubsub_mesh_params *p);
+/* The spec's constraints: d_lo <= d <= d_hi, d_score <= d, d_out < d_lo, d_out <= d / 2;
+ * or all of them 0 (a node without meshes, as the spec's bootstrappers). Returns 0 or
+ * VV_EPUBSUB_PARAMS. */
+int vv_pubsub_mesh_params_check(const struct vv_pubsub_mesh_params *p);
+/*
+ * Decides, for each of the n candidates, KEEP, GRAFT or PRUNE (into decision[n]), in the order
+ * of GossipSub v1.1's heartbeat: prune mesh peers with a negative score; below d_lo, graft
+ * random eligible peers (graftable, score >= 0) up to d; above d_hi, keep the d_score best
+ * scored and random others up to d, with at least d_out outbound when there are that many,
+ * and prune the rest; with fewer than d_out outbound, graft random eligible outbound peers;
+ * and when opportunistic is set (every opportunistic_graft_ticks heartbeats) and the median
+ * mesh score is below the threshold, graft up to opportunistic_graft_peers random eligible
+ * peers scoring above the median. A peer pruned in this call is not grafted in it. Returns
+ * the mesh size after the decisions. Parameters that fail vv_pubsub_mesh_params_check change
+ * nothing (every decision KEEP).
+ */
+uint32_t vv_pubsub_mesh_select(const struct vv_pubsub_mesh_params *p,
+                               const struct vv_pubsub_mesh_candidate *c, uint32_t n,
+                               bool opportunistic, vv_pubsub_rand_cb rand_cb, void *rand_arg,
+                               uint8_t *decision);
 
 #endif

@@ -17,13 +17,15 @@
 static void pack_str(msgpack_packer *pk, const char *s, size_t n)
 {
     msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
+    if (n > 0) /* an empty value may come with a NULL pointer, which memcpy must not get */
+        msgpack_pack_str_body(pk, s, n);
 }
 
 static void pack_bin(msgpack_packer *pk, const void *b, size_t n)
 {
     msgpack_pack_bin(pk, n);
-    msgpack_pack_bin_body(pk, b, n);
+    if (n > 0)
+        msgpack_pack_bin_body(pk, b, n);
 }
 
 static int get_topic(const msgpack_object *o, const char **t, size_t *n)

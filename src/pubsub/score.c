@@ -75,8 +75,10 @@ static bool in01(double x)
 
 int vv_pubsub_score_params_check(const struct vv_pubsub_score_params *p)
 {
+    /* The spec asks for a positive P5 weight, a negative P6 and P7 weight; 0 is allowed too,
+     * and turns the term off. */
     if (!isfinite(p->topic_score_cap) || p->topic_score_cap < 0 ||
-        !isfinite(p->app_specific_weight))
+        !isfinite(p->app_specific_weight) || p->app_specific_weight < 0)
         return FAIL;
     if (!isfinite(p->ip_colocation_factor_weight) || p->ip_colocation_factor_weight > 0)
         return FAIL;
@@ -151,8 +153,8 @@ int vv_pubsub_score_thresholds_check(const struct vv_pubsub_score_thresholds *t)
     if (!isfinite(t->gossip) || !isfinite(t->publish) || !isfinite(t->graylist) ||
         !isfinite(t->accept_px) || !isfinite(t->opportunistic_graft))
         return FAIL;
-    if (t->gossip > 0 || t->publish > t->gossip || t->graylist >= t->publish || t->accept_px < 0 ||
-        t->opportunistic_graft < 0)
+    if (!(t->gossip < 0) || !(t->publish < t->gossip) || !(t->graylist < t->publish) ||
+        t->accept_px < 0 || t->opportunistic_graft < 0)
         return FAIL;
     return 0;
 }
@@ -336,7 +338,8 @@ int vv_pubsub_score_set_topic(struct vv_pubsub_score *s, const char *topic, size
 
 static bool p3_active(const struct topic *tp, const struct tstats *t, uint64_t now)
 {
-    return t->in_mesh && now - t->graft_ms >= tp->p.mesh_message_deliveries_activation_ms;
+    /* The spec's "meshTime > MeshMessageDeliveriesActivation": strictly after. */
+    return t->in_mesh && now - t->graft_ms > tp->p.mesh_message_deliveries_activation_ms;
 }
 
 static double deficit_sq(const struct topic *tp, const struct tstats *t)

@@ -216,6 +216,81 @@ static void test_seen_cache_full_forgets_oldest_and_counts(void **state)
     vv_pubsub_seen_free(s);
 }
 
+/* The seen cache against a plain model (an array in insertion order) over random adds,
+ * removals, lookups and sweeps: exercises the index's backward-shift deletion and growth and
+ * the list's order under every interleaving the seed produces. */
+#define MODEL_IDS 2000u
+#define MODEL_MAX 500u
+#define MODEL_TTL 1000u
+
+struct model {
+    uint32_t id[MODEL_MAX];
+    uint64_t exp[MODEL_MAX];
+    uint32_t n;
+};
+
+static int model_find(const struct model *m, uint32_t id)
+{
+    for (uint32_t i = 0; i < m->n; i++)
+        if (m->id[i] == id)
+            return (int)i;
+    return -1;
+}
+
+static void model_del(struct model *m, uint32_t i)
+{
+    memmove(m->id + i, m->id + i + 1, (m->n - i - 1) * sizeof(m->id[0]));
+    memmove(m->exp + i, m->exp + i + 1, (m->n - i - 1) * sizeof(m->exp[0]));
+    m->n--;
+}
+
+static void test_seen_cache_matches_a_model_under_random_operations(void **state)
+{
+    (void)state;
+    static struct model m;
+    memset(&m, 0, sizeof(m));
+    struct vv_pubsub_seen *s;
+    vv_pubsub_seen_new(MODEL_TTL, MODEL_MAX, &s);
+    uint64_t x = 88172645463325252ull, now = 0;
+    for (uint32_t op = 0; op < 60000; op++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        uint32_t r = (uint32_t)(x >> 32), id = r % MODEL_IDS, kind = (r >> 16) % 10;
+        now += (r >> 24) % 3;
+        uint8_t b[VV_PUBSUB_ID_BYTES];
+        mkid(id, b);
+        int at = model_find(&m, id);
+        if (kind < 6) {
+            int want = (at >= 0 && m.exp[at] > now) ? VV_EEXIST : 0;
+            assert_int_equal(vv_pubsub_seen_add(s, b, now), want);
+            if (want == 0) {
+                if (at >= 0)
+                    model_del(&m, (uint32_t)at);
+                if (m.n == MODEL_MAX)
+                    model_del(&m, 0);
+                m.id[m.n] = id;
+                m.exp[m.n++] = now + MODEL_TTL;
+            }
+        } else if (kind < 7) {
+            vv_pubsub_seen_remove(s, b);
+            if (at >= 0)
+                model_del(&m, (uint32_t)at);
+        } else if (kind < 9) {
+            assert_int_equal(vv_pubsub_seen_has(s, b, now), at >= 0 && m.exp[at] > now);
+        } else {
+            uint32_t budget = (r >> 8) % 20, done = 0;
+            while (done < budget && m.n > 0 && m.exp[0] <= now) {
+                model_del(&m, 0);
+                done++;
+            }
+            assert_int_equal(vv_pubsub_seen_sweep(s, now, budget), done);
+        }
+        assert_int_equal(vv_pubsub_seen_count(s), m.n);
+    }
+    vv_pubsub_seen_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_seen_cache_drops_duplicates_within_ttl_only),
         cmocka_unit_test(test_seen_cache_sweep_is_sliced_and_in_time_order),
         cmocka_unit_test(test_seen_cache_full_forgets_oldest_and_counts),
+        cmocka_unit_test(test_seen_cache_matches_a_model_under_random_operations),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }

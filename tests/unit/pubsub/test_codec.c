@@ -145,6 +145,41 @@ static void test_message_round_trips_through_a_frame(void **state)
     vv_wire_frame_free(&f);
 }
 
+/* The test vector of docs/protocol.md ("Pubsub messages, channel 2"), byte for byte. */
+static void test_message_matches_the_documented_vector(void **state)
+{
+    (void)state;
+    static const char *frame_hex =
+        "950100cd02010096c42034750f98bd59fcfc946da45aaabe933be154a4b5094e1c4abf42866505f3c97e"
+        "c4208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c01a174c403616263"
+        "c4405d2c447899a7c52cca9869f52d53476eca2a6061fadfbbfda2e7f51cea27bdef51e999fac5802ccf"
+        "c8c63068dac926886c802fa5ea7f8dfabb178dedafbf6305";
+    static const char *id_hex = "6738b1dbfc80efb98c0dcf80638bad78bd531b41";
+    struct key a;
+    key_make(&a, 1);
+    uint8_t sig[VV_PUBSUB_SIG_BYTES];
+    struct vv_pubsub_msg m = msg_make(&a, "t", "abc", 3, 1, sig);
+    struct vv_wire_frame f;
+    assert_int_equal(frame(VV_PUBSUB_TYPE_MESSAGE, msg_body, &m, &f), 0);
+    vv_wire_frame_free(&f);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_PUBSUB_TYPE_MESSAGE, 0);
+    assert_int_equal(vv_pubsub_msg_encode(&pk, &m), 0);
+    char hex[2 * 150 + 1];
+    assert_int_equal(sb.size, 150);
+    sodium_bin2hex(hex, sizeof(hex), (const uint8_t *)sb.data, sb.size);
+    assert_string_equal(hex, frame_hex);
+    uint8_t id[VV_PUBSUB_ID_BYTES];
+    char idh[2 * VV_PUBSUB_ID_BYTES + 1];
+    vv_pubsub_msg_id(&m, id);
+    sodium_bin2hex(idh, sizeof(idh), id, sizeof(id));
+    assert_string_equal(idh, id_hex);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_message_with_from_not_hash_of_origin_is_refused(void **state)
 {
     (void)state;
@@ -295,6 +330,62 @@ static void test_control_round_trips_every_list(void **state)
 }
 
 /* Bodies a peer could send, each broken in one way. */
+/* Every list at its bound at once: the body still fits one frame and decodes. */
+static void test_control_with_every_list_full_fits_one_frame(void **state)
+{
+    (void)state;
+    static uint8_t idb[VV_PUBSUB_ID_BYTES];
+    static const uint8_t *ids[VV_PUBSUB_MAX_CONTROL_IDS];
+    for (int i = 0; i < VV_PUBSUB_MAX_CONTROL_IDS; i++)
+        ids[i] = idb;
+    static char topic[VV_PUBSUB_MAX_TOPIC_BYTES], addr[VV_PUBSUB_MAX_ADDRESS_BYTES];
+    memset(topic, 't', sizeof(topic));
+    memset(addr, '1', sizeof(addr));
+    uint8_t peer[VV_NODE_ID_BYTES] = {0};
+    static struct vv_pubsub_ihave ih[VV_PUBSUB_MAX_IHAVE_TOPICS];
+    static struct vv_pubsub_topic_ref gr[VV_PUBSUB_MAX_GRAFTS];
+    static struct vv_pubsub_prune pr[VV_PUBSUB_MAX_PRUNES];
+    static struct vv_pubsub_px px[VV_PUBSUB_MAX_PX];
+    for (int i = 0; i < VV_PUBSUB_MAX_PX; i++)
+        px[i] = (struct vv_pubsub_px){peer, addr, sizeof(addr)};
+    uint32_t per = VV_PUBSUB_MAX_CONTROL_IDS / VV_PUBSUB_MAX_IHAVE_TOPICS,
+             left = VV_PUBSUB_MAX_CONTROL_IDS;
+    for (int i = 0; i < VV_PUBSUB_MAX_IHAVE_TOPICS; i++) {
+        uint32_t k = i == VV_PUBSUB_MAX_IHAVE_TOPICS - 1 ? left : per;
+        ih[i] = (struct vv_pubsub_ihave){topic, sizeof(topic), ids, k};
+        left -= k;
+    }
+    for (int i = 0; i < VV_PUBSUB_MAX_GRAFTS; i++)
+        gr[i] = (struct vv_pubsub_topic_ref){topic, sizeof(topic)};
+    for (int i = 0; i < VV_PUBSUB_MAX_PRUNES; i++)
+        pr[i] = (struct vv_pubsub_prune){topic, sizeof(topic), VV_PUBSUB_MAX_BACKOFF_S, px,
+                                         VV_PUBSUB_MAX_PX};
+    struct vv_pubsub_control c = {ih,  VV_PUBSUB_MAX_IHAVE_TOPICS, ids, VV_PUBSUB_MAX_CONTROL_IDS,
+                                  gr,  VV_PUBSUB_MAX_GRAFTS,       pr,  VV_PUBSUB_MAX_PRUNES,
+                                  ids, VV_PUBSUB_MAX_CONTROL_IDS,  NULL};
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_PUBSUB_TYPE_CONTROL, 0);
+    assert_int_equal(vv_pubsub_control_encode(&pk, &c), 0);
+    assert_true(sb.size < 560000); /* docs/protocol.md: about 550 KB */
+    struct vv_wire_frame f;
+    assert_int_equal(vv_wire_decode((const uint8_t *)sb.data, sb.size, &f), 0);
+    struct vv_pubsub_control o;
+    assert_int_equal(vv_pubsub_control_decode(&f.body, &o), 0);
+    assert_int_equal(o.n_ihave, VV_PUBSUB_MAX_IHAVE_TOPICS);
+    assert_int_equal(o.ihave[VV_PUBSUB_MAX_IHAVE_TOPICS - 1].n_ids,
+                     VV_PUBSUB_MAX_CONTROL_IDS - (VV_PUBSUB_MAX_IHAVE_TOPICS - 1) * per);
+    assert_int_equal(o.n_prune, VV_PUBSUB_MAX_PRUNES);
+    assert_int_equal(o.prune[63].n_px, VV_PUBSUB_MAX_PX);
+    assert_int_equal(o.prune[63].px[15].address_len, VV_PUBSUB_MAX_ADDRESS_BYTES);
+    assert_int_equal(o.n_idontwant, VV_PUBSUB_MAX_CONTROL_IDS);
+    vv_pubsub_control_free(&o);
+    vv_wire_frame_free(&f);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_malformed_control_bodies_are_refused(void **state)
 {
     (void)state;
@@ -505,10 +596,12 @@ int main(void)
         cmocka_unit_test(test_signature_verifies_and_binds_every_field),
         cmocka_unit_test(test_id_is_digest_prefix_and_topic_data_boundary_matters),
         cmocka_unit_test(test_message_round_trips_through_a_frame),
+        cmocka_unit_test(test_message_matches_the_documented_vector),
         cmocka_unit_test(test_message_with_from_not_hash_of_origin_is_refused),
         cmocka_unit_test(test_encoders_refuse_what_peers_must_refuse),
         cmocka_unit_test(test_subscriptions_round_trip),
         cmocka_unit_test(test_control_round_trips_every_list),
+        cmocka_unit_test(test_control_with_every_list_full_fits_one_frame),
         cmocka_unit_test(test_malformed_control_bodies_are_refused),
         cmocka_unit_test(test_ihave_ids_are_bounded_in_total),
         cmocka_unit_test(test_malformed_messages_and_subscriptions_are_refused),

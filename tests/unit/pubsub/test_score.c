@@ -134,9 +134,9 @@ static void test_p3_deficit_after_activation_then_p3b_when_pruned(void **state)
     vv_pubsub_score_first_delivery(s, a, "a", 1);      /* mesh counter 1 */
     vv_pubsub_score_near_first_delivery(s, a, "a", 1); /* 2 */
     /* Before activation: no penalty. */
-    assert_true(vv_pubsub_score_get(s, a, 4999) == 0);
+    assert_true(vv_pubsub_score_get(s, a, 5000) == 0); /* strictly after activation */
     /* Active: deficit 4 - 2 = 2, squared, weight -1. */
-    assert_true(fabs(vv_pubsub_score_get(s, a, 5000) - -4) < EPS);
+    assert_true(fabs(vv_pubsub_score_get(s, a, 5001) - -4) < EPS);
     /* Pruned: P3 no longer applies; P3b holds 4, weight -2. */
     vv_pubsub_score_prune(s, a, "a", 1, 6000);
     assert_true(fabs(vv_pubsub_score_get(s, a, 6000) - -8) < EPS);
@@ -144,13 +144,13 @@ static void test_p3_deficit_after_activation_then_p3b_when_pruned(void **state)
     assert_true(fabs(vv_pubsub_score_get(s, a, 7000) - -4) < EPS);
     /* Grafted again: activation starts over. */
     vv_pubsub_score_graft(s, a, "a", 1, 7000);
-    assert_true(fabs(vv_pubsub_score_get(s, a, 11999) - -4) < EPS);
+    assert_true(fabs(vv_pubsub_score_get(s, a, 12000) - -4) < EPS);
     /* mesh counter decayed 2 * 0.9 = 1.8: deficit 2.2, squared 4.84; plus P3b -4. */
-    assert_true(fabs(vv_pubsub_score_get(s, a, 12000) - (-4.84 - 4)) < 1e-6);
+    assert_true(fabs(vv_pubsub_score_get(s, a, 12001) - (-4.84 - 4)) < 1e-6);
     /* Deliveries up to the threshold clear P3. */
     for (int i = 0; i < 3; i++)
         vv_pubsub_score_near_first_delivery(s, a, "a", 1);
-    assert_true(fabs(vv_pubsub_score_get(s, a, 12000) - -4) < EPS);
+    assert_true(fabs(vv_pubsub_score_get(s, a, 12001) - -4) < EPS);
     vv_pubsub_score_free(s);
 }
 
@@ -306,8 +306,8 @@ static void test_parameter_checks_follow_the_spec(void **state)
     (void)state;
     struct vv_pubsub_score_params p = base();
     assert_int_equal(vv_pubsub_score_params_check(&p), 0);
-    struct vv_pubsub_score_params bad[8];
-    for (int i = 0; i < 8; i++)
+    struct vv_pubsub_score_params bad[9];
+    for (int i = 0; i < 9; i++)
         bad[i] = p;
     bad[0].topic_score_cap = -1;
     bad[1].ip_colocation_factor_weight = 1;
@@ -317,7 +317,8 @@ static void test_parameter_checks_follow_the_spec(void **state)
     bad[5].decay_interval_ms = 999;
     bad[6].decay_to_zero = 1;
     bad[7].app_specific_weight = NAN;
-    for (int i = 0; i < 8; i++)
+    bad[8].app_specific_weight = -1;
+    for (int i = 0; i < 9; i++)
         assert_int_equal(vv_pubsub_score_params_check(&bad[i]), VV_EPUBSUB_PARAMS);
     struct vv_pubsub_score *s;
     assert_int_equal(vv_pubsub_score_new(&bad[0], &s), VV_EPUBSUB_PARAMS);
@@ -341,13 +342,15 @@ static void test_parameter_checks_follow_the_spec(void **state)
 
     struct vv_pubsub_score_thresholds th = {-10, -50, -80, 10, 5};
     assert_int_equal(vv_pubsub_score_thresholds_check(&th), 0);
-    struct vv_pubsub_score_thresholds tt[5] = {th, th, th, th, th};
+    struct vv_pubsub_score_thresholds tt[7] = {th, th, th, th, th, th, th};
     tt[0].gossip = 1;
     tt[1].publish = -5;   /* above gossip */
     tt[2].graylist = -50; /* not below publish */
     tt[3].accept_px = -1;
     tt[4].opportunistic_graft = -1;
-    for (int i = 0; i < 5; i++)
+    tt[5].gossip = 0;    /* the spec: strictly below 0 */
+    tt[6].publish = -10; /* the spec: strictly below gossip */
+    for (int i = 0; i < 7; i++)
         assert_int_equal(vv_pubsub_score_thresholds_check(&tt[i]), VV_EPUBSUB_PARAMS);
 
     /* A decay that takes a counter to decay_to_zero in 10 intervals. */
