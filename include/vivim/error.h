@@ -78,6 +78,11 @@
     X(VV_EDHT_KEY_MISMATCH, -10911, "DHT record does not belong to its key")                       \
     X(VV_EDHT_NO_ROOM, -10912, "DHT reply does not fit its size budget")                           \
     /* pubsub: -11000 .. -11099 */                                                                 \
+    X(VV_EPUBSUB_MALFORMED, -11001, "malformed pubsub message")                                    \
+    X(VV_EPUBSUB_ORIGIN, -11002, "pubsub sender is not the hash of the origin key")                \
+    X(VV_EPUBSUB_SIGNATURE, -11003, "pubsub message signature is invalid")                         \
+    X(VV_EPUBSUB_PARAMS, -11004, "pubsub score parameters are not sane")                           \
+    X(VV_EPUBSUB_BACKOFF, -11005, "GRAFT during a PRUNE backoff")                                  \
     /* crdt: -11100 .. -11199 */                                                                   \
     X(VV_ECRDT_DECODE, -11101, "malformed CRDT encoding")                                          \
     X(VV_ECRDT_TYPE, -11102, "operation does not fit the document type")                           \
