@@ -34,7 +34,7 @@ if [ -n "$py" ]; then
     cat "$json.opendht" >>"$json"
     rm -f "$json.opendht"
 else
-    echo "opendht: python3-opendht is missing (make bench installs .ci/debian-packages-bench); skipped"
+    echo "opendht: python3-opendht is missing (make bench-deps installs it); skipped"
 fi
 
 # --- vivimd ---

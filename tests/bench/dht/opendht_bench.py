@@ -2,17 +2,26 @@
 
 N OpenDHT nodes (one DhtRunner each, each on its own UDP port on 127.0.0.1, all in this one
 Python process; every runner has its own network and DHT threads, so the process is only a
-container) join one network through node 0. Once their routing tables stop growing, L
-values are put under L distinct keys, each from a random node: the analogue of provider
-records. Then, from random other nodes, one get per key, measuring from the call:
+container) join one network through node 0. Once their routing tables hold steady, every
+node makes one get of an absent key (the warm-up, see main()), then L values are put under L
+distinct keys, each from a random node: the analogue of provider records. Then one get per
+key from another node, measuring from the call:
 
   first_ms     until the get's value callback first delivers the value that was put there,
   complete_ms  until the get's done callback fires (OpenDHT's search has ended),
 
-and whether the value was found. Then a fraction (default 30%) of the nodes is stopped at
-once, chosen at random among the nodes that do no lookup, with no republish, and the gets
-are run again, each key from a different getter than before (so no lookup reuses the search
-state OpenDHT keeps per key and node), measuring the same.
+and whether the value was found. Three rounds over the same keys, each key from a different
+getter every round (OpenDHT keeps a search per key and node; a second get from the same node
+would start from it):
+
+  intact            one lookup at a time: the latency of a lookup on an idle network;
+  intact_parallel   16 at a time: the control for the next round, same load, no loss;
+  after_kill_30pct  16 at a time, started the moment 30% of the nodes stop at once (chosen
+                    at random among the nodes that do no lookup; no republish between).
+
+The last round runs 16 at a time because one at a time it would take about 1,000 x 1.2 s;
+16 lookups in flight in one Python process on 2 cores cost latency of their own, which the
+control round shows.
 
 The rate limits are off: DhtConfig.setRateLimit(-1, -1) sets OpenDHT's max_req_per_sec (global)
 and max_peer_req_per_sec (per IP) to -1, "no limit" in OpenDHT 2.4's dht::Config. Without
@@ -97,7 +106,7 @@ class Cluster:
         for r in self.runners[1:]:
             r.bootstrap("127.0.0.1", str(self.ports[0]))
 
-    def settle(self, quiet_s, max_s):
+    def settle(self, min_s, quiet_s, max_s):
         """Waits until every node has a good contact and the total number of routing-table
         entries has moved by at most 1% over the last quiet_s seconds, or max_s passed (at
         200 nodes the total keeps creeping up by a few entries as maintenance pings go on,
@@ -113,7 +122,7 @@ class Cluster:
             while len(history) > 1 and history[1][0] <= now - quiet_s:
                 history.pop(0)
             good = sorted(c[0] for c in counts)
-            steady = (now - t0 >= quiet_s and history[0][0] <= now - quiet_s
+            steady = (now - t0 >= max(min_s, quiet_s) and history[0][0] <= now - quiet_s
                       and max(abs(total - t) for _, t in history) <= max(1, total // 100))
             if (good[0] >= 1 and steady) or now - t0 >= max_s:
                 capped = not (good[0] >= 1 and steady)
@@ -202,11 +211,12 @@ def get_all(cluster, keys, values, getters, concurrency, timeout_s):
     return time.monotonic() - t0, results
 
 
-def explain_misses(cluster, keys, results, limit):
+def explain_misses(cluster, keys, putters, results, limit):
     """For up to `limit` lookups that did not find their value: which live nodes store the
     key (from their storage logs), and how close those are to the key against the closest
-    live node, in common leading bits. Tells a value stored away from its key (the put's
-    search ended early) from a get that missed nodes that do hold it."""
+    live node, in common leading bits, and which of its putter's puts it was (1 = the
+    putter's first search). Tells a value stored away from its key (the put's search ended
+    early) from a get that missed nodes that do hold it."""
     ids = [dht.InfoHash(r.getNodeId()) if cluster.alive[i] else None
            for i, r in enumerate(cluster.runners)]
     logs = [r.getStorageLog() if cluster.alive[i] else "" for i, r in enumerate(cluster.runners)]
@@ -221,7 +231,8 @@ def explain_misses(cluster, keys, results, limit):
         closest = max(bits(j) for j, node_id in enumerate(ids) if node_id is not None)
         out.append({"lookup": i, "holders": len(holders),
                     "holder_best_common_bits": max((bits(j) for j in holders), default=None),
-                    "closest_live_common_bits": closest, "done_ok": res["done_ok"]})
+                    "closest_live_common_bits": closest, "done_ok": res["done_ok"],
+                    "putters_nth_put": putters[:i + 1].count(putters[i])})
     return out
 
 
@@ -293,7 +304,11 @@ def main():
     ap.add_argument("--settle-quiet", type=float, default=3.0,
                     help="seconds over which routing tables must hold within 1%% to count "
                          "as settled (default 3)")
+    ap.add_argument("--settle-min", type=float, default=0.0,
+                    help="seconds to wait at least before the puts (default 0)")
     ap.add_argument("--settle-max", type=float, default=60.0)
+    ap.add_argument("--no-warmup", dest="warmup", action="store_false",
+                    help="skip the warm-up get from every node before the puts")
     ap.add_argument("--phase-timeout", type=float, default=600.0,
                     help="seconds a round of gets (or puts) may take before it is cut off")
     ap.add_argument("--explain-misses", type=int, default=20, metavar="K",
@@ -341,15 +356,24 @@ def main():
     t_run = time.monotonic()
     cluster = Cluster(n)
     load_start = os.getloadavg()[0]
-    settle_s, capped, good = cluster.settle(args.settle_quiet, args.settle_max)
+    settle_s, capped, good = cluster.settle(args.settle_min, args.settle_quiet, args.settle_max)
     print(f"opendht {opendht_version()}: {n} nodes on 127.0.0.1 started and "
           f"{'still moving after' if capped else 'settled in'} {settle_s:.1f} s (good "
           f"contacts per node min/median/max {good[0]}/{good[1]}/{good[2]})", file=human)
+    if args.warmup:
+        # A node's first searches after it joins can end on nodes far from the key: without
+        # this round, 0.6-3% of the puts were stored at nodes sharing 0-1 leading bits with
+        # their key (most from their putter's first put) and no later get found them. One
+        # get of an absent key from every node first, and no put was lost in the runs since.
+        wkeys = [dht.InfoHash.get(f"vivim-dht-bench-warmup-{args.seed}-{i}") for i in range(n)]
+        warm_s, _ = get_all(cluster, wkeys, [b""] * n, list(range(n)), args.concurrency,
+                            args.phase_timeout)
+        print(f"warm-up: one get of an absent key from every node, {warm_s:.1f} s", file=human)
     put_s, put_ok = put_all(cluster, keys, values, putters, args.concurrency,
                             args.phase_timeout)
     print(f"put {args.lookups} values in {put_s:.1f} s, {put_ok} acknowledged", file=human)
 
-    common = {"settle_s": round(settle_s, 1), "settle_capped": capped,
+    common = {"settle_s": round(settle_s, 1), "settle_capped": capped, "warmup": args.warmup,
               "good_contacts_min_median_max": list(good),
               "loadavg_1min_at_start": round(load_start, 2), "puts_acknowledged": put_ok,
               "getters": n_getters, "killed": 0}
@@ -357,8 +381,8 @@ def main():
     wall, results = get_all(cluster, keys, values, getters_seq, args.concurrency_intact,
                             args.phase_timeout)
     records.append(phase_record("intact", args.concurrency_intact, args, wall, results,
-                                dict(common, misses=explain_misses(cluster, keys, results,
-                                                                   args.explain_misses))))
+                                dict(common, misses=explain_misses(
+                                    cluster, keys, putters, results, args.explain_misses))))
     if args.concurrency != args.concurrency_intact:
         # The control row: the same network, intact, at the concurrency of the round after
         # the kill, so that round's figures can be read against load alone.
@@ -366,7 +390,7 @@ def main():
                                 args.phase_timeout)
         records.append(phase_record("intact_parallel", args.concurrency, args, wall, results,
                                     dict(common, misses=explain_misses(
-                                        cluster, keys, results, args.explain_misses))))
+                                        cluster, keys, putters, results, args.explain_misses))))
 
     cluster.stop(victims)
     if args.after_kill_wait > 0:
@@ -377,7 +401,7 @@ def main():
     records.append(phase_record(f"after_kill_{pct}pct", args.concurrency, args, wall, results,
                                 dict(common, killed=n_kill,
                                      after_kill_wait_s=args.after_kill_wait,
-                                     misses=explain_misses(cluster, keys, results,
+                                     misses=explain_misses(cluster, keys, putters, results,
                                                            args.explain_misses))))
     cluster.stop_all()
 
