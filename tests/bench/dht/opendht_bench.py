@@ -362,9 +362,10 @@ def main():
           f"contacts per node min/median/max {good[0]}/{good[1]}/{good[2]})", file=human)
     if args.warmup:
         # A node's first searches after it joins can end on nodes far from the key: without
-        # this round, 0.6-3% of the puts were stored at nodes sharing 0-1 leading bits with
-        # their key (most from their putter's first put) and no later get found them. One
-        # get of an absent key from every node first, and no put was lost in the runs since.
+        # this round, up to 3.3% of the values (at N = 200) were stored only at nodes sharing
+        # 0-1 leading bits with their key, all among the first puts, and no get found them.
+        # With one get of an absent key from every node first, none was lost in the runs
+        # since (docs/benchmarks.md).
         wkeys = [dht.InfoHash.get(f"vivim-dht-bench-warmup-{args.seed}-{i}") for i in range(n)]
         warm_s, _ = get_all(cluster, wkeys, [b""] * n, list(range(n)), args.concurrency,
                             args.phase_timeout)
