@@ -5,7 +5,8 @@
 #   make test        install, build (debug, ASan+UBSan), run unit, simulator and
 #                    integration tests, then a short run of every fuzz target (clang),
 #                    then compile the release build
-#   make bench       release build, then every benchmark in tests/bench/
+#   make bench       release build, then every benchmark in tests/bench/ (installs the
+#                    bench-only packages of .ci/debian-packages-bench first)
 #   make check-long  the long suites (soak, kill -9 loops) on the debug build
 #   make install     release build installed under PREFIX (default /usr/local)
 #   make format      clang-format every C file
@@ -22,13 +23,16 @@ RELEASE_DIR := build/release
 FUZZ_DIR := build/fuzz
 RUN_DIR := $(RELEASE_DIR)/run
 
-.PHONY: all deps debug release fuzz run test unit fuzz-smoke bench check-long install format \
-        format-check clean
+.PHONY: all deps bench-deps debug release fuzz run test unit fuzz-smoke bench check-long \
+        install format format-check clean
 
 all: debug
 
 deps:
 	@sh .ci/install-deps
+
+bench-deps:
+	@sh .ci/install-deps .ci/debian-packages-bench
 
 debug: deps
 	$(CMAKE) -S . -B $(DEBUG_DIR) -DCMAKE_BUILD_TYPE=Debug -DVIVIM_SANITIZE=ON
@@ -66,7 +70,7 @@ fuzz-smoke: fuzz
 # must never be the first to find out.
 test: unit fuzz-smoke release
 
-bench: release
+bench: release bench-deps
 	@sh tests/bench/run.sh $(RELEASE_DIR)
 
 check-long: debug
