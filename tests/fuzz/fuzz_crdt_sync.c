@@ -53,8 +53,16 @@ static bool verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, co
     return (s[0] & 1) == 0;
 }
 
-static const struct vv_env_ops ops = {now_ms,   timer_start, timer_cancel, random_bytes, send_,
-                                      connect_, disconnect_, verify,       NULL};
+static const struct vv_env_ops ops = {
+    .now_ms = now_ms,
+    .timer_start = timer_start,
+    .timer_cancel = timer_cancel,
+    .random_bytes = random_bytes,
+    .send = send_,
+    .connect = connect_,
+    .disconnect = disconnect_,
+    .verify = verify,
+};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

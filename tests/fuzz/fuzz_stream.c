@@ -84,8 +84,16 @@ static bool verify_(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, c
     (void)impl, (void)pk, (void)m, (void)n, (void)s;
     return false;
 }
-static const struct vv_env_ops ops = {now_ms,   timer_start, timer_cancel, random_bytes, send_,
-                                      connect_, disconnect_, verify_,      NULL};
+static const struct vv_env_ops ops = {
+    .now_ms = now_ms,
+    .timer_start = timer_start,
+    .timer_cancel = timer_cancel,
+    .random_bytes = random_bytes,
+    .send = send_,
+    .connect = connect_,
+    .disconnect = disconnect_,
+    .verify = verify_,
+};
 
 struct rx {
     int done_calls;
