@@ -157,4 +157,37 @@ double vv_pubsub_peer_score(const struct vv_pubsub *ps, const uint8_t peer[VV_NO
 /* Topics this node joined, in the order joined: the i-th (NULL past the end). */
 const char *vv_pubsub_joined_topic(const struct vv_pubsub *ps, uint32_t i, size_t *len);
 
+/* ---- the module (src/pubsub/pubsub_module.c) ------------------------------------------ */
+
+struct vv_module;
+extern const struct vv_module vv_pubsub_module;
+
+/* RPC subscriptions (pubsub.subscribe) held at once, all clients together. */
+#define VV_PUBSUB_MAX_RPC_SUBSCRIPTIONS_DEFAULT 4096
+
+/* [pubsub] in vivimd.conf (src/pubsub/pubsub_config.c). */
+struct vv_pubsub_settings {
+    uint32_t d, d_lo, d_hi, d_lazy, d_score;
+    uint32_t heartbeat_ms, fanout_ttl_ms;
+    uint32_t mcache_len, mcache_gossip, mcache_max_mb;
+    uint32_t seen_ttl_ms, max_seen;
+    uint32_t max_ihave_length, max_ihave_messages;
+    uint32_t max_peer_topics, max_known_topics, max_joined_topics;
+    uint32_t max_message_bytes, idontwant_min_bytes;
+    uint32_t prune_backoff_ms;
+    bool flood_publish;
+    /* Score thresholds, decimal numbers as text (checked when loaded). */
+    char *gossip_threshold, *publish_threshold, *graylist_threshold;
+    char *accept_px_threshold, *opportunistic_graft_threshold;
+    uint32_t max_subscriptions; /* RPC subscriptions, all clients */
+    uint32_t max_retain;        /* a topic's retain (pubsub.createTopic) at most */
+};
+struct vv_config;
+struct vv_config_section;
+extern const struct vv_config_section vv_pubsub_settings_section;
+const struct vv_pubsub_settings *vv_pubsub_settings(const struct vv_config *c);
+/* The router's configuration from [pubsub]. */
+void vv_pubsub_config_from_settings(const struct vv_pubsub_settings *s,
+                                    struct vv_pubsub_config *cfg);
+
 #endif

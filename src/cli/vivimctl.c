@@ -2,7 +2,8 @@
  * vivimctl: the command-line client of vivimd's JSON-RPC socket.
  *
  *   vivimctl [--socket PATH] [--json] [--timeout S] status | methods [--markdown] |
- *            call METHOD [JSON-PARAMS] | stop | reload
+ *            call METHOD [JSON-PARAMS] | stop | reload | subscribe TOPIC |
+ *            publish TOPIC TEXT|-
  *
  * Exit status: 0 success, 1 the daemon answered with an error (message on stderr), 2 the
  * daemon could not be reached (or the command line is wrong). Output is human-readable on a
@@ -17,6 +18,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <poll.h>
+#include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,53 @@
 
 static int timeout_ms = 30000;
 
+/* Bytes read from the daemon and not yet parsed: kept between call() and follow(), so a
+ * notification that arrived with an answer is not lost. */
+static char *rx;
+static size_t rx_used, rx_cap;
+
+/* The next complete line in rx, parsed (NULL when none is complete or it is not JSON;
+ * *complete tells which). */
+static json_t *next_line(bool *complete)
+{
+    char *nl = rx ? memchr(rx, '\n', rx_used) : NULL;
+    *complete = nl != NULL;
+    if (nl == NULL)
+        return NULL;
+    size_t line_len = (size_t)(nl - rx);
+    json_t *msg = json_loadb(rx, line_len, 0, NULL);
+    memmove(rx, nl + 1, rx_used - line_len - 1);
+    rx_used -= line_len + 1;
+    return msg;
+}
+
+/* Reads more into rx; waits at most wait_ms (-1: for ever). 1 read, 0 timed out, -1 closed
+ * or failed (said on stderr). */
+static int read_more(int fd, int wait_ms)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int pr = poll(&pfd, 1, wait_ms);
+    if (pr == 0)
+        return 0;
+    if (pr < 0 && errno == EINTR)
+        return 0;
+    if (rx_used + 65536 > rx_cap) {
+        rx_cap = rx_cap ? rx_cap * 2 : 65536;
+        if (rx_cap > MAX_REPLY_BYTES) {
+            fprintf(stderr, "vivimctl: answer too large\n");
+            return -1;
+        }
+        rx = realloc(rx, rx_cap);
+    }
+    ssize_t n = pr < 0 ? -1 : read(fd, rx + rx_used, rx_cap - rx_used);
+    if (n <= 0) {
+        fprintf(stderr, "vivimctl: vivimd closed the connection\n");
+        return -1;
+    }
+    rx_used += (size_t)n;
+    return 1;
+}
+
 static void usage(FILE *out)
 {
     fputs("usage: vivimctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND\n"
@@ -43,6 +92,9 @@ static void usage(FILE *out)
           "  call METHOD [JSON-PARAMS]  call any method; params as a JSON object or array\n"
           "  stop                       stop the daemon gracefully\n"
           "  reload                     re-read the configuration\n"
+          "  subscribe TOPIC            print the topic's messages as they arrive (--json: one\n"
+          "                             JSON object per line) until interrupted\n"
+          "  publish TOPIC TEXT|-       publish TEXT (or standard input, at most 1 MiB)\n"
           "\n"
           "exit status: 0 success, 1 the daemon answered with an error, 2 unreachable\n",
           out);
@@ -103,50 +155,100 @@ static json_t *call(int fd, const char *method, json_t *params)
         fprintf(stderr, "vivimctl: write: %s\n", strerror(errno));
         return NULL;
     }
-    char *buf = NULL;
-    size_t used = 0, cap = 0;
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
-        char *nl;
-        while (buf && (nl = memchr(buf, '\n', used)) != NULL) {
-            size_t line_len = (size_t)(nl - buf);
-            json_t *msg = json_loadb(buf, line_len, 0, NULL);
-            memmove(buf, nl + 1, used - line_len - 1);
-            used -= line_len + 1;
-            if (msg && json_object_get(msg, "id") && !json_object_get(msg, "method")) {
-                free(buf);
+        bool complete;
+        json_t *msg;
+        while ((msg = next_line(&complete)) != NULL || complete) {
+            if (msg && json_object_get(msg, "id") && !json_object_get(msg, "method"))
                 return msg;
-            }
-            json_decref(msg); /* a server notification: not our answer */
+            json_decref(msg); /* a server notification, or not JSON: not our answer */
         }
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        struct pollfd pfd = {fd, POLLIN, 0};
-        int pr = poll(&pfd, 1, (int)(timeout_ms - elapsed > 0 ? timeout_ms - elapsed : 0));
-        if (pr <= 0) {
+        int r = read_more(fd, (int)(timeout_ms - elapsed > 0 ? timeout_ms - elapsed : 0));
+        if (r == 0) {
             fprintf(stderr, "vivimctl: no answer from vivimd within %d s\n", timeout_ms / 1000);
-            free(buf);
             return NULL;
         }
-        if (used + 65536 > cap) {
-            cap = cap ? cap * 2 : 65536;
-            if (cap > MAX_REPLY_BYTES) {
-                fprintf(stderr, "vivimctl: answer too large\n");
-                free(buf);
-                return NULL;
-            }
-            buf = realloc(buf, cap);
-        }
-        ssize_t n = read(fd, buf + used, cap - used);
-        if (n <= 0) {
-            fprintf(stderr, "vivimctl: vivimd closed the connection\n");
-            free(buf);
+        if (r < 0)
             return NULL;
-        }
-        used += (size_t)n;
     }
+}
+
+/* subscribe: prints each pubsub.message notification until the connection ends. Data that
+ * is printable UTF-8 text is shown as text, anything else as base64 (--json: the
+ * notification's params as they came, one object per line). */
+static int follow(int fd, bool raw)
+{
+    for (;;) {
+        bool complete;
+        json_t *msg;
+        while ((msg = next_line(&complete)) != NULL || complete) {
+            const char *m = json_string_value(json_object_get(msg, "method"));
+            json_t *p = json_object_get(msg, "params");
+            if (m && strcmp(m, "pubsub.message") == 0 && json_is_object(p)) {
+                if (raw) {
+                    char *t = json_dumps(p, JSON_COMPACT);
+                    puts(t ? t : "{}");
+                    free(t);
+                } else {
+                    const char *b64 = json_string_value(json_object_get(p, "data"));
+                    size_t b64len = b64 ? strlen(b64) : 0, len = 0;
+                    unsigned char *data = malloc(b64len / 4 * 3 + 3);
+                    bool text = data && b64 &&
+                                sodium_base642bin(data, b64len / 4 * 3 + 3, b64, b64len, NULL, &len,
+                                                  NULL, sodium_base64_VARIANT_ORIGINAL) == 0;
+                    for (size_t k = 0; text && k < len; k++)
+                        text = data[k] >= 0x20 || data[k] == '\t' || data[k] >= 0x80;
+                    const char *from = json_string_value(json_object_get(p, "from"));
+                    printf("%s %.16s… #%lld: ", json_string_value(json_object_get(p, "topic")),
+                           from ? from : "?",
+                           (long long)json_integer_value(json_object_get(p, "seqno")));
+                    if (text)
+                        printf("%.*s\n", (int)len, (const char *)data);
+                    else
+                        printf("(base64) %s\n", b64 ? b64 : "");
+                    free(data);
+                }
+                fflush(stdout);
+            }
+            json_decref(msg);
+        }
+        if (read_more(fd, -1) < 0)
+            return EXIT_UNREACHABLE;
+    }
+}
+
+/* publish's data: the argument, or standard input for "-" (at most 1 MiB). Base64, or NULL
+ * (said on stderr). */
+static char *publish_data(const char *arg)
+{
+    const size_t max = 1u << 20;
+    unsigned char *data;
+    size_t len = 0;
+    if (strcmp(arg, "-") != 0) {
+        len = strlen(arg);
+        data = (unsigned char *)strdup(arg);
+    } else {
+        data = malloc(max + 1);
+        size_t n;
+        while (data && (n = fread(data + len, 1, max + 1 - len, stdin)) > 0)
+            len += n;
+        if (len > max) {
+            fprintf(stderr, "vivimctl: standard input longer than 1 MiB\n");
+            free(data);
+            return NULL;
+        }
+    }
+    size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+    char *out = malloc(cap);
+    if (data && out)
+        sodium_bin2base64(out, cap, data, len, sodium_base64_VARIANT_ORIGINAL);
+    free(data);
+    return out;
 }
 
 static void print_json(json_t *v, bool raw)
@@ -265,6 +367,16 @@ int main(int argc, char **argv)
         method = "node.shutdown";
     } else if (strcmp(cmd, "reload") == 0) {
         method = "node.reload";
+    } else if (strcmp(cmd, "subscribe") == 0 && optind + 1 < argc) {
+        method = "pubsub.subscribe";
+        params = json_pack("{s:s}", "topic", argv[optind + 1]);
+    } else if (strcmp(cmd, "publish") == 0 && optind + 2 < argc) {
+        method = "pubsub.publish";
+        char *b64 = publish_data(argv[optind + 2]);
+        if (b64 == NULL)
+            return EXIT_UNREACHABLE;
+        params = json_pack("{s:s, s:s}", "topic", argv[optind + 1], "data", b64);
+        free(b64);
     } else if (strcmp(cmd, "call") == 0 && optind + 1 < argc) {
         method = argv[optind + 1];
         if (optind + 2 < argc) {
@@ -291,8 +403,20 @@ int main(int argc, char **argv)
         return EXIT_UNREACHABLE;
     }
     json_t *resp = call(fd, method, params);
-    close(fd);
     json_decref(params);
+    if (resp != NULL && strcmp(cmd, "subscribe") == 0 && !json_object_get(resp, "error")) {
+        if (!raw)
+            fprintf(stderr, "vivimctl: subscribed to %s (subscription %lld)\n", argv[optind + 1],
+                    (long long)json_integer_value(
+                        json_object_get(json_object_get(resp, "result"), "subscriptionId")));
+        json_decref(resp);
+        int rc = follow(fd, raw);
+        close(fd);
+        free(rx);
+        return rc;
+    }
+    close(fd);
+    free(rx);
     if (resp == NULL)
         return EXIT_UNREACHABLE;
     json_t *err = json_object_get(resp, "error");

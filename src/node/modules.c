@@ -12,13 +12,17 @@
 #include "vivim/monitor.h"
 #include "vivim/net.h"
 #include "vivim/node.h"
+#include "vivim/pubsub.h"
 #include "vivim/registry.h"
 #include "vivim/rpc.h"
 #include "vivim/userdb.h"
 
 const struct vv_module *const vv_node_modules[] = {
-    &vv_rpc_module,    &vv_monitor_module, &vv_node_rpc_module, &vv_net_module, &vv_registry_module,
-    &vv_userdb_module, &vv_crdt_module,    &vv_echo_module,     NULL,
+    &vv_rpc_module,      &vv_monitor_module,
+    &vv_node_rpc_module, &vv_net_module,
+    &vv_registry_module, &vv_userdb_module,
+    &vv_crdt_module,     &vv_pubsub_module,
+    &vv_echo_module,     NULL,
 };
 
 static struct vv_config_schema schema;

@@ -60,6 +60,13 @@ def alternative(node, section, key, value):
         ("net", "bootstrap"): "127.0.0.1:1",
         ("net", "advertise"): "127.0.0.1:4999",
         ("registry", "url"): "postgresql://vivim@/vivim?host=/tmp",
+        # At their maximum by default, or negative numbers (score thresholds; each stays in
+        # the order the router requires: graylist < publish <= gossip <= 0).
+        ("pubsub", "max_ihave_length"): "4999",
+        ("pubsub", "max_message_bytes"): "1000000",
+        ("pubsub", "gossip_threshold"): "-5",
+        ("pubsub", "publish_threshold"): "-40",
+        ("pubsub", "graylist_threshold"): "-70",
     }
     if (section, key) == ("net", "low_water"):
         return str(int(value) - 1)  # stays <= high_water
