@@ -135,13 +135,19 @@ static void test_checks_run_on_the_thread_pool(void **state)
     assert_int_equal(st->offloaded, (NCHECKS + VV_VERIFY_BATCH_ITEMS - 1) / VV_VERIFY_BATCH_ITEMS);
     assert_int_equal(st->queued + st->running + st->bytes, 0);
 
-    /* Closed while batches are on the pool: they come back and free themselves, no verdict. */
+    /* Closed while batches are on the pool: they come back and free themselves, and no
+     * verdict comes after the close. (A batch may finish within the one loop turn run before
+     * the close: its verdicts are given then, and right. Five batches wait behind the two
+     * that run, so not all can.) */
     struct verdicts w = {0};
     ask(env, &w);
     uv_run(&loop, UV_RUN_NOWAIT); /* the batching timer: jobs go to the pool */
+    int before_close = w.n;
     vv_env_uv_close(e);
     uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(w.n, 0);
+    assert_int_equal(w.n, before_close);
+    assert_true(w.n < NCHECKS);
+    assert_int_equal(w.wrong, 0);
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
