@@ -54,7 +54,7 @@ static bool verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, co
 }
 
 static const struct vv_env_ops ops = {now_ms,   timer_start, timer_cancel, random_bytes, send_,
-                                      connect_, disconnect_, verify,       NULL};
+                                      connect_, disconnect_, verify,       NULL,         NULL};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

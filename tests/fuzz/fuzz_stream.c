@@ -85,7 +85,7 @@ static bool verify_(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, c
     return false;
 }
 static const struct vv_env_ops ops = {now_ms,   timer_start, timer_cancel, random_bytes, send_,
-                                      connect_, disconnect_, verify_,      NULL};
+                                      connect_, disconnect_, verify_,      NULL,         NULL};
 
 struct rx {
     int done_calls;

@@ -156,7 +156,7 @@ static bool f_verify(void *impl, const uint8_t *pk, const uint8_t *m, size_t n, 
     return false;
 }
 static const struct vv_env_ops ops = {f_now,     f_timer,      f_cancel, f_random, f_send,
-                                      f_connect, f_disconnect, f_verify, NULL};
+                                      f_connect, f_disconnect, f_verify, NULL,     NULL};
 
 static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], const uint8_t *data,
                     size_t len, void *arg)
