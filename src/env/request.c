@@ -17,7 +17,8 @@
  * (vv_env_request_datagram), and a request may arrive by datagram; its context then
  * answers by datagram to the source address. Their bounds are kept per address, not per
  * node ID: an outgoing request's per destination address, a served one's per source IP (a
- * claimed ID costs nothing to forge, an IP costs a machine). Both live in the peer table
+ * claimed ID costs nothing to forge, an IP costs a machine; for IPv6 the /64, which one
+ * subscriber usually holds whole). Both live in the peer table
  * under a key derived from the address (address_key), which no node ID can equal, so a
  * connection going down never touches them.
  *
@@ -25,6 +26,7 @@
  * to contexts. Before a callback runs, its request is out of every structure, so nothing
  * it does can touch it. vv_env_fini must not be called from a callback.
  */
+#include <arpa/inet.h>
 #include <msgpack.h>
 #include <sodium.h>
 #include <string.h>
@@ -711,6 +713,24 @@ static int send_error(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], 
     return rc;
 }
 
+/*
+ * The served bound's key of a source address: its IPv4 address, whatever port and ID it
+ * claims; for IPv6 its /64, since one subscriber is routinely given a /64 and can send from
+ * any address in it.
+ */
+static void source_key(const char *from, uint8_t key[VV_NODE_ID_BYTES])
+{
+    char ip[VV_ENV_ADDRESS_BYTES];
+    uint8_t a6[16];
+    if (vv_env_address_ip(from, ip, sizeof(ip)) != 0)
+        vv_strlcpy(ip, from, sizeof(ip));
+    if (strchr(ip, ':') != NULL && inet_pton(AF_INET6, ip, a6) == 1) {
+        memset(a6 + 8, 0, 8);
+        inet_ntop(AF_INET6, a6, ip, sizeof(ip));
+    }
+    address_key('s', ip, key);
+}
+
 static void on_request(struct vv__env_req *r, const uint8_t peer[VV_NODE_ID_BYTES],
                        const char *from, uint8_t channel, uint64_t rid, const uint8_t *data,
                        size_t len)
@@ -719,11 +739,7 @@ static void on_request(struct vv__env_req *r, const uint8_t peer[VV_NODE_ID_BYTE
     uint8_t key[VV_NODE_ID_BYTES];
     const uint8_t *pkey = peer;
     if (from != NULL) {
-        /* Bounded per source IP, whatever port and ID it claims. */
-        char ip[VV_ENV_ADDRESS_BYTES];
-        if (vv_env_address_ip(from, ip, sizeof(ip)) != 0)
-            vv_strlcpy(ip, from, sizeof(ip));
-        address_key('s', ip, key);
+        source_key(from, key);
         pkey = key;
     }
     struct rpeer *p = peer_find(r, pkey);

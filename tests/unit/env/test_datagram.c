@@ -474,18 +474,32 @@ static void test_served_bound_is_per_source_ip_not_claimed_id(void **state)
     assert_int_equal(vv_env_deliver_datagram(&t.b.env, other, "192.0.2.9:4747", f3, l3), 0);
     assert_int_equal(srv.served, 2);
     assert_string_equal(vv_env_request_source(&t.b.env, srv.ctx), "192.0.2.9:4747");
+    /* IPv6: one /64 is one source. */
+    uint8_t *f4, *f5;
+    size_t l4 = make_frame(TEST_REQ, 14, 4, &f4);
+    size_t l5 = make_frame(TEST_REQ, 15, 4, &f5);
+    uint64_t ctx_v4 = srv.ctx;
+    assert_int_equal(vv_env_deliver_datagram(&t.b.env, other, "[2001:db8:1:2::1]:4747", f4, l4), 0);
+    assert_int_equal(srv.served, 3);
+    assert_int_equal(
+        vv_env_deliver_datagram(&t.b.env, other, "[2001:db8:1:2:ffff::9]:4000", f5, l5), 0);
+    assert_int_equal(srv.served, 3);
+    assert_int_equal(vv_env_req_stats(&t.b.env)->served_busy, 2);
+    vv_free(f4);
+    vv_free(f5);
+    srv.ctx = ctx_v4;
     /* A reply too large for a datagram leaves the context live; a small one goes. */
     uint8_t big[1400];
     size_t bn = make_body(1300, big, sizeof(big));
     assert_int_equal(vv_env_reply(&t.b.env, srv.ctx, big, bn), VV_EWIRE_TOO_LARGE);
     assert_int_equal(vv_env_reply_error(&t.b.env, srv.ctx, VV_REQ_ERR_DENIED, "no"), 0);
     assert_null(vv_env_request_source(&t.b.env, srv.ctx));
-    const struct vv_fake_dgram *err = vv_fake_env_peek_datagram(&t.b, 1);
+    const struct vv_fake_dgram *err = vv_fake_env_peek_datagram(&t.b, 2);
     assert_non_null(err);
     assert_string_equal(err->to, "192.0.2.9:4747");
     /* A connection going down does not drop contexts served by datagram. */
     vv_fake_env_peer_down(&t.b, t.a.id.node_id);
-    assert_int_equal(vv_env_req_stats(&t.b.env)->serving, 1);
+    assert_int_equal(vv_env_req_stats(&t.b.env)->serving, 2);
     vv_free(f1);
     vv_free(f2);
     vv_free(f3);
