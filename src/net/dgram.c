@@ -106,10 +106,14 @@ static void refused(struct vv_dgram *d, int outcome, const char *from, size_t le
         d->suppressed[outcome]++;
         return;
     }
-    vv_log_warn("net",
-                "datagram of %zu bytes from %s dropped: %s (%llu more since the last such line)",
-                len, from, in_outcome[outcome] + sizeof("dropped_") - 1,
-                (unsigned long long)d->suppressed[outcome]);
+    const char *why = in_outcome[outcome] + sizeof("dropped_") - 1;
+    if (d->suppressed[outcome] > 0)
+        vv_log_warn("net",
+                    "datagram of %zu bytes from %s dropped: %s (and %llu more since the last "
+                    "such line)",
+                    len, from, why, (unsigned long long)d->suppressed[outcome]);
+    else
+        vv_log_warn("net", "datagram of %zu bytes from %s dropped: %s", len, from, why);
     d->last_log_ms[outcome] = now ? now : 1;
     d->suppressed[outcome] = 0;
 }
