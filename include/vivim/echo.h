@@ -2,7 +2,8 @@
  * The echo module: the smallest real module, and the worked example of "Writing a module"
  * in docs/architecture.md. It serves echo requests from peers on VV_CHANNEL_ECHO through
  * the request layer (vivim/env_request.h) and offers `echo.ping {nodeId, bytes?,
- * timeoutMs?}`, which sends one to a connected peer and answers with the round trip.
+ * timeoutMs?}`, which sends one to a connected peer and answers with the round trip, or
+ * `echo.ping {datagram: true, address, nodeId?, ...}`, which sends it by datagram.
  * Everything it has is declared in its folder (src/echo/): its [echo] section, its
  * dependencies, its hooks, its RPC method and its metrics.
  */

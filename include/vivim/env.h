@@ -37,6 +37,19 @@ enum vv_channel {
 
 #define VV_ENV_MAX_MESSAGE_BYTES (1u << 20) /* larger payloads travel as streams (env_stream.h) */
 
+/*
+ * Datagrams (docs/protocol.md, "Datagrams"): one wire frame to an address, without a
+ * connection, unordered, lossy, neither encrypted nor authenticated. 1200 bytes of UDP
+ * payload cross any path MTU (IPv6's minimum is 1280, less 48 of IPv6 and UDP headers);
+ * the envelope is "VD", version, flags and the sender's claimed node ID (2 + 1 + 1 + 32).
+ */
+#define VV_ENV_MAX_DATAGRAM_BYTES       1200
+#define VV_ENV_DATAGRAM_HEADER_BYTES    36
+#define VV_ENV_MAX_DATAGRAM_FRAME_BYTES (VV_ENV_MAX_DATAGRAM_BYTES - VV_ENV_DATAGRAM_HEADER_BYTES)
+#define VV_ENV_DATAGRAM_VERSION         1
+/* A numeric address with its NUL: "255.255.255.255:65535" or "[<46 chars of IPv6>]:65535". */
+#define VV_ENV_ADDRESS_BYTES 64
+
 struct vv_env;
 
 /* A timer fired; arg is what was given to vv_env_timer_start. */
@@ -44,6 +57,11 @@ typedef void (*vv_env_timer_cb)(struct vv_env *env, void *arg);
 /* A message arrived on a channel. data is borrowed for the call. */
 typedef void (*vv_env_recv_cb)(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES],
                                const uint8_t *data, size_t len, void *arg);
+/* A datagram arrived for a channel: claimed is the node ID its envelope claims (nobody has
+ * proved it), from the numeric source address, frame one frame that passed vv_wire_check
+ * (at most VV_ENV_MAX_DATAGRAM_FRAME_BYTES). All borrowed for the call. */
+typedef void (*vv_env_datagram_cb)(struct vv_env *env, const uint8_t claimed[VV_NODE_ID_BYTES],
+                                   const char *from, const uint8_t *frame, size_t len, void *arg);
 /* A peer connected (up) or disconnected (!up). */
 typedef void (*vv_env_peer_cb)(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up,
                                void *arg);
@@ -75,6 +93,12 @@ struct vv_env_ops {
      * touch nothing but job. May be NULL: the work runs inline instead (the simulator, the
      * fake env). Used by vivim/env_verify.h. */
     int (*offload)(void *impl, void (*work)(void *job), void (*done)(void *job), void *job);
+    /* Sends one frame (already checked, at most VV_ENV_MAX_DATAGRAM_FRAME_BYTES) in a
+     * datagram envelope carrying this node's ID to address (canonical numeric "ip:port" or
+     * "[v6]:port"). 0 when handed to the network (it may still be lost),
+     * VV_ECONN_BACKPRESSURE when the socket's buffer is full (dropped), another error when
+     * the address cannot be sent to. NULL: the environment has no datagrams. */
+    int (*datagram)(void *impl, const char *address, const uint8_t *frame, size_t len);
 };
 
 struct vv_wire_frame;
@@ -102,6 +126,18 @@ struct vv_env_channel {
     /* The channel's request server, or NULL (vv_env_set_server in vivim/env_request.h). */
     vv_env_serve_cb serve;
     void *serve_arg;
+    /* The channel's datagram handler, or NULL (vv_env_set_datagram_handler). */
+    vv_env_datagram_cb datagram;
+    void *datagram_arg;
+};
+
+/* What vv_env_deliver_datagram did with the datagrams it was given (monotonic). */
+struct vv_env_datagram_stats {
+    uint64_t delivered;  /* to a channel's handler or to the request layer */
+    uint64_t bad_frame;  /* the frame failed vv_wire_check or was over the size limit */
+    uint64_t unhandled;  /* no handler on its channel and not the request layer's */
+    uint64_t sent;       /* accepted by the implementation */
+    uint64_t send_fails; /* refused by the implementation (back-pressure, address) */
 };
 
 struct vv__env_peer_ev {
@@ -127,6 +163,7 @@ struct vv_env {
     /* Batched signature checks (src/env/verify.c, vivim/env_verify.h); NULL until the first
      * check. Freed by vv_env_fini. */
     struct vv__env_verify *verify;
+    struct vv_env_datagram_stats dgram;
 };
 
 /* Called by modules. Sets the channel's message and peer-event handlers (its request server,
@@ -207,6 +244,50 @@ static inline bool vv_env_verify(struct vv_env *env, const uint8_t pk[VV_ED25519
 {
     return env->ops->verify(env->impl, pk, msg, len, sig);
 }
+/*
+ * Datagrams. vv_env_send_datagram sends frame (one whole wire frame, copied; its type's high
+ * byte names the channel) to address, a numeric "ip:port" or "[v6]:port" (no names: no DNS
+ * on this path). Returns 0 when the implementation took it (it may still be lost),
+ * VV_EWIRE_TOO_LARGE over VV_ENV_MAX_DATAGRAM_FRAME_BYTES, VV_EINVAL for a frame that fails
+ * vv_wire_check, VV_EDGRAM_ADDRESS for an address that is not numeric, VV_EDGRAM_UNSUPPORTED
+ * when the environment has no datagrams, or the implementation's error
+ * (VV_ECONN_BACKPRESSURE: the socket's buffer is full, the datagram dropped).
+ */
+int vv_env_send_datagram(struct vv_env *env, const char *address, const uint8_t *frame, size_t len);
+/* Sets the channel's datagram handler (cb NULL removes it: its datagrams are dropped). */
+void vv_env_set_datagram_handler(struct vv_env *env, enum vv_channel ch, vv_env_datagram_cb cb,
+                                 void *arg);
+/*
+ * Canonical form of a numeric address: "a.b.c.d:port" or "[v6]:port" as inet_ntop writes
+ * the IP, so two spellings of one address compare equal as strings. Returns 0, or
+ * VV_EDGRAM_ADDRESS (not numeric, no port, port 0, or out won't hold it). out may be in.
+ */
+int vv_env_address_canon(const char *in, char *out, size_t cap);
+/* The IP of a canonical address, without port or brackets, into out. 0 or VV_EINVAL. */
+int vv_env_address_ip(const char *address, char *out, size_t cap);
+
+/* Why a datagram's envelope was refused (vv_env_datagram_open). */
+enum vv_env_dgram_verdict {
+    VV_DGRAM_OK = 0,
+    VV_DGRAM_SHORT,    /* fewer bytes than the envelope */
+    VV_DGRAM_OVERSIZE, /* more than VV_ENV_MAX_DATAGRAM_BYTES */
+    VV_DGRAM_MAGIC,    /* does not start with "VD" */
+    VV_DGRAM_VERSION,  /* another version than VV_ENV_DATAGRAM_VERSION */
+    VV_DGRAM_FLAGS,    /* flags not 0 */
+    VV_DGRAM_N_VERDICTS,
+};
+/* "ok", "short", "oversize", "magic", "version", "flags". */
+const char *vv_env_datagram_verdict_name(enum vv_env_dgram_verdict v);
+/* Writes the envelope for this node's ID then frame into out (cap at least
+ * VV_ENV_DATAGRAM_HEADER_BYTES + len); returns the bytes written. For implementations. */
+size_t vv_env_datagram_seal(const uint8_t id[VV_NODE_ID_BYTES], const uint8_t *frame, size_t len,
+                            uint8_t *out, size_t cap);
+/* Reads a datagram's envelope: on VV_DGRAM_OK, *claimed points at the claimed ID and
+ * (*frame, *frame_len) at the frame (not yet checked), all inside buf. */
+enum vv_env_dgram_verdict vv_env_datagram_open(const uint8_t *buf, size_t len,
+                                               const uint8_t **claimed, const uint8_t **frame,
+                                               size_t *frame_len);
+
 /* Signs with this node's key (a pure computation, the same in every implementation). */
 void vv_env_sign(struct vv_env *env, const uint8_t *msg, size_t len, uint8_t sig[64]);
 
@@ -223,6 +304,25 @@ void vv_env_sign(struct vv_env *env, const uint8_t *msg, size_t len, uint8_t sig
 void vv_env_deliver(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
                     const uint8_t *data, size_t len);
 void vv_env_peer_event(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up);
+/*
+ * Called by implementations with a datagram's frame once its envelope was opened: from is
+ * the source address in canonical form (vv_env_address_canon). The frame is checked
+ * (vv_wire_check, at most VV_ENV_MAX_DATAGRAM_FRAME_BYTES); then an answer or a request for
+ * a served channel goes to the request layer, the rest to the channel's datagram handler.
+ * Returns 0 when delivered, the check's error for a bad frame (VV_EWIRE_TOO_LARGE over the
+ * limit), VV_ENOTFOUND when nobody takes it; every datagram not delivered is dropped and
+ * counted in env->dgram.
+ */
+int vv_env_deliver_datagram(struct vv_env *env, const uint8_t claimed[VV_NODE_ID_BYTES],
+                            const char *from, const uint8_t *frame, size_t len);
+/*
+ * Opens a whole datagram (envelope and frame) and delivers its frame as above: what an
+ * implementation calls with the bytes a socket read. *verdict (may be NULL) says what the
+ * envelope check found. Returns vv_env_deliver_datagram's result, or VV_EDGRAM_MALFORMED
+ * for a refused envelope (dropped).
+ */
+int vv_env_receive_datagram(struct vv_env *env, const char *from, const uint8_t *buf, size_t len,
+                            enum vv_env_dgram_verdict *verdict);
 /*
  * Called by implementations when an environment ends (the daemon's close, a simulated
  * node's crash or the simulation's end): frees what env.c and the request layer hold and

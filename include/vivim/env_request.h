@@ -107,9 +107,13 @@ struct vv_env_req_stats {
 
 /* What a completion callback receives; everything is borrowed for the call. */
 struct vv_env_answer {
-    uint64_t id;         /* the request's id */
-    const uint8_t *peer; /* VV_NODE_ID_BYTES */
-    uint16_t type;       /* the request's type */
+    uint64_t id; /* the request's id */
+    /* VV_NODE_ID_BYTES. By datagram: the node ID the request named, else the ID the answer
+     * claimed (unproved), else NULL (no answer came). */
+    const uint8_t *peer;
+    /* The address a datagram request went to (canonical); NULL over a connection. */
+    const char *address;
+    uint16_t type; /* the request's type */
     /*
      * 0: the peer replied; reply holds the reply frame (its body is the answer).
      * VV_EREQ_REMOTE: the peer answered with an error: error_code and error_message.
@@ -146,6 +150,20 @@ int vv_env_request(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uin
                    const uint8_t *body, size_t body_len, uint32_t timeout_ms, vv_env_answer_cb cb,
                    void *arg, uint64_t *id);
 
+/*
+ * The same by datagram (docs/protocol.md, "Datagrams"): the request goes to address (a
+ * numeric "ip:port" or "[v6]:port") without a connection, and only an answer by datagram
+ * from that address (and, when peer is not NULL, claiming that node ID) completes it. The
+ * whole frame must fit VV_ENV_MAX_DATAGRAM_FRAME_BYTES (else VV_EWIRE_TOO_LARGE) and the
+ * server's answer must too. The per-peer bound counts per destination address. Lost
+ * datagrams are not resent: the request times out, and the module decides whether to ask
+ * again. A connection going down does not fail it. Returns as vv_env_request, and
+ * VV_EDGRAM_ADDRESS or VV_EDGRAM_UNSUPPORTED.
+ */
+int vv_env_request_datagram(struct vv_env *env, const uint8_t *peer, const char *address,
+                            uint16_t type, const uint8_t *body, size_t body_len,
+                            uint32_t timeout_ms, vv_env_answer_cb cb, void *arg, uint64_t *id);
+
 /* Cancels a request: its callback will not fire, and an answer to it is dropped as late.
  * Returns 0, or VV_ENOTFOUND when it already completed (or never existed). */
 int vv_env_request_cancel(struct vv_env *env, uint64_t id);
@@ -178,6 +196,15 @@ int vv_env_reply(struct vv_env *env, uint64_t ctx, const uint8_t *body, size_t b
  * over 65535.
  */
 int vv_env_reply_error(struct vv_env *env, uint64_t ctx, uint32_t code, const char *message);
+
+/*
+ * Where a request in service came from: the source address (canonical) when it arrived by
+ * datagram, NULL when over a connection or when ctx is not live. Such a context's peer (in
+ * the serve callback) is only the ID the datagram claimed, and its answer goes back by
+ * datagram to this address (so it must fit VV_ENV_MAX_DATAGRAM_FRAME_BYTES). Requests by
+ * datagram are bounded per source IP (max_served_per_peer), not per claimed ID.
+ */
+const char *vv_env_request_source(struct vv_env *env, uint64_t ctx);
 
 /* Sets the bounds; a field 0 keeps its default. Lowering a bound does not end what is in
  * flight; new requests wait below it. */

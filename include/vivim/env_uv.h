@@ -24,6 +24,12 @@ struct vv_env_uv;
 /* Creates the environment on loop for identity (borrowed; must outlive it). */
 struct vv_env_uv *vv_env_uv_new(uv_loop_t *loop, const struct vv_identity *identity);
 void vv_env_uv_set_transport(struct vv_env_uv *e, const struct vv_env_transport *t);
+/* The datagram transport (net.h, vv_dgram_open): send as the env's datagram op (see
+ * struct vv_env_ops); NULL detaches it (sends then fail with VV_EDGRAM_UNSUPPORTED). */
+void vv_env_uv_set_datagram(struct vv_env_uv *e,
+                            int (*send)(void *t, const char *address, const uint8_t *frame,
+                                        size_t len),
+                            void *t);
 struct vv_env *vv_env_uv_env(struct vv_env_uv *e);
 /* Timers still pending. */
 unsigned vv_env_uv_timers(const struct vv_env_uv *e);

@@ -64,6 +64,9 @@
     X(VV_ECONN_LIMIT, -10801, "connection limit reached")                                          \
     X(VV_ECONN_BACKPRESSURE, -10802, "peer outbound queue full")                                   \
     X(VV_ECONN_NOT_CONNECTED, -10803, "peer not connected")                                        \
+    X(VV_EDGRAM_MALFORMED, -10804, "malformed datagram envelope")                                  \
+    X(VV_EDGRAM_UNSUPPORTED, -10805, "datagrams not supported by this environment")                \
+    X(VV_EDGRAM_ADDRESS, -10806, "not a numeric ip:port datagram address")                         \
     /* dht: -10900 .. -10999 */                                                                    \
     X(VV_EDHT_MALFORMED, -10901, "malformed DHT message")                                          \
     X(VV_EDHT_ADDRESS, -10902, "not a numeric IP address with a port")                             \

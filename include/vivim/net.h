@@ -143,6 +143,20 @@ int vv_net_hello_encode(int node_type, uint32_t capabilities, const char *listen
 int vv_net_hello_decode(const uint8_t *buf, size_t len, int *node_type, uint32_t *capabilities,
                         char *listen, size_t listen_cap);
 
+/*
+ * Datagrams (dgram.c): one UDP socket bound to listen's host and port (tcp_port when
+ * listen's port is 0), which becomes env's datagram transport; its counters go to mx
+ * (vivimd_net_datagrams_total, vivimd_net_datagram_bytes_total). Returns NULL with err
+ * filled when the socket cannot be bound. vv_dgram_close detaches it from the env and
+ * frees it once its handle has closed.
+ */
+struct vv_dgram;
+struct vv_metrics;
+struct vv_dgram *vv_dgram_open(uv_loop_t *loop, struct vv_env_uv *envu, const char *listen,
+                               uint16_t tcp_port, struct vv_metrics *mx, char *err, size_t err_len);
+uint16_t vv_dgram_port(const struct vv_dgram *d);
+void vv_dgram_close(struct vv_dgram *d);
+
 /* The node module (net_module.c). */
 struct vv_module;
 extern const struct vv_module vv_net_module;

@@ -25,6 +25,7 @@ struct echo_call {
     struct vv_rpc_request *req;
     uint64_t id; /* the request layer's */
     uint8_t peer[VV_NODE_ID_BYTES];
+    bool has_peer; /* false: a datagram ping by address alone */
     uint8_t *payload;
     size_t len;
     struct echo_call *next;
@@ -111,8 +112,11 @@ static void answered(struct vv_env *env, const struct vv_env_answer *a, void *ar
     struct echo_call *call = arg;
     struct echo *e = call->echo;
     unlink_call(e, call);
-    char hex[2 * VV_NODE_ID_BYTES + 1];
-    vv_hex_encode(call->peer, VV_NODE_ID_BYTES, hex);
+    char hex[2 * VV_NODE_ID_BYTES + 1] = "";
+    /* By address alone: the ID the answer claimed (a datagram's is not proved). */
+    const uint8_t *who = call->has_peer ? call->peer : a->peer;
+    if (who != NULL)
+        vv_hex_encode(who, VV_NODE_ID_BYTES, hex);
     const uint8_t *p;
     size_t len;
     if (a->status == VV_EREQ_REMOTE) {
@@ -130,8 +134,11 @@ static void answered(struct vv_env *env, const struct vv_env_answer *a, void *ar
     } else {
         count(e->pings, "ok");
         vv_histogram_observe(e->rtt, (double)a->elapsed_ms / 1000.0);
-        vv_rpc_reply(call->req, json_pack("{s:s, s:I, s:I}", "nodeId", hex, "rttMs",
-                                          (json_int_t)a->elapsed_ms, "bytes", (json_int_t)len));
+        json_t *r = json_pack("{s:s, s:I, s:I}", "nodeId", hex, "rttMs", (json_int_t)a->elapsed_ms,
+                              "bytes", (json_int_t)len);
+        if (a->address != NULL)
+            json_object_set_new(r, "address", json_string(a->address));
+        vv_rpc_reply(call->req, r);
     }
     free_call(call);
 }
@@ -139,17 +146,32 @@ static void answered(struct vv_env *env, const struct vv_env_answer *a, void *ar
 static struct vv_rpc_answer ping(struct vv_rpc_request *req, json_t *params, void *data)
 {
     struct echo *e = data;
-    static const char *const allowed[] = {"nodeId", "bytes", "timeoutMs", NULL};
+    static const char *const allowed[] = {"nodeId",  "bytes",    "timeoutMs",
+                                          "address", "datagram", NULL};
     const struct vv_echo_settings *c = vv_echo_settings(&e->n->config);
     char err[256];
     uint8_t peer[VV_NODE_ID_BYTES];
     uint64_t bytes = VV_MIN(ECHO_DEFAULT_BYTES, c->max_bytes), timeout = c->timeout_ms;
+    const char *address = NULL;
+    /* By datagram, the address is what is needed and the node ID an extra check; over a
+     * connection, the node ID is all there is. */
+    json_t *dg = json_object_get(params, "datagram");
+    if (dg != NULL && !json_is_boolean(dg))
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "datagram: expected true or false");
+    bool datagram = dg != NULL && json_is_true(dg);
+    int has_peer;
     if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
-        vv_rpc_param_node_id(params, "nodeId", true, peer, err, sizeof(err)) < 0 ||
+        (has_peer = vv_rpc_param_node_id(params, "nodeId", !datagram, peer, err, sizeof(err))) <
+            0 ||
+        vv_rpc_param_string(params, "address", datagram, VV_ENV_ADDRESS_BYTES - 1, &address, err,
+                            sizeof(err)) < 0 ||
         vv_rpc_param_uint(params, "bytes", false, 0, c->max_bytes, &bytes, err, sizeof(err)) < 0 ||
         vv_rpc_param_uint(params, "timeoutMs", false, 1, VV_REQ_MAX_TIMEOUT_MS, &timeout, err,
                           sizeof(err)) < 0)
         return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    if (!datagram && address != NULL)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS,
+                           "address: only with datagram: true (connections go by nodeId)");
     if (e->env == NULL)
         return vv_rpc_fail(req, VV_ENODE_SHUTTING_DOWN, "echo is not running");
     if (e->n_calls >= VV_ECHO_MAX_CALLS) {
@@ -160,7 +182,9 @@ static struct vv_rpc_answer ping(struct vv_rpc_request *req, json_t *params, voi
     struct echo_call *call = vv_xcalloc(1, sizeof(*call));
     call->echo = e;
     call->req = req;
-    memcpy(call->peer, peer, sizeof(peer));
+    call->has_peer = has_peer == 0;
+    if (call->has_peer)
+        memcpy(call->peer, peer, sizeof(peer));
     call->len = (size_t)bytes;
     call->payload = vv_xmalloc(call->len + 1);
     vv_env_random(e->env, call->payload, call->len);
@@ -171,8 +195,12 @@ static struct vv_rpc_answer ping(struct vv_rpc_request *req, json_t *params, voi
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_bin(&pk, call->len);
     msgpack_pack_bin_body(&pk, call->payload, call->len);
-    int rc = vv_env_request(e->env, peer, VV_ECHO_TYPE_PING, (const uint8_t *)sb.data, sb.size,
-                            (uint32_t)timeout, answered, call, &call->id);
+    int rc = datagram
+                 ? vv_env_request_datagram(e->env, call->has_peer ? peer : NULL, address,
+                                           VV_ECHO_TYPE_PING, (const uint8_t *)sb.data, sb.size,
+                                           (uint32_t)timeout, answered, call, &call->id)
+                 : vv_env_request(e->env, peer, VV_ECHO_TYPE_PING, (const uint8_t *)sb.data,
+                                  sb.size, (uint32_t)timeout, answered, call, &call->id);
     msgpack_sbuffer_destroy(&sb);
     if (rc != 0) {
         free_call(call);
@@ -203,13 +231,17 @@ static int echo_init(struct vv_node *n)
         .name = "echo.ping",
         .handler = ping,
         .summary = "Sends an echo request of `bytes` random bytes (default 32) to a connected "
-                   "peer through the request layer and answers with the round trip.",
-        .params_schema = "{\"type\":\"object\",\"required\":[\"nodeId\"],\"properties\":{"
+                   "peer, or with datagram: true by datagram to `address`, through the request "
+                   "layer and answers with the round trip.",
+        .params_schema = "{\"type\":\"object\",\"properties\":{"
                          "\"nodeId\":{\"type\":\"string\",\"pattern\":\"^[0-9a-fA-F]{64}$\"},"
+                         "\"address\":{\"type\":\"string\",\"maxLength\":63},"
+                         "\"datagram\":{\"type\":\"boolean\"},"
                          "\"bytes\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":65536},"
                          "\"timeoutMs\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":600000}},"
                          "\"additionalProperties\":false}",
         .result_schema = "{\"type\":\"object\",\"properties\":{\"nodeId\":{\"type\":\"string\"},"
+                         "\"address\":{\"type\":\"string\"},"
                          "\"rttMs\":{\"type\":\"integer\"},\"bytes\":{\"type\":\"integer\"}}}",
     };
     struct vv_rpc_method reg = m;

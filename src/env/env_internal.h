@@ -15,6 +15,11 @@
  * channel with a server) and must not reach the channel's recv handler. */
 bool vv__env_req_deliver(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
                          const uint8_t *data, size_t len);
+/* The same for a datagram's frame (already checked): an answer to a datagram request, or a
+ * request for a channel with a server. */
+bool vv__env_req_deliver_datagram(struct vv_env *env, const uint8_t claimed[VV_NODE_ID_BYTES],
+                                  const char *from, uint8_t channel, const uint8_t *data,
+                                  size_t len);
 /* Fails the requests outstanding to peer and drops the ones it had us serving. */
 void vv__env_req_peer_down(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES]);
 /* Frees the layer's state without callbacks; env->req is NULL afterwards. */

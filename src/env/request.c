@@ -13,11 +13,22 @@
  * in the order the requests were sent, and deadlines tie-break on the request's sequence
  * number.
  *
+ * Datagrams: a request may go by datagram to an address instead of over a connection
+ * (vv_env_request_datagram), and a request may arrive by datagram; its context then
+ * answers by datagram to the source address. Their bounds are kept per address, not per
+ * node ID: an outgoing request's per destination address, a served one's per source IP (a
+ * claimed ID costs nothing to forge, an IP costs a machine; for IPv6 the /64, which one
+ * subscriber usually holds whole). Both live in the peer table
+ * under a key derived from the address (address_key), which no node ID can equal, so a
+ * connection going down never touches them.
+ *
  * Re-entrancy: a completion callback may send, cancel or complete other requests and reply
  * to contexts. Before a callback runs, its request is out of every structure, so nothing
  * it does can touch it. vv_env_fini must not be called from a callback.
  */
+#include <arpa/inet.h>
 #include <msgpack.h>
+#include <sodium.h>
 #include <string.h>
 
 #include "env_internal.h"
@@ -40,6 +51,11 @@ struct req {
     vv_env_answer_cb cb;
     void *arg;
     struct rpeer *peer;
+    /* Sent by datagram: the destination (canonical; NULL over a connection), and the node
+     * ID the answer must claim when the request named one (has_claim). */
+    char *address;
+    bool has_claim;
+    uint8_t claim[VV_NODE_ID_BYTES];
     struct req *hnext;         /* id table chain */
     struct req *pprev, *pnext; /* the peer's list, in send order */
     size_t heap_ix;            /* position in the deadline heap */
@@ -51,6 +67,7 @@ struct served {
     uint64_t request_id; /* the requester's id, echoed in the answer */
     uint8_t channel;
     struct rpeer *peer;
+    char *address; /* arrived by datagram: where the answer goes; NULL over a connection */
     struct served *hnext;
     struct served *pprev, *pnext; /* the peer's list */
 };
@@ -234,6 +251,19 @@ static struct rpeer *peer_get(struct vv__env_req *r, const uint8_t id[VV_NODE_ID
     return p;
 }
 
+/* The peer-table key of an address: a hash, in its own domain, of a tag (what the bound is
+ * for) and the address. A node ID is SHA-256 of a key; nobody can make one equal this. */
+static void address_key(char tag, const char *address, uint8_t key[VV_NODE_ID_BYTES])
+{
+    static const char domain[] = "vivim datagram bound";
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, VV_NODE_ID_BYTES);
+    crypto_generichash_update(&st, (const unsigned char *)domain, sizeof(domain));
+    crypto_generichash_update(&st, (const unsigned char *)&tag, 1);
+    crypto_generichash_update(&st, (const unsigned char *)address, strlen(address));
+    crypto_generichash_final(&st, key, VV_NODE_ID_BYTES);
+}
+
 /* Frees p once nothing refers to it. */
 static void peer_put(struct vv__env_req *r, struct rpeer *p)
 {
@@ -356,11 +386,27 @@ static void unlink_req(struct vv__env_req *r, struct req *q)
 static void complete(struct vv__env_req *r, struct req *q, struct vv_env_answer *a)
 {
     uint8_t peer[VV_NODE_ID_BYTES];
-    memcpy(peer, q->peer->id, VV_NODE_ID_BYTES);
+    char address[VV_ENV_ADDRESS_BYTES];
+    if (q->address == NULL) {
+        memcpy(peer, q->peer->id, VV_NODE_ID_BYTES);
+        a->peer = peer;
+    } else {
+        /* By datagram: the node named, else the one whose answer this is (a->peer, set by
+         * the caller), else none. */
+        if (q->has_claim) {
+            memcpy(peer, q->claim, VV_NODE_ID_BYTES);
+            a->peer = peer;
+        } else if (a->peer != NULL) {
+            memcpy(peer, a->peer, VV_NODE_ID_BYTES);
+            a->peer = peer;
+        }
+        vv_strlcpy(address, q->address, sizeof(address));
+        a->address = address;
+        vv_free(q->address);
+    }
     unlink_req(r, q);
     peer_put(r, q->peer);
     a->id = q->id;
-    a->peer = peer;
     a->type = q->type;
     uint64_t now = vv_env_now(r->env);
     a->elapsed_ms = now > q->sent_ms ? now - q->sent_ms : 0;
@@ -405,14 +451,15 @@ static void on_timer(struct vv_env *env, void *arg)
 /* ---- frames ------------------------------------------------------------------------------ */
 
 /*
- * The one place bytes of this layer leave the node. Today every request and answer goes
- * over the peer's connection; the DHT's datagram requests will add a transport here (the
- * request remembering which one it went by, a served context the one its request came
- * by), and nothing above this function will change.
+ * The one place bytes of this layer leave the node: over the peer's connection, or by
+ * datagram when there is an address (the request remembers which way it went, a served
+ * context the way its request came).
  */
-static int transport_send(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
-                          const uint8_t *frame, size_t len)
+static int transport_send(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES],
+                          const char *address, uint8_t channel, const uint8_t *frame, size_t len)
 {
+    if (address != NULL)
+        return vv_env_send_datagram(env, address, frame, len);
     return vv_env_send(env, peer, (enum vv_channel)channel, frame, len);
 }
 
@@ -420,12 +467,12 @@ static int transport_send(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTE
  * as a receiver will. Returns 0, VV_EWIRE_TOO_LARGE, or VV_EINVAL for a body that is not
  * one MessagePack value within the frame limits. sb is initialised here in every case. */
 static int build_frame(msgpack_sbuffer *sb, uint16_t type, uint64_t id, const uint8_t *body,
-                       size_t body_len)
+                       size_t body_len, size_t max)
 {
     msgpack_sbuffer_init(sb);
     if (body == NULL || body_len == 0)
         return VV_EINVAL;
-    if (body_len > VV_WIRE_MAX_FRAME_BYTES)
+    if (body_len > max)
         return VV_EWIRE_TOO_LARGE;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
@@ -435,21 +482,37 @@ static int build_frame(msgpack_sbuffer *sb, uint16_t type, uint64_t id, const ui
     int rc = vv_wire_check((const uint8_t *)sb->data, sb->size, &h);
     if (rc == VV_EWIRE_TOO_LARGE && sb->size > VV_WIRE_MAX_FRAME_BYTES)
         return VV_EWIRE_TOO_LARGE;
+    if (rc == 0 && sb->size > max)
+        return VV_EWIRE_TOO_LARGE;
     return rc < 0 ? VV_EINVAL : 0;
 }
 
 /* ---- sending requests -------------------------------------------------------------------- */
 
-int vv_env_request(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uint16_t type,
-                   const uint8_t *body, size_t body_len, uint32_t timeout_ms, vv_env_answer_cb cb,
-                   void *arg, uint64_t *id)
+/* Sends a request over the connection to peer (address NULL), or by datagram to address
+ * (peer then the node ID the answer must claim, or NULL). */
+static int request_start(struct vv_env *env, const uint8_t *peer, const char *address,
+                         uint16_t type, const uint8_t *body, size_t body_len, uint32_t timeout_ms,
+                         vv_env_answer_cb cb, void *arg, uint64_t *id)
 {
     uint8_t ch = vv_wire_channel(type);
-    if (cb == NULL || peer == NULL || timeout_ms == 0 || timeout_ms > VV_REQ_MAX_TIMEOUT_MS ||
-        ch >= VV_ENV_MAX_CHANNELS || vv_req_is_answer_type(type))
+    if (cb == NULL || (peer == NULL && address == NULL) || timeout_ms == 0 ||
+        timeout_ms > VV_REQ_MAX_TIMEOUT_MS || ch >= VV_ENV_MAX_CHANNELS ||
+        vv_req_is_answer_type(type))
         return VV_EINVAL;
+    char canon[VV_ENV_ADDRESS_BYTES];
+    uint8_t key[VV_NODE_ID_BYTES];
+    const uint8_t *pkey = peer;
+    if (address != NULL) {
+        int arc = vv_env_address_canon(address, canon, sizeof(canon));
+        if (arc != 0)
+            return arc;
+        address = canon;
+        address_key('o', canon, key);
+        pkey = key;
+    }
     struct vv__env_req *r = layer(env);
-    struct rpeer *p = peer_find(r, peer);
+    struct rpeer *p = peer_find(r, pkey);
     if (r->stats.in_flight >= r->limits.max_total ||
         (p != NULL && p->n_out >= r->limits.max_per_peer)) {
         r->stats.refused++;
@@ -460,14 +523,15 @@ int vv_env_request(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uin
     if (rid == 0) /* once in 2^64 requests: skip the one counter value that maps to 0 */
         rid = id_of(r, ++seq);
     msgpack_sbuffer sb;
-    int rc = build_frame(&sb, type, rid, body, body_len);
+    int rc = build_frame(&sb, type, rid, body, body_len,
+                         address ? VV_ENV_MAX_DATAGRAM_FRAME_BYTES : VV_WIRE_MAX_FRAME_BYTES);
     /* The send may report the peer down from inside (a failed socket write): that fails
      * this peer's other requests, with their callbacks, and may free p; this request is
      * not in the tables yet, and p is looked up again below. The counter moves first, so a
      * request sent from one of those callbacks gets another id (a refused send burns one). */
     if (rc == 0) {
         r->seq = seq;
-        rc = transport_send(env, peer, ch, (const uint8_t *)sb.data, sb.size);
+        rc = transport_send(env, peer, address, ch, (const uint8_t *)sb.data, sb.size);
     }
     msgpack_sbuffer_destroy(&sb);
     if (rc != 0) {
@@ -475,8 +539,14 @@ int vv_env_request(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uin
             r->stats.refused++;
         return rc;
     }
-    p = peer_get(r, peer);
+    p = peer_get(r, pkey);
     struct req *q = vv_xcalloc(1, sizeof(*q));
+    if (address != NULL) {
+        q->address = vv_xstrdup(address);
+        q->has_claim = peer != NULL;
+        if (peer != NULL)
+            memcpy(q->claim, peer, VV_NODE_ID_BYTES);
+    }
     q->id = rid;
     q->seq = seq;
     q->type = type;
@@ -506,6 +576,24 @@ int vv_env_request(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uin
     return 0;
 }
 
+int vv_env_request(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uint16_t type,
+                   const uint8_t *body, size_t body_len, uint32_t timeout_ms, vv_env_answer_cb cb,
+                   void *arg, uint64_t *id)
+{
+    if (peer == NULL)
+        return VV_EINVAL;
+    return request_start(env, peer, NULL, type, body, body_len, timeout_ms, cb, arg, id);
+}
+
+int vv_env_request_datagram(struct vv_env *env, const uint8_t *peer, const char *address,
+                            uint16_t type, const uint8_t *body, size_t body_len,
+                            uint32_t timeout_ms, vv_env_answer_cb cb, void *arg, uint64_t *id)
+{
+    if (address == NULL)
+        return VV_EINVAL;
+    return request_start(env, peer, address, type, body, body_len, timeout_ms, cb, arg, id);
+}
+
 int vv_env_request_cancel(struct vv_env *env, uint64_t id)
 {
     struct vv__env_req *r = env->req;
@@ -514,6 +602,7 @@ int vv_env_request_cancel(struct vv_env *env, uint64_t id)
         return VV_ENOTFOUND;
     unlink_req(r, q);
     peer_put(r, q->peer);
+    vv_free(q->address);
     vv_free(q);
     r->stats.cancelled++;
     arm(r);
@@ -556,22 +645,36 @@ static int parse_error(const msgpack_object *body, uint32_t *code, const char **
     return 0;
 }
 
-static void on_answer(struct vv__env_req *r, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
-                      uint16_t type, uint64_t rid, const uint8_t *data, size_t len)
+/* Whether an answer from peer (over a connection: from NULL) or from the address from
+ * claiming to be peer (by datagram) may complete q. */
+static bool answer_matches(const struct req *q, const uint8_t peer[VV_NODE_ID_BYTES],
+                           const char *from)
+{
+    if (from == NULL)
+        return q->address == NULL && memcmp(q->peer->id, peer, VV_NODE_ID_BYTES) == 0;
+    /* By datagram: from the address asked (the id is secret from anyone off the path, the
+     * address is what they would have to spoof too), claiming the ID asked for, if any. */
+    return q->address != NULL && strcmp(q->address, from) == 0 &&
+           (!q->has_claim || memcmp(q->claim, peer, VV_NODE_ID_BYTES) == 0);
+}
+
+static void on_answer(struct vv__env_req *r, const uint8_t peer[VV_NODE_ID_BYTES], const char *from,
+                      uint8_t channel, uint16_t type, uint64_t rid, const uint8_t *data, size_t len)
 {
     if (rid == 0) {
         r->stats.bad_answers++; /* an answer to nothing: the peer's bug, dropped */
         return;
     }
     struct req *q = ids_find(r, rid);
-    /* Only the peer asked, on the channel asked, may answer. */
-    if (q == NULL || vv_wire_channel(q->type) != channel ||
-        memcmp(q->peer->id, peer, VV_NODE_ID_BYTES) != 0) {
+    /* Only the peer asked, on the channel asked, the way asked, may answer. */
+    if (q == NULL || vv_wire_channel(q->type) != channel || !answer_matches(q, peer, from)) {
         r->stats.late++;
         return;
     }
     struct vv_wire_frame f;
     struct vv_env_answer a = {0};
+    if (from != NULL)
+        a.peer = peer; /* complete keeps the named peer's ID when there is one */
     if (vv_wire_decode(data, len, &f) != 0) {
         a.status = VV_EREQ_BAD_ANSWER;
         complete(r, q, &a);
@@ -593,8 +696,8 @@ static void on_answer(struct vv__env_req *r, const uint8_t peer[VV_NODE_ID_BYTES
 
 /* ---- serving ----------------------------------------------------------------------------- */
 
-static int send_error(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
-                      uint64_t rid, uint32_t code, const char *msg, size_t msg_len)
+static int send_error(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], const char *address,
+                      uint8_t channel, uint64_t rid, uint32_t code, const char *msg, size_t msg_len)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -605,21 +708,46 @@ static int send_error(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], 
     msgpack_pack_uint32(&pk, code);
     msgpack_pack_str(&pk, msg_len);
     msgpack_pack_str_body(&pk, msg_len ? msg : "", msg_len);
-    int rc = transport_send(env, peer, channel, (const uint8_t *)sb.data, sb.size);
+    int rc = transport_send(env, peer, address, channel, (const uint8_t *)sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
 
-static void on_request(struct vv__env_req *r, const uint8_t peer[VV_NODE_ID_BYTES], uint8_t channel,
-                       uint64_t rid, const uint8_t *data, size_t len)
+/*
+ * The served bound's key of a source address: its IPv4 address, whatever port and ID it
+ * claims; for IPv6 its /64, since one subscriber is routinely given a /64 and can send from
+ * any address in it.
+ */
+static void source_key(const char *from, uint8_t key[VV_NODE_ID_BYTES])
+{
+    char ip[VV_ENV_ADDRESS_BYTES];
+    uint8_t a6[16];
+    if (vv_env_address_ip(from, ip, sizeof(ip)) != 0)
+        vv_strlcpy(ip, from, sizeof(ip));
+    if (strchr(ip, ':') != NULL && inet_pton(AF_INET6, ip, a6) == 1) {
+        memset(a6 + 8, 0, 8);
+        inet_ntop(AF_INET6, a6, ip, sizeof(ip));
+    }
+    address_key('s', ip, key);
+}
+
+static void on_request(struct vv__env_req *r, const uint8_t peer[VV_NODE_ID_BYTES],
+                       const char *from, uint8_t channel, uint64_t rid, const uint8_t *data,
+                       size_t len)
 {
     struct vv_env *env = r->env;
-    struct rpeer *p = peer_find(r, peer);
+    uint8_t key[VV_NODE_ID_BYTES];
+    const uint8_t *pkey = peer;
+    if (from != NULL) {
+        source_key(from, key);
+        pkey = key;
+    }
+    struct rpeer *p = peer_find(r, pkey);
     if (r->stats.serving >= r->limits.max_served_total ||
         (p != NULL && p->n_served >= r->limits.max_served_per_peer)) {
         r->stats.served_busy++;
         static const char busy[] = "busy";
-        if (send_error(env, peer, channel, rid, VV_REQ_ERR_BUSY, busy, sizeof(busy) - 1) != 0)
+        if (send_error(env, peer, from, channel, rid, VV_REQ_ERR_BUSY, busy, sizeof(busy) - 1) != 0)
             r->stats.answers_unsent++;
         return;
     }
@@ -630,8 +758,9 @@ static void on_request(struct vv__env_req *r, const uint8_t peer[VV_NODE_ID_BYTE
         r->stats.bad_requests++;
         return;
     }
-    p = peer_get(r, peer);
+    p = peer_get(r, pkey);
     struct served *s = vv_xcalloc(1, sizeof(*s));
+    s->address = from ? vv_xstrdup(from) : NULL;
     s->token = ++r->next_token;
     s->request_id = rid;
     s->channel = channel;
@@ -669,6 +798,7 @@ static void end_served(struct vv__env_req *r, struct served *s)
         s->pnext->pprev = s->pprev;
     p->n_served--;
     r->stats.serving--;
+    vv_free(s->address);
     vv_free(s);
     peer_put(r, p);
 }
@@ -682,6 +812,8 @@ struct served_copy {
     uint8_t peer[VV_NODE_ID_BYTES];
     uint8_t channel;
     uint64_t request_id;
+    bool by_datagram;
+    char address[VV_ENV_ADDRESS_BYTES];
 };
 
 static struct served_copy end_served_copy(struct vv__env_req *r, struct served *s)
@@ -690,6 +822,9 @@ static struct served_copy end_served_copy(struct vv__env_req *r, struct served *
     memcpy(c.peer, s->peer->id, VV_NODE_ID_BYTES);
     c.channel = s->channel;
     c.request_id = s->request_id;
+    c.by_datagram = s->address != NULL;
+    if (c.by_datagram)
+        vv_strlcpy(c.address, s->address, sizeof(c.address));
     end_served(r, s);
     return c;
 }
@@ -724,10 +859,12 @@ int vv_env_reply(struct vv_env *env, uint64_t ctx, const uint8_t *body, size_t b
         return VV_ENOTFOUND;
     msgpack_sbuffer sb;
     int rc = build_frame(&sb, (uint16_t)(s->channel << 8 | VV_REQ_TYPE_REPLY), s->request_id, body,
-                         body_len);
+                         body_len,
+                         s->address ? VV_ENV_MAX_DATAGRAM_FRAME_BYTES : VV_WIRE_MAX_FRAME_BYTES);
     if (rc == 0) {
         struct served_copy c = end_served_copy(r, s);
-        rc = transport_send(env, c.peer, c.channel, (const uint8_t *)sb.data, sb.size);
+        rc = transport_send(env, c.peer, c.by_datagram ? c.address : NULL, c.channel,
+                            (const uint8_t *)sb.data, sb.size);
         if (rc != 0)
             r->stats.answers_unsent++;
     }
@@ -774,7 +911,8 @@ int vv_env_reply_error(struct vv_env *env, uint64_t ctx, uint32_t code, const ch
         msgpack_sbuffer_destroy(&sb);
     }
     struct served_copy c = end_served_copy(r, s);
-    int rc = send_error(env, c.peer, c.channel, c.request_id, code, message, n);
+    int rc = send_error(env, c.peer, c.by_datagram ? c.address : NULL, c.channel, c.request_id,
+                        code, message, n);
     if (rc != 0)
         r->stats.answers_unsent++;
     return rc;
@@ -792,13 +930,37 @@ bool vv__env_req_deliver(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES
     if (vv_wire_peek(data, len, &type, &rid) != 0 || vv_wire_channel(type) != channel)
         return false;
     if (vv_req_is_answer_type(type)) {
-        on_answer(layer(env), peer, channel, type, rid, data, len);
+        on_answer(layer(env), peer, NULL, channel, type, rid, data, len);
         return true;
     }
     if (rid == 0 || env->channels[channel].serve == NULL)
         return false;
-    on_request(layer(env), peer, channel, rid, data, len);
+    on_request(layer(env), peer, NULL, channel, rid, data, len);
     return true;
+}
+
+bool vv__env_req_deliver_datagram(struct vv_env *env, const uint8_t claimed[VV_NODE_ID_BYTES],
+                                  const char *from, uint8_t channel, const uint8_t *data,
+                                  size_t len)
+{
+    uint16_t type;
+    uint64_t rid;
+    if (vv_wire_peek(data, len, &type, &rid) != 0)
+        return false;
+    if (vv_req_is_answer_type(type)) {
+        on_answer(layer(env), claimed, from, channel, type, rid, data, len);
+        return true;
+    }
+    if (rid == 0 || env->channels[channel].serve == NULL)
+        return false;
+    on_request(layer(env), claimed, from, channel, rid, data, len);
+    return true;
+}
+
+const char *vv_env_request_source(struct vv_env *env, uint64_t ctx)
+{
+    struct served *s = tokens_find(env->req, ctx);
+    return s ? s->address : NULL;
 }
 
 void vv__env_req_peer_down(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES])
@@ -840,12 +1002,14 @@ void vv__env_req_free(struct vv_env *env)
     for (size_t b = 0; b < r->n_ids_buckets; b++) {
         for (struct req *q = r->ids[b], *next; q; q = next) {
             next = q->hnext;
+            vv_free(q->address);
             vv_free(q);
         }
     }
     for (size_t b = 0; b < r->n_token_buckets; b++) {
         for (struct served *s = r->tokens[b], *next; s; s = next) {
             next = s->hnext;
+            vv_free(s->address);
             vv_free(s);
         }
     }

@@ -27,6 +27,8 @@ struct vv_env_uv {
     struct vv_env env;
     uv_loop_t *loop;
     struct vv_env_transport transport;
+    int (*dgram_send)(void *t, const char *address, const uint8_t *frame, size_t len);
+    void *dgram_t;
     struct env_timer *buckets[TIMER_BUCKETS];
     uint64_t next_id;
     unsigned live;    /* timers in the table */
@@ -201,6 +203,14 @@ static int op_offload(void *impl, void (*work)(void *job), void (*done)(void *jo
     return 0;
 }
 
+static int op_datagram(void *impl, const char *address, const uint8_t *frame, size_t len)
+{
+    struct vv_env_uv *e = self(impl);
+    if (e->dgram_send == NULL)
+        return VV_EDGRAM_UNSUPPORTED;
+    return e->dgram_send(e->dgram_t, address, frame, len);
+}
+
 static const struct vv_env_ops uv_env_ops = {
     .now_ms = op_now_ms,
     .timer_start = op_timer_start,
@@ -212,6 +222,7 @@ static const struct vv_env_ops uv_env_ops = {
     .verify = op_verify,
     .wall_ms = op_wall_ms,
     .offload = op_offload,
+    .datagram = op_datagram,
 };
 
 struct vv_env_uv *vv_env_uv_new(uv_loop_t *loop, const struct vv_identity *identity)
@@ -227,6 +238,15 @@ struct vv_env_uv *vv_env_uv_new(uv_loop_t *loop, const struct vv_identity *ident
 void vv_env_uv_set_transport(struct vv_env_uv *e, const struct vv_env_transport *t)
 {
     e->transport = *t;
+}
+
+void vv_env_uv_set_datagram(struct vv_env_uv *e,
+                            int (*send)(void *t, const char *address, const uint8_t *frame,
+                                        size_t len),
+                            void *t)
+{
+    e->dgram_send = send;
+    e->dgram_t = t;
 }
 
 struct vv_env *vv_env_uv_env(struct vv_env_uv *e)

@@ -96,8 +96,9 @@ static int check_section(const void *values, char *why, size_t why_len, const ch
 #define S struct vv_net_settings
 static const struct vv_config_key keys[] = {
     VV_CONFIG_TEXT_KEY(S, listen, "0.0.0.0:4747", vv_config_check_listen, false,
-                       "IP address and port this node accepts peer connections on (IPv6 as "
-                       "[::]:4747); host names are not resolved."),
+                       "IP address and port this node accepts peer connections (TCP) and "
+                       "datagrams (UDP, the same port) on (IPv6 as [::]:4747); host names are "
+                       "not resolved."),
     VV_CONFIG_TEXT_KEY(S, bootstrap, "", check_bootstrap, false,
                        "Peers to join the network through: comma-separated host:port or "
                        "nodeid@host:port (the node ID is 64 hex digits; with it, a peer "

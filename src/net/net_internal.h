@@ -22,6 +22,7 @@ struct vv_net_module {
     bool keys_set;
     struct vv_env_uv *envu;
     struct vv_net *net;
+    struct vv_dgram *dgram; /* the UDP socket, when [net] listen is set */
     struct vv_connmgr *connmgr;
     struct vv_histogram *hs_ok;
     unsigned n_bootstrap;

@@ -454,6 +454,16 @@ static int net_start(struct vv_node *n)
         net_stop(n); /* a module that fails to start is not stopped by the node */
         return rc;
     }
+    /* Datagrams on the same host and port as the listener (docs/protocol.md). */
+    if (c->listen != NULL && c->listen[0] != '\0') {
+        m->dgram = vv_dgram_open(n->loop, m->envu, c->listen, vv_net_bound_port(m->net), n->metrics,
+                                 err, sizeof(err));
+        if (m->dgram == NULL) {
+            vv_log_error("net", "%s", err);
+            net_stop(n);
+            return VV_EINVAL;
+        }
+    }
 
     struct vv_connmgr_config cc;
     vv_connmgr_config_defaults(&cc);
@@ -481,8 +491,11 @@ static int net_start(struct vv_node *n)
         if (rc != 0)
             vv_log_warn("net", "mDNS discovery not started: %s", err);
     }
-    vv_log_info("net", "listening for peers on %s (port %u), %u bootstrap peer(s), node type %s",
-                c->listen, vv_net_bound_port(m->net), m->n_bootstrap, node_type_names[type]);
+    vv_log_info("net",
+                "listening for peers on %s (TCP port %u, UDP port %u), %u bootstrap peer(s), "
+                "node type %s",
+                c->listen, vv_net_bound_port(m->net), vv_dgram_port(m->dgram), m->n_bootstrap,
+                node_type_names[type]);
     return 0;
 }
 
@@ -496,6 +509,10 @@ static void net_stop(struct vv_node *n)
     if (m->connmgr) {
         vv_connmgr_free(m->connmgr);
         m->connmgr = NULL;
+    }
+    if (m->dgram) {
+        vv_dgram_close(m->dgram);
+        m->dgram = NULL;
     }
     if (m->net) {
         vv_net_close(m->net);

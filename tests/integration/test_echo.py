@@ -1,9 +1,11 @@
 """The echo module, the worked example of "Writing a module" (docs/architecture.md), through
-two real vivimd processes: echo.ping measures a round trip through the request layer; a
+two real vivimd processes: echo.ping measures a round trip through the request layer, over
+the connection and by datagram over real UDP (docs/protocol.md, "Datagrams"); a
 node whose [echo] serve is turned off by a reload answers "denied"; a stopped peer fails
 the call at once; a payload over max_bytes is refused; the metrics and /health say so."""
 
 import json
+import socket
 import unittest
 
 import vivimtest
@@ -43,6 +45,71 @@ class Echo(unittest.TestCase):
         self.assertGreaterEqual(served, 1)
         _, body, _ = http_get(self.a.metrics_url + "/health")
         self.assertIn("echo", json.loads(body)["checks"])
+
+    def test_1b_ping_by_datagram(self):
+        b_addr = f"127.0.0.1:{self.b.net_port}"
+        out_before = vivimtest.metric(
+            self.a, 'vivimd_net_datagrams_total{direction="out",outcome="ok"}')
+        r = self.a.rpc("echo.ping", {"datagram": True, "address": b_addr, "nodeId": self.b_id,
+                                     "bytes": 48})
+        self.assertEqual(r["nodeId"], self.b_id)
+        self.assertEqual(r["address"], b_addr)
+        self.assertEqual(r["bytes"], 48)
+        self.assertLess(r["rttMs"], 5000)
+        # By address alone: the answer's claimed ID is reported.
+        r = self.b.rpc("echo.ping", {"datagram": True, "address": f"127.0.0.1:{self.a.net_port}"})
+        self.assertEqual(r["nodeId"], self.a_id)
+        self.assertEqual(r["bytes"], 32)
+        self.assertGreaterEqual(vivimtest.metric(
+            self.a, 'vivimd_net_datagrams_total{direction="out",outcome="ok"}'), out_before + 1)
+        self.assertGreaterEqual(vivimtest.metric(
+            self.b, 'vivimd_net_datagrams_total{direction="in",outcome="ok"}'), 2)
+        self.assertGreater(vivimtest.metric(
+            self.b, 'vivimd_net_datagram_bytes_total{direction="in"}'), 0)
+        # An answer claiming another ID than the one asked for completes nothing.
+        with self.assertRaises(RpcError) as e:
+            self.a.rpc("echo.ping", {"datagram": True, "address": b_addr, "nodeId": "00" * 32,
+                                     "timeoutMs": 500})
+        self.assertIn("timed out", e.exception.message)
+        # Nobody at that port: the request times out (no connection is attempted).
+        with self.assertRaises(RpcError) as e:
+            self.a.rpc("echo.ping", {"datagram": True, "address": f"127.0.0.1:{vivimtest.free_port()}",
+                                     "timeoutMs": 300})
+        self.assertIn("timed out", e.exception.message)
+        # Names are not resolved on this path; address only goes with datagram.
+        with self.assertRaises(RpcError) as e:
+            self.a.rpc("echo.ping", {"datagram": True, "address": f"localhost:{self.b.net_port}"})
+        self.assertEqual(e.exception.code, -10806)  # VV_EDGRAM_ADDRESS
+        with self.assertRaises(RpcError) as e:
+            self.a.rpc("echo.ping", {"address": b_addr})
+        self.assertEqual(e.exception.code, -32602)
+        with self.assertRaises(RpcError) as e:
+            self.a.rpc("echo.ping", {"datagram": True})
+        self.assertEqual(e.exception.code, -32602)
+
+    def test_1c_bad_datagrams_are_dropped_and_counted_by_reason(self):
+        envelope = b"VD\x01\x00" + bytes(32)
+        cases = {
+            "dropped_short": b"VD\x01",
+            "dropped_magic": b"XD\x01\x00" + bytes(32) + b"\x95\x01\x00\x00\x00\xc0",
+            "dropped_version": b"VD\x02\x00" + bytes(32) + b"\x95\x01\x00\x00\x00\xc0",
+            "dropped_flags": b"VD\x01\x01" + bytes(32) + b"\x95\x01\x00\x00\x00\xc0",
+            "dropped_frame": envelope + b"\x95\x09\x00\x00\x00\xc0",
+            "dropped_oversize": envelope + bytes(1200),
+            # A frame on a channel nobody receives datagrams on.
+            "dropped_unhandled": envelope + b"\x95\x01\x00\xcd\x0f\x05\x00\xc0",
+        }
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for payload in cases.values():
+                s.sendto(payload, ("127.0.0.1", self.b.net_port))
+
+        def all_counted():
+            return all(vivimtest.metric(
+                self.b, f'vivimd_net_datagrams_total{{direction="in",outcome="{o}"}}', 0) >= 1
+                for o in cases)
+        wait_for("every bad datagram counted", all_counted, 10)
+        # b still answers.
+        self.a.rpc("echo.ping", {"datagram": True, "address": f"127.0.0.1:{self.b.net_port}"})
 
     def test_2_bounds_are_clear_errors(self):
         # b's own max_bytes bounds what it sends.

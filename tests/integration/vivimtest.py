@@ -64,13 +64,19 @@ _ports_given = set()
 
 
 def free_port():
-    """A port nothing listens on now, never one this process handed out before: the kernel
-    may give the same free port to two calls in a row (a node's metrics and net ports then
-    collide and it cannot start)."""
+    """A port nothing listens on now, over TCP and over UDP (a node's [net] listen port
+    serves both: docs/protocol.md, "Datagrams"), never one this process handed out before:
+    the kernel may give the same free port to two calls in a row (a node's metrics and net
+    ports then collide and it cannot start)."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+        except OSError:
+            continue  # a UDP socket holds it: the node could not receive datagrams there
         if port not in _ports_given:
             _ports_given.add(port)
             return port

@@ -201,6 +201,9 @@ static bool f_verify(void *impl, const uint8_t pk[VV_ED25519_PK_BYTES], const ui
     return crypto_sign_verify_detached(sig, msg, (unsigned long long)len, pk) == 0;
 }
 
+static int f_datagram(void *impl, const char *address, const uint8_t *frame, size_t len);
+static void dgrams_free(struct vv_fake_env *fe);
+
 /* Designated: an op added to vv_env_ops is NULL here until it gets a default. */
 const struct vv_env_ops vv_fake_env_default_ops = {
     .now_ms = f_now,
@@ -212,6 +215,7 @@ const struct vv_env_ops vv_fake_env_default_ops = {
     .disconnect = f_disconnect,
     .verify = f_verify,
     .wall_ms = NULL, /* now_ms + VV_ENV_SIM_EPOCH_MS */
+    .datagram = f_datagram,
 };
 
 /* ---- life ---- */
@@ -246,6 +250,7 @@ void vv_fake_env_free(struct vv_fake_env *fe)
     vv_free(fe->connects);
     vv_free(fe->disconnects);
     vv_free(fe->env.held);
+    dgrams_free(fe);
     memset(fe, 0, sizeof(*fe));
 }
 
@@ -594,4 +599,191 @@ void vv_fake_net_disconnect(struct vv_fake_net *net, struct vv_fake_env *a, stru
     drop_sent_to(net, b, a->id.node_id);
     vv_fake_env_peer_down(a, b->id.node_id);
     vv_fake_env_peer_down(b, a->id.node_id);
+}
+
+/* ---- datagrams ---- */
+
+struct vv_fake_dgrams {
+    char address[VV_ENV_ADDRESS_BYTES];
+    int rc;
+    struct vv_fake_dgram *q; /* pending, oldest first from head */
+    size_t head, n, cap;
+    uint64_t sent;
+};
+
+static struct vv_fake_dgrams *dgrams_of(struct vv_fake_env *fe)
+{
+    if (fe->dgrams == NULL) {
+        fe->dgrams = vv_xcalloc(1, sizeof(*fe->dgrams));
+        const uint8_t *id = fe->id.node_id;
+        snprintf(fe->dgrams->address, sizeof(fe->dgrams->address), "10.%u.%u.%u:4747", id[0], id[1],
+                 id[2]);
+    }
+    return fe->dgrams;
+}
+
+static void dgrams_free(struct vv_fake_env *fe)
+{
+    struct vv_fake_dgrams *b = fe->dgrams;
+    if (b == NULL)
+        return;
+    for (size_t i = b->head; i < b->n; i++)
+        vv_free(b->q[i].data);
+    vv_free(b->q);
+    vv_free(b);
+    fe->dgrams = NULL;
+}
+
+static int f_datagram(void *impl, const char *address, const uint8_t *frame, size_t len)
+{
+    struct vv_fake_env *fe = impl;
+    struct vv_fake_dgrams *b = dgrams_of(fe);
+    if (b->rc != 0)
+        return b->rc;
+    if (b->n == b->cap) {
+        if (b->head > 0) {
+            memmove(b->q, b->q + b->head, (b->n - b->head) * sizeof(*b->q));
+            b->n -= b->head;
+            b->head = 0;
+        }
+        if (b->n == b->cap) {
+            b->cap = b->cap ? b->cap * 2 : 16;
+            b->q = vv_xrealloc(b->q, b->cap * sizeof(*b->q));
+        }
+    }
+    struct vv_fake_dgram *d = &b->q[b->n++];
+    memset(d, 0, sizeof(*d));
+    memcpy(d->from, fe->id.node_id, VV_NODE_ID_BYTES);
+    vv_strlcpy(d->from_address, b->address, sizeof(d->from_address));
+    vv_strlcpy(d->to, address, sizeof(d->to));
+    d->data = vv_xmalloc(VV_ENV_DATAGRAM_HEADER_BYTES + len);
+    d->len = vv_env_datagram_seal(fe->id.node_id, frame, len, d->data,
+                                  VV_ENV_DATAGRAM_HEADER_BYTES + len);
+    d->seq = fe->net ? fe->net->next_seq++ : b->sent;
+    b->sent++;
+    return 0;
+}
+
+int vv_fake_env_set_address(struct vv_fake_env *fe, const char *address)
+{
+    char canon[VV_ENV_ADDRESS_BYTES];
+    int rc = vv_env_address_canon(address, canon, sizeof(canon));
+    if (rc == 0)
+        vv_strlcpy(dgrams_of(fe)->address, canon, sizeof(canon));
+    return rc;
+}
+
+const char *vv_fake_env_address(struct vv_fake_env *fe)
+{
+    return dgrams_of(fe)->address;
+}
+
+void vv_fake_env_set_datagram_rc(struct vv_fake_env *fe, int rc)
+{
+    dgrams_of(fe)->rc = rc;
+}
+
+size_t vv_fake_env_datagrams_pending(const struct vv_fake_env *fe)
+{
+    return fe->dgrams ? fe->dgrams->n - fe->dgrams->head : 0;
+}
+
+uint64_t vv_fake_env_datagrams_sent(const struct vv_fake_env *fe)
+{
+    return fe->dgrams ? fe->dgrams->sent : 0;
+}
+
+const struct vv_fake_dgram *vv_fake_env_peek_datagram(const struct vv_fake_env *fe, size_t i)
+{
+    return i < vv_fake_env_datagrams_pending(fe) ? &fe->dgrams->q[fe->dgrams->head + i] : NULL;
+}
+
+bool vv_fake_env_pop_datagram(struct vv_fake_env *fe, struct vv_fake_dgram *out)
+{
+    if (vv_fake_env_datagrams_pending(fe) == 0)
+        return false;
+    struct vv_fake_dgrams *b = fe->dgrams;
+    *out = b->q[b->head++];
+    if (b->head == b->n)
+        b->head = b->n = 0;
+    return true;
+}
+
+void vv_fake_dgram_free(struct vv_fake_dgram *d)
+{
+    vv_free(d->data);
+    d->data = NULL;
+    d->len = 0;
+}
+
+int vv_fake_env_receive_datagram(struct vv_fake_env *fe, const char *from, const uint8_t *data,
+                                 size_t len)
+{
+    return vv_env_receive_datagram(&fe->env, from, data, len, NULL);
+}
+
+int vv_fake_env_deliver_dgram(struct vv_fake_env *to, struct vv_fake_dgram *d)
+{
+    int rc = vv_fake_env_receive_datagram(to, d->from_address, d->data, d->len);
+    vv_fake_dgram_free(d);
+    return rc;
+}
+
+struct vv_fake_env *vv_fake_net_find_address(const struct vv_fake_net *net, const char *address)
+{
+    for (size_t i = 0; i < net->n_envs; i++)
+        if (strcmp(vv_fake_env_address(net->envs[i]), address) == 0)
+            return net->envs[i];
+    return NULL;
+}
+
+/* The env whose oldest pending datagram was sent first, or NULL. */
+static struct vv_fake_env *oldest_dgram_sender(const struct vv_fake_net *net)
+{
+    struct vv_fake_env *from = NULL;
+    for (size_t i = 0; i < net->n_envs; i++) {
+        const struct vv_fake_dgram *d = vv_fake_env_peek_datagram(net->envs[i], 0);
+        if (d != NULL && (from == NULL || d->seq < vv_fake_env_peek_datagram(from, 0)->seq))
+            from = net->envs[i];
+    }
+    return from;
+}
+
+bool vv_fake_net_deliver_datagram_one(struct vv_fake_net *net, uint64_t *undeliverable)
+{
+    struct vv_fake_env *from = oldest_dgram_sender(net);
+    if (from == NULL)
+        return false;
+    struct vv_fake_dgram d;
+    vv_fake_env_pop_datagram(from, &d);
+    struct vv_fake_env *to = vv_fake_net_find_address(net, d.to);
+    if (to == NULL) {
+        if (undeliverable)
+            (*undeliverable)++;
+        vv_fake_dgram_free(&d);
+        return true;
+    }
+    vv_fake_env_deliver_dgram(to, &d);
+    return true;
+}
+
+size_t vv_fake_net_pump_all(struct vv_fake_net *net)
+{
+    size_t n = 0;
+    for (;; n++) {
+        struct vv_fake_env *df = oldest_dgram_sender(net);
+        uint64_t dseq = df ? vv_fake_env_peek_datagram(df, 0)->seq : UINT64_MAX;
+        uint64_t mseq = UINT64_MAX;
+        for (size_t i = 0; i < net->n_envs; i++) {
+            const struct vv_fake_msg *m = vv_fake_env_peek(net->envs[i], 0);
+            if (m != NULL && m->seq < mseq)
+                mseq = m->seq;
+        }
+        if (df == NULL && mseq == UINT64_MAX)
+            return n;
+        if (dseq < mseq)
+            vv_fake_net_deliver_datagram_one(net, NULL);
+        else
+            vv_fake_net_deliver_one(net);
+    }
 }

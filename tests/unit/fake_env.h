@@ -126,6 +126,7 @@ struct vv_fake_env {
      * a socket write fails: the peer is marked not connected, "down" is raised from inside the
      * send, and the send returns VV_ECONN_NOT_CONNECTED (counted in sends_failed). */
     bool down_on_send;
+    struct vv_fake_dgrams *dgrams; /* the datagrams block at the end of this file */
 };
 
 /* The ops vv_fake_env_init copies into fe->ops. */
@@ -235,5 +236,54 @@ bool vv_fake_net_drop_one(struct vv_fake_net *net);
  * both (a first), and the messages in flight between them, either way, are lost (counted in
  * dropped). Messages to or from other envs stay. */
 void vv_fake_net_disconnect(struct vv_fake_net *net, struct vv_fake_env *a, struct vv_fake_env *b);
+/* ---- datagrams ------------------------------------------------------------------------
+ *
+ * A fake env sends datagrams (vv_env_send_datagram) into a datagram outbox of its own; a
+ * fake net delivers them to the env whose address they name, as whole datagrams (envelope
+ * opened by vv_env_receive_datagram, so its checks run), with the sender's address as the
+ * source. Each env has an address: by default "10.a.b.c:4747" from the first three bytes of
+ * its node ID, or one set with vv_fake_env_set_address. Datagrams and messages share the
+ * net's send numbering, so vv_fake_net_pump_all delivers both in the order sent; a test
+ * that wants loss or reordering pops datagrams and delivers (or drops) them itself.
+ */
+
+/* A datagram a fake env accepted for sending: the whole datagram, envelope included. */
+struct vv_fake_dgram {
+    uint8_t from[VV_NODE_ID_BYTES];
+    char from_address[VV_ENV_ADDRESS_BYTES];
+    char to[VV_ENV_ADDRESS_BYTES]; /* canonical */
+    uint8_t *data;                 /* owned by whoever holds the record */
+    size_t len;
+    uint64_t seq;
+};
+
+/* Sets fe's address (copied; canonicalised). Returns 0 or VV_EDGRAM_ADDRESS. */
+int vv_fake_env_set_address(struct vv_fake_env *fe, const char *address);
+/* fe's address (borrowed, valid while fe lives). */
+const char *vv_fake_env_address(struct vv_fake_env *fe);
+/* If non-zero, every datagram send returns it (and nothing is queued). */
+void vv_fake_env_set_datagram_rc(struct vv_fake_env *fe, int rc);
+/* Datagrams sent and not yet popped or delivered, and how many were accepted in all. */
+size_t vv_fake_env_datagrams_pending(const struct vv_fake_env *fe);
+uint64_t vv_fake_env_datagrams_sent(const struct vv_fake_env *fe);
+/* The i-th oldest pending datagram (borrowed), or NULL. */
+const struct vv_fake_dgram *vv_fake_env_peek_datagram(const struct vv_fake_env *fe, size_t i);
+/* Takes the oldest into *out (then the caller's: vv_fake_dgram_free). False when none. */
+bool vv_fake_env_pop_datagram(struct vv_fake_env *fe, struct vv_fake_dgram *out);
+void vv_fake_dgram_free(struct vv_fake_dgram *d);
+/* Hands a whole datagram (envelope and frame) to fe as if it came from address from.
+ * Returns vv_env_receive_datagram's result. */
+int vv_fake_env_receive_datagram(struct vv_fake_env *fe, const char *from, const uint8_t *data,
+                                 size_t len);
+/* Delivers d to `to` from d's sender address, then frees d's data. Returns as above. */
+int vv_fake_env_deliver_dgram(struct vv_fake_env *to, struct vv_fake_dgram *d);
+
+/* The env of the net with this address, or NULL. */
+struct vv_fake_env *vv_fake_net_find_address(const struct vv_fake_net *net, const char *address);
+/* Delivers the datagram sent first of all pending in the net (to no env: dropped, counted
+ * in *undeliverable if not NULL). Returns false when none is pending. */
+bool vv_fake_net_deliver_datagram_one(struct vv_fake_net *net, uint64_t *undeliverable);
+/* Delivers messages and datagrams, oldest first, until none is in flight. Returns how many. */
+size_t vv_fake_net_pump_all(struct vv_fake_net *net);
 
 #endif

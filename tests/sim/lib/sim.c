@@ -22,6 +22,7 @@ enum ev_kind {
     EV_JOIN,
     EV_PARTITION,
     EV_CUSTOM,
+    EV_DATAGRAM, /* a datagram reaches node (ptr: struct datagram) */
 };
 
 struct event {
@@ -53,6 +54,17 @@ struct message {
     uint32_t len;
     uint8_t data[];
 };
+
+/* A datagram in flight: the whole datagram as sent (envelope and frame) and its source. */
+struct datagram {
+    uint32_t from; /* the sender's index */
+    uint32_t len;
+    uint8_t data[];
+};
+
+/* IPv4 and UDP headers: what a datagram costs on the uplink beyond its payload. */
+#define DATAGRAM_OVERHEAD_BYTES 28
+#define SIM_PORT                4747
 
 /* A message of the link still waiting in the sender's uplink (it leaves at depart_us). */
 struct qent {
@@ -535,6 +547,73 @@ static bool op_verify(void *impl, const uint8_t pk[VV_ED25519_PK_BYTES], const u
     return ok;
 }
 
+/*
+ * Node i's address is 10.x.y.z:4747 with x.y.z = i + 1, the address the connection manager
+ * advertises for it here (vv_sim_node_address); a datagram to any other address, or to a
+ * node that does not exist yet, goes nowhere.
+ */
+static int64_t address_node(const struct vv_sim *sim, const char *address)
+{
+    unsigned a, x, y, z, port;
+    char tail;
+    if (sscanf(address, "%u.%u.%u.%u:%u%c", &a, &x, &y, &z, &port, &tail) != 5 || a != 10 ||
+        x > 255 || y > 255 || z > 255 || port != SIM_PORT)
+        return -1;
+    uint32_t idx = (x << 16 | y << 8 | z);
+    if (idx == 0 || idx - 1 >= sim->n_nodes)
+        return -1;
+    return (int64_t)idx - 1;
+}
+
+void vv_sim_node_address(const struct vv_sim *sim, uint32_t node, char *out, size_t cap)
+{
+    (void)sim;
+    snprintf(out, cap, "10.%u.%u.%u:%u", (node + 1) >> 16, ((node + 1) >> 8) & 255,
+             (node + 1) & 255, SIM_PORT);
+}
+
+/*
+ * A datagram: no connection, the same uplink, latency, jitter and loss as a message, but
+ * each drawn on its own, so datagrams overtake each other. Whether it arrives (destination
+ * up, not partitioned away) is decided when it arrives, as on a network.
+ */
+static int op_datagram(void *impl, const char *address, const uint8_t *frame, size_t len)
+{
+    struct sim_node *n = node_of(impl);
+    struct vv_sim *sim = n->sim;
+    if (len > VV_ENV_MAX_DATAGRAM_FRAME_BYTES)
+        return VV_EWIRE_TOO_LARGE;
+    size_t total = VV_ENV_DATAGRAM_HEADER_BYTES + len;
+    uint64_t wire = total + DATAGRAM_OVERHEAD_BYTES;
+    n->c.dgrams_sent++;
+    sim->total.dgrams_sent++;
+    n->c.bytes_sent += wire;
+    sim->total.bytes_sent += wire;
+    uint64_t depart = sim->now_us > n->uplink_free_us ? sim->now_us : n->uplink_free_us;
+    if (sim->cfg.uplink_bytes_per_s)
+        depart += wire * 1000000 / sim->cfg.uplink_bytes_per_s;
+    n->uplink_free_us = depart;
+    int64_t dst = address_node(sim, address);
+    /* Drawn in this order whatever the outcome, so one datagram more or less to nowhere
+     * does not shift the draws of the others. */
+    uint64_t lat = latency_us(sim, n->index, dst < 0 ? n->index : (uint32_t)dst);
+    bool lost = sim->cfg.loss > 0 && rng_unit(sim->rng) < sim->cfg.loss;
+    if (dst < 0 || lost) {
+        n->c.dgrams_dropped++;
+        sim->total.dgrams_dropped++;
+        return 0; /* the sender cannot tell */
+    }
+    struct datagram *d = vv_xmalloc(sizeof(*d) + total);
+    d->from = n->index;
+    d->len = (uint32_t)vv_env_datagram_seal(n->identity.node_id, frame, len, d->data, total);
+    push(sim, (struct event){.t_us = depart + lat,
+                             .kind = EV_DATAGRAM,
+                             .node = (uint32_t)dst,
+                             .peer = n->index,
+                             .ptr = d});
+    return 0;
+}
+
 static const struct vv_env_ops sim_env_ops = {
     .now_ms = op_now_ms,
     .timer_start = op_timer_start,
@@ -544,6 +623,7 @@ static const struct vv_env_ops sim_env_ops = {
     .connect = op_connect,
     .disconnect = op_disconnect,
     .verify = op_verify,
+    .datagram = op_datagram,
 };
 
 /* ---- lifecycle of nodes --------------------------------------------------------------- */
@@ -747,6 +827,25 @@ static void run_event(struct vv_sim *sim, struct event *ev)
         fn(sim, ev->arg);
         return;
     }
+    case EV_DATAGRAM: {
+        struct datagram *d = ev->ptr;
+        struct sim_node *src = &sim->nodes[d->from];
+        if (n->up && !partitioned(sim, ev->node, d->from)) {
+            trace_mix(sim, hash_bytes(d->data, d->len) ^ ((uint64_t)d->from << 40));
+            n->c.dgrams_delivered++;
+            sim->total.dgrams_delivered++;
+            n->c.bytes_delivered += d->len + DATAGRAM_OVERHEAD_BYTES;
+            sim->total.bytes_delivered += d->len + DATAGRAM_OVERHEAD_BYTES;
+            char from[VV_ENV_ADDRESS_BYTES];
+            vv_sim_node_address(sim, d->from, from, sizeof(from));
+            vv_env_receive_datagram(&n->env, from, d->data, d->len, NULL);
+        } else {
+            src->c.dgrams_dropped++;
+            sim->total.dgrams_dropped++;
+        }
+        vv_free(d);
+        return;
+    }
     }
 }
 
@@ -839,7 +938,8 @@ void vv_sim_free(struct vv_sim *sim)
         vv_identity_clear(&n->identity);
     }
     for (size_t i = 0; i < sim->heap_len; i++) {
-        if (sim->heap[i].kind == EV_DELIVER || sim->heap[i].kind == EV_PARTITION)
+        if (sim->heap[i].kind == EV_DELIVER || sim->heap[i].kind == EV_PARTITION ||
+            sim->heap[i].kind == EV_DATAGRAM)
             vv_free(sim->heap[i].ptr);
     }
     vv_free(sim->heap);

@@ -11,6 +11,12 @@
  *   queue; messages on one link arrive in the order sent (connections are streams);
  *   a loss probability drops messages; partitions drop messages and, after the failure
  *   detection delay, break the connections that cross them.
+ * - Datagrams (vv_env_send_datagram) need no connection: node i's address is
+ *   10.x.y.z:4747 with x.y.z = i + 1 (vv_sim_node_address). Each datagram takes the
+ *   uplink, then latency with its own jitter and the loss probability, drawn on its own,
+ *   so datagrams may arrive in another order than sent; one to an unknown address, or
+ *   arriving at a node that is down or partitioned away, is dropped without a word. A frame
+ *   over VV_ENV_MAX_DATAGRAM_FRAME_BYTES is refused at the send (VV_EWIRE_TOO_LARGE).
  * - Connections: vv_env_connect to a node ID completes as the daemon's TCP + Noise XX does:
  *   the dialer gets its peer-up event after two round trips, the other side half a round
  *   trip later (when the last handshake message arrives); or the connect fails (peer-down to
@@ -82,6 +88,9 @@ struct vv_sim_counters {
     uint64_t msgs_refused; /* sends refused: the link's queue was full (back-pressure) */
     uint64_t timers_fired;
     uint64_t connects, disconnects;
+    /* Datagrams: sent (accepted by the env), delivered, dropped (loss, an unknown address,
+     * a destination down or partitioned away when it arrived). */
+    uint64_t dgrams_sent, dgrams_delivered, dgrams_dropped;
 };
 
 /* Fills cfg with sensible defaults: 4 regions, 10% jitter, no loss, 1 Gbit/s, 3 s detection. */
@@ -112,6 +121,8 @@ void *vv_sim_app_of(struct vv_sim *sim, uint32_t node);
 /* The node's connection manager (cfg.connmgr), or NULL when it is down or there is none. */
 struct vv_connmgr *vv_sim_connmgr(struct vv_sim *sim, uint32_t node);
 const uint8_t *vv_sim_node_id(const struct vv_sim *sim, uint32_t node);
+/* Node's datagram address, "10.x.y.z:4747" (x.y.z = node + 1), into out. */
+void vv_sim_node_address(const struct vv_sim *sim, uint32_t node, char *out, size_t cap);
 /* Index of a node ID, or -1. */
 int64_t vv_sim_find(const struct vv_sim *sim, const uint8_t id[VV_NODE_ID_BYTES]);
 uint32_t vv_sim_links(const struct vv_sim *sim, uint32_t node); /* open connections */
