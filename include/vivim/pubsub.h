@@ -142,6 +142,14 @@ bool vv_pubsub_joined(const struct vv_pubsub *ps, const char *topic, size_t len)
 int vv_pubsub_publish(struct vv_pubsub *ps, const char *topic, size_t len, const uint8_t *data,
                       size_t data_len, uint8_t id_out[VV_PUBSUB_ID_BYTES], uint32_t *peers);
 
+/*
+ * Hands the router a channel-2 frame as if peer had sent it (the module's history sync:
+ * messages a mesh peer kept, fetched by request). It goes through every check a frame from
+ * that peer meets, the seen cache included.
+ */
+void vv_pubsub_inject(struct vv_pubsub *ps, const uint8_t peer[VV_NODE_ID_BYTES],
+                      const uint8_t *frame, size_t len);
+
 /* The module's own opinion of a peer (P5). */
 void vv_pubsub_set_app_score(struct vv_pubsub *ps, const uint8_t peer[VV_NODE_ID_BYTES],
                              double value);

@@ -32,6 +32,10 @@
 #define VV_PUBSUB_TYPE_SUBSCRIPTIONS 0x0200
 #define VV_PUBSUB_TYPE_MESSAGE       0x0201
 #define VV_PUBSUB_TYPE_CONTROL       0x0202
+/* A request (request layer) for the messages a node keeps of a topic (its retain):
+ * body [topic (str), max (uint)]; the reply's body is an array of bin, each a whole MESSAGE
+ * frame, oldest first (docs/protocol.md, "Pubsub messages, channel 2"). */
+#define VV_PUBSUB_TYPE_HISTORY 0x0203
 
 /*
  * A message ID: the first 20 bytes (160 bits) of the message's BLAKE2b-256 digest. Finding

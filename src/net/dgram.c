@@ -76,7 +76,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
  * socket's) as plain IPv4, so it compares equal to the address a module sent to. */
 static int format_address(const struct sockaddr *addr, char *out, size_t cap)
 {
-    char ip[64];
+    char ip[INET6_ADDRSTRLEN]; /* 46: with "[", "]:" and a port, within VV_ENV_ADDRESS_BYTES */
     if (addr->sa_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
         uv_ip4_name(a, ip, sizeof(ip));

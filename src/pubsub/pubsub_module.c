@@ -15,6 +15,7 @@
 
 #include "vivim/common.h"
 #include "vivim/config.h"
+#include "vivim/env_request.h"
 #include "vivim/env_uv.h"
 #include "vivim/log.h"
 #include "vivim/metrics.h"
@@ -26,10 +27,16 @@
 #define SWEEP_MS               1000
 #define VV_PUBSUB_RETAIN_BYTES (16u << 20) /* retained data of one topic at most */
 #define TOPIC_ID_MAX_BYTES     200         /* circleId, contentId */
+#define HISTORY_PEERS          2           /* mesh peers asked for a topic's history */
+#define HISTORY_TIMEOUT_MS     10000
+/* A history reply's frames: within one frame, with room for the header and the array. */
+#define HISTORY_REPLY_BYTES (VV_WIRE_MAX_FRAME_BYTES - 4096)
 
 struct retained {
     uint8_t id[VV_PUBSUB_ID_BYTES];
     uint8_t from[VV_NODE_ID_BYTES];
+    uint8_t origin[VV_ED25519_PK_BYTES]; /* with sig: the message can be sent on as signed */
+    uint8_t sig[VV_PUBSUB_SIG_BYTES];
     uint64_t seqno;
     uint64_t received_ms; /* wall clock */
     uint8_t *data;
@@ -44,7 +51,9 @@ struct mtopic {
     struct retained *ring; /* retain slots */
     uint32_t head, n;      /* oldest at head */
     size_t bytes;
-    uint32_t subs; /* RPC subscriptions */
+    uint32_t subs;     /* RPC subscriptions */
+    bool joined;       /* by this module: subscriptions or retention */
+    bool history_sync; /* its history was asked of mesh peers since it was joined */
     struct mtopic *next;
 };
 
@@ -115,7 +124,7 @@ static struct mtopic *topic_get(struct psm *m, const char *name, size_t len)
 
 static void topic_maybe_free(struct psm *m, struct mtopic *t)
 {
-    if (t->has_policy || t->subs > 0)
+    if (t->has_policy || t->subs > 0 || t->joined)
         return;
     for (struct mtopic **pp = &m->topics; *pp; pp = &(*pp)->next)
         if (*pp == t) {
@@ -145,6 +154,8 @@ static void retain_msg(struct mtopic *t, const struct vv_pubsub_msg *msg, const 
     struct retained *r = &t->ring[(t->head + t->n) % t->retain];
     memcpy(r->id, id, VV_PUBSUB_ID_BYTES);
     memcpy(r->from, msg->from, VV_NODE_ID_BYTES);
+    memcpy(r->origin, msg->origin, VV_ED25519_PK_BYTES);
+    memcpy(r->sig, msg->sig, VV_PUBSUB_SIG_BYTES);
     r->seqno = msg->seqno;
     r->received_ms = now_wall;
     r->len = msg->data_len;
@@ -153,6 +164,26 @@ static void retain_msg(struct mtopic *t, const struct vv_pubsub_msg *msg, const 
         memcpy(r->data, msg->data, r->len);
     t->bytes += r->len;
     t->n++;
+}
+
+/* A topic is joined while it has subscriptions or keeps messages (retain): a node keeps
+ * only what it receives, and receives only what it joined. Joining again asks the mesh for
+ * what was missed (the sweep, once the mesh has formed). */
+static int update_joined(struct psm *m, struct mtopic *t)
+{
+    bool want = t->subs > 0 || t->retain > 0;
+    if (m->ps == NULL || want == t->joined)
+        return 0;
+    if (want) {
+        int rc = vv_pubsub_join(m->ps, t->name, t->len);
+        if (rc != 0)
+            return rc;
+    } else {
+        (void)vv_pubsub_leave(m->ps, t->name, t->len);
+    }
+    t->joined = want;
+    t->history_sync = false;
+    return 0;
 }
 
 /* ---- subscriptions ----------------------------------------------------------------------- */
@@ -168,8 +199,8 @@ static void sub_drop(struct psm *m, struct rsub *s)
     struct mtopic *t = s->t;
     vv_rpc_conn_unref(s->conn);
     vv_free(s);
-    if (--t->subs == 0 && m->ps != NULL)
-        (void)vv_pubsub_leave(m->ps, t->name, t->len);
+    t->subs--;
+    (void)update_joined(m, t);
     topic_maybe_free(m, t);
 }
 
@@ -224,6 +255,122 @@ static void on_deliver(void *arg, const struct vv_pubsub_msg *msg,
     }
 }
 
+/* ---- history between nodes --------------------------------------------------------------- */
+
+/* A peer asks for the messages this node keeps of a topic: [topic, max]. The reply holds at
+ * most max of the newest (and what fits one frame), oldest first, each as the MESSAGE frame
+ * it was, signature included, so the asker checks it like any message. A topic not kept
+ * here gets an empty list. */
+static void serve_history(struct vv_env *env, uint64_t ctx, const uint8_t peer[VV_NODE_ID_BYTES],
+                          const struct vv_wire_frame *request, void *arg)
+{
+    (void)peer;
+    struct psm *m = arg;
+    const msgpack_object *a;
+    uint32_t n;
+    const char *topic;
+    size_t tlen;
+    uint64_t max;
+    if (request->h.type != VV_PUBSUB_TYPE_HISTORY) {
+        vv_env_reply_error(env, ctx, VV_REQ_ERR_UNSUPPORTED, NULL);
+        return;
+    }
+    if (vv_wire_get_array(&request->body, 2, 2, &a, &n) != 0 ||
+        vv_wire_get_str(&a[0], VV_PUBSUB_MAX_TOPIC_BYTES, &topic, &tlen) != 0 ||
+        vv_wire_get_u64(&a[1], UINT32_MAX, &max) != 0) {
+        vv_env_reply_error(env, ctx, VV_REQ_ERR_BAD_REQUEST, "expected [topic, max]");
+        return;
+    }
+    struct mtopic *t = topic_find(m, topic, tlen);
+    uint32_t have = t ? t->n : 0, take = 0;
+    size_t bytes = 0;
+    msgpack_sbuffer *frames = vv_xcalloc(have + 1, sizeof(*frames));
+    /* Newest first while they fit, then sent oldest first. */
+    for (uint32_t k = 0; k < have && take < max; k++) {
+        const struct retained *r = &t->ring[(t->head + have - 1 - k) % t->retain];
+        struct vv_pubsub_msg msg = {r->from, r->origin, r->seqno, t->name,
+                                    t->len,  r->data,   r->len,   r->sig};
+        msgpack_sbuffer *sb = &frames[take];
+        msgpack_packer pk;
+        msgpack_sbuffer_init(sb);
+        msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+        vv_wire_begin(&pk, VV_PUBSUB_TYPE_MESSAGE, 0);
+        if (vv_pubsub_msg_encode(&pk, &msg) != 0 || bytes + sb->size + 8 > HISTORY_REPLY_BYTES) {
+            msgpack_sbuffer_destroy(sb);
+            break;
+        }
+        bytes += sb->size + 8;
+        take++;
+    }
+    msgpack_sbuffer out;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&out);
+    msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, take);
+    for (uint32_t i = take; i-- > 0;) {
+        msgpack_pack_bin(&pk, frames[i].size);
+        msgpack_pack_bin_body(&pk, frames[i].data, frames[i].size);
+        msgpack_sbuffer_destroy(&frames[i]);
+    }
+    vv_free(frames);
+    (void)vv_env_reply(env, ctx, (const uint8_t *)out.data, out.size);
+    msgpack_sbuffer_destroy(&out);
+}
+
+/* A mesh peer's history: each message goes through the router as if that peer had sent it
+ * (signature, policy, seen cache), so what is new is delivered and kept. */
+static void history_answer(struct vv_env *env, const struct vv_env_answer *a, void *arg)
+{
+    (void)env;
+    struct psm *m = arg;
+    const msgpack_object *items;
+    uint32_t n;
+    if (a->status != 0 || m->ps == NULL || a->peer == NULL ||
+        vv_wire_get_array(&a->reply->body, 0, VV_WIRE_MAX_CONTAINER, &items, &n) != 0) {
+        vv_log_info("pubsub", "history request failed: %s",
+                    vv_strerror(a->status ? a->status : VV_EINVAL));
+        return;
+    }
+    char hex[2 * VV_NODE_ID_BYTES + 1];
+    vv_hex_encode(a->peer, VV_NODE_ID_BYTES, hex);
+    vv_log_info("pubsub", "history: %u message(s) from %.16s", n, hex);
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *frame;
+        size_t len;
+        if (vv_wire_get_bin(&items[i], 0, VV_WIRE_MAX_FRAME_BYTES, &frame, &len) != 0)
+            break;
+        vv_pubsub_inject(m->ps, a->peer, frame, len);
+    }
+}
+
+/* Topics joined to keep messages, whose mesh formed: ask up to HISTORY_PEERS mesh peers for
+ * what they keep (once per joining). */
+static void ask_history(struct psm *m)
+{
+    for (struct mtopic *t = m->topics; t; t = t->next) {
+        if (!t->joined || t->retain == 0 || t->history_sync)
+            continue;
+        uint8_t peers[HISTORY_PEERS][VV_NODE_ID_BYTES];
+        uint32_t np = vv_pubsub_mesh_peers(m->ps, t->name, t->len, peers, HISTORY_PEERS);
+        if (np == 0)
+            continue;
+        t->history_sync = true;
+        vv_log_info("pubsub", "asking %u mesh peer(s) for %s's history", np, t->name);
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_str(&pk, t->len);
+        msgpack_pack_str_body(&pk, t->name, t->len);
+        msgpack_pack_uint32(&pk, t->retain);
+        for (uint32_t i = 0; i < np; i++)
+            (void)vv_env_request(m->env, peers[i], VV_PUBSUB_TYPE_HISTORY, (const uint8_t *)sb.data,
+                                 sb.size, HISTORY_TIMEOUT_MS, history_answer, m, NULL);
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
 /* Closed connections' subscriptions go; the router's drop counters reach their metric. */
 static void sweep(struct vv_env *env, void *arg)
 {
@@ -236,6 +383,7 @@ static void sweep(struct vv_env *env, void *arg)
     }
     if (m->ps == NULL)
         return;
+    ask_history(m);
     const struct vv_pubsub_stats *st = vv_pubsub_stats(m->ps);
     struct {
         const char *reason;
@@ -295,8 +443,10 @@ static struct vv_rpc_answer subscribe_topic(struct psm *m, struct vv_rpc_request
     struct mtopic *t = topic_get(m, topic, len);
     if (t == NULL)
         return vv_rpc_fail(req, VV_ELIMIT, "too many topics ([pubsub] max_joined_topics)");
-    int rc = vv_pubsub_join(m->ps, topic, len);
+    t->subs++;
+    int rc = update_joined(m, t);
     if (rc != 0) {
+        t->subs--;
         topic_maybe_free(m, t);
         return vv_rpc_fail(req, rc, "cannot join %s: %s", topic, vv_strerror(rc));
     }
@@ -308,7 +458,6 @@ static struct vv_rpc_answer subscribe_topic(struct psm *m, struct vv_rpc_request
     s->next = m->subs;
     m->subs = s;
     m->n_subs++;
-    t->subs++;
     return vv_rpc_reply(
         req, json_pack("{s:I, s:s}", "subscriptionId", (json_int_t)s->id, "topic", topic));
 }
@@ -484,6 +633,10 @@ static struct vv_rpc_answer rpc_create_topic(struct vv_rpc_request *req, json_t 
         ring_clear(t);
         t->retain = (uint32_t)retain;
     }
+    rc = update_joined(m, t);
+    if (rc != 0)
+        return vv_rpc_fail(req, rc, "cannot join %s to keep its messages: %s", topic,
+                           vv_strerror(rc));
     return vv_rpc_reply(req, json_pack("{s:s, s:I, s:I, s:I}", "topic", topic, "maxMessageBytes",
                                        (json_int_t)max_bytes, "publishers", (json_int_t)n_ids,
                                        "retain", (json_int_t)retain));
@@ -511,8 +664,12 @@ static struct vv_rpc_answer rpc_delete_topic(struct vv_rpc_request *req, json_t 
             sub_drop(m, s);
         }
     }
+    ring_clear(t); /* while retain still sizes the ring */
+    t->retain = 0;
+    (void)update_joined(m, t);
     (void)vv_pubsub_delete_topic(m->ps, topic, len);
     t->has_policy = false;
+    t->joined = false;
     topic_maybe_free(m, t);
     return vv_rpc_reply(req, json_pack("{s:b}", "deleted", 1));
 }
@@ -623,6 +780,8 @@ STAT_FN(iwant_sent)
 STAT_FN(iwant_served)
 STAT_FN(graft_sent)
 STAT_FN(prune_sent)
+STAT_FN(graft_received)
+STAT_FN(prune_received)
 STAT_FN(idontwant_sent)
 STAT_FN(idontwant_saved)
 STAT_FN(topics_refused)
@@ -673,6 +832,8 @@ static void register_metrics(struct psm *m, struct vv_metrics *mx)
          stat_iwant_served},
         {true, "vivimd_pubsub_graft_sent_total", "GRAFTs sent.", stat_graft_sent},
         {true, "vivimd_pubsub_prune_sent_total", "PRUNEs sent.", stat_prune_sent},
+        {true, "vivimd_pubsub_graft_received_total", "GRAFTs received.", stat_graft_received},
+        {true, "vivimd_pubsub_prune_received_total", "PRUNEs received.", stat_prune_received},
         {true, "vivimd_pubsub_idontwant_sent_total", "IDONTWANT notices sent.",
          stat_idontwant_sent},
         {true, "vivimd_pubsub_idontwant_saved_total",
@@ -730,6 +891,7 @@ static int pubsub_start(struct vv_node *n)
         return VV_EINVAL;
     }
     m->sweep = vv_env_timer_start(m->env, SWEEP_MS, SWEEP_MS, sweep, m);
+    vv_env_set_server(m->env, VV_CHANNEL_PUBSUB, serve_history, m);
     return 0;
 }
 
@@ -740,6 +902,8 @@ static void pubsub_stop(struct vv_node *n)
         return;
     vv_env_timer_cancel(m->env, m->sweep);
     m->sweep = 0;
+    vv_env_set_server(m->env, VV_CHANNEL_PUBSUB, NULL, NULL);
+    vv_env_request_cancel_channel(m->env, VV_CHANNEL_PUBSUB);
     vv_pubsub_free(m->ps);
     m->ps = NULL;
     while (m->subs)
@@ -748,6 +912,7 @@ static void pubsub_stop(struct vv_node *n)
         struct mtopic *t = m->topics;
         t->has_policy = false;
         t->subs = 0;
+        t->joined = false;
         topic_maybe_free(m, t);
     }
     m->env = NULL;

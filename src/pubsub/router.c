@@ -696,14 +696,15 @@ static void on_message(struct vv_pubsub *ps, uint32_t pi, const struct vv_wire_f
         return;
     }
     struct topic *t = &ps->topics[ti];
+    /* The topic's policy is this node's own (pubsub.createTopic): a peer cannot know it, so
+     * a message breaking it is dropped and counted, not held against the peer. (The
+     * validator's reject is.) */
     if (m.data_len > max_bytes_of(ps, t)) {
         ps->stats.dropped_too_large++;
-        vv_pubsub_score_invalid(ps->score, peer, m.topic, m.topic_len);
         return;
     }
     if (!publisher_allowed(t, m.from)) {
         ps->stats.dropped_publisher++;
-        vv_pubsub_score_invalid(ps->score, peer, m.topic, m.topic_len);
         return;
     }
     uint8_t digest[VV_PUBSUB_DIGEST_BYTES];
@@ -746,9 +747,10 @@ static void on_graft(struct vv_pubsub *ps, uint32_t pi, const struct vv_pubsub_t
     ps->stats.graft_received++;
     uint32_t ti = topic_find(ps, g->topic, g->topic_len);
     if (ti == VV__PS_NIL || !ps->topics[ti].joined) {
-        /* Not a topic of ours: no mesh to join (spec: PRUNE, no penalty). */
-        if (ti != VV__PS_NIL)
-            send_prune_now(ps, pi, ti, false);
+        /* Not a topic of ours (yet): ignored, as go-libp2p does. A PRUNE would make the
+         * grafter back off us for a minute, and the backoff it then holds would refuse our
+         * own GRAFT when we join a moment later: two nodes joining a topic at nearly the
+         * same time would stay out of each other's mesh. */
         return;
     }
     struct topic *t = &ps->topics[ti];
@@ -1368,6 +1370,12 @@ int vv_pubsub_publish(struct vv_pubsub *ps, const char *topic, size_t len, const
     if (peers)
         *peers = sent;
     return 0;
+}
+
+void vv_pubsub_inject(struct vv_pubsub *ps, const uint8_t peer[VV_NODE_ID_BYTES],
+                      const uint8_t *frame, size_t len)
+{
+    on_recv(ps->env, peer, frame, len, ps);
 }
 
 void vv_pubsub_set_app_score(struct vv_pubsub *ps, const uint8_t peer[VV_NODE_ID_BYTES],

@@ -249,8 +249,8 @@ static void test_topic_policy_and_validator(void **state)
     (void)state;
     static struct world w;
     world_init(&w, 5, NULL);
-    /* b is the topic's one publisher at a; c, d and e forward what breaks a's rules (a
-     * breach graylists its forwarder, so each check uses a peer not yet penalised). */
+    /* b is the topic's one publisher at a; c, d and e forward what breaks a's rules (each
+     * check from its own peer, so that one's standing does not blur the next). */
     struct node *a = &w.n[0], *b = &w.n[1], *c = &w.n[2], *d = &w.n[3], *e = &w.n[4];
     const uint8_t(*only_b)[VV_NODE_ID_BYTES] = &b->f.id.node_id;
     struct vv_pubsub_topic_config tc = {
@@ -271,8 +271,9 @@ static void test_topic_policy_and_validator(void **state)
     assert_int_equal(a->delivered, 0);
     assert_int_equal(vv_pubsub_stats(a->ps)->dropped_publisher, 1);
     assert_int_equal(vv_pubsub_stats(a->ps)->dropped_too_large, 1);
-    assert_true(vv_pubsub_peer_score(a->ps, c->f.id.node_id) < 0);
-    assert_true(vv_pubsub_peer_score(a->ps, d->f.id.node_id) < 0);
+    /* A's policy is its own: the peers that forwarded the messages are not held to it. */
+    assert_true(vv_pubsub_peer_score(a->ps, c->f.id.node_id) >= 0);
+    assert_true(vv_pubsub_peer_score(a->ps, d->f.id.node_id) >= 0);
     /* From B within the size, but the validator rejects (forwarded by E: penalised), then
      * ignores (no penalty), then accepts. */
     a->verdict = VV_PUBSUB_REJECT;
@@ -454,6 +455,34 @@ static void test_bounds_topics_not_joined_and_fanout(void **state)
     world_free(&w);
 }
 
+/* Two nodes join a topic one after the other: the first one's GRAFT reaches the second
+ * before it joined and is ignored (no PRUNE, so no backoff on either side), and once both
+ * joined they are in each other's mesh. */
+static void test_graft_before_joining_does_not_lock_out(void **state)
+{
+    (void)state;
+    static struct world w;
+    world_init(&w, 2, NULL);
+    connect_all(&w);
+    struct node *a = &w.n[0], *b = &w.n[1];
+    /* B subscribes on paper (its SUBSCRIPTIONS are seen by A) but A's GRAFT comes first. */
+    assert_int_equal(vv_pubsub_join(a->ps, T, TL), 0);
+    settle(&w);
+    struct vv_pubsub_topic_ref g = {T, TL};
+    struct vv_pubsub_control gc = {.graft = &g, .n_graft = 1};
+    uint8_t buf[1024];
+    size_t n = control_frame(buf, sizeof(buf), &gc);
+    vv_env_deliver(&b->f.env, a->f.id.node_id, VV_CHANNEL_PUBSUB, buf, n);
+    assert_int_equal(outbox_count(b, a, VV_PUBSUB_TYPE_CONTROL), 0);
+    assert_int_equal(vv_pubsub_stats(b->ps)->prune_sent, 0);
+    assert_int_equal(vv_pubsub_join(b->ps, T, TL), 0);
+    run(&w, 1100);
+    assert_int_equal(vv_pubsub_mesh_size(a->ps, T, TL), 1);
+    assert_int_equal(vv_pubsub_mesh_size(b->ps, T, TL), 1);
+    assert_int_equal(vv_pubsub_stats(a->ps)->prune_received, 0);
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_ihave_iwant_and_idontwant),
         cmocka_unit_test(test_graft_in_backoff_is_pruned_and_penalised),
         cmocka_unit_test(test_bounds_topics_not_joined_and_fanout),
+        cmocka_unit_test(test_graft_before_joining_does_not_lock_out),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
