@@ -442,24 +442,28 @@ for (const n of NODES) {
     };
     log(`${impl} N=${n}: up in ${setup.setupS.toFixed(1)} s; ${JSON.stringify(setup)}`);
     let collapsed = null;
+    const implName = impl === "js" ? "js-libp2p-gossipsub" : "vivimd";
     for (const rate of RATES) {
       if (collapsed !== null) {
-        const row = { implementation: impl, nodes: n, rate, skipped: `delivery below ${COLLAPSE} at ${collapsed} msg/s` };
+        const row = { implementation: implName, nodes: n, rate, skipped: `delivery below ${COLLAPSE} at ${collapsed} msg/s` };
         results.push(row);
         console.log(JSON.stringify(row));
+        if (JSON_OUT) appendFileSync(JSON_OUT, JSON.stringify(row) + "\n");
         continue;
       }
       const sched = schedule(n, rate, DURATION_S);
       const pids = netw.pids;
       const c0 = cpuSeconds(pids);
+      const client0 = process.cpuUsage();
       const w0 = performance.now();
       const r = await netw.run(runId++, sched, DRAIN_S);
       const cpu = cpuSeconds(pids) - c0;
+      const client = process.cpuUsage(client0);
       const wall = (performance.now() - w0) / 1000;
       const lat = r.lat.sort((a, b) => a - b);
       const expected = r.published * (n - 1);
       const row = {
-        implementation: impl === "js" ? "js-libp2p-gossipsub" : "vivimd",
+        implementation: implName,
         nodes: n,
         rate,
         durationS: DURATION_S,
@@ -477,7 +481,18 @@ for (const n of NODES) {
         cpuS: cpu,
         wallS: wall,
         cpuSPer1000: r.deliveries ? (cpu * 1000) / r.deliveries : null,
+        // this driver's own CPU in the run: for vivimd it is the RPC clients (publishing,
+        // reading and parsing every notification); for js it only waits
+        driverCpuS: (client.user + client.system) / 1e6,
+        loadavg1: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
         setup,
+      };
+      // The connections and mesh sizes right after the run (a collapse shows here).
+      const st = await netw.status();
+      const sc = st.map((x) => x.connections), sm = st.map((x) => x.mesh);
+      row.after = {
+        connections: { min: Math.min(...sc), mean: sc.reduce((a, b) => a + b, 0) / n },
+        mesh: { min: Math.min(...sm), mean: sm.reduce((a, b) => a + b, 0) / n },
       };
       if (r.metricDelivered !== undefined) {
         row.metricDelivered = r.metricDelivered;
