@@ -79,6 +79,11 @@ function cpuTicks(pid) {
     return 0;
   }
 }
+// The machine's idle CPU (all cores, seconds) from /proc/stat: idle + iowait.
+function machineIdleS() {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/);
+  return (Number(f[4]) + Number(f[5])) / CLK_TCK;
+}
 const cpuSeconds = (pids) => pids.reduce((s, p) => s + cpuTicks(p), 0) / CLK_TCK;
 
 function pct(sorted, p) {
@@ -455,10 +460,12 @@ for (const n of NODES) {
       const pids = netw.pids;
       const c0 = cpuSeconds(pids);
       const client0 = process.cpuUsage();
+      const idle0 = machineIdleS();
       const w0 = performance.now();
       const r = await netw.run(runId++, sched, DRAIN_S);
       const cpu = cpuSeconds(pids) - c0;
       const client = process.cpuUsage(client0);
+      const idle = machineIdleS() - idle0;
       const wall = (performance.now() - w0) / 1000;
       const lat = r.lat.sort((a, b) => a - b);
       const expected = r.published * (n - 1);
@@ -484,6 +491,7 @@ for (const n of NODES) {
         // this driver's own CPU in the run: for vivimd it is the RPC clients (publishing,
         // reading and parsing every notification); for js it only waits
         driverCpuS: (client.user + client.system) / 1e6,
+        machineIdleS: idle, // idle core-seconds of the whole machine in the run
         loadavg1: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
         setup,
       };
