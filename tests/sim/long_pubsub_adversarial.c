@@ -554,6 +554,9 @@ static void test_delivery_holds_with_a_fifth_churning(void **state)
     }
 ATTACK(test_30pct_attackers_dropping_everything, ATK_DROP)
 ATTACK(test_30pct_attackers_censoring_one_origin, ATK_CENSOR)
+ATTACK(test_30pct_attackers_spamming_ihave, ATK_IHAVE)
+ATTACK(test_30pct_attackers_in_a_covert_flash_attack, ATK_FLASH)
+ATTACK(test_sybil_flood_of_30pct, ATK_SYBIL)
 
 /* argv[1], when given, runs only the tests whose names match it (cmocka's pattern). */
 int main(int argc, char **argv)
@@ -568,6 +571,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_delivery_holds_with_a_fifth_churning),
         cmocka_unit_test(test_30pct_attackers_dropping_everything),
         cmocka_unit_test(test_30pct_attackers_censoring_one_origin),
+        cmocka_unit_test(test_30pct_attackers_spamming_ihave),
+        cmocka_unit_test(test_30pct_attackers_in_a_covert_flash_attack),
+        cmocka_unit_test(test_sybil_flood_of_30pct),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
