@@ -538,6 +538,13 @@ static void test_1000_nodes_duplicates_with_1_byte_messages(void **state)
         .exactly_once = true, .min_ratio = 1.0);
 }
 
+static void test_1000_nodes_duplicates_with_idontwant_from_512_bytes(void **state)
+{
+    (void)state;
+    RUN(.nodes = 1000, .messages = 200, .msg_bytes = 512, .mark_ms = WARMUP_MS + 2000,
+        .exactly_once = true, .min_ratio = 1.0, .idontwant_min_bytes = 512);
+}
+
 static void test_delivery_holds_with_a_fifth_churning(void **state)
 {
     (void)state;
@@ -568,6 +575,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_1000_nodes_every_subscriber_gets_every_message_once),
         cmocka_unit_test(test_1000_nodes_duplicates_with_1_byte_messages),
+        cmocka_unit_test(test_1000_nodes_duplicates_with_idontwant_from_512_bytes),
         cmocka_unit_test(test_delivery_holds_with_a_fifth_churning),
         cmocka_unit_test(test_30pct_attackers_dropping_everything),
         cmocka_unit_test(test_30pct_attackers_censoring_one_origin),
