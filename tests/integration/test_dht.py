@@ -46,15 +46,20 @@ class DhtNodes(unittest.TestCase):
         self.assertGreater(rt["size"], 0)
         c = rt["buckets"][0]["contacts"][0]
         self.assertEqual(set(c), {"nodeId", "address", "rttMs", "lastSeenMs", "failures"})
+        times = []
         for i, node in enumerate(self.nodes):
             for j, target in enumerate(self.ids):
                 if i == j:
                     continue
                 r = self.find(node, target)
+                times.append(r["ms"])
                 self.assertGreater(len(r["closest"]), 0, (i, j, r))
                 self.assertEqual(r["closest"][0]["nodeId"], target, (i, j, r))
                 self.assertGreaterEqual(r["hops"], 1)
                 self.assertGreaterEqual(r["ms"], 0)
+        times.sort()
+        print(f"\nfindNode on loopback, {len(times)} lookups: median {times[len(times) // 2]} ms, "
+              f"max {times[-1]} ms")
         self.assertGreater(metric(self.nodes[1], 'vivimd_dht_lookups_total{kind="find_node",'
                                                  'outcome="ok"}'), 0)
         self.assertGreater(metric(self.nodes[0], "vivimd_dht_table_contacts"), 0)
@@ -78,6 +83,7 @@ class DhtNodes(unittest.TestCase):
     def test_3_a_killed_node_does_not_fail_lookups(self):
         victim = self.nodes[5]
         victim.stop(sig=signal.SIGKILL)
+        times = []
         for i, node in enumerate(self.nodes):
             if node is victim:
                 continue
@@ -85,9 +91,13 @@ class DhtNodes(unittest.TestCase):
                 if i == j or j == 5:
                     continue
                 r = self.find(node, target)
+                times.append(r["ms"])
                 self.assertEqual(r["closest"][0]["nodeId"], target, (i, j, r))
             r = self.find(node, self.ids[5])
             self.assertGreater(len(r["closest"]), 0)
+        times.sort()
+        print(f"\nfindNode after a SIGKILL, {len(times)} lookups: median {times[len(times) // 2]} "
+              f"ms, max {times[-1]} ms")
 
 
 if __name__ == "__main__":
