@@ -26,6 +26,11 @@
 /* Lookups running at once on one node (RPC and maintenance together); more are refused with
  * VV_EBUSY. Each holds at most alpha x paths queries in flight. */
 #define VV_DHT_MAX_LOOKUPS 64
+/* The floor of a query's soft timeout. The lookup's own floor (10 ms) lets a loaded host
+ * (8 vivimd under ASan on 2 cores) pass a live node over as slow: on loopback its answer can
+ * take longer than twice its measured RTT, and a lookup for that node's ID then ended
+ * without it (seen in test_dht.py). 50 ms is still well under one internet round trip. */
+#define VV_DHT_MIN_SOFT_TIMEOUT_MS 50
 /* Verification pings in flight at once: a flood of claimed IDs costs at most this many
  * pings and signature checks at a time; the others wait for a later chance. */
 #define VV_DHT_MAX_PENDING_PINGS 64

@@ -265,16 +265,17 @@ static struct vv_rpc_answer stats(struct vv_rpc_request *req, json_t *params, vo
         json_object_set_new(served, type_name((uint16_t)(VV_DHT_MSG_PING + t)),
                             json_integer((json_int_t)s->served[t]));
     json_t *r = json_pack(
-        "{s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+        "{s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
         "tableSize", (json_int_t)vv_dht_rt_size(vv_dht_node_table(m->dht)), "verified",
         (json_int_t)vv_dht_node_verified_count(m->dht), "lookupsRunning",
         (json_int_t)vv_dht_node_lookups_running(m->dht), "served", served, "servedUnsupported",
         (json_int_t)s->served_unsupported, "servedBad", (json_int_t)s->served_bad, "pingsSent",
-        (json_int_t)s->pings_sent, "pongsVerified", (json_int_t)s->pongs_verified, "pongsBad",
-        (json_int_t)s->pongs_bad, "queriesSent", (json_int_t)s->queries_sent, "queriesAnswered",
-        (json_int_t)s->queries_answered, "queriesFailed", (json_int_t)s->queries_failed, "timeouts",
-        (json_int_t)s->timeouts, "lookups", (json_int_t)s->lookups, "lookupsFailed",
-        (json_int_t)s->lookups_failed, "srttMs", (json_int_t)vv_dht_node_srtt_ms(m->dht));
+        (json_int_t)s->pings_sent, "pingsSkipped", (json_int_t)s->pings_skipped, "pongsVerified",
+        (json_int_t)s->pongs_verified, "pongsBad", (json_int_t)s->pongs_bad, "queriesSent",
+        (json_int_t)s->queries_sent, "queriesAnswered", (json_int_t)s->queries_answered,
+        "queriesFailed", (json_int_t)s->queries_failed, "timeouts", (json_int_t)s->timeouts,
+        "lookups", (json_int_t)s->lookups, "lookupsFailed", (json_int_t)s->lookups_failed, "srttMs",
+        (json_int_t)vv_dht_node_srtt_ms(m->dht));
     return vv_rpc_reply(req, r);
 }
 

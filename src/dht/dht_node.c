@@ -356,8 +356,10 @@ static void candidate(struct vv_dht_node *d, const uint8_t *id, const char *addr
         return;
     }
     for (struct req *r = d->reqs; r; r = r->next)
-        if (r->kind != REQ_FIND_NODE && r->has_peer && memcmp(r->peer, id, VV_DHT_ID_BYTES) == 0)
-            return; /* a ping is out already */
+        if (r->kind != REQ_FIND_NODE &&
+            ((r->has_peer && memcmp(r->peer, id, VV_DHT_ID_BYTES) == 0) ||
+             strcmp(r->address, address) == 0))
+            return; /* a ping is out already (a bootstrap ping names only the address) */
     if (d->n_pings >= VV_DHT_MAX_PENDING_PINGS) {
         d->stats.pings_skipped++;
         return;
@@ -687,6 +689,7 @@ static int lookup_start(struct vv_dht_node *d, const uint8_t *target, const char
     lc.alpha = d->cfg.alpha;
     lc.paths = d->cfg.paths;
     lc.max_timeout_ms = d->cfg.max_timeout_ms;
+    lc.min_timeout_ms = VV_DHT_MIN_SOFT_TIMEOUT_MS;
     if (lc.min_timeout_ms > lc.max_timeout_ms)
         lc.min_timeout_ms = lc.max_timeout_ms;
     struct lookup *lk = vv_xcalloc(1, sizeof(*lk));
