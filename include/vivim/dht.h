@@ -34,9 +34,10 @@
 /* Verification pings in flight at once: a flood of claimed IDs costs at most this many
  * pings and signature checks at a time; the others wait for a later chance. */
 #define VV_DHT_MAX_PENDING_PINGS 64
-/* Bucket refreshes started per maintenance tick, so a fresh node does not start 20 lookups
- * at once. */
-#define VV_DHT_REFRESH_PER_TICK 4
+/* Bucket refreshes started per maintenance tick: enough for every bucket a table of a
+ * million nodes uses (about 20 plus the k-deep tail) at the join's one-time refresh, and half
+ * the lookup bound, so the RPC keeps room. */
+#define VV_DHT_REFRESH_PER_TICK 32
 /* The maintenance tick: idle buckets are looked for this often (or every refresh_ms when
  * that is shorter). */
 #define VV_DHT_TICK_MS 5000

@@ -33,7 +33,6 @@ enum req_kind {
     REQ_PING_USER,    /* vv_dht_node_ping: cb */
     REQ_PING_CONTACT, /* verification of a candidate: offered to the table if it proves */
     REQ_PING_EVICT,   /* the oldest entry of a full bucket: ping_result */
-    REQ_PING_SEEN,    /* liveness of a table entry found stale by a served request */
     REQ_FIND_NODE,    /* a lookup's query */
 };
 
@@ -756,7 +755,7 @@ static void tick(struct vv_env *env, void *arg)
         n = vv_dht_rt_idle_buckets(d->rt, now, d->cfg.refresh_ms, idx);
     }
     uint32_t started = 0;
-    for (size_t i = 0; i < n && started < VV_DHT_REFRESH_PER_TICK * 8; i++)
+    for (size_t i = 0; i < n && started < VV_DHT_REFRESH_PER_TICK; i++)
         if (vv_dht_node_refresh_bucket(d, idx[i]) == 0)
             started++;
 }
