@@ -160,6 +160,11 @@ void vv_dgram_close(struct vv_dgram *d);
 /* The node module (net_module.c). */
 struct vv_module;
 extern const struct vv_module vv_net_module;
+struct vv_node;
+struct vv_connmgr;
+/* The node's connection manager while net runs, else NULL (for modules that need what it
+ * knows of a peer, such as the address a connected peer listens on). */
+struct vv_connmgr *vv_net_connmgr(struct vv_node *n);
 
 /* [net] in vivimd.conf (src/net/net_config.c). */
 struct vv_net_settings {

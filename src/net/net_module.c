@@ -404,6 +404,12 @@ static int net_init(struct vv_node *n)
     return 0;
 }
 
+struct vv_connmgr *vv_net_connmgr(struct vv_node *n)
+{
+    struct vv_net_module *m = vv_node_module_data(n, &vv_net_module);
+    return m ? m->connmgr : NULL;
+}
+
 static int net_start(struct vv_node *n)
 {
     struct vv_net_module *m = vv_node_module_data(n, &vv_net_module);

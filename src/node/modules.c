@@ -8,6 +8,7 @@
 
 #include "vivim/config.h"
 #include "vivim/crdt_sync.h"
+#include "vivim/dht.h"
 #include "vivim/echo.h"
 #include "vivim/monitor.h"
 #include "vivim/net.h"
@@ -18,11 +19,17 @@
 #include "vivim/userdb.h"
 
 const struct vv_module *const vv_node_modules[] = {
-    &vv_rpc_module,      &vv_monitor_module,
-    &vv_node_rpc_module, &vv_net_module,
-    &vv_registry_module, &vv_userdb_module,
-    &vv_crdt_module,     &vv_pubsub_module,
-    &vv_echo_module,     NULL,
+    &vv_rpc_module,
+    &vv_monitor_module,
+    &vv_node_rpc_module,
+    &vv_net_module,
+    &vv_registry_module,
+    &vv_userdb_module,
+    &vv_crdt_module,
+    &vv_pubsub_module,
+    &vv_dht_module,
+    &vv_echo_module,
+    NULL,
 };
 
 static struct vv_config_schema schema;

@@ -67,6 +67,7 @@ def alternative(node, section, key, value):
         ("pubsub", "gossip_threshold"): "-5",
         ("pubsub", "publish_threshold"): "-40",
         ("pubsub", "graylist_threshold"): "-70",
+        ("dht", "k"): "19",
     }
     if (section, key) == ("net", "low_water"):
         return str(int(value) - 1)  # stays <= high_water

@@ -1,0 +1,49 @@
+/* [dht]: the DHT module's parameters (docs/dht.md gives the reason for each value). */
+#include "vivim/common.h"
+#include "vivim/config.h"
+#include "vivim/dht.h"
+
+#define S struct vv_dht_settings
+static const struct vv_config_key keys[] = {
+    VV_CONFIG_BOOL_KEY(S, enabled, "true", false,
+                       "Run the DHT: serve PING and FIND_NODE on channel 1, join through the "
+                       "[net] bootstrap addresses and connected peers, keep a routing table."),
+    VV_CONFIG_U32_KEY(S, k, "20", 1, 20, true,
+                      "Lookup result size: a lookup ends when the k closest nodes it found have "
+                      "answered, and FIND_NODE answers carry up to k contacts (1 to 20; the "
+                      "routing table's buckets hold 20)."),
+    VV_CONFIG_U32_KEY(S, alpha, "3", 1, 16, true,
+                      "Queries a lookup keeps in flight per path, slow ones not counted."),
+    VV_CONFIG_U32_KEY(S, disjoint_paths, "1", 1, 8, true,
+                      "Disjoint lookup paths (S/Kademlia): more resist nodes that answer with "
+                      "bogus contacts, at the cost of more queries."),
+    VV_CONFIG_U32_KEY(S, query_timeout_ms, "2000", 10, 60000, true,
+                      "Longest wait for one DHT answer (ms): the cap of the adaptive per-node "
+                      "timeouts, and the timeout of pings."),
+    VV_CONFIG_U32_KEY(S, refresh_ms, "900000", 1000, 86400000, true,
+                      "A bucket that saw no lookup and no new or answering contact for this "
+                      "long is refreshed by a lookup for a random ID in it (ms)."),
+    VV_CONFIG_U32_KEY(S, max_verified, "4096", 16, 1048576, false,
+                      "Verified (node ID, address) pairs remembered, so that a contact proves "
+                      "its ID by signature once an hour at most."),
+};
+#undef S
+
+const struct vv_config_section vv_dht_settings_section = VV_CONFIG_SECTION(
+    "dht", "The Kademlia DHT: routing table and node lookups.", struct vv_dht_settings, keys, NULL);
+
+const struct vv_dht_settings *vv_dht_settings(const struct vv_config *c)
+{
+    return vv_config_get(c, &vv_dht_settings_section);
+}
+
+void vv_dht_node_config_from_settings(const struct vv_dht_settings *s, struct vv_dht_node_config *c)
+{
+    vv_dht_node_config_defaults(c);
+    c->k = s->k;
+    c->alpha = s->alpha;
+    c->paths = s->disjoint_paths;
+    c->max_timeout_ms = s->query_timeout_ms;
+    c->refresh_ms = s->refresh_ms;
+    c->max_verified = s->max_verified;
+}

@@ -1,0 +1,468 @@
+/*
+ * The dht module (vivim/dht.h): one DHT node (dht_node.c) on vivimd's env while [dht]
+ * enabled is true, joined through the numeric [net] bootstrap addresses and through the
+ * peers the connection manager connects; the dht.* RPC methods and the vivimd_dht_*
+ * metrics. It owns the node and one small struct per RPC call in flight; the node calls
+ * every call's callback exactly once, with VV_ENODE_SHUTTING_DOWN from stop at the latest.
+ */
+#include <string.h>
+
+#include "vivim/common.h"
+#include "vivim/config.h"
+#include "vivim/connmgr.h"
+#include "vivim/dht.h"
+#include "vivim/dht_msg.h"
+#include "vivim/env_request.h"
+#include "vivim/env_uv.h"
+#include "vivim/log.h"
+#include "vivim/metrics.h"
+#include "vivim/net.h"
+#include "vivim/node.h"
+#include "vivim/rpc.h"
+
+struct dht {
+    struct vv_node *n;
+    struct vv_env *env;      /* set at start */
+    struct vv_dht_node *dht; /* NULL when disabled or stopped */
+    struct vv_counter *lookups;
+    struct vv_counter *rpcs;
+    struct vv_counter *timeouts;
+    struct vv_histogram *hops;
+    struct vv_histogram *latency;
+};
+
+static struct dht *dht_of(struct vv_node *n)
+{
+    return vv_node_module_data(n, &vv_dht_module);
+}
+
+static const char *type_name(uint16_t type)
+{
+    static const char *const names[] = {"ping",      "find_node",     "get_value",
+                                        "put_value", "get_providers", "add_provider"};
+    unsigned i = (unsigned)(type - VV_DHT_MSG_PING);
+    return i < 6 ? names[i] : "other";
+}
+
+/* ---- hooks: metrics and the connection manager ------------------------------------------ */
+
+static void on_rpc(void *arg, uint16_t type, bool in)
+{
+    struct dht *m = arg;
+    const char *v[2] = {type_name(type), in ? "in" : "out"};
+    vv_counter_inc(vv_counter_labels(m->rpcs, v));
+}
+
+static void on_timeout(void *arg)
+{
+    struct dht *m = arg;
+    vv_counter_inc(m->timeouts);
+}
+
+static void on_lookup(void *arg, const char *kind, const char *outcome, uint32_t hops,
+                      uint64_t elapsed_ms)
+{
+    struct dht *m = arg;
+    const char *v[2] = {kind, outcome};
+    vv_counter_inc(vv_counter_labels(m->lookups, v));
+    if (strcmp(outcome, "ok") == 0) {
+        vv_histogram_observe(m->hops, (double)hops);
+        vv_histogram_observe(m->latency, (double)elapsed_ms / 1000.0);
+    }
+}
+
+/*
+ * A connected peer's datagram address: the address the connection manager knows it by,
+ * which is the address we dialled or the listen address its HELLO advertised. vivimd's
+ * UDP socket is bound to the [net] listen address and port, so that is where its DHT
+ * answers. Only numeric addresses qualify (no DNS on the datagram path).
+ */
+static int peer_address(void *arg, const uint8_t id[VV_DHT_ID_BYTES], char *out, size_t cap)
+{
+    struct dht *m = arg;
+    struct vv_connmgr *cm = vv_net_connmgr(m->n);
+    const struct vv_connmgr_peer *p = cm ? vv_connmgr_find(cm, id) : NULL;
+    if (p == NULL || p->address[0] == '\0')
+        return VV_ENOTFOUND;
+    return vv_env_address_canon(p->address, out, cap);
+}
+
+static double table_size(void *data)
+{
+    struct dht *m = data;
+    return m->dht ? (double)vv_dht_rt_size(vv_dht_node_table(m->dht)) : 0.0;
+}
+
+static double verified_size(void *data)
+{
+    struct dht *m = data;
+    return m->dht ? (double)vv_dht_node_verified_count(m->dht) : 0.0;
+}
+
+/* ---- RPC ------------------------------------------------------------------------------- */
+
+static json_t *contact_json(const struct vv_dht_contact *c)
+{
+    char hex[2 * VV_DHT_ID_BYTES + 1], a[VV_DHT_ADDR_STR_BYTES];
+    vv_hex_encode(c->id, VV_DHT_ID_BYTES, hex);
+    if (vv_dht_addr_format(&c->addr, a, sizeof(a)) != 0)
+        a[0] = '\0';
+    return json_pack("{s:s, s:s}", "nodeId", hex, "address", a);
+}
+
+static struct vv_rpc_answer not_running(struct vv_rpc_request *req, struct dht *m)
+{
+    (void)m;
+    return vv_rpc_fail(req, VV_ESTATE, "the DHT is not running ([dht] enabled = false?)");
+}
+
+static void found(void *arg, const struct vv_dht_find_result *r)
+{
+    struct vv_rpc_request *req = arg;
+    if (r->status != 0) {
+        vv_rpc_fail(req, r->status, "%s", vv_strerror(r->status));
+        return;
+    }
+    json_t *closest = json_array();
+    for (size_t i = 0; i < r->n; i++) {
+        json_t *c = contact_json(&r->closest[i]);
+        json_object_set_new(c, "rttMs", json_integer(r->rtt_ms[i]));
+        json_array_append_new(closest, c);
+    }
+    vv_rpc_reply(req, json_pack("{s:o, s:I, s:I, s:I}", "closest", closest, "hops",
+                                (json_int_t)r->hops, "ms", (json_int_t)r->elapsed_ms, "queries",
+                                (json_int_t)r->stats.queries));
+}
+
+static struct vv_rpc_answer find_node(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct dht *m = data;
+    static const char *const allowed[] = {"nodeId", NULL};
+    char err[256];
+    uint8_t target[VV_DHT_ID_BYTES];
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        vv_rpc_param_node_id(params, "nodeId", true, target, err, sizeof(err)) < 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    if (m->dht == NULL)
+        return not_running(req, m);
+    int rc = vv_dht_node_find_node(m->dht, target, found, req);
+    if (rc == VV_ENOTFOUND)
+        return vv_rpc_fail(req, rc, "the routing table is empty: no node to ask");
+    if (rc != 0)
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    return vv_rpc_pending(req);
+}
+
+static void pinged(void *arg, int status, const uint8_t *id, const char *address, uint32_t rtt_ms,
+                   bool verified_now)
+{
+    struct vv_rpc_request *req = arg;
+    if (status != 0) {
+        vv_rpc_fail(req, status, "ping of %s: %s", address, vv_strerror(status));
+        return;
+    }
+    char hex[2 * VV_DHT_ID_BYTES + 1];
+    vv_hex_encode(id, VV_DHT_ID_BYTES, hex);
+    vv_rpc_reply(req, json_pack("{s:s, s:s, s:I, s:b}", "nodeId", hex, "address", address, "rttMs",
+                                (json_int_t)rtt_ms, "verified", verified_now));
+}
+
+static struct vv_rpc_answer ping(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct dht *m = data;
+    static const char *const allowed[] = {"nodeId", "address", NULL};
+    char err[256];
+    uint8_t id[VV_DHT_ID_BYTES];
+    const char *address = NULL;
+    int has_id;
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        (has_id = vv_rpc_param_node_id(params, "nodeId", false, id, err, sizeof(err))) < 0 ||
+        vv_rpc_param_string(params, "address", false, VV_ENV_ADDRESS_BYTES - 1, &address, err,
+                            sizeof(err)) < 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    if (has_id != 0 && address == NULL)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "nodeId or address is required");
+    if (m->dht == NULL)
+        return not_running(req, m);
+    char a[VV_DHT_ADDR_STR_BYTES];
+    if (address == NULL) {
+        /* By ID alone: the address the routing table has for it. */
+        struct vv_dht_rt_entry e;
+        if (vv_dht_rt_find(vv_dht_node_table(m->dht), id, &e) != 0 ||
+            vv_dht_addr_format(&e.c.addr, a, sizeof(a)) != 0)
+            return vv_rpc_fail(req, VV_ENOTFOUND,
+                               "nodeId is not in the routing table: give its address");
+        address = a;
+    }
+    int rc = vv_dht_node_ping(m->dht, has_id == 0 ? id : NULL, address, pinged, req);
+    if (rc != 0)
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    return vv_rpc_pending(req);
+}
+
+static struct vv_rpc_answer routing_table(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct dht *m = data;
+    static const char *const allowed[] = {NULL};
+    char err[256];
+    if (params != NULL && vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    if (m->dht == NULL)
+        return not_running(req, m);
+    const struct vv_dht_rt *rt = vv_dht_node_table(m->dht);
+    uint64_t now = vv_env_now(m->env);
+    json_t *buckets = json_array();
+    for (unsigned b = 0; b < VV_DHT_ID_BITS; b++) {
+        struct vv_dht_rt_entry e[VV_DHT_K];
+        size_t n = vv_dht_rt_bucket_entries(rt, b, e, VV_DHT_K);
+        if (n == 0)
+            continue;
+        json_t *contacts = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_t *c = contact_json(&e[i].c);
+            json_object_set_new(c, "rttMs", json_integer(e[i].rtt_ms));
+            json_object_set_new(
+                c, "lastSeenMs",
+                json_integer((json_int_t)(now >= e[i].last_seen_ms ? now - e[i].last_seen_ms : 0)));
+            json_object_set_new(c, "failures", json_integer(e[i].failures));
+            json_array_append_new(contacts, c);
+        }
+        json_array_append_new(buckets,
+                              json_pack("{s:i, s:o, s:I}", "index", (int)b, "contacts", contacts,
+                                        "cached", (json_int_t)vv_dht_rt_bucket_cached(rt, b)));
+    }
+    return vv_rpc_reply(
+        req, json_pack("{s:o, s:I}", "buckets", buckets, "size", (json_int_t)vv_dht_rt_size(rt)));
+}
+
+static struct vv_rpc_answer refresh_bucket(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct dht *m = data;
+    static const char *const allowed[] = {"index", NULL};
+    char err[256];
+    uint64_t index;
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        vv_rpc_param_uint(params, "index", true, 0, VV_DHT_ID_BITS - 1, &index, err, sizeof(err)) <
+            0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    if (m->dht == NULL)
+        return not_running(req, m);
+    int rc = vv_dht_node_refresh_bucket(m->dht, (unsigned)index);
+    if (rc != 0)
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    return vv_rpc_reply(req, json_pack("{s:b, s:i}", "started", 1, "index", (int)index));
+}
+
+static struct vv_rpc_answer stats(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct dht *m = data;
+    (void)params;
+    if (m->dht == NULL)
+        return not_running(req, m);
+    const struct vv_dht_node_stats *s = vv_dht_node_stats(m->dht);
+    json_t *served = json_object();
+    for (uint16_t t = 0; t < 6; t++)
+        json_object_set_new(served, type_name((uint16_t)(VV_DHT_MSG_PING + t)),
+                            json_integer((json_int_t)s->served[t]));
+    json_t *r = json_pack(
+        "{s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+        "tableSize", (json_int_t)vv_dht_rt_size(vv_dht_node_table(m->dht)), "verified",
+        (json_int_t)vv_dht_node_verified_count(m->dht), "lookupsRunning",
+        (json_int_t)vv_dht_node_lookups_running(m->dht), "served", served, "servedUnsupported",
+        (json_int_t)s->served_unsupported, "servedBad", (json_int_t)s->served_bad, "pingsSent",
+        (json_int_t)s->pings_sent, "pingsSkipped", (json_int_t)s->pings_skipped, "pongsVerified",
+        (json_int_t)s->pongs_verified, "pongsBad", (json_int_t)s->pongs_bad, "queriesSent",
+        (json_int_t)s->queries_sent, "queriesAnswered", (json_int_t)s->queries_answered,
+        "queriesFailed", (json_int_t)s->queries_failed, "timeouts", (json_int_t)s->timeouts,
+        "lookups", (json_int_t)s->lookups, "lookupsFailed", (json_int_t)s->lookups_failed, "srttMs",
+        (json_int_t)vv_dht_node_srtt_ms(m->dht));
+    return vv_rpc_reply(req, r);
+}
+
+#define ID_SCHEMA "{\"type\":\"string\",\"pattern\":\"^[0-9a-fA-F]{64}$\"}"
+
+static int register_methods(struct dht *m, struct vv_rpc *rpc)
+{
+    const struct vv_rpc_method methods[] = {
+        {.name = "dht.findNode",
+         .handler = find_node,
+         .summary = "Runs an iterative FIND_NODE lookup for `nodeId` and answers with the k "
+                    "closest nodes that answered (nearest first, with the round trip measured "
+                    "to each), the lookup's hops and its duration in ms.",
+         .params_schema = "{\"type\":\"object\",\"properties\":{\"nodeId\":" ID_SCHEMA
+                          "},\"required\":[\"nodeId\"],\"additionalProperties\":false}",
+         .result_schema = "{\"type\":\"object\",\"properties\":{\"closest\":{\"type\":\"array\"},"
+                          "\"hops\":{\"type\":\"integer\"},\"ms\":{\"type\":\"integer\"},"
+                          "\"queries\":{\"type\":\"integer\"}}}",
+         .data = m},
+        {.name = "dht.ping",
+         .handler = ping,
+         .summary = "Sends a DHT PING by datagram to `address` (or to the address the routing "
+                    "table has for `nodeId`) and checks the signed PONG; `verified` is true "
+                    "when this call checked the signature (false: the pair was verified "
+                    "before). A node that proves its ID is offered to the routing table.",
+         .params_schema = "{\"type\":\"object\",\"properties\":{\"nodeId\":" ID_SCHEMA
+                          ",\"address\":{\"type\":\"string\",\"maxLength\":63}},"
+                          "\"additionalProperties\":false}",
+         .result_schema = "{\"type\":\"object\",\"properties\":{\"nodeId\":{\"type\":\"string\"},"
+                          "\"address\":{\"type\":\"string\"},\"rttMs\":{\"type\":\"integer\"},"
+                          "\"verified\":{\"type\":\"boolean\"}}}",
+         .data = m},
+        {.name = "dht.routingTable",
+         .handler = routing_table,
+         .summary = "The routing table: its non-empty buckets with their contacts (least "
+                    "recently seen first: smoothed rttMs, lastSeenMs ago, consecutive failures) "
+                    "and replacement candidates cached, and the number of contacts.",
+         .params_schema = "{\"type\":\"object\",\"additionalProperties\":false}",
+         .result_schema = "{\"type\":\"object\",\"properties\":{\"buckets\":{\"type\":\"array\"},"
+                          "\"size\":{\"type\":\"integer\"}}}",
+         .data = m},
+        {.name = "dht.refreshBucket",
+         .handler = refresh_bucket,
+         .summary = "Starts a refresh lookup for a random ID in bucket `index` (0 to 255) and "
+                    "answers at once.",
+         .params_schema = "{\"type\":\"object\",\"properties\":{\"index\":{\"type\":\"integer\","
+                          "\"minimum\":0,\"maximum\":255}},\"required\":[\"index\"],"
+                          "\"additionalProperties\":false}",
+         .result_schema = "{\"type\":\"object\",\"properties\":{\"started\":{\"type\":\"boolean\"},"
+                          "\"index\":{\"type\":\"integer\"}}}",
+         .data = m},
+        {.name = "dht.stats",
+         .handler = stats,
+         .summary = "The DHT node's counters: table and verified-cache sizes, requests served "
+                    "by type, pings, queries, timeouts, lookups and the smoothed round trip.",
+         .params_schema = "{\"type\":\"object\",\"additionalProperties\":false}",
+         .result_schema = "{\"type\":\"object\"}",
+         .data = m},
+    };
+    return vv_rpc_register_all(rpc, methods, sizeof(methods) / sizeof(methods[0]));
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+static int dht_init(struct vv_node *n)
+{
+    struct dht *m = vv_xcalloc(1, sizeof(*m));
+    m->n = n;
+    vv_node_set_module_data(n, &vv_dht_module, m);
+    struct vv_metrics *mx = n->metrics;
+    m->lookups = vv_metrics_counter(mx, "vivimd_dht_lookups_total",
+                                    "DHT lookups ended, by kind (find_node, self, refresh) and "
+                                    "outcome (ok: some node answered, failed).",
+                                    "kind,outcome");
+    m->rpcs = vv_metrics_counter(mx, "vivimd_dht_rpcs_total",
+                                 "DHT requests, by type and direction (out: sent, in: served).",
+                                 "type,direction");
+    m->timeouts = vv_metrics_counter(mx, "vivimd_dht_timeouts_total",
+                                     "DHT requests of this node that got no answer in time.", NULL);
+    static const double hop_bounds[] = {1, 2, 3, 4, 5, 6, 8, 10};
+    m->hops = vv_metrics_histogram(mx, "vivimd_dht_lookup_hops",
+                                   "Hops of the DHT lookups that found nodes.", NULL, hop_bounds,
+                                   sizeof(hop_bounds) / sizeof(hop_bounds[0]));
+    m->latency = vv_metrics_histogram(
+        mx, "vivimd_dht_lookup_seconds", "Duration of the DHT lookups that found nodes.", NULL,
+        vv_metrics_latency_seconds_buckets, vv_metrics_latency_seconds_buckets_len);
+    vv_metrics_gauge_fn(mx, "vivimd_dht_table_contacts", "Contacts in the DHT routing table.",
+                        table_size, m);
+    vv_metrics_gauge_fn(mx, "vivimd_dht_verified_contacts",
+                        "(node ID, address) pairs in the DHT's verified-contact cache.",
+                        verified_size, m);
+    return register_methods(m, n->rpc);
+}
+
+/* Joins through the [net] bootstrap entries (host:port or nodeid@host:port) that are numeric
+ * addresses; names are left to the connection manager, whose connected peers join us too. */
+static void bootstrap(struct dht *m)
+{
+    const struct vv_net_settings *ns = vv_net_settings(&m->n->config);
+    if (ns->bootstrap == NULL)
+        return;
+    char *copy = vv_xstrdup(ns->bootstrap);
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+        char *at = strchr(tok, '@');
+        const char *addr = at ? at + 1 : tok;
+        char canon[VV_ENV_ADDRESS_BYTES];
+        if (vv_env_address_canon(addr, canon, sizeof(canon)) != 0) {
+            vv_log_info("dht", "bootstrap %s: not numeric, left to the connection manager", addr);
+            continue;
+        }
+        int rc = vv_dht_node_bootstrap(m->dht, canon);
+        if (rc != 0)
+            vv_log_warn("dht", "bootstrap %s: %s", canon, vv_strerror(rc));
+    }
+    vv_free(copy);
+}
+
+static int dht_start(struct vv_node *n)
+{
+    struct dht *m = dht_of(n);
+    const struct vv_dht_settings *s = vv_dht_settings(&n->config);
+    m->env = vv_env_uv_env(n->env);
+    if (!s->enabled) {
+        vv_log_info("dht", "disabled");
+        return 0;
+    }
+    struct vv_dht_node_config cfg;
+    vv_dht_node_config_from_settings(s, &cfg);
+    struct vv_dht_node_hooks hooks = {
+        .rpc = on_rpc,
+        .timeout = on_timeout,
+        .lookup = on_lookup,
+        .peer_address = peer_address,
+        .arg = m,
+    };
+    m->dht = vv_dht_node_new(m->env, &cfg, &hooks);
+    bootstrap(m);
+    return 0;
+}
+
+static void dht_stop(struct vv_node *n)
+{
+    struct dht *m = dht_of(n);
+    if (m == NULL)
+        return;
+    struct vv_dht_node *d = m->dht;
+    m->dht = NULL;
+    vv_dht_node_free(d); /* fails the RPC calls in flight: the node is stopping */
+    m->env = NULL;
+}
+
+static void dht_deinit(struct vv_node *n)
+{
+    vv_free(dht_of(n));
+    vv_node_set_module_data(n, &vv_dht_module, NULL);
+}
+
+static void dht_reload(struct vv_node *n)
+{
+    struct dht *m = dht_of(n);
+    if (m == NULL || m->dht == NULL)
+        return;
+    struct vv_dht_node_config cfg;
+    vv_dht_node_config_from_settings(vv_dht_settings(&n->config), &cfg);
+    vv_dht_node_reconfigure(m->dht, &cfg);
+}
+
+static json_t *dht_health(struct vv_node *n)
+{
+    struct dht *m = dht_of(n);
+    bool running = m != NULL && m->dht != NULL;
+    return json_pack("{s:b, s:b, s:I}", "ok", m != NULL && m->env != NULL, "running", running,
+                     "contacts",
+                     (json_int_t)(running ? vv_dht_rt_size(vv_dht_node_table(m->dht)) : 0));
+}
+
+static const char *const dht_depends[] = {"net", "rpc", "monitor", NULL};
+
+const struct vv_module vv_dht_module = {
+    .name = "dht",
+    .config = &vv_dht_settings_section,
+    .depends = dht_depends,
+    .init = dht_init,
+    .start = dht_start,
+    .stop = dht_stop,
+    .deinit = dht_deinit,
+    .reload = dht_reload,
+    .health = dht_health,
+};
