@@ -162,6 +162,11 @@ uint32_t vv_pubsub_topic_peers(const struct vv_pubsub *ps, const char *topic, si
 uint32_t vv_pubsub_mesh_peers(const struct vv_pubsub *ps, const char *topic, size_t len,
                               uint8_t (*out)[VV_NODE_ID_BYTES], uint32_t max);
 double vv_pubsub_peer_score(const struct vv_pubsub *ps, const uint8_t peer[VV_NODE_ID_BYTES]);
+/* The scores of the connected peers: the lowest, the mean, and how many are graylisted
+ * (each may be NULL; 0 when there are none). Returns how many peers. Cost: one score per
+ * peer (for a metrics scrape). */
+uint32_t vv_pubsub_score_summary(const struct vv_pubsub *ps, double *min, double *mean,
+                                 uint32_t *below_graylist);
 /* Topics this node joined, in the order joined: the i-th (NULL past the end). */
 const char *vv_pubsub_joined_topic(const struct vv_pubsub *ps, uint32_t i, size_t *len);
 

@@ -796,6 +796,33 @@ static double mesh_peers(void *data)
     return n;
 }
 
+static double score_min(void *data)
+{
+    struct psm *m = data;
+    double v = 0;
+    if (m->ps)
+        vv_pubsub_score_summary(m->ps, &v, NULL, NULL);
+    return v;
+}
+
+static double score_mean(void *data)
+{
+    struct psm *m = data;
+    double v = 0;
+    if (m->ps)
+        vv_pubsub_score_summary(m->ps, NULL, &v, NULL);
+    return v;
+}
+
+static double graylisted(void *data)
+{
+    struct psm *m = data;
+    uint32_t g = 0;
+    if (m->ps)
+        vv_pubsub_score_summary(m->ps, NULL, NULL, &g);
+    return g;
+}
+
 static double subscriptions(void *data)
 {
     return (double)((struct psm *)data)->n_subs;
@@ -844,6 +871,11 @@ static void register_metrics(struct psm *m, struct vv_metrics *mx)
         {false, "vivimd_pubsub_verifying", "Message signatures being checked now.", stat_verifying},
         {false, "vivimd_pubsub_mesh_peers", "Mesh peers, all topics together.", mesh_peers},
         {false, "vivimd_pubsub_subscriptions", "RPC subscriptions held.", subscriptions},
+        {false, "vivimd_pubsub_peer_score_min", "The lowest score of a connected peer.", score_min},
+        {false, "vivimd_pubsub_peer_score_mean", "The mean score of the connected peers.",
+         score_mean},
+        {false, "vivimd_pubsub_peers_graylisted",
+         "Connected peers scoring under the graylist threshold (not heard).", graylisted},
         {false, "vivimd_pubsub_topics_joined", "Topics this node is subscribed to.", topics_joined},
     };
     for (size_t i = 0; i < VV_ARRAY_SIZE(defs); i++) {

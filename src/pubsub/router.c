@@ -1419,6 +1419,29 @@ double vv_pubsub_peer_score(const struct vv_pubsub *ps, const uint8_t peer[VV_NO
     return vv_pubsub_score_get(ps->score, peer, vv_env_now(ps->env));
 }
 
+uint32_t vv_pubsub_score_summary(const struct vv_pubsub *ps, double *min, double *mean,
+                                 uint32_t *below_graylist)
+{
+    uint32_t n = 0, gray = 0;
+    double lo = 0, sum = 0;
+    for (uint32_t pi = 0; pi < ps->n_peers; pi++) {
+        if (!ps->peers[pi].used)
+            continue;
+        double s = score_of(ps, pi);
+        lo = n == 0 || s < lo ? s : lo;
+        sum += s;
+        gray += s < ps->cfg.thresholds.graylist;
+        n++;
+    }
+    if (min)
+        *min = lo;
+    if (mean)
+        *mean = n ? sum / n : 0;
+    if (below_graylist)
+        *below_graylist = gray;
+    return n;
+}
+
 const char *vv_pubsub_joined_topic(const struct vv_pubsub *ps, uint32_t i, size_t *len)
 {
     if (i >= ps->joined.n)

@@ -241,6 +241,13 @@ static void test_forged_signature_is_dropped_and_penalised(void **state)
     settle(&w);
     assert_int_equal(a->delivered, 1);
     assert_int_equal(vv_pubsub_stats(a->ps)->dropped_graylisted, 1);
+    /* The metrics' summary sees it: two peers, one graylisted, the lowest score B's. */
+    double min, mean;
+    uint32_t gray;
+    assert_int_equal(vv_pubsub_score_summary(a->ps, &min, &mean, &gray), 2);
+    assert_int_equal(gray, 1);
+    assert_true(min == vv_pubsub_peer_score(a->ps, b->f.id.node_id));
+    assert_true(mean < 0 && mean > min);
     world_free(&w);
 }
 
