@@ -58,6 +58,8 @@ struct vv_dht_node_config {
     uint32_t max_timeout_ms;                  /* soft and hard deadline cap for queries and pings */
     uint32_t refresh_ms;                      /* bucket refresh period */
     uint32_t max_verified;                    /* verified-contact cache size */
+    uint32_t republish_ms;                    /* this node's own records: re-stored this often */
+    uint32_t max_own;                         /* own records kept (republished) at most */
     struct vv_dht_values_config values;       /* what this node stores for others */
     struct vv_dht_providers_config providers; /* likewise */
 };
@@ -78,6 +80,11 @@ struct vv_dht_node_hooks {
     int (*peer_address)(void *arg, const uint8_t id[VV_DHT_ID_BYTES], char *out, size_t cap);
     /* A PUT_VALUE or ADD_PROVIDER served: outcome "accepted" or a vv_dht_refusal_names. */
     void (*store)(void *arg, uint16_t type, const char *outcome);
+    /* One of this node's own records was published (body: its encoded request body, to keep
+     * for vv_dht_node_restore_own after a restart; a record of the same type and key
+     * replaces it) or dropped (body NULL: it expired). */
+    void (*own)(void *arg, uint16_t type, const uint8_t key[VV_DHT_ID_BYTES],
+                const uint8_t *body, size_t len, uint64_t expires_ms);
     void *arg;
 };
 
@@ -94,6 +101,9 @@ struct vv_dht_node_stats {
     uint64_t stores_accepted;
     uint64_t stores_refused[10];
     uint64_t values_bad; /* values in GET answers whose signature did not verify */
+    uint64_t republish_lookups; /* region lookups of the republish */
+    uint64_t republished;       /* own records re-stored by them (stores sent) */
+    uint64_t own_dropped;       /* own records not kept: max_own reached */
 };
 /* The reasons of stores_refused, in order (metric labels). */
 extern const char *const vv_dht_refusal_names[10];
@@ -207,6 +217,28 @@ int vv_dht_node_put(struct vv_dht_node *d, const uint8_t key[VV_DHT_ID_BYTES], c
  * expiresAt rec->expires_ms. Returns as vv_dht_node_put, and VV_EINVAL for a bad record. */
 int vv_dht_node_provide(struct vv_dht_node *d, const struct vv_dht_content_record *rec,
                         vv_dht_store_cb cb, void *arg);
+
+/* ---- this node's own records ---- */
+
+/* Region lookups of the republish running at once, and own records re-stored per region
+ * lookup (each costs k store requests; the request layer allows 64 in flight per node). */
+#define VV_DHT_REPUBLISH_LOOKUPS 4
+#define VV_DHT_REPUBLISH_BATCH   48
+/*
+ * Every record this node publishes (vv_dht_node_put, vv_dht_node_provide) is kept as its own
+ * until it expires and re-stored at the k closest nodes every republish_ms, so that nodes
+ * that joined near its key get it and nodes that left are replaced. Republish costs one
+ * lookup per keyspace region, not per key: a lookup for the first due key finds the nodes
+ * around it; every due record whose key shares as many leading bits with it as the farthest
+ * of those k nodes does (the region those nodes cover) is sent to its own k closest among
+ * the nodes that answered, up to VV_DHT_REPUBLISH_BATCH per lookup.
+ *
+ * Restores an own record saved from hooks.own after a restart: type and the body the hook
+ * gave. Returns 0, VV_EDHT_MALFORMED, VV_EDHT_EXPIRY (expired), VV_ELIMIT (max_own).
+ */
+int vv_dht_node_restore_own(struct vv_dht_node *d, uint16_t type, const uint8_t *body,
+                            size_t len);
+size_t vv_dht_node_own_count(const struct vv_dht_node *d);
 
 const struct vv_dht_values *vv_dht_node_values(const struct vv_dht_node *d);
 const struct vv_dht_providers *vv_dht_node_providers(const struct vv_dht_node *d);

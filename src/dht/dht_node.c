@@ -98,6 +98,16 @@ struct store_op {
     void *cb_arg;
 };
 
+/* One of this node's own records (dht.h, "this node's own records"). */
+struct own {
+    uint16_t type; /* PUT_VALUE or ADD_PROVIDER */
+    uint8_t key[VV_DHT_ID_BYTES];
+    uint8_t *body; /* the request's encoded body, token zeros */
+    size_t body_len;
+    uint64_t expires_ms; /* wall clock */
+    uint64_t due_ms;     /* monotonic: the next republish */
+};
+
 /* A PUT_VALUE or ADD_PROVIDER served, waiting for its signature check. */
 struct pending_store {
     struct vv_dht_node *d;
@@ -147,6 +157,7 @@ struct lookup {
     uint64_t first_ms; /* the first value or provider, ms after start; 0 none */
     bool steered_out;  /* the state machine is done; waiting for value checks */
     bool local_done;   /* this node's own store was consulted */
+    bool republish;  /* a region lookup of the republish */
     vv_dht_provider_cb each;
     vv_dht_get_cb get_cb;
     struct store_op *op; /* a publish waiting for this lookup */
@@ -184,6 +195,10 @@ struct vv_dht_node {
      * our own store), and whether one came yet. */
     struct vv_dht_addr observed;
     bool has_observed;
+    /* Own records, sorted by (key, type); region lookups of the republish running. */
+    struct own *own;
+    size_t n_own, cap_own;
+    uint32_t n_republish;
     struct vv_dht_node_stats stats;
 };
 
@@ -237,6 +252,8 @@ void vv_dht_node_config_defaults(struct vv_dht_node_config *c)
     c->max_timeout_ms = 2000;
     c->refresh_ms = 15 * 60 * 1000;
     c->max_verified = 4096;
+    c->republish_ms = 60 * 60 * 1000;
+    c->max_own = 262144;
     vv_dht_values_config_defaults(&c->values);
     vv_dht_providers_config_defaults(&c->providers);
 }
@@ -800,6 +817,9 @@ static void serve(struct vv_env *env, uint64_t ctx, const uint8_t peer[VV_NODE_I
 
 static void lookup_drive(struct lookup *lk);
 static void store_start(struct store_op *op, struct lookup *lk, int status);
+static void republish_region(struct lookup *lk);
+static int own_keep(struct vv_dht_node *d, const struct store_op *op, uint64_t expires_ms,
+                    uint64_t due_ms, bool tell);
 
 static struct lookup *lookup_by_serial(struct vv_dht_node *d, uint64_t serial)
 {
@@ -864,7 +884,11 @@ static void lookup_finish(struct lookup *lk, int status)
     if (d->hooks.lookup)
         d->hooks.lookup(d->hooks.arg, lk->kind, lookup_outcome(ok), hops, elapsed);
     const char *kind = lk->kind;
-    if (lk->op != NULL) {
+    if (lk->republish) {
+        d->n_republish--;
+        if (status == 0)
+            republish_region(lk);
+    } else if (lk->op != NULL) {
         store_start(lk->op, lk, status);
     } else if (lk->qtype == VV_DHT_MSG_FIND_NODE) {
         struct vv_dht_find_result *res = vv_xcalloc(1, sizeof(*res));
@@ -1479,6 +1503,7 @@ int vv_dht_node_put(struct vv_dht_node *d, const uint8_t key[VV_DHT_ID_BYTES], c
         return rc;
     }
     lk->op = op;
+    own_keep(d, op, op->v.expires_ms, op->start_ms + d->cfg.republish_ms, true);
     return 0;
 }
 
@@ -1513,7 +1538,263 @@ int vv_dht_node_provide(struct vv_dht_node *d, const struct vv_dht_content_recor
         return rc;
     }
     lk->op = op;
+    own_keep(d, op, op->rec.expires_ms, op->start_ms + d->cfg.republish_ms, true);
     return 0;
+}
+
+/* ---- this node's own records: kept, republished by region, expired ------------------- */
+
+/* The request of an op (token left zero): what an own record keeps. */
+static void op_request(const struct store_op *op, struct vv_dht_request *rq)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->type = op->type;
+    memcpy(rq->target, op->key, VV_DHT_ID_BYTES);
+    if (op->type == VV_DHT_MSG_PUT_VALUE) {
+        rq->value = op->v;
+    } else {
+        rq->record = op->rec;
+        memcpy(rq->provider_pk, op->ppk, VV_DHT_PK_BYTES);
+        memcpy(rq->provider_sig, op->psig, VV_DHT_SIG_BYTES);
+    }
+}
+
+/* An op (without callback) from a decoded request: copies what it points at. */
+static struct store_op *op_from_request(struct vv_dht_node *d, const struct vv_dht_request *rq)
+{
+    struct store_op *op = vv_xcalloc(1, sizeof(*op));
+    op->d = d;
+    op->type = rq->type;
+    memcpy(op->key, rq->target, VV_DHT_ID_BYTES);
+    if (rq->type == VV_DHT_MSG_PUT_VALUE) {
+        op->v = rq->value;
+        op->bytes = vv_xmalloc(rq->value.len ? rq->value.len : 1);
+        memcpy(op->bytes, rq->value.value, rq->value.len);
+        op->v.value = op->bytes;
+    } else {
+        op->rec = rq->record;
+        memcpy(op->cid, rq->record.content_id, rq->record.content_id_len);
+        memcpy(op->ctype, rq->record.content_type, rq->record.content_type_len);
+        op->rec.content_id = op->cid;
+        op->rec.content_type = op->ctype;
+        memcpy(op->ppk, rq->provider_pk, VV_DHT_PK_BYTES);
+        memcpy(op->psig, rq->provider_sig, VV_DHT_SIG_BYTES);
+    }
+    op->start_ms = vv_env_now(d->env);
+    return op;
+}
+
+static int own_cmp(const uint8_t *key, uint16_t type, const struct own *o)
+{
+    int c = memcmp(key, o->key, VV_DHT_ID_BYTES);
+    return c != 0 ? c : (int)type - (int)o->type;
+}
+
+/* The index of (key, type), or where it would go. */
+static size_t own_find(const struct vv_dht_node *d, const uint8_t *key, uint16_t type, bool *found)
+{
+    size_t lo = 0, hi = d->n_own;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = own_cmp(key, type, &d->own[mid]);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    *found = false;
+    return lo;
+}
+
+/* Keeps op's record as this node's own (replacing one of the same key and type), next
+ * republished at due_ms, and tells the module. */
+static int own_keep(struct vv_dht_node *d, const struct store_op *op, uint64_t expires_ms,
+                    uint64_t due_ms, bool tell)
+{
+    struct vv_dht_request rq;
+    op_request(op, &rq);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int rc = request_body(&rq, &sb);
+    if (rc != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        return rc;
+    }
+    bool found;
+    size_t i = own_find(d, op->key, op->type, &found);
+    if (!found) {
+        if (d->n_own >= d->cfg.max_own) {
+            d->stats.own_dropped++;
+            msgpack_sbuffer_destroy(&sb);
+            return VV_ELIMIT;
+        }
+        if (d->n_own == d->cap_own) {
+            d->cap_own = d->cap_own ? 2 * d->cap_own : 64;
+            d->own = vv_xrealloc(d->own, d->cap_own * sizeof(*d->own));
+        }
+        memmove(&d->own[i + 1], &d->own[i], (d->n_own - i) * sizeof(*d->own));
+        d->n_own++;
+        memset(&d->own[i], 0, sizeof(d->own[i]));
+        d->own[i].type = op->type;
+        memcpy(d->own[i].key, op->key, VV_DHT_ID_BYTES);
+    }
+    struct own *o = &d->own[i];
+    vv_free(o->body);
+    o->body = (uint8_t *)sb.data; /* taken from the buffer */
+    o->body_len = sb.size;
+    o->expires_ms = expires_ms;
+    o->due_ms = due_ms;
+    if (tell && d->hooks.own)
+        d->hooks.own(d->hooks.arg, o->type, o->key, o->body, o->body_len, o->expires_ms);
+    return 0;
+}
+
+static void own_remove(struct vv_dht_node *d, size_t i, bool tell)
+{
+    struct own *o = &d->own[i];
+    if (tell && d->hooks.own)
+        d->hooks.own(d->hooks.arg, o->type, o->key, NULL, 0, o->expires_ms);
+    vv_free(o->body);
+    memmove(&d->own[i], &d->own[i + 1], (d->n_own - i - 1) * sizeof(*d->own));
+    d->n_own--;
+}
+
+static struct store_op *op_from_own(struct vv_dht_node *d, const struct own *o)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    struct store_op *op = NULL;
+    struct vv_dht_request rq;
+    if (msgpack_unpack_next(&u, (const char *)o->body, o->body_len, NULL) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        vv_dht_request_decode(o->type, &u.data, &rq) == 0)
+        op = op_from_request(d, &rq);
+    msgpack_unpacked_destroy(&u);
+    return op;
+}
+
+int vv_dht_node_restore_own(struct vv_dht_node *d, uint16_t type, const uint8_t *body, size_t len)
+{
+    if (type != VV_DHT_MSG_PUT_VALUE && type != VV_DHT_MSG_ADD_PROVIDER)
+        return VV_EDHT_MALFORMED;
+    struct own tmp = {.type = type, .body = (uint8_t *)body, .body_len = len};
+    struct store_op *op = op_from_own(d, &tmp);
+    if (op == NULL)
+        return VV_EDHT_MALFORMED;
+    uint64_t expires = type == VV_DHT_MSG_PUT_VALUE ? op->v.expires_ms : op->rec.expires_ms;
+    int rc = expires <= vv_env_wall_ms(d->env) ? VV_EDHT_EXPIRY : 0;
+    /* Due at once: after a restart the nodes around the key may have changed. */
+    if (rc == 0)
+        rc = own_keep(d, op, expires, vv_env_now(d->env), false);
+    vv_free(op->bytes);
+    vv_free(op);
+    return rc;
+}
+
+size_t vv_dht_node_own_count(const struct vv_dht_node *d)
+{
+    return d->n_own;
+}
+
+/* The republish's step at each tick: expired own records go; region lookups start for due
+ * ones (VV_DHT_REPUBLISH_LOOKUPS at once). */
+static void republish_tick(struct vv_dht_node *d)
+{
+    uint64_t now = vv_env_now(d->env), wall = vv_env_wall_ms(d->env);
+    for (size_t i = 0; i < d->n_own;) {
+        if (d->own[i].expires_ms <= wall)
+            own_remove(d, i, true);
+        else
+            i++;
+    }
+    for (size_t i = 0; i < d->n_own && d->n_republish < VV_DHT_REPUBLISH_LOOKUPS; i++) {
+        if (d->own[i].due_ms > now)
+            continue;
+        /* Not due again while this region's lookup runs: its end sets the next due time. */
+        d->own[i].due_ms = now + d->cfg.max_timeout_ms * 4u + 1000u;
+        struct lookup *lk;
+        if (lookup_start(d, d->own[i].key, "republish", VV_DHT_MSG_GET_PROVIDERS, &lk) != 0)
+            break;
+        lk->republish = true;
+        d->n_republish++;
+        d->stats.republish_lookups++;
+        /* Skip the rest of this region now (as far as the routing table tells: the keys
+         * sharing as many leading bits as its k-th closest contact to this key): they ride
+         * on this lookup. */
+        struct vv_dht_contact c[VV_DHT_K];
+        uint32_t k = VV_MIN(d->cfg.k, VV_DHT_K);
+        size_t n = vv_dht_rt_closest(d->rt, d->own[i].key, k, c);
+        unsigned prefix = n < k ? 0 : vv_dht_common_prefix(d->own[i].key, c[n - 1].id);
+        if (prefix == 0)
+            break; /* a small network: one region, one lookup */
+        while (i + 1 < d->n_own && vv_dht_common_prefix(d->own[i + 1].key, d->own[i].key) >= prefix)
+            i++;
+    }
+}
+
+/* A region lookup ended: the due own records of the region its k closest cover go to their
+ * own k closest among the nodes that answered with a token. */
+static void republish_region(struct lookup *lk)
+{
+    struct vv_dht_node *d = lk->d;
+    uint64_t now = vv_env_now(d->env);
+    uint32_t k = VV_MIN(d->cfg.k, VV_DHT_K);
+    struct vv_dht_contact closest[VV_DHT_K];
+    size_t n = vv_dht_lookup_closest(lk->l, closest, k);
+    if (n == 0)
+        return;
+    /* The region: keys sharing as many leading bits with the target as the farthest of the
+     * k closest does (with fewer than k nodes, the network is small: the whole keyspace). */
+    unsigned prefix = n < k ? 0 : vv_dht_common_prefix(lk->target, closest[n - 1].id);
+    bool found;
+    size_t at = own_find(d, lk->target, 0, &found);
+    size_t lo = at, hi = at;
+    while (lo > 0 && vv_dht_common_prefix(d->own[lo - 1].key, lk->target) >= prefix)
+        lo--;
+    while (hi < d->n_own && vv_dht_common_prefix(d->own[hi].key, lk->target) >= prefix)
+        hi++;
+    /* The candidates: every node that answered with a token. */
+    size_t nc = 0;
+    struct vv_dht_contact *cand = vv_xmalloc(lk->n_rtt * sizeof(*cand) + 1);
+    const uint8_t **tok = vv_xmalloc(lk->n_rtt * sizeof(*tok) + 1);
+    for (size_t j = 0; j < lk->n_rtt; j++)
+        if (lk->has_tok[j]) {
+            cand[nc] = lk->rtt_c[j];
+            tok[nc++] = lk->tok[j];
+        }
+    uint32_t batch = 0;
+    for (size_t i = lo; i < hi && batch < VV_DHT_REPUBLISH_BATCH; i++) {
+        struct own *o = &d->own[i];
+        /* Due, or due within half a period (else it was just published or republished). */
+        if (o->due_ms > now + d->cfg.republish_ms / 2 &&
+            memcmp(o->key, lk->target, VV_DHT_ID_BYTES) != 0)
+            continue;
+        struct store_op *op = op_from_own(d, o);
+        o->due_ms = now + d->cfg.republish_ms;
+        if (op == NULL)
+            continue;
+        batch++;
+        /* Its k closest among the candidates: k passes of a selection. */
+        bool used[VV_DHT_LOOKUP_MAX_CANDIDATES] = {false};
+        for (uint32_t r = 0; r < k && r < nc; r++) {
+            size_t best = SIZE_MAX;
+            for (size_t j = 0; j < nc; j++)
+                if (!used[j] && (best == SIZE_MAX ||
+                                 vv_dht_distance_cmp(o->key, cand[j].id, cand[best].id) < 0))
+                    best = j;
+            used[best] = true;
+            if (send_store(op, &cand[best], tok[best]) == 0)
+                d->stats.republished++;
+        }
+        if (op->outstanding == 0)
+            store_op_end(op, VV_ENOTFOUND);
+    }
+    vv_free(cand);
+    vv_free(tok);
 }
 
 const struct vv_dht_values *vv_dht_node_values(const struct vv_dht_node *d)
@@ -1538,6 +1819,8 @@ static void tick(struct vv_env *env, void *arg)
     vv_dht_providers_expire(d->providers, wall, VV_DHT_EXPIRE_PER_TICK);
     if (d->n_waiting > 0)
         retry_waiting(d);
+    if (d->n_own > 0 && vv_dht_rt_size(d->rt) > 0)
+        republish_tick(d);
     if (vv_dht_rt_size(d->rt) == 0)
         return;
     uint8_t idx[VV_DHT_ID_BITS];
@@ -1635,6 +1918,9 @@ void vv_dht_node_free(struct vv_dht_node *d)
         pending_unlink(ps);
         pending_free(ps);
     }
+    for (size_t i = 0; i < d->n_own; i++)
+        vv_free(d->own[i].body);
+    vv_free(d->own);
     vv_dht_values_free(d->values);
     vv_dht_providers_free(d->providers);
     vv_dht_tokens_clear(&d->tokens);

@@ -434,6 +434,101 @@ static void test_published_values_and_providers_are_found_from_other_nodes(void 
     free_world(w);
 }
 
+/* An own provider record of node env for "doc-<i>", as the republish keeps it. */
+static void own_body(struct vv_fake_env *fe, int i, uint64_t expires, msgpack_sbuffer *sb)
+{
+    char cid[32];
+    int n = snprintf(cid, sizeof(cid), "doc-%d", i);
+    struct vv_dht_request rq = {.type = VV_DHT_MSG_ADD_PROVIDER};
+    rq.record.content_id = cid;
+    rq.record.content_id_len = (size_t)n;
+    rq.record.content_type = "";
+    rq.record.expires_ms = expires;
+    crypto_hash_sha256(rq.target, (const uint8_t *)cid, (size_t)n);
+    vv_dht_provider_sign(rq.target, expires, fe->env.identity->secret_key, rq.provider_pk,
+                         rq.provider_sig);
+    uint8_t frame[VV_DHT_DATAGRAM_MAX_BYTES];
+    size_t len;
+    assert_int_equal(vv_dht_request_encode(&rq, 1, frame, sizeof(frame), &len), 0);
+    struct vv_wire_frame f;
+    assert_int_equal(vv_wire_decode(frame, len, &f), 0);
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, f.body);
+    vv_wire_frame_free(&f);
+}
+
+static void test_own_records_are_republished_by_region_and_expire(void **state)
+{
+    (void)state;
+    struct world *w = make_world();
+    join_all(w);
+    for (int i = 0; i < N_PEERS; i++)
+        assert_int_equal(vv_dht_node_bootstrap(w->p[i], vv_fake_env_address(&w->server)), 0);
+    for (int i = 0; i < 20; i++)
+        settle(w);
+    /* 100 records restored (as after a restart), due at once. */
+    uint64_t expires = vv_env_wall_ms(&w->peers[0].env) + 600000;
+    for (int i = 0; i < 100; i++) {
+        msgpack_sbuffer sb;
+        own_body(&w->peers[0], i, expires, &sb);
+        assert_int_equal(vv_dht_node_restore_own(w->p[0], VV_DHT_MSG_ADD_PROVIDER,
+                                                 (const uint8_t *)sb.data, sb.size),
+                         0);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    /* Bad bodies are refused: garbage, the wrong type, expired. */
+    assert_int_equal(vv_dht_node_restore_own(w->p[0], VV_DHT_MSG_ADD_PROVIDER,
+                                             (const uint8_t *)"\x91\x01", 2),
+                     VV_EDHT_MALFORMED);
+    {
+        msgpack_sbuffer sb;
+        own_body(&w->peers[0], 1, expires, &sb);
+        assert_int_equal(vv_dht_node_restore_own(w->p[0], VV_DHT_MSG_PUT_VALUE,
+                                                 (const uint8_t *)sb.data, sb.size),
+                         VV_EDHT_MALFORMED);
+        msgpack_sbuffer_destroy(&sb);
+        own_body(&w->peers[0], 1, 1000, &sb);
+        assert_int_equal(vv_dht_node_restore_own(w->p[0], VV_DHT_MSG_ADD_PROVIDER,
+                                                 (const uint8_t *)sb.data, sb.size),
+                         VV_EDHT_EXPIRY);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    assert_int_equal(vv_dht_node_own_count(w->p[0]), 100);
+    assert_int_equal(vv_dht_providers_count(vv_dht_node_providers(w->s)), 0);
+    /* Fifteen nodes, fewer than k: one region; 48 records per region lookup, one lookup per
+     * maintenance tick. */
+    /* (settle: 50 ms of pumped time; a timer fired in one long advance would see its
+     * datagrams unanswered, as the fake net delivers only when pumped) */
+    for (int t = 0; t < 4 * VV_DHT_TICK_MS / 50; t++)
+        settle(w);
+    const struct vv_dht_node_stats *st = vv_dht_node_stats(w->p[0]);
+    assert_int_equal(st->republish_lookups, 3);
+    assert_int_equal(st->republished, 100 * N_PEERS); /* the server and 13 other peers */
+    assert_int_equal(vv_dht_providers_count(vv_dht_node_providers(w->s)), 100);
+    /* Found from another node. */
+    uint8_t key[VV_DHT_ID_BYTES];
+    crypto_hash_sha256(key, (const uint8_t *)"doc-77", 6);
+    struct got get = {0};
+    assert_int_equal(vv_dht_node_get_providers(w->p[9], key, 5, NULL, on_got, &get), 0);
+    for (int i = 0; i < 20 && !get.done; i++)
+        settle(w);
+    assert_int_equal(get.n_providers, 1);
+    assert_memory_equal(get.provider, w->peers[0].env.identity->node_id, VV_DHT_ID_BYTES);
+    /* Not republished again before the period is over. */
+    for (int t = 0; t < VV_DHT_TICK_MS / 50; t++)
+        settle(w);
+    assert_int_equal(st->republish_lookups, 3);
+    /* Expired: dropped from the own records (and from the stores at their next sweep). */
+    for (int t = 0; t < 130; t++)
+        vv_fake_net_advance(&w->net, VV_DHT_TICK_MS);
+    settle(w);
+    assert_int_equal(vv_dht_node_own_count(w->p[0]), 0);
+    assert_int_equal(vv_dht_providers_count(vv_dht_node_providers(w->s)), 0);
+    free_world(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -442,6 +537,7 @@ int main(void)
         cmocka_unit_test(test_pong_is_signed),
         cmocka_unit_test(test_stores_need_a_token_and_a_valid_signature),
         cmocka_unit_test(test_published_values_and_providers_are_found_from_other_nodes),
+        cmocka_unit_test(test_own_records_are_republished_by_region_and_expire),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
