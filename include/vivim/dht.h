@@ -99,6 +99,12 @@ int vv_dht_node_bootstrap(struct vv_dht_node *d, const char *address);
 /* A peer connected on channel 1: asks hooks.peer_address and verifies it like a bootstrap
  * address, expecting its ID. */
 void vv_dht_node_peer_up(struct vv_dht_node *d, const uint8_t id[VV_DHT_ID_BYTES]);
+/* A contact known from elsewhere (a saved routing table): verified like any candidate, so it
+ * enters the table only after its signed PONG. Returns 0 (pinged, or in the table, proven or
+ * being pinged already), VV_EBUSY (VV_DHT_MAX_PENDING_PINGS pings out: offer it again later)
+ * or VV_EDHT_ADDRESS. */
+int vv_dht_node_add_candidate(struct vv_dht_node *d, const uint8_t id[VV_DHT_ID_BYTES],
+                              const char *address);
 
 /* Ping: status 0 and the answering node's proven ID, or an error (VV_EREQ_TIMEOUT,
  * VV_EDHT_SIGNATURE, VV_EDHT_MALFORMED, VV_ENODE_SHUTTING_DOWN, the remote's error). */
