@@ -152,6 +152,7 @@ struct vv_dht_settings {
     uint32_t query_timeout_ms;
     uint32_t refresh_ms;
     uint32_t max_verified;
+    uint32_t save_ms; /* period of the saves to state_dir/dht.sqlite */
 };
 struct vv_config;
 struct vv_config_section;
