@@ -10,7 +10,8 @@
  * Values and providers (GET_VALUE, PUT_VALUE, GET_PROVIDERS, ADD_PROVIDER) are answered
  * "unsupported" in this step.
  *
- * The module adds the [dht] section, the dht.* RPC methods and the vivimd_dht_* metrics.
+ * The module adds the [dht] section, the dht.* RPC methods and the vivimd_dht_* metrics, and
+ * keeps the routing table's contacts in state_dir/dht.sqlite across restarts (dht_persist.h).
  */
 #ifndef VIVIM_DHT_H
 #define VIVIM_DHT_H

@@ -19,8 +19,10 @@
  *   does not fsync (a checkpoint, every 1,000 pages, does), and a kill -9 at any instant
  *   leaves the last committed save readable. A power loss may lose the last saves, which
  *   costs nothing but a slower rejoin.
- * Measured (gcc -O2, the 2-core development machine, CPU time): a save of 2,000 contacts
- * costs about 3 ms, of 400 (the table of a million-node network) about 0.5 ms.
+ * Measured (gcc -O2, the 2-core development machine shared with other builds): a save of
+ * 2,000 contacts costs about 3 ms of CPU and 3 to 8 ms of wall-clock time; of 400 (the table
+ * of a million-node network), 0.6 ms. About one save in ten also checkpoints the WAL, which
+ * fsyncs: 5 to 15 ms then.
  * Moving the save to the thread pool (vivim/sqlite_worker.h) would free the loop of even
  * that, at the cost of a copy of the table per save and a second way to close; not done.
  *

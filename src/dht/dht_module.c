@@ -360,7 +360,7 @@ static int register_methods(struct dht *m, struct vv_rpc *rpc)
 /*
  * Saves the table's contacts (stale ones left out: they probably left). Runs on the loop: at
  * most a few thousand rows in one transaction of a WAL database without fsync at commit,
- * about 3 ms at 2,000 (vivim/dht_persist.h), every [dht] save_ms and at stop.
+ * a few ms at 2,000 (figures in vivim/dht_persist.h), every [dht] save_ms and at stop.
  */
 static void persist_save(struct dht *m)
 {
