@@ -82,10 +82,10 @@ void vv_dht_persist_close(struct vv_dht_persist *p); /* p may be NULL */
 int vv_dht_persist_save_contacts(struct vv_dht_persist *p, const struct vv_dht_saved_contact *c,
                                  size_t n, size_t *kept);
 /*
- * Loads up to max contacts, most recently seen first, into out. Rows that are not valid (an
- * ID of another size, an address vv_dht_addr_parse refuses, a negative time, an RTT out of
- * range) are skipped, counted in *skipped (may be NULL), logged once and deleted. Returns 0
- * with *n set, or VV_EIO.
+ * Loads up to max contacts, most recently seen first, into out (room for max). Rows that
+ * are not valid (an ID of another size, an address vv_dht_addr_parse refuses, a negative
+ * time, an RTT out of range) are skipped, counted in *skipped (may be NULL), logged once and
+ * deleted. Returns 0 with *n set, or VV_EIO.
  */
 int vv_dht_persist_load_contacts(struct vv_dht_persist *p, size_t max,
                                  struct vv_dht_saved_contact *out, size_t *n, size_t *skipped);
