@@ -7,8 +7,12 @@
  * off the loop, vv_env_verify_async; verified (ID, address) pairs are cached), runs iterative
  * FIND_NODE lookups (dht_lookup.h) by datagram, looks itself up when it joins and refreshes
  * idle buckets. It never calls libuv: the same code runs in vivimd and in the simulator.
- * Values and providers (GET_VALUE, PUT_VALUE, GET_PROVIDERS, ADD_PROVIDER) are answered
- * "unsupported" in this step.
+ * It stores signed values and provider records for others (GET_VALUE, PUT_VALUE,
+ * GET_PROVIDERS, ADD_PROVIDER: write tokens, signatures checked off the loop, the bounded
+ * stores of dht_store.h) and publishes and looks up its own: a GET lookup collects the
+ * values or providers its answers carry (providers streamed to the caller as they come) and
+ * the write tokens of the nodes that answered; a publish is such a lookup followed by a
+ * PUT_VALUE or ADD_PROVIDER to each of the k closest that answered.
  *
  * The module adds the [dht] section, the dht.* RPC methods and the vivimd_dht_* metrics, and
  * keeps the routing table's contacts in state_dir/dht.sqlite across restarts (dht_persist.h).
@@ -22,6 +26,8 @@
 
 #include "vivim/dht_core.h"
 #include "vivim/dht_lookup.h"
+#include "vivim/dht_msg.h"
+#include "vivim/dht_store.h"
 #include "vivim/env.h"
 
 /* Lookups running at once on one node (RPC and maintenance together); more are refused with
@@ -47,12 +53,14 @@
 #define VV_DHT_VERIFIED_MAX_AGE_MS (60u * 60u * 1000u)
 
 struct vv_dht_node_config {
-    uint32_t k;              /* bucket size and lookup result size (<= VV_DHT_K) */
-    uint32_t alpha;          /* lookup parallelism */
-    uint32_t paths;          /* disjoint paths */
-    uint32_t max_timeout_ms; /* soft and hard deadline cap for queries and pings */
-    uint32_t refresh_ms;     /* bucket refresh period */
-    uint32_t max_verified;   /* verified-contact cache size */
+    uint32_t k;                               /* bucket size and lookup result size (<= VV_DHT_K) */
+    uint32_t alpha;                           /* lookup parallelism */
+    uint32_t paths;                           /* disjoint paths */
+    uint32_t max_timeout_ms;                  /* soft and hard deadline cap for queries and pings */
+    uint32_t refresh_ms;                      /* bucket refresh period */
+    uint32_t max_verified;                    /* verified-contact cache size */
+    struct vv_dht_values_config values;       /* what this node stores for others */
+    struct vv_dht_providers_config providers; /* likewise */
 };
 void vv_dht_node_config_defaults(struct vv_dht_node_config *c);
 
@@ -69,6 +77,8 @@ struct vv_dht_node_hooks {
     /* The numeric address (for datagrams) of a connected peer, or non-zero when unknown.
      * vivimd asks its connection manager; the simulator likewise. */
     int (*peer_address)(void *arg, const uint8_t id[VV_DHT_ID_BYTES], char *out, size_t cap);
+    /* A PUT_VALUE or ADD_PROVIDER served: outcome "accepted" or a vv_dht_refusal_names. */
+    void (*store)(void *arg, uint16_t type, const char *outcome);
     void *arg;
 };
 
@@ -80,7 +90,14 @@ struct vv_dht_node_stats {
     uint64_t timeouts;
     uint64_t lookups, lookups_failed;
     uint64_t pings_skipped; /* verification pings not sent: VV_DHT_MAX_PENDING_PINGS out */
+    /* Stores served: accepted, or refused by reason (vv_dht_refusal_names: token, stale,
+     * too large, expiry, quota, full, signature, key, busy, other). */
+    uint64_t stores_accepted;
+    uint64_t stores_refused[10];
+    uint64_t values_bad; /* values in GET answers whose signature did not verify */
 };
+/* The reasons of stores_refused, in order (metric labels). */
+extern const char *const vv_dht_refusal_names[10];
 
 struct vv_dht_node;
 
@@ -134,6 +151,73 @@ int vv_dht_node_find_node(struct vv_dht_node *d, const uint8_t target[VV_DHT_ID_
 /* A refresh lookup for a random ID in bucket index (0..255). */
 int vv_dht_node_refresh_bucket(struct vv_dht_node *d, unsigned index);
 
+/* ---- values and providers ---- */
+
+/* Requests to store (PUT_VALUE, ADD_PROVIDER served) waiting for their signature check at
+ * once; more are answered busy. */
+#define VV_DHT_MAX_PENDING_STORES 256
+/* Providers a GET_PROVIDERS lookup collects at most. */
+#define VV_DHT_GET_MAX_PROVIDERS 256
+
+struct vv_dht_get_result {
+    int status; /* 0, or VV_ENODE_SHUTTING_DOWN */
+    /* GET_VALUE: verified values, one per publisher (its highest seq seen), newest seq first;
+     * the bytes belong to the node and live during the callback. */
+    struct vv_dht_value values[VV_DHT_MAX_VALUES];
+    size_t n_values;
+    /* Values some node held but could not fit in its datagram answer (not fetched). */
+    uint32_t omitted;
+    /* GET_PROVIDERS: the key's metadata (from the first answer that had it) and providers. */
+    bool has_record;
+    struct vv_dht_content_record record;
+    const struct vv_dht_provider *providers;
+    size_t n_providers;
+    uint32_t hops;
+    uint64_t elapsed_ms;
+    uint64_t first_ms; /* when the first value or provider arrived (ms after start), or 0 */
+    struct vv_dht_lookup_stats stats;
+};
+typedef void (*vv_dht_get_cb)(void *arg, const struct vv_dht_get_result *r);
+/* One provider, as soon as an answer names it (each node ID once per lookup). */
+typedef void (*vv_dht_provider_cb)(void *arg, const struct vv_dht_provider *p);
+
+/* A GET_VALUE lookup for key: the values of every publisher, verified. cb fires once (never
+ * from within this call). Returns 0, VV_EBUSY, VV_ENOTFOUND (empty table). */
+int vv_dht_node_get(struct vv_dht_node *d, const uint8_t key[VV_DHT_ID_BYTES], vv_dht_get_cb cb,
+                    void *arg);
+/* A GET_PROVIDERS lookup: each provider goes to each (may be NULL) as it arrives; the lookup
+ * stops once limit providers (1..VV_DHT_GET_MAX_PROVIDERS) are known, else when the closest
+ * nodes answered; then cb. Returns as vv_dht_node_get. */
+int vv_dht_node_get_providers(struct vv_dht_node *d, const uint8_t key[VV_DHT_ID_BYTES],
+                              uint32_t limit, vv_dht_provider_cb each, vv_dht_get_cb cb, void *arg);
+
+struct vv_dht_store_result {
+    int status;      /* 0 (at least one node stored it), VV_ENOTFOUND, VV_ENODE_SHUTTING_DOWN */
+    uint32_t stored; /* nodes that accepted */
+    uint32_t tried;  /* nodes asked (the k closest that gave a token) */
+    uint32_t hops;
+    uint64_t elapsed_ms;
+    uint64_t seq; /* PUT: the sequence number published */
+};
+typedef void (*vv_dht_store_cb)(void *arg, const struct vv_dht_store_result *r);
+/*
+ * Publishes value (len bytes, copied; at most what fits a datagram's PUT_VALUE,
+ * VV_DHT_PUT_MAX_BYTES) under key, signed with this node's key, expiring ttl_ms from now, with
+ * sequence number seq (0: the wall clock in ms, or one more than the last this node
+ * published under key, whichever is higher). Returns 0 (cb fires once), VV_EBUSY,
+ * VV_ENOTFOUND, VV_EDHT_TOO_LARGE.
+ */
+#define VV_DHT_PUT_MAX_BYTES 900
+int vv_dht_node_put(struct vv_dht_node *d, const uint8_t key[VV_DHT_ID_BYTES], const uint8_t *value,
+                    size_t len, uint64_t ttl_ms, uint64_t seq, vv_dht_store_cb cb, void *arg);
+/* Announces this node as a provider of rec (its key: SHA-256 of rec->content_id), its
+ * expiresAt rec->expires_ms. Returns as vv_dht_node_put, and VV_EINVAL for a bad record. */
+int vv_dht_node_provide(struct vv_dht_node *d, const struct vv_dht_content_record *rec,
+                        vv_dht_store_cb cb, void *arg);
+
+const struct vv_dht_values *vv_dht_node_values(const struct vv_dht_node *d);
+const struct vv_dht_providers *vv_dht_node_providers(const struct vv_dht_node *d);
+
 const struct vv_dht_rt *vv_dht_node_table(const struct vv_dht_node *d);
 size_t vv_dht_node_verified_count(const struct vv_dht_node *d);
 const struct vv_dht_node_stats *vv_dht_node_stats(const struct vv_dht_node *d);
@@ -153,8 +237,15 @@ struct vv_dht_settings {
     uint32_t query_timeout_ms;
     uint32_t refresh_ms;
     uint32_t max_verified;
+    uint32_t record_ttl_s;
+    uint32_t store_max_mb;
+    uint32_t provider_max_records;
     uint32_t save_ms; /* period of the saves to state_dir/dht.sqlite */
 };
+/* dht.publish and dht.get: the longest key string (its SHA-256 is the DHT key). */
+#define VV_DHT_RPC_KEY_MAX 1024
+/* The longest ttl an RPC accepts (seconds): what stores keep at most. */
+#define VV_DHT_MAX_TTL_S 172800
 struct vv_config;
 struct vv_config_section;
 extern const struct vv_config_section vv_dht_settings_section;

@@ -80,11 +80,13 @@ struct vv_dht_request {
     uint16_t type; /* enum vv_dht_msg_type, one of the six requests */
     /* PING: the nonce; FIND_NODE: the target; the others: the key. */
     uint8_t target[VV_DHT_ID_BYTES];
-    struct vv_dht_value value;           /* PUT_VALUE (value.key == target) */
-    struct vv_dht_content_record record; /* ADD_PROVIDER */
-    uint8_t token[VV_DHT_TOKEN_BYTES];   /* PUT_VALUE, ADD_PROVIDER */
-    const uint8_t *pad;                  /* decoded: the pad's bytes, or NULL */
-    size_t pad_len;                      /* 0: no pad element */
+    struct vv_dht_value value;              /* PUT_VALUE (value.key == target) */
+    struct vv_dht_content_record record;    /* ADD_PROVIDER */
+    uint8_t token[VV_DHT_TOKEN_BYTES];      /* PUT_VALUE, ADD_PROVIDER */
+    uint8_t provider_pk[VV_DHT_PK_BYTES];   /* ADD_PROVIDER: the requester's key */
+    uint8_t provider_sig[VV_DHT_SIG_BYTES]; /* ADD_PROVIDER: vv_dht_provider_sign */
+    const uint8_t *pad;                     /* decoded: the pad's bytes, or NULL */
+    size_t pad_len;                         /* 0: no pad element */
 };
 
 /*
@@ -145,5 +147,22 @@ void vv_dht_pong_sign(const uint8_t *nonce, const uint8_t *requester_id, const u
 /* Returns 0 or VV_EDHT_SIGNATURE. The answering node's ID is then SHA-256(pk). */
 int vv_dht_pong_verify(const uint8_t *nonce, const uint8_t *requester_id, const uint8_t *pk,
                        const uint8_t *sig);
+
+/* ---- ADD_PROVIDER's signature ------------------------------------------------------------ */
+
+/*
+ * An ADD_PROVIDER proves that its requester holds the node ID it claims and that it wants to
+ * be listed: sig signs "vivim-dht-provider-v1" || key (32) || expires (u64 BE, the record's
+ * expiresAt) by pk, and SHA-256(pk) must be the requester's node ID. The storing node checks
+ * it before it stores the entry and does not keep it (docs/dht.md, "Provider signatures").
+ */
+#define VV_DHT_PROVIDER_DOMAIN       "vivim-dht-provider-v1"
+#define VV_DHT_PROVIDER_DOMAIN_LEN   21
+#define VV_DHT_PROVIDER_SIGNED_BYTES (VV_DHT_PROVIDER_DOMAIN_LEN + VV_DHT_ID_BYTES + 8)
+void vv_dht_provider_signed_bytes(const uint8_t *key, uint64_t expires_ms,
+                                  uint8_t out[VV_DHT_PROVIDER_SIGNED_BYTES]);
+/* Signs with sk (libsodium layout: its last 32 bytes are the public key, copied to pk). */
+void vv_dht_provider_sign(const uint8_t *key, uint64_t expires_ms, const uint8_t sk[64],
+                          uint8_t pk[VV_DHT_PK_BYTES], uint8_t sig[VV_DHT_SIG_BYTES]);
 
 #endif

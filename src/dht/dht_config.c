@@ -30,11 +30,21 @@ static const struct vv_config_key keys[] = {
     VV_CONFIG_U32_KEY(S, max_verified, "4096", 16, 1048576, false,
                       "Verified (node ID, address) pairs remembered, so that a contact proves "
                       "its ID by signature once an hour at most."),
+    VV_CONFIG_U32_KEY(S, record_ttl_s, "86400", 60, 172800, true,
+                      "Lifetime of a value or provider record published without a ttl "
+                      "(seconds; stores accept at most 48 hours)."),
+    VV_CONFIG_U32_KEY(S, store_max_mb, "64", 1, 4096, false,
+                      "Bytes of values this node stores for others (MiB; each value is charged "
+                      "256 bytes besides its own), a sixteenth of it per source network."),
+    VV_CONFIG_U32_KEY(S, provider_max_records, "1000000", 1000, 10000000, false,
+                      "(key, provider) entries this node stores for others; a million take "
+                      "about 45 MB."),
 };
 #undef S
 
 const struct vv_config_section vv_dht_settings_section = VV_CONFIG_SECTION(
-    "dht", "The Kademlia DHT: routing table and node lookups.", struct vv_dht_settings, keys, NULL);
+    "dht", "The Kademlia DHT: routing table, lookups, values and provider records.",
+    struct vv_dht_settings, keys, NULL);
 
 const struct vv_dht_settings *vv_dht_settings(const struct vv_config *c)
 {
@@ -50,4 +60,11 @@ void vv_dht_node_config_from_settings(const struct vv_dht_settings *s, struct vv
     c->max_timeout_ms = s->query_timeout_ms;
     c->refresh_ms = s->refresh_ms;
     c->max_verified = s->max_verified;
+    c->values.max_bytes = (uint64_t)s->store_max_mb << 20;
+    c->values.source_max_bytes = c->values.max_bytes / 16;
+    c->values.max_count = (uint32_t)VV_MIN((uint64_t)UINT32_MAX, c->values.max_bytes / 1024);
+    c->values.source_max_count = VV_MAX(1u, c->values.max_count / 16);
+    c->providers.max_records = s->provider_max_records;
+    c->providers.max_keys = VV_MAX(1000u, s->provider_max_records / 8);
+    c->providers.source_max_records = VV_MAX(1000u, s->provider_max_records / 8);
 }

@@ -6,6 +6,7 @@
  * store and one small struct per RPC call in flight; the node calls every call's callback
  * exactly once, with VV_ENODE_SHUTTING_DOWN from stop at the latest.
  */
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,8 +33,9 @@ struct dht {
     struct vv_counter *timeouts;
     struct vv_histogram *hops;
     struct vv_histogram *latency;
+    struct vv_counter *stores;
     /* Persistence (state_dir/dht.sqlite): NULL when it could not be opened. */
-    struct vv_dht_persist *store;
+    struct vv_dht_persist *disk;
     uint64_t persist_timer; /* VV_DHT_PERSIST_TICK_MS, 0 none */
     uint64_t last_save_ms;  /* env time */
     /* Saved contacts still to be offered to the node, restore[next_restore..n_restore). */
@@ -41,6 +43,15 @@ struct dht {
     size_t n_restore, next_restore;
     struct vv_gauge *saved;
     struct vv_counter *persist_errors;
+};
+
+/* One RPC call waiting for the node (publish, get, providers). */
+struct call {
+    struct dht *m;
+    struct vv_rpc_request *req;
+    struct vv_rpc_conn *conn; /* dht.findProviders: where the notifications go (a ref) */
+    char key_hex[2 * VV_DHT_ID_BYTES + 1];
+    char content_id[VV_DHT_CONTENT_ID_MAX + 1];
 };
 
 /* How often saved contacts still waiting are offered again (the node takes them as its
@@ -102,6 +113,31 @@ static int peer_address(void *arg, const uint8_t id[VV_DHT_ID_BYTES], char *out,
     if (p == NULL || p->address[0] == '\0')
         return VV_ENOTFOUND;
     return vv_env_address_canon(p->address, out, cap);
+}
+
+static void on_store(void *arg, uint16_t type, const char *outcome)
+{
+    struct dht *m = arg;
+    const char *v[2] = {type_name(type), outcome};
+    vv_counter_inc(vv_counter_labels(m->stores, v));
+}
+
+static double values_stored(void *data)
+{
+    struct dht *m = data;
+    return m->dht ? (double)vv_dht_values_count(vv_dht_node_values(m->dht)) : 0.0;
+}
+
+static double value_bytes(void *data)
+{
+    struct dht *m = data;
+    return m->dht ? (double)vv_dht_values_bytes(vv_dht_node_values(m->dht)) : 0.0;
+}
+
+static double providers_stored(void *data)
+{
+    struct dht *m = data;
+    return m->dht ? (double)vv_dht_providers_count(vv_dht_node_providers(m->dht)) : 0.0;
 }
 
 static double table_size(void *data)
@@ -296,6 +332,301 @@ static struct vv_rpc_answer stats(struct vv_rpc_request *req, json_t *params, vo
     return vv_rpc_reply(req, r);
 }
 
+/* ---- RPC: values and providers --------------------------------------------------------- */
+
+static struct call *call_new(struct dht *m, struct vv_rpc_request *req)
+{
+    struct call *c = vv_xcalloc(1, sizeof(*c));
+    c->m = m;
+    c->req = req;
+    return c;
+}
+
+static void call_free(struct call *c)
+{
+    if (c->conn)
+        vv_rpc_conn_unref(c->conn);
+    vv_free(c);
+}
+
+static char *base64_of(const uint8_t *p, size_t n)
+{
+    size_t cap = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL);
+    char *out = vv_xmalloc(cap);
+    sodium_bin2base64(out, cap, p, n, sodium_base64_VARIANT_ORIGINAL);
+    return out;
+}
+
+/* ttl: seconds, default [dht] record_ttl_s, at most 48 hours (what stores accept). */
+static int ttl_param(struct dht *m, const json_t *params, uint64_t *ttl_ms, char *err, size_t n)
+{
+    uint64_t ttl;
+    int rc = vv_rpc_param_uint(params, "ttl", false, 1, VV_DHT_MAX_TTL_S, &ttl, err, n);
+    if (rc < 0)
+        return rc;
+    *ttl_ms = (rc == 1 ? vv_dht_settings(&m->n->config)->record_ttl_s : ttl) * 1000u;
+    return 0;
+}
+
+static void stored(void *arg, const struct vv_dht_store_result *r)
+{
+    struct call *c = arg;
+    if (r->status != 0) {
+        vv_rpc_fail(c->req, r->status, "no node stored it (%u asked): %s", r->tried,
+                    vv_strerror(r->status));
+    } else if (c->content_id[0] != '\0') {
+        vv_rpc_reply(c->req, json_pack("{s:s, s:s, s:I, s:I, s:I}", "contentId", c->content_id,
+                                       "key", c->key_hex, "storedAt", (json_int_t)r->stored, "hops",
+                                       (json_int_t)r->hops, "ms", (json_int_t)r->elapsed_ms));
+    } else {
+        vv_rpc_reply(c->req,
+                     json_pack("{s:s, s:I, s:I, s:I, s:I}", "key", c->key_hex, "seq",
+                               (json_int_t)r->seq, "storedAt", (json_int_t)r->stored, "hops",
+                               (json_int_t)r->hops, "ms", (json_int_t)r->elapsed_ms));
+    }
+    call_free(c);
+}
+
+static struct vv_rpc_answer publish(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct dht *m = data;
+    static const char *const allowed[] = {"key", "value", "ttl", NULL};
+    char err[256];
+    const char *key, *b64;
+    uint64_t ttl_ms;
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        vv_rpc_param_string(params, "key", true, VV_DHT_RPC_KEY_MAX, &key, err, sizeof(err)) < 0 ||
+        vv_rpc_param_string(params, "value", true, (VV_DHT_VALUE_MAX_BYTES / 3 + 1) * 4, &b64, err,
+                            sizeof(err)) < 0 ||
+        ttl_param(m, params, &ttl_ms, err, sizeof(err)) < 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    size_t b64len = strlen(b64), len = 0;
+    uint8_t *bytes = vv_xmalloc(b64len / 4 * 3 + 3);
+    const char *end = NULL;
+    if (sodium_base642bin(bytes, b64len / 4 * 3 + 3, b64, b64len, NULL, &len, &end,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        end != b64 + b64len) {
+        vv_free(bytes);
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "value: expected base64");
+    }
+    if (m->dht == NULL) {
+        vv_free(bytes);
+        return not_running(req, m);
+    }
+    if (len > VV_DHT_PUT_MAX_BYTES) {
+        vv_free(bytes);
+        return vv_rpc_fail(req, VV_EDHT_TOO_LARGE,
+                           "value: %zu bytes; values of up to %d bytes travel in one datagram, "
+                           "larger ones are not supported yet",
+                           len, VV_DHT_PUT_MAX_BYTES);
+    }
+    uint8_t k[VV_DHT_ID_BYTES];
+    crypto_hash_sha256(k, (const uint8_t *)key, strlen(key));
+    struct call *c = call_new(m, req);
+    vv_hex_encode(k, VV_DHT_ID_BYTES, c->key_hex);
+    int rc = vv_dht_node_put(m->dht, k, bytes, len, ttl_ms, 0, stored, c);
+    vv_free(bytes);
+    if (rc != 0) {
+        call_free(c);
+        if (rc == VV_ENOTFOUND)
+            return vv_rpc_fail(req, rc, "the routing table is empty: no node to ask");
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    }
+    return vv_rpc_pending(req);
+}
+
+static void got_values(void *arg, const struct vv_dht_get_result *r)
+{
+    struct call *c = arg;
+    if (r->status != 0) {
+        vv_rpc_fail(c->req, r->status, "%s", vv_strerror(r->status));
+        call_free(c);
+        return;
+    }
+    json_t *values = json_array();
+    for (size_t i = 0; i < r->n_values; i++) {
+        const struct vv_dht_value *v = &r->values[i];
+        uint8_t id[VV_DHT_ID_BYTES];
+        char hex[2 * VV_DHT_ID_BYTES + 1];
+        vv_dht_id_from_pk(v->pk, id);
+        vv_hex_encode(id, VV_DHT_ID_BYTES, hex);
+        char *b64 = base64_of(v->value, v->len);
+        json_array_append_new(values, json_pack("{s:s, s:s, s:I, s:I}", "value", b64, "publisher",
+                                                hex, "seq", (json_int_t)v->seq, "expiresAt",
+                                                (json_int_t)v->expires_ms));
+        vv_free(b64);
+    }
+    vv_rpc_reply(c->req,
+                 json_pack("{s:s, s:o, s:I, s:I, s:I, s:I}", "key", c->key_hex, "values", values,
+                           "omitted", (json_int_t)r->omitted, "hops", (json_int_t)r->hops, "ms",
+                           (json_int_t)r->elapsed_ms, "queries", (json_int_t)r->stats.queries));
+    call_free(c);
+}
+
+static struct vv_rpc_answer get(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct dht *m = data;
+    static const char *const allowed[] = {"key", NULL};
+    char err[256];
+    const char *key;
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        vv_rpc_param_string(params, "key", true, VV_DHT_RPC_KEY_MAX, &key, err, sizeof(err)) < 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    if (m->dht == NULL)
+        return not_running(req, m);
+    uint8_t k[VV_DHT_ID_BYTES];
+    crypto_hash_sha256(k, (const uint8_t *)key, strlen(key));
+    struct call *c = call_new(m, req);
+    vv_hex_encode(k, VV_DHT_ID_BYTES, c->key_hex);
+    int rc = vv_dht_node_get(m->dht, k, got_values, c);
+    if (rc != 0) {
+        call_free(c);
+        if (rc == VV_ENOTFOUND)
+            return vv_rpc_fail(req, rc, "the routing table is empty: no node to ask");
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    }
+    return vv_rpc_pending(req);
+}
+
+static struct vv_rpc_answer publish_content(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    struct dht *m = data;
+    static const char *const allowed[] = {"contentId",         "contentType", "size",
+                                          "replicationFactor", "ttl",         NULL};
+    char err[256];
+    const char *cid, *ctype = "";
+    uint64_t size = 0, repl = 3, ttl_ms;
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        vv_rpc_param_string(params, "contentId", true, VV_DHT_CONTENT_ID_MAX, &cid, err,
+                            sizeof(err)) < 0 ||
+        vv_rpc_param_string(params, "contentType", false, VV_DHT_CONTENT_TYPE_MAX, &ctype, err,
+                            sizeof(err)) < 0 ||
+        vv_rpc_param_uint(params, "size", false, 0, UINT64_MAX >> 1, &size, err, sizeof(err)) < 0 ||
+        vv_rpc_param_uint(params, "replicationFactor", false, 1, 255, &repl, err, sizeof(err)) <
+            0 ||
+        ttl_param(m, params, &ttl_ms, err, sizeof(err)) < 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    if (cid[0] == '\0')
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "contentId: must not be empty");
+    if (m->dht == NULL)
+        return not_running(req, m);
+    uint64_t wall = vv_env_wall_ms(m->env);
+    struct vv_dht_content_record rec = {
+        .content_id = cid,
+        .content_id_len = strlen(cid),
+        .content_type = ctype,
+        .content_type_len = strlen(ctype),
+        .size = size,
+        .created_ms = wall,
+        .expires_ms = wall + ttl_ms,
+        .replication_factor = (uint8_t)repl,
+    };
+    crypto_hash_sha256(rec.address, (const uint8_t *)cid, rec.content_id_len);
+    struct call *c = call_new(m, req);
+    vv_strlcpy(c->content_id, cid, sizeof(c->content_id));
+    vv_hex_encode(rec.address, VV_DHT_ID_BYTES, c->key_hex);
+    int rc = vv_dht_node_provide(m->dht, &rec, stored, c);
+    if (rc != 0) {
+        call_free(c);
+        if (rc == VV_ENOTFOUND)
+            return vv_rpc_fail(req, rc, "the routing table is empty: no node to ask");
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    }
+    return vv_rpc_pending(req);
+}
+
+static json_t *provider_json(const struct vv_dht_provider *p)
+{
+    json_t *j = contact_json(&p->c);
+    json_object_set_new(j, "expiresAt", json_integer((json_int_t)p->expires_ms));
+    return j;
+}
+
+static void provider_found(void *arg, const struct vv_dht_provider *p)
+{
+    struct call *c = arg;
+    if (c->conn == NULL || !vv_rpc_conn_is_open(c->conn))
+        return;
+    json_t *j = provider_json(p);
+    json_object_set_new(j, "contentId", json_string(c->content_id));
+    vv_rpc_notify(c->conn, "dht.provider", j);
+}
+
+static void got_providers(void *arg, const struct vv_dht_get_result *r)
+{
+    struct call *c = arg;
+    if (r->status != 0) {
+        vv_rpc_fail(c->req, r->status, "%s", vv_strerror(r->status));
+        call_free(c);
+        return;
+    }
+    json_t *providers = json_array();
+    for (size_t i = 0; i < r->n_providers; i++)
+        json_array_append_new(providers, provider_json(&r->providers[i]));
+    json_t *res = json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:I}", "contentId", c->content_id,
+                            "key", c->key_hex, "providers", providers, "hops", (json_int_t)r->hops,
+                            "ms", (json_int_t)r->elapsed_ms, "firstMs", (json_int_t)r->first_ms,
+                            "queries", (json_int_t)r->stats.queries);
+    if (r->has_record) {
+        char type[VV_DHT_CONTENT_TYPE_MAX + 1];
+        memcpy(type, r->record.content_type, r->record.content_type_len);
+        type[r->record.content_type_len] = '\0';
+        json_object_set_new(res, "contentType", json_string(type));
+        json_object_set_new(res, "size", json_integer((json_int_t)r->record.size));
+        json_object_set_new(res, "replicationFactor", json_integer(r->record.replication_factor));
+    }
+    vv_rpc_reply(c->req, res);
+    call_free(c);
+}
+
+static struct vv_rpc_answer providers_lookup(struct vv_rpc_request *req, json_t *params,
+                                             struct dht *m, bool stream)
+{
+    static const char *const allowed[] = {"contentId", "limit", NULL};
+    char err[256];
+    const char *cid;
+    uint64_t limit = 20;
+    if (vv_rpc_params_object(params, allowed, err, sizeof(err)) != 0 ||
+        vv_rpc_param_string(params, "contentId", true, VV_DHT_CONTENT_ID_MAX, &cid, err,
+                            sizeof(err)) < 0 ||
+        vv_rpc_param_uint(params, "limit", false, 1, VV_DHT_GET_MAX_PROVIDERS, &limit, err,
+                          sizeof(err)) < 0)
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "%s", err);
+    if (cid[0] == '\0')
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "contentId: must not be empty");
+    if (m->dht == NULL)
+        return not_running(req, m);
+    uint8_t k[VV_DHT_ID_BYTES];
+    crypto_hash_sha256(k, (const uint8_t *)cid, strlen(cid));
+    struct call *c = call_new(m, req);
+    vv_strlcpy(c->content_id, cid, sizeof(c->content_id));
+    vv_hex_encode(k, VV_DHT_ID_BYTES, c->key_hex);
+    if (stream) {
+        c->conn = vv_rpc_request_conn(req);
+        if (c->conn)
+            vv_rpc_conn_ref(c->conn);
+    }
+    int rc = vv_dht_node_get_providers(m->dht, k, (uint32_t)limit, stream ? provider_found : NULL,
+                                       got_providers, c);
+    if (rc != 0) {
+        call_free(c);
+        if (rc == VV_ENOTFOUND)
+            return vv_rpc_fail(req, rc, "the routing table is empty: no node to ask");
+        return vv_rpc_fail(req, rc, "%s", vv_strerror(rc));
+    }
+    return vv_rpc_pending(req);
+}
+
+static struct vv_rpc_answer get_providers(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    return providers_lookup(req, params, data, false);
+}
+
+static struct vv_rpc_answer find_providers(struct vv_rpc_request *req, json_t *params, void *data)
+{
+    return providers_lookup(req, params, data, true);
+}
+
 #define ID_SCHEMA "{\"type\":\"string\",\"pattern\":\"^[0-9a-fA-F]{64}$\"}"
 
 static int register_methods(struct dht *m, struct vv_rpc *rpc)
@@ -344,6 +675,75 @@ static int register_methods(struct dht *m, struct vv_rpc *rpc)
          .result_schema = "{\"type\":\"object\",\"properties\":{\"started\":{\"type\":\"boolean\"},"
                           "\"index\":{\"type\":\"integer\"}}}",
          .data = m},
+        {.name = "dht.publish",
+         .handler = publish,
+         .summary = "Signs `value` (base64, at most 900 bytes) with this node's key and stores "
+                    "it under SHA-256(`key`) at the k closest nodes, expiring after `ttl` "
+                    "seconds ([dht] record_ttl_s by default, at most 172800); answers the key "
+                    "(hex), the sequence number published and how many nodes stored it.",
+         .params_schema = "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\","
+                          "\"maxLength\":1024},\"value\":{\"type\":\"string\"},\"ttl\":"
+                          "{\"type\":\"integer\",\"minimum\":1,\"maximum\":172800}},"
+                          "\"required\":[\"key\",\"value\"],\"additionalProperties\":false}",
+         .result_schema = "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\"},"
+                          "\"seq\":{\"type\":\"integer\"},\"storedAt\":{\"type\":\"integer\"},"
+                          "\"hops\":{\"type\":\"integer\"},\"ms\":{\"type\":\"integer\"}}}",
+         .data = m},
+        {.name = "dht.get",
+         .handler = get,
+         .summary = "Looks up the values under SHA-256(`key`): one per publisher, the highest "
+                    "sequence number found, each signature checked; with the lookup's hops and "
+                    "duration in ms.",
+         .params_schema = "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\","
+                          "\"maxLength\":1024}},\"required\":[\"key\"],"
+                          "\"additionalProperties\":false}",
+         .result_schema = "{\"type\":\"object\",\"properties\":{\"key\":{\"type\":\"string\"},"
+                          "\"values\":{\"type\":\"array\"},\"omitted\":{\"type\":\"integer\"},"
+                          "\"hops\":{\"type\":\"integer\"},\"ms\":{\"type\":\"integer\"}}}",
+         .data = m},
+        {.name = "dht.publishContent",
+         .handler = publish_content,
+         .summary = "Announces this node as a provider of `contentId` (its DHT key: "
+                    "SHA-256(contentId)) at the k closest nodes, with the record's contentType, "
+                    "size and replicationFactor, for `ttl` seconds; answers how many stored it.",
+         .params_schema = "{\"type\":\"object\",\"properties\":{\"contentId\":{\"type\":"
+                          "\"string\",\"minLength\":1,\"maxLength\":128},\"contentType\":{"
+                          "\"type\":\"string\",\"maxLength\":64},\"size\":{\"type\":"
+                          "\"integer\",\"minimum\":0},\"replicationFactor\":{\"type\":"
+                          "\"integer\",\"minimum\":1,\"maximum\":255},\"ttl\":{\"type\":"
+                          "\"integer\",\"minimum\":1,\"maximum\":172800}},\"required\":["
+                          "\"contentId\"],\"additionalProperties\":false}",
+         .result_schema = "{\"type\":\"object\",\"properties\":{\"contentId\":{\"type\":"
+                          "\"string\"},\"key\":{\"type\":\"string\"},\"storedAt\":{\"type\":"
+                          "\"integer\"}}}",
+         .data = m},
+        {.name = "dht.getProviders",
+         .handler = get_providers,
+         .summary = "Looks up the providers of `contentId` (at most `limit`, default 20, up to "
+                    "256): a complete lookup, or until limit providers are known; answers them "
+                    "with the record's metadata, hops, ms and firstMs (when the first provider "
+                    "arrived).",
+         .params_schema = "{\"type\":\"object\",\"properties\":{\"contentId\":{\"type\":"
+                          "\"string\",\"minLength\":1,\"maxLength\":128},\"limit\":{\"type\":"
+                          "\"integer\",\"minimum\":1,\"maximum\":256}},\"required\":["
+                          "\"contentId\"],\"additionalProperties\":false}",
+         .result_schema = "{\"type\":\"object\",\"properties\":{\"providers\":{\"type\":"
+                          "\"array\"},\"hops\":{\"type\":\"integer\"},\"ms\":{\"type\":"
+                          "\"integer\"}}}",
+         .data = m},
+        {.name = "dht.findProviders",
+         .handler = find_providers,
+         .summary = "As dht.getProviders, streamed: each provider is sent as a `dht.provider` "
+                    "notification ({contentId, nodeId, address, expiresAt}) on the caller's "
+                    "connection as soon as an answer names it; then the result.",
+         .params_schema = "{\"type\":\"object\",\"properties\":{\"contentId\":{\"type\":"
+                          "\"string\",\"minLength\":1,\"maxLength\":128},\"limit\":{\"type\":"
+                          "\"integer\",\"minimum\":1,\"maximum\":256}},\"required\":["
+                          "\"contentId\"],\"additionalProperties\":false}",
+         .result_schema = "{\"type\":\"object\",\"properties\":{\"providers\":{\"type\":"
+                          "\"array\"},\"hops\":{\"type\":\"integer\"},\"ms\":{\"type\":"
+                          "\"integer\"}}}",
+         .data = m},
         {.name = "dht.stats",
          .handler = stats,
          .summary = "The DHT node's counters: table and verified-cache sizes, requests served "
@@ -364,7 +764,7 @@ static int register_methods(struct dht *m, struct vv_rpc *rpc)
  */
 static void persist_save(struct dht *m)
 {
-    if (m->store == NULL || m->dht == NULL)
+    if (m->disk == NULL || m->dht == NULL)
         return;
     const struct vv_dht_rt *rt = vv_dht_node_table(m->dht);
     uint64_t now = vv_env_now(m->env), wall = vv_env_wall_ms(m->env);
@@ -386,7 +786,7 @@ static void persist_save(struct dht *m)
         }
     }
     size_t kept = 0;
-    if (vv_dht_persist_save_contacts(m->store, c, n, &kept) == 0)
+    if (vv_dht_persist_save_contacts(m->disk, c, n, &kept) == 0)
         vv_gauge_set(m->saved, (double)kept);
     else
         vv_counter_inc(m->persist_errors);
@@ -433,7 +833,7 @@ static void persist_start(struct dht *m)
     snprintf(path, sizeof(path), "%s/%s", vv_node_settings(&m->n->config)->state_dir,
              VV_DHT_PERSIST_FILE);
     bool recreated = false;
-    if (vv_dht_persist_open(path, &m->store, &recreated) != 0) {
+    if (vv_dht_persist_open(path, &m->disk, &recreated) != 0) {
         vv_counter_inc(m->persist_errors);
         vv_log_warn("dht", "running without a saved routing table (%s cannot be used)", path);
         return;
@@ -442,7 +842,7 @@ static void persist_start(struct dht *m)
         vv_counter_inc(m->persist_errors);
     m->restore = vv_xcalloc(VV_DHT_PERSIST_MAX_CONTACTS, sizeof(*m->restore));
     size_t skipped = 0;
-    if (vv_dht_persist_load_contacts(m->store, VV_DHT_PERSIST_MAX_CONTACTS, m->restore,
+    if (vv_dht_persist_load_contacts(m->disk, VV_DHT_PERSIST_MAX_CONTACTS, m->restore,
                                      &m->n_restore, &skipped) != 0) {
         vv_counter_inc(m->persist_errors);
         m->n_restore = 0;
@@ -462,8 +862,8 @@ static void persist_stop(struct dht *m)
         vv_env_timer_cancel(m->env, m->persist_timer);
     m->persist_timer = 0;
     persist_save(m);
-    vv_dht_persist_close(m->store);
-    m->store = NULL;
+    vv_dht_persist_close(m->disk);
+    m->disk = NULL;
     vv_free(m->restore);
     m->restore = NULL;
     m->n_restore = m->next_restore = 0;
@@ -493,6 +893,20 @@ static int dht_init(struct vv_node *n)
     m->latency = vv_metrics_histogram(
         mx, "vivimd_dht_lookup_seconds", "Duration of the DHT lookups that found nodes.", NULL,
         vv_metrics_latency_seconds_buckets, vv_metrics_latency_seconds_buckets_len);
+    m->stores = vv_metrics_counter(mx, "vivimd_dht_stores_total",
+                                   "PUT_VALUE and ADD_PROVIDER requests served, by type and "
+                                   "outcome (accepted, or the refusal: token, stale, too_large, "
+                                   "expiry, quota, full, signature, key, busy, other).",
+                                   "type,outcome");
+    vv_metrics_gauge_fn(mx, "vivimd_dht_values_stored",
+                        "Signed values this node stores for others.", values_stored, m);
+    vv_metrics_gauge_fn(mx, "vivimd_dht_value_bytes",
+                        "Bytes charged for the values this node stores (value bytes plus a "
+                        "fixed overhead each).",
+                        value_bytes, m);
+    vv_metrics_gauge_fn(mx, "vivimd_dht_provider_records",
+                        "(key, provider) entries this node stores for others.", providers_stored,
+                        m);
     vv_metrics_gauge_fn(mx, "vivimd_dht_table_contacts", "Contacts in the DHT routing table.",
                         table_size, m);
     vv_metrics_gauge_fn(mx, "vivimd_dht_verified_contacts",
@@ -550,6 +964,7 @@ static int dht_start(struct vv_node *n)
         .timeout = on_timeout,
         .lookup = on_lookup,
         .peer_address = peer_address,
+        .store = on_store,
         .arg = m,
     };
     m->dht = vv_dht_node_new(m->env, &cfg, &hooks);

@@ -13,6 +13,8 @@
  * refreshed at once (its answers carry the measured RTT).
  */
 #include <msgpack.h>
+#include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vivim/common.h"
@@ -21,6 +23,10 @@
 #include "vivim/env_request.h"
 #include "vivim/env_verify.h"
 #include "vivim/wire.h"
+
+/* Stored records examined for expiry per maintenance tick (each store): about a
+ * millisecond; a full provider store of a million entries is swept in under an hour. */
+#define VV_DHT_EXPIRE_PER_TICK 8192
 
 /* Connected peers remembered until their address is known; more are not remembered. */
 #define VV_DHT_WAITING_PEERS 32
@@ -33,10 +39,12 @@ enum req_kind {
     REQ_PING_USER,    /* vv_dht_node_ping: cb */
     REQ_PING_CONTACT, /* verification of a candidate: offered to the table if it proves */
     REQ_PING_EVICT,   /* the oldest entry of a full bucket: ping_result */
-    REQ_FIND_NODE,    /* a lookup's query */
+    REQ_QUERY,        /* a lookup's query: FIND_NODE, GET_VALUE or GET_PROVIDERS */
+    REQ_STORE,        /* a publish's PUT_VALUE or ADD_PROVIDER to one node */
 };
 
 struct lookup;
+struct store_op;
 
 struct req {
     struct vv_dht_node *d;
@@ -51,12 +59,59 @@ struct req {
     /* From the answer, kept while the signature is checked. */
     uint8_t answer_id[VV_DHT_ID_BYTES];
     uint32_t rtt_ms;
+    struct vv_dht_addr observed; /* our address as the PONG saw it */
+    bool has_observed;
     /* REQ_PING_USER */
     vv_dht_ping_cb cb;
     void *cb_arg;
-    /* REQ_FIND_NODE: the lookup by serial (it may have ended before the answer came) */
+    /* REQ_QUERY: the lookup by serial (it may have ended before the answer came) */
     uint64_t lookup_serial;
+    uint16_t qtype;
+    /* REQ_STORE */
+    struct store_op *op;
     struct req *prev, *next;
+};
+
+/* A value a GET lookup collected: one per publisher, the highest seq seen, kept once its
+ * signature verified. */
+struct got_value {
+    struct lookup *lk;
+    struct vv_dht_value v; /* v.value points at bytes */
+    uint8_t *bytes;
+    uint64_t verify_id; /* a check in progress, 0 none */
+    bool ok;            /* verified */
+};
+
+/* A publish: its lookup, then one store request per chosen node. */
+struct store_op {
+    struct vv_dht_node *d;
+    uint16_t type; /* PUT_VALUE or ADD_PROVIDER */
+    uint8_t key[VV_DHT_ID_BYTES];
+    struct vv_dht_value v; /* PUT_VALUE, signed; v.value points at bytes */
+    uint8_t *bytes;
+    struct vv_dht_content_record rec; /* ADD_PROVIDER; strings point at cid, ctype */
+    char cid[VV_DHT_CONTENT_ID_MAX], ctype[VV_DHT_CONTENT_TYPE_MAX];
+    uint8_t ppk[VV_DHT_PK_BYTES], psig[VV_DHT_SIG_BYTES];
+    uint32_t outstanding, stored, tried, hops;
+    uint64_t start_ms;
+    vv_dht_store_cb cb;
+    void *cb_arg;
+};
+
+/* A PUT_VALUE or ADD_PROVIDER served, waiting for its signature check. */
+struct pending_store {
+    struct vv_dht_node *d;
+    uint64_t ctx;
+    uint16_t type;
+    uint8_t key[VV_DHT_ID_BYTES];
+    struct vv_dht_value v; /* PUT_VALUE; v.value points at bytes */
+    uint8_t *bytes;
+    struct vv_dht_content_record rec; /* ADD_PROVIDER */
+    char cid[VV_DHT_CONTENT_ID_MAX], ctype[VV_DHT_CONTENT_TYPE_MAX];
+    struct vv_dht_contact provider; /* ADD_PROVIDER: the requester, proved by token */
+    struct vv_dht_addr source;
+    uint64_t verify_id;
+    struct pending_store *prev, *next;
 };
 
 struct lookup {
@@ -70,10 +125,31 @@ struct lookup {
     uint64_t timer_at; /* when it fires */
     vv_dht_find_cb cb;
     void *cb_arg;
-    /* RTTs measured in this lookup, by contact (closest, small list) */
+    uint16_t qtype; /* FIND_NODE, GET_VALUE, GET_PROVIDERS */
+    /* The contacts that answered in this lookup: measured RTT and the write token given */
     struct vv_dht_contact rtt_c[VV_DHT_LOOKUP_MAX_CANDIDATES];
     uint16_t rtt_v[VV_DHT_LOOKUP_MAX_CANDIDATES];
+    uint8_t tok[VV_DHT_LOOKUP_MAX_CANDIDATES][VV_DHT_TOKEN_BYTES];
+    bool has_tok[VV_DHT_LOOKUP_MAX_CANDIDATES];
     size_t n_rtt;
+    /* GET_VALUE */
+    struct got_value vals[VV_DHT_MAX_VALUES];
+    size_t n_vals;
+    uint32_t verifying; /* checks of vals in progress */
+    uint32_t omitted;
+    /* GET_PROVIDERS */
+    struct vv_dht_provider *provs; /* limit entries */
+    size_t n_provs;
+    uint32_t limit;
+    bool has_record;
+    struct vv_dht_content_record rec; /* strings point at rec_cid, rec_type */
+    char rec_cid[VV_DHT_CONTENT_ID_MAX], rec_type[VV_DHT_CONTENT_TYPE_MAX];
+    uint64_t first_ms; /* the first value or provider, ms after start; 0 none */
+    bool steered_out;  /* the state machine is done; waiting for value checks */
+    bool local_done;   /* this node's own store was consulted */
+    vv_dht_provider_cb each;
+    vv_dht_get_cb get_cb;
+    struct store_op *op; /* a publish waiting for this lookup */
     struct lookup *next;
 };
 
@@ -97,8 +173,61 @@ struct vv_dht_node {
      * listen address comes with its HELLO, after "up"): asked again at each tick. */
     uint8_t waiting[VV_DHT_WAITING_PEERS][VV_DHT_ID_BYTES];
     uint32_t n_waiting;
+    /* What this node stores for others, and the secret of its write tokens. */
+    struct vv_dht_values *values;
+    struct vv_dht_providers *providers;
+    struct vv_dht_tokens tokens;
+    struct pending_store *pending;
+    uint32_t n_pending;
+    uint64_t last_seq; /* the highest sequence number this node published */
+    /* Our address as the last verified PONG saw it (for listing ourselves as a provider in
+     * our own store), and whether one came yet. */
+    struct vv_dht_addr observed;
+    bool has_observed;
     struct vv_dht_node_stats stats;
 };
+
+const char *const vv_dht_refusal_names[10] = {"token", "stale",     "too_large", "expiry", "quota",
+                                              "full",  "signature", "key",       "busy",   "other"};
+
+enum refusal {
+    R_TOKEN,
+    R_STALE,
+    R_TOO_LARGE,
+    R_EXPIRY,
+    R_QUOTA,
+    R_FULL,
+    R_SIG,
+    R_KEY,
+    R_BUSY,
+    R_OTHER
+};
+
+static enum refusal refusal_of(int err)
+{
+    switch (err) {
+    case VV_EDHT_TOKEN:
+        return R_TOKEN;
+    case VV_EDHT_STALE_SEQ:
+        return R_STALE;
+    case VV_EDHT_TOO_LARGE:
+        return R_TOO_LARGE;
+    case VV_EDHT_EXPIRY:
+        return R_EXPIRY;
+    case VV_EDHT_QUOTA:
+        return R_QUOTA;
+    case VV_EDHT_FULL:
+        return R_FULL;
+    case VV_EDHT_SIGNATURE:
+        return R_SIG;
+    case VV_EDHT_KEY_MISMATCH:
+        return R_KEY;
+    case VV_EBUSY:
+        return R_BUSY;
+    default:
+        return R_OTHER;
+    }
+}
 
 void vv_dht_node_config_defaults(struct vv_dht_node_config *c)
 {
@@ -108,6 +237,8 @@ void vv_dht_node_config_defaults(struct vv_dht_node_config *c)
     c->max_timeout_ms = 2000;
     c->refresh_ms = 15 * 60 * 1000;
     c->max_verified = 4096;
+    vv_dht_values_config_defaults(&c->values);
+    vv_dht_providers_config_defaults(&c->providers);
 }
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -168,7 +299,7 @@ static void req_link(struct vv_dht_node *d, struct req *r)
     if (d->reqs)
         d->reqs->prev = r;
     d->reqs = r;
-    if (r->kind != REQ_FIND_NODE)
+    if (r->kind <= REQ_PING_EVICT)
         d->n_pings++;
 }
 
@@ -181,7 +312,7 @@ static void req_free(struct req *r)
         d->reqs = r->next;
     if (r->next)
         r->next->prev = r->prev;
-    if (r->kind != REQ_FIND_NODE)
+    if (r->kind <= REQ_PING_EVICT)
         d->n_pings--;
     vv_free(r);
 }
@@ -287,6 +418,10 @@ static void pong_verified(struct vv_env *env, bool ok, void *arg)
         return;
     }
     d->stats.pongs_verified++;
+    if (r->has_observed) {
+        d->observed = r->observed;
+        d->has_observed = true;
+    }
     vv_dht_verified_add(d->verified, r->answer_id, &addr, vv_env_now(d->env));
     ping_done(r, 0, r->answer_id, true);
 }
@@ -312,6 +447,8 @@ static void ping_answered(struct vv_env *env, const struct vv_env_answer *a, voi
         return;
     }
     vv_dht_id_from_pk(rep.pk, r->answer_id);
+    r->observed = rep.observed;
+    r->has_observed = true;
     r->rtt_ms = rtt16(a->elapsed_ms);
     vv_dht_rtt_sample(&d->rtt, r->rtt_ms);
     if ((r->has_peer && memcmp(r->answer_id, r->peer, VV_DHT_ID_BYTES) != 0) ||
@@ -355,7 +492,7 @@ static void candidate(struct vv_dht_node *d, const uint8_t *id, const char *addr
         return;
     }
     for (struct req *r = d->reqs; r; r = r->next)
-        if (r->kind != REQ_FIND_NODE &&
+        if (r->kind <= REQ_PING_EVICT &&
             ((r->has_peer && memcmp(r->peer, id, VV_DHT_ID_BYTES) == 0) ||
              strcmp(r->address, address) == 0))
             return; /* a ping is out already (a bootstrap ping names only the address) */
@@ -426,6 +563,156 @@ static void retry_waiting(struct vv_dht_node *d)
 
 /* ---- serving ------------------------------------------------------------------------- */
 
+static void pending_unlink(struct pending_store *ps)
+{
+    struct vv_dht_node *d = ps->d;
+    if (ps->prev)
+        ps->prev->next = ps->next;
+    else
+        d->pending = ps->next;
+    if (ps->next)
+        ps->next->prev = ps->prev;
+    d->n_pending--;
+}
+
+static void pending_free(struct pending_store *ps)
+{
+    vv_free(ps->bytes);
+    vv_free(ps);
+}
+
+/* Refuses a store: counted by reason, answered with the channel's code. */
+static void refuse(struct vv_dht_node *d, uint64_t ctx, uint16_t type, int err, const char *message)
+{
+    enum refusal why = refusal_of(err);
+    d->stats.stores_refused[why]++;
+    if (d->hooks.store)
+        d->hooks.store(d->hooks.arg, type, vv_dht_refusal_names[why]);
+    uint32_t code = err == VV_EBUSY ? VV_REQ_ERR_BUSY : vv_dht_answer_code(err);
+    vv_env_reply_error(d->env, ctx, code, message);
+}
+
+static void store_verified(struct vv_env *env, bool ok, void *arg)
+{
+    struct pending_store *ps = arg;
+    struct vv_dht_node *d = ps->d;
+    ps->verify_id = 0;
+    pending_unlink(ps);
+    int rc;
+    if (!ok) {
+        rc = VV_EDHT_SIGNATURE;
+    } else if (ps->type == VV_DHT_MSG_PUT_VALUE) {
+        rc = vv_dht_values_put(d->values, &ps->v, &ps->source, vv_env_wall_ms(env));
+    } else {
+        rc = vv_dht_providers_add(d->providers, ps->key, &ps->rec, &ps->provider,
+                                  vv_env_wall_ms(env));
+    }
+    if (rc != 0) {
+        refuse(d, ps->ctx, ps->type, rc, vv_strerror(rc));
+    } else {
+        static const uint8_t msgpack_true = 0xc3;
+        d->stats.stores_accepted++;
+        if (d->hooks.store)
+            d->hooks.store(d->hooks.arg, ps->type, "accepted");
+        vv_env_reply(env, ps->ctx, &msgpack_true, 1);
+    }
+    pending_free(ps);
+}
+
+/*
+ * PUT_VALUE and ADD_PROVIDER. By datagram the token must prove the source address; over a
+ * connection the session proved the requester's ID and its address is the one the connection
+ * manager knows it by (no token needed). The cheap checks come first, the signature last, off
+ * the loop; the store's own checks run again when the verdict comes (it may have changed).
+ */
+static void serve_store(struct vv_dht_node *d, uint64_t ctx, const uint8_t *peer,
+                        const char *source, const struct vv_dht_request *rq)
+{
+    uint64_t now = vv_env_now(d->env), wall = vv_env_wall_ms(d->env);
+    struct vv_dht_addr src;
+    if (source != NULL) {
+        if (addr_of(source, &src) != 0) {
+            refuse(d, ctx, rq->type, VV_EDHT_ADDRESS, "unusable source address");
+            return;
+        }
+        if (vv_dht_token_check(&d->tokens, &src, now, rq->token, VV_DHT_TOKEN_BYTES) != 0) {
+            refuse(d, ctx, rq->type, VV_EDHT_TOKEN, "token missing, wrong or expired");
+            return;
+        }
+    } else {
+        char a[VV_ENV_ADDRESS_BYTES];
+        if (d->hooks.peer_address == NULL ||
+            d->hooks.peer_address(d->hooks.arg, peer, a, sizeof(a)) != 0 || addr_of(a, &src) != 0) {
+            refuse(d, ctx, rq->type, VV_EDHT_ADDRESS, "the peer's address is not known");
+            return;
+        }
+    }
+    if (d->n_pending >= VV_DHT_MAX_PENDING_STORES) {
+        refuse(d, ctx, rq->type, VV_EBUSY, "too many stores in progress");
+        return;
+    }
+    struct pending_store *ps = vv_xcalloc(1, sizeof(*ps));
+    ps->d = d;
+    ps->ctx = ctx;
+    ps->type = rq->type;
+    ps->source = src;
+    memcpy(ps->key, rq->target, VV_DHT_ID_BYTES);
+    uint8_t pmsg[VV_DHT_PROVIDER_SIGNED_BYTES];
+    uint8_t *msg = pmsg;
+    size_t mlen = sizeof(pmsg);
+    const uint8_t *pk, *sig;
+    int rc;
+    if (rq->type == VV_DHT_MSG_PUT_VALUE) {
+        rc = vv_dht_values_check(d->values, &rq->value, wall);
+        if (rc == 0) {
+            ps->v = rq->value;
+            ps->bytes = vv_xmalloc(rq->value.len ? rq->value.len : 1);
+            memcpy(ps->bytes, rq->value.value, rq->value.len);
+            ps->v.value = ps->bytes;
+            mlen = vv_dht_value_signed_len(&ps->v);
+            msg = vv_xmalloc(mlen);
+            vv_dht_value_signed_bytes(&ps->v, msg);
+        }
+        pk = ps->v.pk;
+        sig = ps->v.sig;
+    } else {
+        uint8_t id[VV_DHT_ID_BYTES];
+        rc = vv_dht_content_record_check(&rq->record, rq->target);
+        if (rc == 0 && rq->record.expires_ms <= wall)
+            rc = VV_EDHT_EXPIRY;
+        vv_dht_id_from_pk(rq->provider_pk, id);
+        if (rc == 0 && memcmp(id, peer, VV_DHT_ID_BYTES) != 0)
+            rc = VV_EDHT_SIGNATURE; /* the key is not the requester's */
+        if (rc == 0) {
+            ps->rec = rq->record;
+            memcpy(ps->cid, rq->record.content_id, rq->record.content_id_len);
+            memcpy(ps->ctype, rq->record.content_type, rq->record.content_type_len);
+            ps->rec.content_id = ps->cid;
+            ps->rec.content_type = ps->ctype;
+            memcpy(ps->provider.id, peer, VV_DHT_ID_BYTES);
+            ps->provider.addr = src;
+            vv_dht_provider_signed_bytes(rq->target, rq->record.expires_ms, pmsg);
+        }
+        pk = rq->provider_pk;
+        sig = rq->provider_sig;
+    }
+    if (rc == 0)
+        rc = vv_env_verify_async(d->env, VV_CHANNEL_DHT, pk, msg, mlen, sig, store_verified, ps,
+                                 &ps->verify_id);
+    if (msg != pmsg)
+        vv_free(msg);
+    if (rc != 0) {
+        pending_free(ps);
+        refuse(d, ctx, rq->type, rc, vv_strerror(rc));
+        return;
+    }
+    ps->next = d->pending;
+    if (d->pending)
+        d->pending->prev = ps;
+    d->pending = ps;
+    d->n_pending++;
+}
+
 static void serve(struct vv_env *env, uint64_t ctx, const uint8_t peer[VV_NODE_ID_BYTES],
                   const struct vv_wire_frame *request, void *arg)
 {
@@ -452,9 +739,10 @@ static void serve(struct vv_env *env, uint64_t ctx, const uint8_t peer[VV_NODE_I
     }
     d->stats.served[type - VV_DHT_MSG_PING]++;
     hook_rpc(d, type, true);
-    if (type != VV_DHT_MSG_PING && type != VV_DHT_MSG_FIND_NODE) {
-        d->stats.served_unsupported++;
-        vv_env_reply_error(env, ctx, VV_REQ_ERR_UNSUPPORTED, "not supported yet");
+    if (type == VV_DHT_MSG_PUT_VALUE || type == VV_DHT_MSG_ADD_PROVIDER) {
+        serve_store(d, ctx, peer, source, &rq);
+        if (source)
+            candidate(d, peer, source, 0);
         return;
     }
     struct vv_dht_addr from;
@@ -479,6 +767,20 @@ static void serve(struct vv_env *env, uint64_t ctx, const uint8_t peer[VV_NODE_I
     } else {
         rep->n_nodes =
             vv_dht_rt_closest(d->rt, rq.target, VV_MIN(d->cfg.k, VV_DHT_MAX_NODES), rep->nodes);
+        uint64_t wall = vv_env_wall_ms(env);
+        if (type == VV_DHT_MSG_GET_VALUE) {
+            rep->n_values =
+                vv_dht_values_get(d->values, rq.target, wall, rep->values, VV_DHT_MAX_VALUES);
+        } else if (type == VV_DHT_MSG_GET_PROVIDERS) {
+            int n = vv_dht_providers_get(d->providers, rq.target, wall, &rep->record,
+                                         rep->providers, VV_DHT_MAX_PROVIDERS);
+            if (n > 0) {
+                rep->has_record = true;
+                rep->n_providers = (size_t)n;
+            }
+        }
+        if (type != VV_DHT_MSG_FIND_NODE && has_from)
+            vv_dht_token_make(&d->tokens, &from, now, rep->token);
     }
     uint8_t *out = vv_xmalloc(VV_DHT_DATAGRAM_MAX_BYTES);
     size_t len;
@@ -512,6 +814,7 @@ static void serve(struct vv_env *env, uint64_t ctx, const uint8_t peer[VV_NODE_I
 /* ---- lookups ------------------------------------------------------------------------- */
 
 static void lookup_drive(struct lookup *lk);
+static void store_start(struct store_op *op, struct lookup *lk, int status);
 
 static struct lookup *lookup_by_serial(struct vv_dht_node *d, uint64_t serial)
 {
@@ -521,7 +824,8 @@ static struct lookup *lookup_by_serial(struct vv_dht_node *d, uint64_t serial)
     return NULL;
 }
 
-static void lookup_free(struct lookup *lk)
+/* Takes the lookup off the node's list and cancels what it waits for; its memory stays. */
+static void lookup_unlink(struct lookup *lk)
 {
     struct vv_dht_node *d = lk->d;
     for (struct lookup **pp = &d->lookups; *pp; pp = &(*pp)->next)
@@ -531,40 +835,240 @@ static void lookup_free(struct lookup *lk)
             break;
         }
     vv_env_timer_cancel(d->env, lk->timer);
+    lk->timer = 0;
+    for (size_t i = 0; i < lk->n_vals; i++)
+        if (lk->vals[i].verify_id != 0) {
+            vv_env_verify_cancel(d->env, lk->vals[i].verify_id);
+            lk->vals[i].verify_id = 0;
+        }
+    lk->verifying = 0;
+}
+
+static void lookup_destroy(struct lookup *lk)
+{
     vv_dht_lookup_free(lk->l);
+    for (size_t i = 0; i < lk->n_vals; i++)
+        vv_free(lk->vals[i].bytes);
+    vv_free(lk->provs);
     vv_free(lk);
+}
+
+static const char *lookup_outcome(bool ok)
+{
+    return ok ? "ok" : "failed";
+}
+
+static int value_newer_first(const void *a, const void *b)
+{
+    const struct vv_dht_value *x = a, *y = b;
+    return x->seq < y->seq ? 1 : x->seq > y->seq ? -1 : 0;
 }
 
 static void lookup_finish(struct lookup *lk, int status)
 {
     struct vv_dht_node *d = lk->d;
-    struct vv_dht_find_result *res = vv_xcalloc(1, sizeof(*res));
-    res->status = status;
-    res->n = vv_dht_lookup_closest(lk->l, res->closest, VV_MIN(d->cfg.k, VV_DHT_K));
-    for (size_t i = 0; i < res->n; i++)
-        for (size_t j = 0; j < lk->n_rtt; j++)
-            if (memcmp(lk->rtt_c[j].id, res->closest[i].id, VV_DHT_ID_BYTES) == 0)
-                res->rtt_ms[i] = lk->rtt_v[j];
-    res->hops = vv_dht_lookup_hops(lk->l);
-    res->elapsed_ms = vv_env_now(d->env) - lk->start_ms;
-    res->stats = *vv_dht_lookup_stats(lk->l);
-    bool ok = status == 0 && res->n > 0;
+    lookup_unlink(lk);
+    uint32_t hops = vv_dht_lookup_hops(lk->l);
+    uint64_t elapsed = vv_env_now(d->env) - lk->start_ms;
+    struct vv_dht_contact closest[VV_DHT_K];
+    size_t n = vv_dht_lookup_closest(lk->l, closest, VV_MIN(d->cfg.k, VV_DHT_K));
+    bool ok = status == 0 && n > 0;
     d->stats.lookups++;
     if (!ok)
         d->stats.lookups_failed++;
     if (d->hooks.lookup)
-        d->hooks.lookup(d->hooks.arg, lk->kind, ok ? "ok" : "failed", res->hops, res->elapsed_ms);
+        d->hooks.lookup(d->hooks.arg, lk->kind, lookup_outcome(ok), hops, elapsed);
     const char *kind = lk->kind;
-    vv_dht_find_cb cb = lk->cb;
-    void *cb_arg = lk->cb_arg;
-    lookup_free(lk);
-    if (cb)
-        cb(cb_arg, res);
-    vv_free(res);
+    if (lk->op != NULL) {
+        store_start(lk->op, lk, status);
+    } else if (lk->qtype == VV_DHT_MSG_FIND_NODE) {
+        struct vv_dht_find_result *res = vv_xcalloc(1, sizeof(*res));
+        res->status = status;
+        res->n = n;
+        memcpy(res->closest, closest, n * sizeof(closest[0]));
+        for (size_t i = 0; i < res->n; i++)
+            for (size_t j = 0; j < lk->n_rtt; j++)
+                if (memcmp(lk->rtt_c[j].id, res->closest[i].id, VV_DHT_ID_BYTES) == 0)
+                    res->rtt_ms[i] = lk->rtt_v[j];
+        res->hops = hops;
+        res->elapsed_ms = elapsed;
+        res->stats = *vv_dht_lookup_stats(lk->l);
+        if (lk->cb)
+            lk->cb(lk->cb_arg, res);
+        vv_free(res);
+    } else if (lk->get_cb != NULL) {
+        struct vv_dht_get_result *res = vv_xcalloc(1, sizeof(*res));
+        res->status = status;
+        for (size_t i = 0; i < lk->n_vals; i++)
+            if (lk->vals[i].ok)
+                res->values[res->n_values++] = lk->vals[i].v;
+        qsort(res->values, res->n_values, sizeof(res->values[0]), value_newer_first);
+        res->omitted = lk->omitted;
+        res->has_record = lk->has_record;
+        res->record = lk->rec;
+        res->providers = lk->provs;
+        res->n_providers = lk->n_provs;
+        res->hops = hops;
+        res->elapsed_ms = elapsed;
+        res->first_ms = lk->first_ms;
+        res->stats = *vv_dht_lookup_stats(lk->l);
+        lk->get_cb(lk->cb_arg, res);
+        vv_free(res);
+    }
+    lookup_destroy(lk);
     /* The join's self-lookup ended: every bucket gets one refresh, as Kademlia's join does,
      * so that the far buckets fill too. */
     if (strcmp(kind, "self") == 0)
         d->refresh_all = true;
+}
+
+static void mark_first(struct lookup *lk)
+{
+    if (lk->first_ms == 0) {
+        uint64_t t = vv_env_now(lk->d->env) - lk->start_ms;
+        lk->first_ms = t == 0 ? 1 : t;
+    }
+}
+
+static void value_verified(struct vv_env *env, bool ok, void *arg)
+{
+    (void)env;
+    struct got_value *g = arg;
+    struct lookup *lk = g->lk;
+    g->verify_id = 0;
+    lk->verifying--;
+    if (ok) {
+        g->ok = true;
+        mark_first(lk);
+    } else {
+        lk->d->stats.values_bad++;
+        vv_free(g->bytes);
+        g->bytes = NULL;
+        memset(&g->v, 0, sizeof(g->v)); /* a free slot: no publisher */
+    }
+    if (lk->steered_out && lk->verifying == 0)
+        lookup_finish(lk, 0);
+}
+
+/* The values of a GET_VALUE answer: per publisher, a higher seq than held is checked (off
+ * the loop) and then replaces it. At most VV_DHT_MAX_VALUES publishers are followed. */
+static void take_values(struct lookup *lk, const struct vv_dht_reply *rep)
+{
+    struct vv_dht_node *d = lk->d;
+    uint64_t wall = vv_env_wall_ms(d->env);
+    static const uint8_t no_pk[VV_DHT_PK_BYTES];
+    lk->omitted += rep->omitted;
+    for (size_t i = 0; i < rep->n_values; i++) {
+        struct vv_dht_value v = rep->values[i];
+        memcpy(v.key, lk->target, VV_DHT_ID_BYTES);
+        if (v.expires_ms <= wall || v.len > VV_DHT_VALUE_MAX_BYTES)
+            continue;
+        struct got_value *g = NULL, *free_slot = NULL;
+        for (size_t j = 0; j < lk->n_vals; j++) {
+            if (memcmp(lk->vals[j].v.pk, v.pk, VV_DHT_PK_BYTES) == 0)
+                g = &lk->vals[j];
+            else if (free_slot == NULL && memcmp(lk->vals[j].v.pk, no_pk, VV_DHT_PK_BYTES) == 0)
+                free_slot = &lk->vals[j];
+        }
+        if (g != NULL && g->v.seq >= v.seq)
+            continue;
+        if (g == NULL)
+            g = free_slot;
+        if (g == NULL && lk->n_vals < VV_DHT_MAX_VALUES)
+            g = &lk->vals[lk->n_vals++];
+        if (g == NULL)
+            continue;
+        if (g->verify_id != 0) {
+            vv_env_verify_cancel(d->env, g->verify_id);
+            g->verify_id = 0;
+            lk->verifying--;
+        }
+        vv_free(g->bytes);
+        g->lk = lk;
+        g->ok = false;
+        g->bytes = vv_xmalloc(v.len ? v.len : 1);
+        memcpy(g->bytes, v.value, v.len);
+        g->v = v;
+        g->v.value = g->bytes;
+        size_t mlen = vv_dht_value_signed_len(&g->v);
+        uint8_t *msg = vv_xmalloc(mlen);
+        vv_dht_value_signed_bytes(&g->v, msg);
+        int rc = vv_env_verify_async(d->env, VV_CHANNEL_DHT, g->v.pk, msg, mlen, g->v.sig,
+                                     value_verified, g, &g->verify_id);
+        vv_free(msg);
+        if (rc != 0) {
+            vv_free(g->bytes);
+            g->bytes = NULL;
+            memset(&g->v, 0, sizeof(g->v));
+            continue;
+        }
+        lk->verifying++;
+    }
+}
+
+/* The providers of a GET_PROVIDERS answer, each node ID once, streamed to the caller. */
+static void take_providers(struct lookup *lk, const struct vv_dht_reply *rep)
+{
+    uint64_t wall = vv_env_wall_ms(lk->d->env);
+    if (lk->limit == 0)
+        return;
+    if (rep->has_record && !lk->has_record) {
+        lk->has_record = true;
+        lk->rec = rep->record;
+        memcpy(lk->rec_cid, rep->record.content_id, rep->record.content_id_len);
+        memcpy(lk->rec_type, rep->record.content_type, rep->record.content_type_len);
+        lk->rec.content_id = lk->rec_cid;
+        lk->rec.content_type = lk->rec_type;
+    }
+    for (size_t i = 0; i < rep->n_providers && lk->n_provs < lk->limit; i++) {
+        const struct vv_dht_provider *p = &rep->providers[i];
+        if (p->expires_ms <= wall)
+            continue;
+        bool known = false;
+        for (size_t j = 0; j < lk->n_provs && !known; j++)
+            known = memcmp(lk->provs[j].c.id, p->c.id, VV_DHT_ID_BYTES) == 0;
+        if (known)
+            continue;
+        lk->provs[lk->n_provs++] = *p;
+        mark_first(lk);
+        if (lk->each)
+            lk->each(lk->cb_arg, p);
+    }
+    if (lk->n_provs >= lk->limit)
+        vv_dht_lookup_stop(lk->l);
+}
+
+/* What this node's own store holds for the key counts as an answer too (it may be one of
+ * the k closest, and a node that published stores its own record): consulted at the
+ * lookup's first turn. Values in the store were verified when stored. */
+static void take_local(struct lookup *lk)
+{
+    struct vv_dht_node *d = lk->d;
+    uint64_t wall = vv_env_wall_ms(d->env);
+    if (lk->qtype == VV_DHT_MSG_GET_VALUE && lk->op == NULL) {
+        struct vv_dht_value v[VV_DHT_MAX_VALUES];
+        size_t n = vv_dht_values_get(d->values, lk->target, wall, v, VV_DHT_MAX_VALUES);
+        for (size_t i = 0; i < n && lk->n_vals < VV_DHT_MAX_VALUES; i++) {
+            struct got_value *g = &lk->vals[lk->n_vals++];
+            g->lk = lk;
+            g->v = v[i];
+            g->bytes = vv_xmalloc(v[i].len ? v[i].len : 1);
+            memcpy(g->bytes, v[i].value, v[i].len);
+            g->v.value = g->bytes;
+            g->ok = true;
+            mark_first(lk);
+        }
+    } else if (lk->qtype == VV_DHT_MSG_GET_PROVIDERS && lk->limit > 0) {
+        struct vv_dht_reply *rep = vv_xcalloc(1, sizeof(*rep));
+        int n = vv_dht_providers_get(d->providers, lk->target, wall, &rep->record, rep->providers,
+                                     VV_DHT_MAX_PROVIDERS);
+        if (n > 0) {
+            rep->has_record = true;
+            rep->n_providers = (size_t)n;
+            take_providers(lk, rep);
+        }
+        vv_free(rep);
+    }
 }
 
 static void query_answered(struct vv_env *env, const struct vv_env_answer *a, void *arg)
@@ -576,7 +1080,7 @@ static void query_answered(struct vv_env *env, const struct vv_env_answer *a, vo
     struct vv_dht_reply *rep = NULL;
     if (a->status == 0) {
         rep = vv_xmalloc(sizeof(*rep));
-        if (vv_dht_reply_decode(VV_DHT_MSG_FIND_NODE, &a->reply->body, rep) != 0) {
+        if (vv_dht_reply_decode(r->qtype, &a->reply->body, rep) != 0) {
             vv_free(rep);
             rep = NULL;
         }
@@ -585,12 +1089,21 @@ static void query_answered(struct vv_env *env, const struct vv_env_answer *a, vo
         d->stats.queries_answered++;
         uint32_t rtt = rtt16(a->elapsed_ms);
         vv_dht_rtt_sample(&d->rtt, rtt);
-        if (lk) {
-            vv_dht_lookup_answered(lk->l, r->peer, now, rep->nodes, rep->n_nodes);
+        if (lk && vv_dht_lookup_answered(lk->l, r->peer, now, rep->nodes, rep->n_nodes) == 0) {
             if (lk->n_rtt < VV_DHT_LOOKUP_MAX_CANDIDATES) {
-                memcpy(lk->rtt_c[lk->n_rtt].id, r->peer, VV_DHT_ID_BYTES);
-                lk->rtt_v[lk->n_rtt++] = (uint16_t)rtt;
+                size_t j = lk->n_rtt++;
+                memcpy(lk->rtt_c[j].id, r->peer, VV_DHT_ID_BYTES);
+                addr_of(r->address, &lk->rtt_c[j].addr);
+                lk->rtt_v[j] = (uint16_t)rtt;
+                if (r->qtype != VV_DHT_MSG_FIND_NODE) {
+                    memcpy(lk->tok[j], rep->token, VV_DHT_TOKEN_BYTES);
+                    lk->has_tok[j] = true;
+                }
             }
+            if (r->qtype == VV_DHT_MSG_GET_VALUE)
+                take_values(lk, rep);
+            else if (r->qtype == VV_DHT_MSG_GET_PROVIDERS)
+                take_providers(lk, rep);
         }
         candidate(d, r->peer, r->address, rtt);
         vv_free(rep);
@@ -624,7 +1137,8 @@ static int send_query(struct lookup *lk, const struct vv_dht_lookup_query *q)
     struct vv_dht_node *d = lk->d;
     struct req *r = vv_xcalloc(1, sizeof(*r));
     r->d = d;
-    r->kind = REQ_FIND_NODE;
+    r->kind = REQ_QUERY;
+    r->qtype = lk->qtype;
     memcpy(r->peer, q->to.id, VV_DHT_ID_BYTES);
     r->has_peer = true;
     r->lookup_serial = lk->serial;
@@ -632,17 +1146,17 @@ static int send_query(struct lookup *lk, const struct vv_dht_lookup_query *q)
         vv_free(r);
         return VV_EDHT_ADDRESS;
     }
-    struct vv_dht_request rq = {.type = VV_DHT_MSG_FIND_NODE};
+    struct vv_dht_request rq = {.type = lk->qtype};
     memcpy(rq.target, lk->target, VV_DHT_ID_BYTES);
-    /* Padded unless the node verified us long ago is not known here: a FIND_NODE answer of
-     * 20 contacts is about 850 bytes, so the request is padded to half of that, which any
-     * node may answer in full (no amplification). */
-    rq.pad_len = 440;
+    /* Padded, as whether the node verified us long ago is not known here: a full answer (20
+     * contacts, about 850 bytes; a datagram for GET_VALUE and GET_PROVIDERS) is allowed to
+     * a request of half its size (no amplification). */
+    rq.pad_len = lk->qtype == VV_DHT_MSG_FIND_NODE ? 440 : 540;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     int rc = request_body(&rq, &sb);
     if (rc == 0)
-        rc = vv_env_request_datagram(d->env, r->peer, r->address, VV_DHT_MSG_FIND_NODE,
+        rc = vv_env_request_datagram(d->env, r->peer, r->address, lk->qtype,
                                      (const uint8_t *)sb.data, sb.size, q->hard_timeout_ms,
                                      query_answered, r, &r->id);
     msgpack_sbuffer_destroy(&sb);
@@ -653,13 +1167,25 @@ static int send_query(struct lookup *lk, const struct vv_dht_lookup_query *q)
     r->sent_ms = vv_env_now(d->env);
     req_link(d, r);
     d->stats.queries_sent++;
-    hook_rpc(d, VV_DHT_MSG_FIND_NODE, false);
+    hook_rpc(d, lk->qtype, false);
     return 0;
 }
+
+static void take_local(struct lookup *lk);
 
 static void lookup_drive(struct lookup *lk)
 {
     struct vv_dht_node *d = lk->d;
+    if (lk->steered_out)
+        return;
+    if (!lk->local_done) {
+        lk->local_done = true;
+        take_local(lk);
+        if (vv_dht_lookup_done(lk->l) && lk->verifying == 0) {
+            lookup_finish(lk, 0);
+            return;
+        }
+    }
     for (;;) {
         struct vv_dht_lookup_query q[16];
         uint64_t now = vv_env_now(d->env);
@@ -671,6 +1197,13 @@ static void lookup_drive(struct lookup *lk)
                 vv_dht_lookup_failed(lk->l, q[i].to.id, now);
     }
     if (vv_dht_lookup_done(lk->l)) {
+        if (lk->verifying > 0) {
+            /* The values still being checked decide the result: wait for them. */
+            lk->steered_out = true;
+            vv_env_timer_cancel(d->env, lk->timer);
+            lk->timer = 0;
+            return;
+        }
         lookup_finish(lk, 0);
         return;
     }
@@ -684,7 +1217,7 @@ static void lookup_drive(struct lookup *lk)
 }
 
 static int lookup_start(struct vv_dht_node *d, const uint8_t *target, const char *kind,
-                        vv_dht_find_cb cb, void *arg)
+                        uint16_t qtype, struct lookup **out)
 {
     if (d->n_lookups >= VV_DHT_MAX_LOOKUPS)
         return VV_EBUSY;
@@ -701,7 +1234,10 @@ static int lookup_start(struct vv_dht_node *d, const uint8_t *target, const char
     vv_dht_lookup_config_defaults(&lc);
     lc.k = VV_MIN(d->cfg.k, VV_DHT_K);
     lc.alpha = d->cfg.alpha;
-    lc.paths = d->cfg.paths;
+    lc.paths = qtype == VV_DHT_MSG_FIND_NODE || qtype == VV_DHT_MSG_GET_VALUE ||
+                       qtype == VV_DHT_MSG_GET_PROVIDERS
+                   ? d->cfg.paths
+                   : 1;
     lc.max_timeout_ms = d->cfg.max_timeout_ms;
     lc.min_timeout_ms = VV_DHT_MIN_SOFT_TIMEOUT_MS;
     if (lc.min_timeout_ms > lc.max_timeout_ms)
@@ -711,8 +1247,7 @@ static int lookup_start(struct vv_dht_node *d, const uint8_t *target, const char
     lk->serial = ++d->next_serial;
     memcpy(lk->target, target, VV_DHT_ID_BYTES);
     lk->kind = kind;
-    lk->cb = cb;
-    lk->cb_arg = arg;
+    lk->qtype = qtype;
     lk->start_ms = vv_env_now(d->env);
     lk->l = vv_dht_lookup_new(target, d->self, &lc, &d->rtt);
     vv_dht_lookup_seed(lk->l, seeds, rtts, n);
@@ -725,18 +1260,26 @@ static int lookup_start(struct vv_dht_node *d, const uint8_t *target, const char
     /* Driven from a 0 ms timer, so a callback never fires from within the call. */
     lk->timer_at = lk->start_ms;
     lk->timer = vv_env_timer_start(d->env, 0, 0, lookup_wake, lk);
+    if (out)
+        *out = lk;
     return 0;
 }
 
 int vv_dht_node_find_node(struct vv_dht_node *d, const uint8_t target[VV_DHT_ID_BYTES],
                           vv_dht_find_cb cb, void *arg)
 {
-    return lookup_start(d, target, "find_node", cb, arg);
+    struct lookup *lk;
+    int rc = lookup_start(d, target, "find_node", VV_DHT_MSG_FIND_NODE, &lk);
+    if (rc == 0) {
+        lk->cb = cb;
+        lk->cb_arg = arg;
+    }
+    return rc;
 }
 
 static void start_self_lookup(struct vv_dht_node *d)
 {
-    if (lookup_start(d, d->self, "self", NULL, NULL) == 0)
+    if (lookup_start(d, d->self, "self", VV_DHT_MSG_FIND_NODE, NULL) == 0)
         d->joined = true;
 }
 
@@ -747,7 +1290,255 @@ int vv_dht_node_refresh_bucket(struct vv_dht_node *d, unsigned index)
     uint8_t rnd[VV_DHT_ID_BYTES], target[VV_DHT_ID_BYTES];
     vv_env_random(d->env, rnd, sizeof(rnd));
     vv_dht_id_in_bucket(d->self, index, rnd, target);
-    return lookup_start(d, target, "refresh", NULL, NULL);
+    return lookup_start(d, target, "refresh", VV_DHT_MSG_FIND_NODE, NULL);
+}
+
+/* ---- values and providers: getting ---------------------------------------------------- */
+
+int vv_dht_node_get(struct vv_dht_node *d, const uint8_t key[VV_DHT_ID_BYTES], vv_dht_get_cb cb,
+                    void *arg)
+{
+    struct lookup *lk;
+    int rc = lookup_start(d, key, "get", VV_DHT_MSG_GET_VALUE, &lk);
+    if (rc == 0) {
+        lk->get_cb = cb;
+        lk->cb_arg = arg;
+    }
+    return rc;
+}
+
+int vv_dht_node_get_providers(struct vv_dht_node *d, const uint8_t key[VV_DHT_ID_BYTES],
+                              uint32_t limit, vv_dht_provider_cb each, vv_dht_get_cb cb, void *arg)
+{
+    if (limit == 0 || limit > VV_DHT_GET_MAX_PROVIDERS)
+        return VV_EINVAL;
+    struct lookup *lk;
+    int rc = lookup_start(d, key, "get_providers", VV_DHT_MSG_GET_PROVIDERS, &lk);
+    if (rc == 0) {
+        lk->get_cb = cb;
+        lk->each = each;
+        lk->cb_arg = arg;
+        lk->limit = limit;
+        lk->provs = vv_xcalloc(limit, sizeof(*lk->provs));
+    }
+    return rc;
+}
+
+/* ---- values and providers: publishing ------------------------------------------------- */
+
+static void store_op_end(struct store_op *op, int status)
+{
+    struct vv_dht_store_result res = {
+        .status = op->stored > 0 ? 0
+                  : status != 0  ? status
+                                 : VV_ENOTFOUND,
+        .stored = op->stored,
+        .tried = op->tried,
+        .hops = op->hops,
+        .elapsed_ms = vv_env_now(op->d->env) - op->start_ms,
+        .seq = op->type == VV_DHT_MSG_PUT_VALUE ? op->v.seq : 0,
+    };
+    if (op->cb)
+        op->cb(op->cb_arg, &res);
+    vv_free(op->bytes);
+    vv_free(op);
+}
+
+static void store_answered(struct vv_env *env, const struct vv_env_answer *a, void *arg)
+{
+    (void)env;
+    struct req *r = arg;
+    struct vv_dht_node *d = r->d;
+    struct store_op *op = r->op;
+    if (a->status == 0)
+        op->stored++;
+    else if (a->status == VV_EREQ_TIMEOUT) {
+        d->stats.timeouts++;
+        if (d->hooks.timeout)
+            d->hooks.timeout(d->hooks.arg);
+    }
+    req_free(r);
+    if (--op->outstanding == 0)
+        store_op_end(op, 0);
+}
+
+static int send_store(struct store_op *op, const struct vv_dht_contact *to, const uint8_t *token)
+{
+    struct vv_dht_node *d = op->d;
+    struct req *r = vv_xcalloc(1, sizeof(*r));
+    r->d = d;
+    r->kind = REQ_STORE;
+    r->op = op;
+    memcpy(r->peer, to->id, VV_DHT_ID_BYTES);
+    r->has_peer = true;
+    if (vv_dht_addr_format(&to->addr, r->address, sizeof(r->address)) != 0) {
+        vv_free(r);
+        return VV_EDHT_ADDRESS;
+    }
+    struct vv_dht_request rq = {.type = op->type};
+    memcpy(rq.target, op->key, VV_DHT_ID_BYTES);
+    memcpy(rq.token, token, VV_DHT_TOKEN_BYTES);
+    if (op->type == VV_DHT_MSG_PUT_VALUE) {
+        rq.value = op->v;
+    } else {
+        rq.record = op->rec;
+        memcpy(rq.provider_pk, op->ppk, VV_DHT_PK_BYTES);
+        memcpy(rq.provider_sig, op->psig, VV_DHT_SIG_BYTES);
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int rc = request_body(&rq, &sb);
+    if (rc == 0)
+        rc =
+            vv_env_request_datagram(d->env, r->peer, r->address, op->type, (const uint8_t *)sb.data,
+                                    sb.size, d->cfg.max_timeout_ms, store_answered, r, &r->id);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc != 0) {
+        vv_free(r);
+        return rc;
+    }
+    r->sent_ms = vv_env_now(d->env);
+    req_link(d, r);
+    hook_rpc(d, op->type, false);
+    op->outstanding++;
+    op->tried++;
+    return 0;
+}
+
+/* Stores a publish in this node's own store: a value under this node's observed address (or
+ * loopback, before any PONG told it) as its source; a provider entry only once the address
+ * others see this node at is known. */
+static int store_local(struct store_op *op)
+{
+    struct vv_dht_node *d = op->d;
+    uint64_t wall = vv_env_wall_ms(d->env);
+    struct vv_dht_addr self_addr;
+    if (d->has_observed)
+        self_addr = d->observed;
+    else if (addr_of("127.0.0.1:1", &self_addr) != 0)
+        return VV_EDHT_ADDRESS;
+    if (op->type == VV_DHT_MSG_PUT_VALUE)
+        return vv_dht_values_put(d->values, &op->v, &self_addr, wall);
+    if (!d->has_observed)
+        return VV_EDHT_ADDRESS;
+    struct vv_dht_contact me;
+    memcpy(me.id, d->self, VV_DHT_ID_BYTES);
+    me.addr = self_addr;
+    return vv_dht_providers_add(d->providers, op->key, &op->rec, &me, wall);
+}
+
+/* The publish's lookup ended: a store request to each of the k closest that answered with a
+ * token, and to itself when it is one of them. */
+static void store_start(struct store_op *op, struct lookup *lk, int status)
+{
+    struct vv_dht_node *d = op->d;
+    op->hops = vv_dht_lookup_hops(lk->l);
+    if (status != 0) {
+        store_op_end(op, status);
+        return;
+    }
+    uint32_t k = VV_MIN(d->cfg.k, VV_DHT_K);
+    struct vv_dht_contact closest[VV_DHT_K];
+    size_t n = vv_dht_lookup_closest(lk->l, closest, k);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < lk->n_rtt; j++)
+            if (lk->has_tok[j] && memcmp(lk->rtt_c[j].id, closest[i].id, VV_DHT_ID_BYTES) == 0) {
+                send_store(op, &closest[i], lk->tok[j]);
+                break;
+            }
+    /* This node is one of the k closest too: it stores the record itself. */
+    if (n < k || vv_dht_distance_cmp(op->key, d->self, closest[n - 1].id) < 0) {
+        if (store_local(op) == 0)
+            op->stored++;
+    }
+    if (op->outstanding == 0)
+        store_op_end(op, VV_ENOTFOUND);
+}
+
+static uint64_t next_seq(struct vv_dht_node *d)
+{
+    uint64_t wall = vv_env_wall_ms(d->env);
+    d->last_seq = wall > d->last_seq ? wall : d->last_seq + 1;
+    return d->last_seq;
+}
+
+int vv_dht_node_put(struct vv_dht_node *d, const uint8_t key[VV_DHT_ID_BYTES], const uint8_t *value,
+                    size_t len, uint64_t ttl_ms, uint64_t seq, vv_dht_store_cb cb, void *arg)
+{
+    if (len > VV_DHT_PUT_MAX_BYTES)
+        return VV_EDHT_TOO_LARGE;
+    if (ttl_ms == 0 || ttl_ms > d->cfg.values.max_ttl_ms)
+        return VV_EDHT_EXPIRY;
+    struct store_op *op = vv_xcalloc(1, sizeof(*op));
+    op->d = d;
+    op->type = VV_DHT_MSG_PUT_VALUE;
+    memcpy(op->key, key, VV_DHT_ID_BYTES);
+    op->bytes = vv_xmalloc(len ? len : 1);
+    memcpy(op->bytes, value, len);
+    memcpy(op->v.key, key, VV_DHT_ID_BYTES);
+    op->v.value = op->bytes;
+    op->v.len = len;
+    if (seq > d->last_seq)
+        d->last_seq = seq;
+    op->v.seq = seq ? seq : next_seq(d);
+    op->v.expires_ms = vv_env_wall_ms(d->env) + ttl_ms;
+    vv_dht_value_sign(&op->v, d->env->identity->secret_key);
+    op->cb = cb;
+    op->cb_arg = arg;
+    op->start_ms = vv_env_now(d->env);
+    struct lookup *lk;
+    int rc = lookup_start(d, key, "put", VV_DHT_MSG_GET_VALUE, &lk);
+    if (rc != 0) {
+        vv_free(op->bytes);
+        vv_free(op);
+        return rc;
+    }
+    lk->op = op;
+    return 0;
+}
+
+int vv_dht_node_provide(struct vv_dht_node *d, const struct vv_dht_content_record *rec,
+                        vv_dht_store_cb cb, void *arg)
+{
+    uint8_t key[VV_DHT_ID_BYTES];
+    if (rec->content_id_len == 0 || rec->content_id_len > VV_DHT_CONTENT_ID_MAX ||
+        rec->content_type_len > VV_DHT_CONTENT_TYPE_MAX)
+        return VV_EINVAL;
+    crypto_hash_sha256(key, (const uint8_t *)rec->content_id, rec->content_id_len);
+    uint64_t wall = vv_env_wall_ms(d->env);
+    if (rec->expires_ms <= wall || rec->expires_ms - wall > d->cfg.providers.max_ttl_ms)
+        return VV_EDHT_EXPIRY;
+    struct store_op *op = vv_xcalloc(1, sizeof(*op));
+    op->d = d;
+    op->type = VV_DHT_MSG_ADD_PROVIDER;
+    memcpy(op->key, key, VV_DHT_ID_BYTES);
+    op->rec = *rec;
+    memcpy(op->cid, rec->content_id, rec->content_id_len);
+    memcpy(op->ctype, rec->content_type, rec->content_type_len);
+    op->rec.content_id = op->cid;
+    op->rec.content_type = op->ctype;
+    vv_dht_provider_sign(key, rec->expires_ms, d->env->identity->secret_key, op->ppk, op->psig);
+    op->cb = cb;
+    op->cb_arg = arg;
+    op->start_ms = vv_env_now(d->env);
+    struct lookup *lk;
+    int rc = lookup_start(d, key, "provide", VV_DHT_MSG_GET_PROVIDERS, &lk);
+    if (rc != 0) {
+        vv_free(op);
+        return rc;
+    }
+    lk->op = op;
+    return 0;
+}
+
+const struct vv_dht_values *vv_dht_node_values(const struct vv_dht_node *d)
+{
+    return d->values;
+}
+
+const struct vv_dht_providers *vv_dht_node_providers(const struct vv_dht_node *d)
+{
+    return d->providers;
 }
 
 /* ---- maintenance ----------------------------------------------------------------------- */
@@ -756,6 +1547,10 @@ static void tick(struct vv_env *env, void *arg)
 {
     struct vv_dht_node *d = arg;
     uint64_t now = vv_env_now(env);
+    uint64_t wall = vv_env_wall_ms(env);
+    /* Expiry in slices: a tick examines a bounded number of stored records. */
+    vv_dht_values_expire(d->values, wall, VV_DHT_EXPIRE_PER_TICK);
+    vv_dht_providers_expire(d->providers, wall, VV_DHT_EXPIRE_PER_TICK);
     if (d->n_waiting > 0)
         retry_waiting(d);
     if (vv_dht_rt_size(d->rt) == 0)
@@ -798,6 +1593,12 @@ struct vv_dht_node *vv_dht_node_new(struct vv_env *env, const struct vv_dht_node
     memcpy(d->self, env->identity->node_id, VV_DHT_ID_BYTES);
     d->rt = vv_dht_rt_new(d->self);
     d->verified = vv_dht_verified_new(d->cfg.max_verified, VV_DHT_VERIFIED_MAX_AGE_MS);
+    d->values = vv_dht_values_new(&d->cfg.values);
+    d->providers = vv_dht_providers_new(&d->cfg.providers);
+    uint8_t master[VV_DHT_TOKEN_SECRET_BYTES];
+    vv_env_random(env, master, sizeof(master));
+    vv_dht_tokens_init(&d->tokens, master);
+    sodium_memzero(master, sizeof(master));
     vv_env_set_server(env, VV_CHANNEL_DHT, serve, d);
     vv_env_set_channel(env, VV_CHANNEL_DHT, NULL, on_peer, d);
     uint64_t period = VV_MIN((uint64_t)VV_DHT_TICK_MS, d->cfg.refresh_ms);
@@ -809,8 +1610,13 @@ void vv_dht_node_reconfigure(struct vv_dht_node *d, const struct vv_dht_node_con
 {
     uint32_t max_verified = d->cfg.max_verified;
     uint32_t refresh = d->cfg.refresh_ms;
+    /* The cache and the stores are sized once. */
+    struct vv_dht_values_config vc = d->cfg.values;
+    struct vv_dht_providers_config pc = d->cfg.providers;
     d->cfg = *cfg;
-    d->cfg.max_verified = max_verified; /* the cache is sized once */
+    d->cfg.max_verified = max_verified;
+    d->cfg.values = vc;
+    d->cfg.providers = pc;
     if (refresh != cfg->refresh_ms) {
         vv_env_timer_cancel(d->env, d->tick);
         uint64_t period = VV_MIN((uint64_t)VV_DHT_TICK_MS, d->cfg.refresh_ms);
@@ -831,10 +1637,22 @@ void vv_dht_node_free(struct vv_dht_node *d)
         lookup_finish(d->lookups, VV_ENODE_SHUTTING_DOWN);
     while (d->reqs) {
         struct req *r = d->reqs;
+        struct store_op *op = r->kind == REQ_STORE ? r->op : NULL;
         if (r->kind == REQ_PING_USER && r->cb)
             r->cb(r->cb_arg, VV_ENODE_SHUTTING_DOWN, NULL, r->address, 0, false);
         req_free(r);
+        if (op != NULL && --op->outstanding == 0)
+            store_op_end(op, VV_ENODE_SHUTTING_DOWN);
     }
+    /* Their contexts went with the server; their checks with the channel's. */
+    while (d->pending) {
+        struct pending_store *ps = d->pending;
+        pending_unlink(ps);
+        pending_free(ps);
+    }
+    vv_dht_values_free(d->values);
+    vv_dht_providers_free(d->providers);
+    vv_dht_tokens_clear(&d->tokens);
     vv_dht_verified_free(d->verified);
     vv_dht_rt_free(d->rt);
     vv_free(d);

@@ -122,7 +122,7 @@ static uint32_t request_fields(uint16_t type)
     case VV_DHT_MSG_PUT_VALUE:
         return 7;
     case VV_DHT_MSG_ADD_PROVIDER:
-        return 3;
+        return 5;
     default:
         return 1;
     }
@@ -156,6 +156,8 @@ int vv_dht_request_encode(const struct vv_dht_request *rq, uint64_t request_id, 
     } else if (rq->type == VV_DHT_MSG_ADD_PROVIDER) {
         pack_record(&pk, &rq->record);
         pack_bin(&pk, rq->token, VV_DHT_TOKEN_BYTES);
+        pack_bin(&pk, rq->provider_pk, VV_DHT_PK_BYTES);
+        pack_bin(&pk, rq->provider_sig, VV_DHT_SIG_BYTES);
     }
     if (rq->pad_len > 0)
         pack_zeros(&pk, rq->pad_len);
@@ -215,7 +217,9 @@ int vv_dht_request_decode(uint16_t type, const msgpack_object *body, struct vv_d
             return VV_EDHT_MALFORMED;
     } else if (type == VV_DHT_MSG_ADD_PROVIDER) {
         if (get_record(&f[1], &out->record) != 0 ||
-            get_bytes(&f[2], out->token, VV_DHT_TOKEN_BYTES) != 0)
+            get_bytes(&f[2], out->token, VV_DHT_TOKEN_BYTES) != 0 ||
+            get_bytes(&f[3], out->provider_pk, VV_DHT_PK_BYTES) != 0 ||
+            get_bytes(&f[4], out->provider_sig, VV_DHT_SIG_BYTES) != 0)
             return VV_EDHT_MALFORMED;
     }
     if (n == want + 1) {
@@ -463,4 +467,25 @@ int vv_dht_pong_verify(const uint8_t *nonce, const uint8_t *requester_id, const 
     uint8_t m[VV_DHT_PING_SIGNED_BYTES];
     vv_dht_pong_signed_bytes(nonce, requester_id, m);
     return crypto_sign_verify_detached(sig, m, sizeof(m), pk) == 0 ? 0 : VV_EDHT_SIGNATURE;
+}
+
+/* ---- ADD_PROVIDER's signature ------------------------------------------------------------ */
+
+void vv_dht_provider_signed_bytes(const uint8_t *key, uint64_t expires_ms,
+                                  uint8_t out[VV_DHT_PROVIDER_SIGNED_BYTES])
+{
+    memcpy(out, VV_DHT_PROVIDER_DOMAIN, VV_DHT_PROVIDER_DOMAIN_LEN);
+    memcpy(out + VV_DHT_PROVIDER_DOMAIN_LEN, key, VV_DHT_ID_BYTES);
+    for (int i = 0; i < 8; i++)
+        out[VV_DHT_PROVIDER_DOMAIN_LEN + VV_DHT_ID_BYTES + i] =
+            (uint8_t)(expires_ms >> (56 - 8 * i));
+}
+
+void vv_dht_provider_sign(const uint8_t *key, uint64_t expires_ms, const uint8_t sk[64],
+                          uint8_t pk[VV_DHT_PK_BYTES], uint8_t sig[VV_DHT_SIG_BYTES])
+{
+    uint8_t m[VV_DHT_PROVIDER_SIGNED_BYTES];
+    vv_dht_provider_signed_bytes(key, expires_ms, m);
+    crypto_sign_detached(sig, NULL, m, sizeof(m), sk);
+    memcpy(pk, sk + 32, VV_DHT_PK_BYTES);
 }

@@ -29,7 +29,9 @@ static void request(const uint8_t *data, size_t size)
         if (memcmp(again.target, rq.target, 32) != 0 || again.pad_len != rq.pad_len ||
             again.value.len != rq.value.len || again.value.seq != rq.value.seq ||
             again.record.content_id_len != rq.record.content_id_len ||
-            memcmp(again.token, rq.token, sizeof(rq.token)) != 0)
+            memcmp(again.token, rq.token, sizeof(rq.token)) != 0 ||
+            memcmp(again.provider_pk, rq.provider_pk, sizeof(rq.provider_pk)) != 0 ||
+            memcmp(again.provider_sig, rq.provider_sig, sizeof(rq.provider_sig)) != 0)
             abort();
         vv_wire_frame_free(&g);
     }

@@ -1,8 +1,13 @@
 """The DHT module through eight real vivimd processes on 127.0.0.1 (seven join through the
 first one's address, by datagram): every routing table fills, dht.findNode from every node
-finds every other node's ID as the closest, dht.ping proves an ID by its signed PONG, and a
-node killed with SIGKILL does not make lookups fail."""
+finds every other node's ID as the closest, dht.ping proves an ID by its signed PONG, a value
+published on one node is read on every other, a provider record is found from every other
+(streamed by dht.findProviders), bad parameters are refused, and a node killed with SIGKILL
+does not make lookups fail."""
 
+import base64
+import hashlib
+import json
 import signal
 import unittest
 
@@ -80,6 +85,91 @@ class DhtNodes(unittest.TestCase):
         self.assertGreater(s["served"]["find_node"], 0)
         self.assertEqual(a.rpc("dht.refreshBucket", {"index": 0})["started"], True)
 
+    def test_2b_values_published_on_one_are_read_on_every_other(self):
+        wait_for("routing tables to fill",
+                 lambda: all(n.rpc("dht.routingTable")["size"] >= N - 2 for n in self.nodes), 30)
+        value = b"hello from node 2"
+        r = self.nodes[2].rpc("dht.publish", {"key": "greeting", "value":
+                                              base64.b64encode(value).decode(), "ttl": 600},
+                              timeout=20)
+        self.assertEqual(r["key"], hashlib.sha256(b"greeting").hexdigest())
+        self.assertGreaterEqual(r["storedAt"], N - 2, r)
+        seq = r["seq"]
+        for i, node in enumerate(self.nodes):
+            g = node.rpc("dht.get", {"key": "greeting"}, timeout=20)
+            self.assertEqual(len(g["values"]), 1, (i, g))
+            v = g["values"][0]
+            self.assertEqual(base64.b64decode(v["value"]), value)
+            self.assertEqual(v["publisher"], self.ids[2])
+            self.assertEqual(v["seq"], seq)
+        # A newer value from the same publisher replaces it; another publisher adds one.
+        r2 = self.nodes[2].rpc("dht.publish", {"key": "greeting", "value":
+                                               base64.b64encode(b"v2").decode()}, timeout=20)
+        self.assertGreater(r2["seq"], seq)
+        self.nodes[4].rpc("dht.publish", {"key": "greeting", "value":
+                                          base64.b64encode(b"other").decode()}, timeout=20)
+        g = self.nodes[6].rpc("dht.get", {"key": "greeting"}, timeout=20)
+        got = {v["publisher"]: base64.b64decode(v["value"]) for v in g["values"]}
+        self.assertEqual(got, {self.ids[2]: b"v2", self.ids[4]: b"other"})
+        # Nothing under another key.
+        self.assertEqual(self.nodes[1].rpc("dht.get", {"key": "nothing here"},
+                                           timeout=20)["values"], [])
+        self.assertGreater(metric(self.nodes[0], 'vivimd_dht_stores_total{type="put_value",'
+                                                 'outcome="accepted"}'), 0)
+        self.assertGreater(metric(self.nodes[0], "vivimd_dht_values_stored"), 0)
+        # Bad parameters are refused, naming the field.
+        for params, field in [({"key": "k"}, "value"),
+                              ({"key": "k", "value": "***"}, "value"),
+                              ({"key": "k", "value": "", "ttl": 0}, "ttl"),
+                              ({"key": "k", "value": "", "ttl": 172801}, "ttl"),
+                              ({"key": "k" * 1025, "value": ""}, "key")]:
+            with self.assertRaises(RpcError) as cm:
+                self.nodes[0].rpc("dht.publish", params)
+            self.assertIn(field, cm.exception.message)
+        with self.assertRaises(RpcError) as cm:
+            self.nodes[0].rpc("dht.publish", {"key": "k", "value":
+                                              base64.b64encode(b"x" * 901).decode()})
+        self.assertIn("900", cm.exception.message)
+
+    def test_2c_providers_are_found_from_every_other(self):
+        wait_for("routing tables to fill",
+                 lambda: all(n.rpc("dht.routingTable")["size"] >= N - 2 for n in self.nodes), 30)
+        r = self.nodes[3].rpc("dht.publishContent", {"contentId": "blob:abc", "contentType":
+                                                     "image/png", "size": 4096,
+                                                     "replicationFactor": 3}, timeout=20)
+        self.assertEqual(r["contentId"], "blob:abc")
+        self.assertGreaterEqual(r["storedAt"], N - 2, r)
+        for i, node in enumerate(self.nodes):
+            p = node.rpc("dht.getProviders", {"contentId": "blob:abc"}, timeout=20)
+            self.assertEqual([x["nodeId"] for x in p["providers"]], [self.ids[3]], (i, p))
+            self.assertEqual(p["providers"][0]["address"], f"127.0.0.1:{self.nodes[3].net_port}")
+            self.assertEqual(p["contentType"], "image/png")
+            self.assertEqual(p["size"], 4096)
+            self.assertGreater(p["firstMs"], 0)
+        # Streamed: the provider arrives as a notification before the result.
+        sock = self.nodes[6].connect(timeout=20)
+        try:
+            sock.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "dht.findProviders",
+                                     "params": {"contentId": "blob:abc", "limit": 1}}).encode()
+                         + b"\n")
+            buf, lines = b"", []
+            while not any(m.get("id") == 1 for m in lines):
+                chunk = sock.recv(65536)
+                self.assertTrue(chunk, "connection closed")
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    lines.append(json.loads(line))
+        finally:
+            sock.close()
+        self.assertEqual(lines[0]["method"], "dht.provider")
+        self.assertEqual(lines[0]["params"]["nodeId"], self.ids[3])
+        self.assertEqual(lines[0]["params"]["contentId"], "blob:abc")
+        self.assertEqual(lines[-1]["result"]["providers"][0]["nodeId"], self.ids[3])
+        self.assertEqual(self.nodes[1].rpc("dht.getProviders", {"contentId": "nobody"},
+                                           timeout=20)["providers"], [])
+        self.assertGreater(metric(self.nodes[0], "vivimd_dht_provider_records"), 0)
+
     def test_3_a_killed_node_does_not_fail_lookups(self):
         victim = self.nodes[5]
         victim.stop(sig=signal.SIGKILL)
@@ -98,6 +188,14 @@ class DhtNodes(unittest.TestCase):
         times.sort()
         print(f"\nfindNode after a SIGKILL, {len(times)} lookups: median {times[len(times) // 2]} "
               f"ms, max {times[-1]} ms")
+        # What was published is still found from every live node.
+        for i, node in enumerate(self.nodes):
+            if node is victim:
+                continue
+            g = node.rpc("dht.get", {"key": "greeting"}, timeout=20)
+            self.assertIn(self.ids[2], [v["publisher"] for v in g["values"]], (i, g))
+            p = node.rpc("dht.getProviders", {"contentId": "blob:abc"}, timeout=20)
+            self.assertEqual([x["nodeId"] for x in p["providers"]], [self.ids[3]], (i, p))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 /*
  * The DHT node (src/dht/dht_node.c) on fake envs: it admits contacts only after a signed
  * PONG, serves FIND_NODE within the reply budget (twice the request to an unverified
- * source, in full to a padded request), signs its PONGs, and answers value and provider
- * requests "unsupported" for now.
+ * source, in full to a padded request), signs its PONGs, stores values and provider records
+ * only with a valid token and signature, and publishes and finds them across nodes.
  */
 #include "vv_test.h"
 
 #include <msgpack.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -94,14 +95,22 @@ static void on_answer(struct vv_env *env, const struct vv_env_answer *a, void *a
 
 /* The client sends a request of type with target and pad bytes to the server by datagram;
  * returns the request frame's size. */
+static size_t ask_rq(struct world *w, const struct vv_dht_request *rq, struct answer *ans);
+
 static size_t ask(struct world *w, uint16_t type, const uint8_t *target, size_t pad,
                   struct answer *ans)
 {
     struct vv_dht_request rq = {.type = type, .pad_len = pad};
     memcpy(rq.target, target, VV_DHT_ID_BYTES);
+    return ask_rq(w, &rq, ans);
+}
+
+static size_t ask_rq(struct world *w, const struct vv_dht_request *rq, struct answer *ans)
+{
+    uint16_t type = rq->type;
     uint8_t frame[VV_DHT_DATAGRAM_MAX_BYTES];
     size_t len;
-    assert_int_equal(vv_dht_request_encode(&rq, UINT64_MAX, frame, sizeof(frame), &len), 0);
+    assert_int_equal(vv_dht_request_encode(rq, UINT64_MAX, frame, sizeof(frame), &len), 0);
     struct vv_wire_frame f;
     assert_int_equal(vv_wire_decode(frame, len, &f), 0);
     msgpack_sbuffer sb;
@@ -223,7 +232,7 @@ static void test_find_node_answer_is_cut_to_the_reply_budget(void **state)
     free_world(w);
 }
 
-static void test_pong_is_signed_and_values_are_not_served_yet(void **state)
+static void test_pong_is_signed(void **state)
 {
     (void)state;
     struct world *w = make_world();
@@ -240,9 +249,239 @@ static void test_pong_is_signed_and_values_are_not_served_yet(void **state)
     assert_int_equal(
         vv_dht_pong_verify(nonce, w->server.env.identity->node_id, ans.rep.pk, ans.rep.sig),
         VV_EDHT_SIGNATURE);
-    ask(w, VV_DHT_MSG_GET_PROVIDERS, nonce, 0, &ans);
+    free_world(w);
+}
+
+/* A token from a GET_VALUE to the server, for the client's address. */
+static void get_token(struct world *w, const uint8_t *key, uint8_t token[VV_DHT_TOKEN_BYTES])
+{
+    struct answer ans;
+    ask(w, VV_DHT_MSG_GET_VALUE, key, 600, &ans);
+    assert_int_equal(ans.status, 0);
+    assert_true(ans.decoded);
+    memcpy(token, ans.rep.token, VV_DHT_TOKEN_BYTES);
+}
+
+static void put_request(struct world *w, struct vv_dht_request *rq, const uint8_t *key,
+                        const uint8_t *value, size_t len, uint64_t seq)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->type = VV_DHT_MSG_PUT_VALUE;
+    memcpy(rq->target, key, VV_DHT_ID_BYTES);
+    memcpy(rq->value.key, key, VV_DHT_ID_BYTES);
+    rq->value.value = value;
+    rq->value.len = len;
+    rq->value.seq = seq;
+    rq->value.expires_ms = vv_env_wall_ms(&w->client.env) + 60000;
+    vv_dht_value_sign(&rq->value, w->client.env.identity->secret_key);
+}
+
+static void test_stores_need_a_token_and_a_valid_signature(void **state)
+{
+    (void)state;
+    struct world *w = make_world();
+    const struct vv_dht_node_stats *st = vv_dht_node_stats(w->s);
+    uint8_t key[VV_DHT_ID_BYTES];
+    memset(key, 0x33, sizeof(key));
+    struct vv_dht_request rq;
+    struct answer ans;
+    /* No token (zeros): refused, nothing stored. */
+    put_request(w, &rq, key, (const uint8_t *)"hello", 5, 10);
+    ask_rq(w, &rq, &ans);
     assert_int_equal(ans.status, VV_EREQ_REMOTE);
-    assert_int_equal(ans.code, VV_REQ_ERR_UNSUPPORTED);
+    assert_int_equal(ans.code, VV_DHT_ANSWER_TOKEN);
+    assert_int_equal(vv_dht_values_count(vv_dht_node_values(w->s)), 0);
+    /* With the token of a GET: stored, and served to the next GET. */
+    get_token(w, key, rq.token);
+    ask_rq(w, &rq, &ans);
+    assert_int_equal(ans.status, 0);
+    assert_int_equal(st->stores_accepted, 1);
+    assert_int_equal(vv_dht_values_count(vv_dht_node_values(w->s)), 1);
+    ask(w, VV_DHT_MSG_GET_VALUE, key, 600, &ans);
+    assert_int_equal(ans.rep.n_values, 1);
+    assert_int_equal(ans.rep.values[0].seq, 10);
+    assert_memory_equal(ans.rep.values[0].pk, w->client.env.identity->public_key, 32);
+    /* The same seq again, or a lower one: stale. */
+    uint8_t token[VV_DHT_TOKEN_BYTES];
+    memcpy(token, rq.token, sizeof(token));
+    put_request(w, &rq, key, (const uint8_t *)"older", 5, 9);
+    memcpy(rq.token, token, sizeof(token));
+    ask_rq(w, &rq, &ans);
+    assert_int_equal(ans.code, VV_DHT_ANSWER_STALE_SEQ);
+    /* A forged signature (a byte of the value changed after signing): refused after the
+     * check, counted. */
+    uint8_t forged[5] = {'h', 'e', 'l', 'l', 'o'};
+    put_request(w, &rq, key, forged, 5, 11);
+    memcpy(rq.token, token, sizeof(token));
+    forged[0] = 'j';
+    ask_rq(w, &rq, &ans);
+    assert_int_equal(ans.code, VV_DHT_ANSWER_SIGNATURE);
+    assert_int_equal(st->stores_refused[6], 1);
+    /* Expired: refused before any check. */
+    put_request(w, &rq, key, (const uint8_t *)"x", 1, 12);
+    rq.value.expires_ms = vv_env_wall_ms(&w->client.env) - 1;
+    vv_dht_value_sign(&rq.value, w->client.env.identity->secret_key);
+    memcpy(rq.token, token, sizeof(token));
+    ask_rq(w, &rq, &ans);
+    assert_int_equal(ans.code, VV_DHT_ANSWER_EXPIRY);
+    assert_int_equal(vv_dht_values_count(vv_dht_node_values(w->s)), 1);
+    /* ADD_PROVIDER: signed by another key than the requester's: refused; by its own: stored. */
+    memset(&rq, 0, sizeof(rq));
+    rq.type = VV_DHT_MSG_ADD_PROVIDER;
+    rq.record.content_id = "doc-1";
+    rq.record.content_id_len = 5;
+    rq.record.content_type = "text/plain";
+    rq.record.content_type_len = 10;
+    rq.record.expires_ms = vv_env_wall_ms(&w->client.env) + 60000;
+    crypto_hash_sha256(rq.target, (const uint8_t *)"doc-1", 5);
+    memcpy(rq.token, token, sizeof(token));
+    vv_dht_provider_sign(rq.target, rq.record.expires_ms, w->server.env.identity->secret_key,
+                         rq.provider_pk, rq.provider_sig);
+    ask_rq(w, &rq, &ans);
+    assert_int_equal(ans.code, VV_DHT_ANSWER_SIGNATURE);
+    vv_dht_provider_sign(rq.target, rq.record.expires_ms, w->client.env.identity->secret_key,
+                         rq.provider_pk, rq.provider_sig);
+    ask_rq(w, &rq, &ans);
+    assert_int_equal(ans.status, 0);
+    /* A record whose key is not SHA-256(contentId) nor its address: refused. */
+    rq.target[0] ^= 1;
+    vv_dht_provider_sign(rq.target, rq.record.expires_ms, w->client.env.identity->secret_key,
+                         rq.provider_pk, rq.provider_sig);
+    ask_rq(w, &rq, &ans);
+    assert_int_equal(ans.code, VV_DHT_ANSWER_KEY);
+    rq.target[0] ^= 1;
+    ask(w, VV_DHT_MSG_GET_PROVIDERS, rq.target, 600, &ans);
+    assert_int_equal(ans.status, 0);
+    assert_int_equal(ans.rep.n_providers, 1);
+    assert_true(ans.rep.has_record);
+    assert_memory_equal(ans.rep.providers[0].c.id, w->client.env.identity->node_id, 32);
+    assert_true(strcmp(vv_fake_env_address(&w->client), "") != 0);
+    free_world(w);
+}
+
+struct got {
+    bool done;
+    struct vv_dht_store_result store;
+    int status;
+    size_t n_values;
+    uint64_t seq;
+    char value[64];
+    size_t n_providers, streamed;
+    uint8_t provider[VV_DHT_ID_BYTES];
+};
+
+static void on_stored(void *arg, const struct vv_dht_store_result *r)
+{
+    struct got *g = arg;
+    g->done = true;
+    g->store = *r;
+}
+
+static void on_got(void *arg, const struct vv_dht_get_result *r)
+{
+    struct got *g = arg;
+    g->done = true;
+    g->status = r->status;
+    g->n_values = r->n_values;
+    if (r->n_values > 0) {
+        g->seq = r->values[0].seq;
+        memcpy(g->value, r->values[0].value, VV_MIN(r->values[0].len, sizeof(g->value) - 1));
+    }
+    g->n_providers = r->n_providers;
+    if (r->n_providers > 0)
+        memcpy(g->provider, r->providers[0].c.id, VV_DHT_ID_BYTES);
+}
+
+static void on_provider(void *arg, const struct vv_dht_provider *p)
+{
+    struct got *g = arg;
+    (void)p;
+    g->streamed++;
+}
+
+static void test_published_values_and_providers_are_found_from_other_nodes(void **state)
+{
+    (void)state;
+    struct world *w = make_world();
+    join_all(w);
+    for (int i = 0; i < N_PEERS; i++)
+        assert_int_equal(vv_dht_node_bootstrap(w->p[i], vv_fake_env_address(&w->server)), 0);
+    for (int i = 0; i < 20; i++)
+        settle(w);
+    uint8_t key[VV_DHT_ID_BYTES];
+    memset(key, 0x42, sizeof(key));
+    struct got put = {0};
+    assert_int_equal(
+        vv_dht_node_put(w->p[0], key, (const uint8_t *)"v1", 2, 60000, 0, on_stored, &put), 0);
+    for (int i = 0; i < 20 && !put.done; i++)
+        settle(w);
+    assert_true(put.done);
+    assert_int_equal(put.store.status, 0);
+    assert_true(put.store.stored >= 10);
+    /* Every node asked stored it, and so did the publisher: with 16 nodes and k = 20 it is
+     * one of the k closest. */
+    assert_int_equal(put.store.stored, put.store.tried + 1);
+    assert_int_equal(vv_dht_values_count(vv_dht_node_values(w->p[0])), 1);
+    /* A second put by the same publisher replaces the first everywhere. */
+    memset(&put, 0, sizeof(put));
+    assert_int_equal(
+        vv_dht_node_put(w->p[0], key, (const uint8_t *)"v2", 2, 60000, 0, on_stored, &put), 0);
+    for (int i = 0; i < 20 && !put.done; i++)
+        settle(w);
+    assert_true(put.store.stored >= 10);
+    struct got get = {0};
+    assert_int_equal(vv_dht_node_get(w->p[7], key, on_got, &get), 0);
+    for (int i = 0; i < 20 && !get.done; i++)
+        settle(w);
+    assert_true(get.done);
+    assert_int_equal(get.n_values, 1);
+    assert_int_equal(get.seq, put.store.seq);
+    assert_string_equal(get.value, "v2");
+    /* Too large for a datagram's PUT: refused up front. */
+    static uint8_t big[VV_DHT_PUT_MAX_BYTES + 1];
+    assert_int_equal(vv_dht_node_put(w->p[0], key, big, sizeof(big), 60000, 0, on_stored, &put),
+                     VV_EDHT_TOO_LARGE);
+    /* Providers: p[3] provides doc-7; p[9] finds it, streamed and in the result. */
+    struct vv_dht_content_record rec = {
+        .content_id = "doc-7",
+        .content_id_len = 5,
+        .content_type = "image/png",
+        .content_type_len = 9,
+        .size = 1234,
+        .expires_ms = vv_env_wall_ms(&w->peers[3].env) + 60000,
+    };
+    struct got prov = {0};
+    assert_int_equal(vv_dht_node_provide(w->p[3], &rec, on_stored, &prov), 0);
+    for (int i = 0; i < 20 && !prov.done; i++)
+        settle(w);
+    assert_int_equal(prov.store.status, 0);
+    assert_true(prov.store.stored >= 10);
+    uint8_t pkey[VV_DHT_ID_BYTES];
+    crypto_hash_sha256(pkey, (const uint8_t *)"doc-7", 5);
+    memset(&get, 0, sizeof(get));
+    assert_int_equal(vv_dht_node_get_providers(w->p[9], pkey, 5, on_provider, on_got, &get), 0);
+    for (int i = 0; i < 20 && !get.done; i++)
+        settle(w);
+    assert_true(get.done);
+    assert_int_equal(get.n_providers, 1);
+    assert_int_equal(get.streamed, 1);
+    assert_memory_equal(get.provider, w->peers[3].env.identity->node_id, VV_DHT_ID_BYTES);
+    /* A key nobody provides: a complete lookup, no providers. */
+    memset(&get, 0, sizeof(get));
+    pkey[0] ^= 0xff;
+    assert_int_equal(vv_dht_node_get_providers(w->p[9], pkey, 5, on_provider, on_got, &get), 0);
+    for (int i = 0; i < 20 && !get.done; i++)
+        settle(w);
+    assert_true(get.done);
+    assert_int_equal(get.n_providers, 0);
+    /* Freed with a publish in flight: its callback fires, shutting down. */
+    memset(&put, 0, sizeof(put));
+    assert_int_equal(
+        vv_dht_node_put(w->p[1], key, (const uint8_t *)"v3", 2, 60000, 0, on_stored, &put), 0);
+    vv_dht_node_free(w->p[1]);
+    w->p[1] = NULL;
+    assert_true(put.done);
+    assert_int_equal(put.store.status, VV_ENODE_SHUTTING_DOWN);
     free_world(w);
 }
 
@@ -252,7 +491,9 @@ int main(void)
         cmocka_unit_test(test_contacts_enter_the_table_only_after_a_signed_pong),
         cmocka_unit_test(test_saved_candidates_are_verified_and_bounded_in_flight),
         cmocka_unit_test(test_find_node_answer_is_cut_to_the_reply_budget),
-        cmocka_unit_test(test_pong_is_signed_and_values_are_not_served_yet),
+        cmocka_unit_test(test_pong_is_signed),
+        cmocka_unit_test(test_stores_need_a_token_and_a_valid_signature),
+        cmocka_unit_test(test_published_values_and_providers_are_found_from_other_nodes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -102,9 +102,21 @@ static void test_requests_round_trip(void **state)
     rq.record.replication_factor = 255;
     crypto_hash_sha256(rq.target, (const uint8_t *)"blob-1", 6);
     memset(rq.token, 0x44, sizeof(rq.token));
+    {
+        uint8_t ppk[32], psk[64], m[VV_DHT_PROVIDER_SIGNED_BYTES];
+        crypto_sign_keypair(ppk, psk);
+        vv_dht_provider_sign(rq.target, rq.record.expires_ms, psk, rq.provider_pk, rq.provider_sig);
+        assert_memory_equal(rq.provider_pk, ppk, 32);
+        vv_dht_provider_signed_bytes(rq.target, rq.record.expires_ms, m);
+        assert_memory_equal(m, "vivim-dht-provider-v1", 21);
+        assert_int_equal(m[sizeof(m) - 1], (NOW + 5) & 0xff);
+        assert_int_equal(crypto_sign_verify_detached(rq.provider_sig, m, sizeof(m), ppk), 0);
+    }
     rq.pad_len = 1;
     assert_int_equal(vv_dht_request_encode(&rq, 9, buf, sizeof(buf), &n), 0);
     decode_request(buf, n, VV_DHT_MSG_ADD_PROVIDER, 9, &f, &got);
+    assert_memory_equal(got.provider_pk, rq.provider_pk, 32);
+    assert_memory_equal(got.provider_sig, rq.provider_sig, 64);
     assert_int_equal(got.record.content_id_len, 6);
     assert_memory_equal(got.record.content_id, "blob-1", 6);
     assert_memory_equal(got.record.content_type, "text/plain", 10);
@@ -437,7 +449,7 @@ static void b_put_token(msgpack_packer *pk)
 }
 static void record_fields(msgpack_packer *pk, const char *cid, const char *type, uint64_t repl)
 {
-    msgpack_pack_array(pk, 3);
+    msgpack_pack_array(pk, 5);
     bin(pk, 32);
     msgpack_pack_array(pk, 7);
     str(pk, cid);
@@ -447,6 +459,23 @@ static void record_fields(msgpack_packer *pk, const char *cid, const char *type,
     msgpack_pack_uint64(pk, 2);
     msgpack_pack_uint64(pk, 3);
     msgpack_pack_uint64(pk, repl);
+    bin(pk, 16);
+    bin(pk, 32); /* pk */
+    bin(pk, 64); /* sig */
+}
+/* The body of ADD_PROVIDER before this version: without pk and sig. */
+static void b_add_without_sig(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 3);
+    bin(pk, 32);
+    msgpack_pack_array(pk, 7);
+    str(pk, "c");
+    str(pk, "t");
+    bin(pk, 32);
+    msgpack_pack_uint64(pk, 1);
+    msgpack_pack_uint64(pk, 2);
+    msgpack_pack_uint64(pk, 3);
+    msgpack_pack_uint64(pk, 3);
     bin(pk, 16);
 }
 static void b_add_ok(msgpack_packer *pk)
@@ -565,6 +594,7 @@ static void test_malformed_bodies_are_refused(void **state)
     assert_int_equal(verdict(VV_DHT_MSG_ADD_PROVIDER, false, b_add_ctl), VV_EDHT_MALFORMED);
     assert_int_equal(verdict(VV_DHT_MSG_ADD_PROVIDER, false, b_add_empty_cid), VV_EDHT_MALFORMED);
     assert_int_equal(verdict(VV_DHT_MSG_ADD_PROVIDER, false, b_add_long_cid), VV_EDHT_MALFORMED);
+    assert_int_equal(verdict(VV_DHT_MSG_ADD_PROVIDER, false, b_add_without_sig), VV_EDHT_MALFORMED);
     /* Answers. */
     assert_int_equal(verdict(VV_DHT_MSG_FIND_NODE, true, b_nodes_ok), 0);
     assert_int_equal(verdict(VV_DHT_MSG_FIND_NODE, true, b_nodes_addr5), VV_EDHT_MALFORMED);
