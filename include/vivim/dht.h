@@ -14,7 +14,8 @@
  * the write tokens of the nodes that answered; a publish is such a lookup followed by a
  * PUT_VALUE or ADD_PROVIDER to each of the k closest that answered.
  *
- * The module adds the [dht] section, the dht.* RPC methods and the vivimd_dht_* metrics.
+ * The module adds the [dht] section, the dht.* RPC methods and the vivimd_dht_* metrics, and
+ * keeps the routing table's contacts in state_dir/dht.sqlite across restarts (dht_persist.h).
  */
 #ifndef VIVIM_DHT_H
 #define VIVIM_DHT_H
@@ -126,6 +127,12 @@ int vv_dht_node_bootstrap(struct vv_dht_node *d, const char *address);
 /* A peer connected on channel 1: asks hooks.peer_address and verifies it like a bootstrap
  * address, expecting its ID. */
 void vv_dht_node_peer_up(struct vv_dht_node *d, const uint8_t id[VV_DHT_ID_BYTES]);
+/* A contact known from elsewhere (a saved routing table): verified like any candidate, so it
+ * enters the table only after its signed PONG. Returns 0 (pinged, or in the table, proven or
+ * being pinged already), VV_EBUSY (VV_DHT_MAX_PENDING_PINGS pings out: offer it again later)
+ * or VV_EDHT_ADDRESS. */
+int vv_dht_node_add_candidate(struct vv_dht_node *d, const uint8_t id[VV_DHT_ID_BYTES],
+                              const char *address);
 
 /* Ping: status 0 and the answering node's proven ID, or an error (VV_EREQ_TIMEOUT,
  * VV_EDHT_SIGNATURE, VV_EDHT_MALFORMED, VV_ENODE_SHUTTING_DOWN, the remote's error). */
@@ -265,6 +272,7 @@ struct vv_dht_settings {
     uint32_t record_ttl_s;
     uint32_t store_max_mb;
     uint32_t provider_max_records;
+    uint32_t save_ms; /* period of the saves to state_dir/dht.sqlite */
 };
 /* dht.publish and dht.get: the longest key string (its SHA-256 is the DHT key). */
 #define VV_DHT_RPC_KEY_MAX 1024

@@ -23,6 +23,10 @@ static const struct vv_config_key keys[] = {
     VV_CONFIG_U32_KEY(S, refresh_ms, "900000", 1000, 86400000, true,
                       "A bucket that saw no lookup and no new or answering contact for this "
                       "long is refreshed by a lookup for a random ID in it (ms)."),
+    VV_CONFIG_U32_KEY(S, save_ms, "60000", 1000, 86400000, true,
+                      "How often the routing table's contacts are saved to "
+                      "state_dir/dht.sqlite (ms), besides at stop; a restarted node pings them "
+                      "to rejoin without its bootstrap list."),
     VV_CONFIG_U32_KEY(S, max_verified, "4096", 16, 1048576, false,
                       "Verified (node ID, address) pairs remembered, so that a contact proves "
                       "its ID by signature once an hour at most."),

@@ -1,11 +1,13 @@
 /*
  * The dht module (vivim/dht.h): one DHT node (dht_node.c) on vivimd's env while [dht]
- * enabled is true, joined through the numeric [net] bootstrap addresses and through the
- * peers the connection manager connects; the dht.* RPC methods and the vivimd_dht_*
- * metrics. It owns the node and one small struct per RPC call in flight; the node calls
- * every call's callback exactly once, with VV_ENODE_SHUTTING_DOWN from stop at the latest.
+ * enabled is true, joined through the contacts saved in state_dir/dht.sqlite at the last run
+ * (dht_persist.h), the numeric [net] bootstrap addresses and the peers the connection
+ * manager connects; the dht.* RPC methods and the vivimd_dht_* metrics. It owns the node, the
+ * store and one small struct per RPC call in flight; the node calls every call's callback
+ * exactly once, with VV_ENODE_SHUTTING_DOWN from stop at the latest.
  */
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "vivim/common.h"
@@ -13,6 +15,7 @@
 #include "vivim/connmgr.h"
 #include "vivim/dht.h"
 #include "vivim/dht_msg.h"
+#include "vivim/dht_persist.h"
 #include "vivim/env_request.h"
 #include "vivim/env_uv.h"
 #include "vivim/log.h"
@@ -31,6 +34,15 @@ struct dht {
     struct vv_histogram *hops;
     struct vv_histogram *latency;
     struct vv_counter *stores;
+    /* Persistence (state_dir/dht.sqlite): NULL when it could not be opened. */
+    struct vv_dht_persist *disk;
+    uint64_t persist_timer; /* VV_DHT_PERSIST_TICK_MS, 0 none */
+    uint64_t last_save_ms;  /* env time */
+    /* Saved contacts still to be offered to the node, restore[next_restore..n_restore). */
+    struct vv_dht_saved_contact *restore;
+    size_t n_restore, next_restore;
+    struct vv_gauge *saved;
+    struct vv_counter *persist_errors;
 };
 
 /* One RPC call waiting for the node (publish, get, providers). */
@@ -41,6 +53,11 @@ struct call {
     char key_hex[2 * VV_DHT_ID_BYTES + 1];
     char content_id[VV_DHT_CONTENT_ID_MAX + 1];
 };
+
+/* How often saved contacts still waiting are offered again (the node takes them as its
+ * verification pings, at most VV_DHT_MAX_PENDING_PINGS out, come back) and the save period
+ * is checked. */
+#define VV_DHT_PERSIST_TICK_MS 1000
 
 static struct dht *dht_of(struct vv_node *n)
 {
@@ -738,6 +755,120 @@ static int register_methods(struct dht *m, struct vv_rpc *rpc)
     return vv_rpc_register_all(rpc, methods, sizeof(methods) / sizeof(methods[0]));
 }
 
+/* ---- persistence: state_dir/dht.sqlite ------------------------------------------------ */
+
+/*
+ * Saves the table's contacts (stale ones left out: they probably left). Runs on the loop: at
+ * most a few thousand rows in one transaction of a WAL database without fsync at commit,
+ * a few ms at 2,000 (figures in vivim/dht_persist.h), every [dht] save_ms and at stop.
+ */
+static void persist_save(struct dht *m)
+{
+    if (m->disk == NULL || m->dht == NULL)
+        return;
+    const struct vv_dht_rt *rt = vv_dht_node_table(m->dht);
+    uint64_t now = vv_env_now(m->env), wall = vv_env_wall_ms(m->env);
+    struct vv_dht_saved_contact *c = vv_xcalloc(vv_dht_rt_size(rt) + 1, sizeof(*c));
+    size_t n = 0;
+    for (unsigned b = 0; b < VV_DHT_ID_BITS; b++) {
+        struct vv_dht_rt_entry e[VV_DHT_K];
+        size_t got = vv_dht_rt_bucket_entries(rt, b, e, VV_DHT_K);
+        for (size_t i = 0; i < got; i++) {
+            if (e[i].failures >= VV_DHT_MAX_FAILURES)
+                continue;
+            memcpy(c[n].id, e[i].c.id, VV_DHT_ID_BYTES);
+            c[n].addr = e[i].c.addr;
+            /* The table's times are of the monotonic clock, which a restart resets. */
+            uint64_t ago = now >= e[i].last_seen_ms ? now - e[i].last_seen_ms : 0;
+            c[n].last_seen_ms = wall >= ago ? wall - ago : 0;
+            c[n].rtt_ms = e[i].rtt_ms;
+            n++;
+        }
+    }
+    size_t kept = 0;
+    if (vv_dht_persist_save_contacts(m->disk, c, n, &kept) == 0)
+        vv_gauge_set(m->saved, (double)kept);
+    else
+        vv_counter_inc(m->persist_errors);
+    vv_free(c);
+    m->last_save_ms = now;
+}
+
+/* Offers the saved contacts still waiting until the node has no room for more pings. */
+static void persist_drain(struct dht *m)
+{
+    while (m->next_restore < m->n_restore) {
+        const struct vv_dht_saved_contact *c = &m->restore[m->next_restore];
+        char a[VV_DHT_ADDR_STR_BYTES];
+        int rc = vv_dht_addr_format(&c->addr, a, sizeof(a));
+        if (rc == 0)
+            rc = vv_dht_node_add_candidate(m->dht, c->id, a);
+        if (rc == VV_EBUSY)
+            return;
+        m->next_restore++;
+    }
+    vv_free(m->restore);
+    m->restore = NULL;
+    m->n_restore = m->next_restore = 0;
+}
+
+static void persist_tick(struct vv_env *env, void *arg)
+{
+    struct dht *m = arg;
+    if (m->dht == NULL)
+        return;
+    if (m->restore != NULL)
+        persist_drain(m);
+    uint32_t period = vv_dht_settings(&m->n->config)->save_ms;
+    if (vv_env_now(env) - m->last_save_ms >= period)
+        persist_save(m);
+}
+
+/* Opens the store and loads the saved contacts for persist_drain. Without a store the node
+ * runs as before, from its bootstrap list: the contacts are soft state, not worth a failed
+ * start. */
+static void persist_start(struct dht *m)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", vv_node_settings(&m->n->config)->state_dir,
+             VV_DHT_PERSIST_FILE);
+    bool recreated = false;
+    if (vv_dht_persist_open(path, &m->disk, &recreated) != 0) {
+        vv_counter_inc(m->persist_errors);
+        vv_log_warn("dht", "running without a saved routing table (%s cannot be used)", path);
+        return;
+    }
+    if (recreated)
+        vv_counter_inc(m->persist_errors);
+    m->restore = vv_xcalloc(VV_DHT_PERSIST_MAX_CONTACTS, sizeof(*m->restore));
+    size_t skipped = 0;
+    if (vv_dht_persist_load_contacts(m->disk, VV_DHT_PERSIST_MAX_CONTACTS, m->restore,
+                                     &m->n_restore, &skipped) != 0) {
+        vv_counter_inc(m->persist_errors);
+        m->n_restore = 0;
+    }
+    vv_counter_add(m->persist_errors, skipped);
+    vv_gauge_set(m->saved, (double)m->n_restore);
+    vv_log_info("dht", "%zu saved contact(s) in %s to verify", m->n_restore, path);
+    m->last_save_ms = vv_env_now(m->env);
+    m->persist_timer =
+        vv_env_timer_start(m->env, VV_DHT_PERSIST_TICK_MS, VV_DHT_PERSIST_TICK_MS, persist_tick, m);
+}
+
+/* Saves a last time and closes the store; the node still runs. */
+static void persist_stop(struct dht *m)
+{
+    if (m->persist_timer != 0)
+        vv_env_timer_cancel(m->env, m->persist_timer);
+    m->persist_timer = 0;
+    persist_save(m);
+    vv_dht_persist_close(m->disk);
+    m->disk = NULL;
+    vv_free(m->restore);
+    m->restore = NULL;
+    m->n_restore = m->next_restore = 0;
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
 static int dht_init(struct vv_node *n)
@@ -781,6 +912,15 @@ static int dht_init(struct vv_node *n)
     vv_metrics_gauge_fn(mx, "vivimd_dht_verified_contacts",
                         "(node ID, address) pairs in the DHT's verified-contact cache.",
                         verified_size, m);
+    m->saved = vv_metrics_gauge(mx, "vivimd_dht_saved_contacts",
+                                "Contacts in state_dir/dht.sqlite after the last save (or the "
+                                "load at start).",
+                                NULL);
+    m->persist_errors = vv_metrics_counter(
+        mx, "vivimd_dht_persist_errors_total",
+        "Errors of the DHT's store on disk: a failed open, load or save, a file replaced as "
+        "unreadable, a malformed row skipped.",
+        NULL);
     return register_methods(m, n->rpc);
 }
 
@@ -828,7 +968,10 @@ static int dht_start(struct vv_node *n)
         .arg = m,
     };
     m->dht = vv_dht_node_new(m->env, &cfg, &hooks);
+    persist_start(m);
     bootstrap(m);
+    if (m->restore != NULL)
+        persist_drain(m); /* after the bootstrap list, which the operator chose */
     return 0;
 }
 
@@ -837,6 +980,8 @@ static void dht_stop(struct vv_node *n)
     struct dht *m = dht_of(n);
     if (m == NULL)
         return;
+    if (m->dht != NULL)
+        persist_stop(m);
     struct vv_dht_node *d = m->dht;
     m->dht = NULL;
     vv_dht_node_free(d); /* fails the RPC calls in flight: the node is stopping */

@@ -549,6 +549,21 @@ void vv_dht_node_peer_up(struct vv_dht_node *d, const uint8_t id[VV_DHT_ID_BYTES
         memcpy(d->waiting[d->n_waiting++], id, VV_DHT_ID_BYTES);
 }
 
+int vv_dht_node_add_candidate(struct vv_dht_node *d, const uint8_t id[VV_DHT_ID_BYTES],
+                              const char *address)
+{
+    char canon[VV_ENV_ADDRESS_BYTES];
+    struct vv_dht_addr addr;
+    if (vv_env_address_canon(address, canon, sizeof(canon)) != 0 || addr_of(canon, &addr) != 0)
+        return VV_EDHT_ADDRESS;
+    if (vv_dht_rt_find(d->rt, id, NULL) == 0)
+        return 0; /* in the table: its own answers keep it fresh, an old claim must not */
+    if (d->n_pings >= VV_DHT_MAX_PENDING_PINGS)
+        return VV_EBUSY;
+    candidate(d, id, canon, 0);
+    return 0;
+}
+
 /* Peers that came up before their address was known: tried once more, then forgotten. */
 static void retry_waiting(struct vv_dht_node *d)
 {

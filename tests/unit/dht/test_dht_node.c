@@ -8,6 +8,7 @@
 
 #include <msgpack.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "fake_env.h"
@@ -155,6 +156,56 @@ static void test_contacts_enter_the_table_only_after_a_signed_pong(void **state)
     ask(w, VV_DHT_MSG_FIND_NODE, target, 0, &ans);
     assert_int_equal(vv_dht_rt_find(vv_dht_node_table(w->s), w->client.env.identity->node_id, NULL),
                      VV_ENOTFOUND);
+    free_world(w);
+}
+
+/* Saved contacts (vv_dht_node_add_candidate) are pinged and enter the table only with a PONG
+ * that proves the expected ID; with VV_DHT_MAX_PENDING_PINGS out, the caller is told to wait. */
+static void test_saved_candidates_are_verified_and_bounded_in_flight(void **state)
+{
+    (void)state;
+    struct world *w = make_world();
+    const struct vv_dht_rt *rt = vv_dht_node_table(w->s);
+    assert_int_equal(vv_dht_node_add_candidate(w->s, w->peers[0].env.identity->node_id,
+                                               vv_fake_env_address(&w->peers[0])),
+                     0);
+    /* Another node's ID at peer 1's address: peer 1 answers, but not as that ID. */
+    assert_int_equal(vv_dht_node_add_candidate(w->s, w->peers[2].env.identity->node_id,
+                                               vv_fake_env_address(&w->peers[1])),
+                     0);
+    assert_int_equal(
+        vv_dht_node_add_candidate(w->s, w->peers[3].env.identity->node_id, "example.com:4747"),
+        VV_EDHT_ADDRESS);
+    settle(w);
+    assert_int_equal(vv_dht_rt_find(rt, w->peers[0].env.identity->node_id, NULL), 0);
+    assert_int_equal(vv_dht_rt_find(rt, w->peers[2].env.identity->node_id, NULL), VV_ENOTFOUND);
+    /* In the table already: nothing sent. */
+    uint64_t sent = vv_dht_node_stats(w->s)->pings_sent;
+    assert_int_equal(vv_dht_node_add_candidate(w->s, w->peers[0].env.identity->node_id,
+                                               vv_fake_env_address(&w->peers[0])),
+                     0);
+    assert_int_equal(vv_dht_node_stats(w->s)->pings_sent, sent);
+
+    /* Addresses where nobody answers: the pings stay out until their timeout. */
+    uint8_t id[VV_DHT_ID_BYTES];
+    char a[64];
+    unsigned i;
+    int rc = 0;
+    for (i = 0; i < 1000 && rc == 0; i++) {
+        memset(id, 0x33, sizeof(id));
+        memcpy(id, &i, sizeof(i));
+        snprintf(a, sizeof(a), "10.77.%u.%u:4747", i / 250, 1 + i % 250);
+        rc = vv_dht_node_add_candidate(w->s, id, a);
+    }
+    assert_int_equal(rc, VV_EBUSY);
+    /* i - 1 were sent; the others out are the node's own (peer 1 asked us back). */
+    assert_true(i - 1 <= VV_DHT_MAX_PENDING_PINGS && i - 1 >= VV_DHT_MAX_PENDING_PINGS - 4);
+    /* After the timeout there is room again. */
+    for (int t = 0; t < 30; t++) {
+        vv_fake_net_pump_all(&w->net);
+        vv_fake_net_advance(&w->net, 100);
+    }
+    assert_int_equal(vv_dht_node_add_candidate(w->s, id, a), 0);
     free_world(w);
 }
 
@@ -533,6 +584,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_contacts_enter_the_table_only_after_a_signed_pong),
+        cmocka_unit_test(test_saved_candidates_are_verified_and_bounded_in_flight),
         cmocka_unit_test(test_find_node_answer_is_cut_to_the_reply_budget),
         cmocka_unit_test(test_pong_is_signed),
         cmocka_unit_test(test_stores_need_a_token_and_a_valid_signature),
