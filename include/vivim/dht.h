@@ -84,8 +84,8 @@ struct vv_dht_node_hooks {
     /* One of this node's own records was published (body: its encoded request body, to keep
      * for vv_dht_node_restore_own after a restart; a record of the same type and key
      * replaces it) or dropped (body NULL: it expired). */
-    void (*own)(void *arg, uint16_t type, const uint8_t key[VV_DHT_ID_BYTES],
-                const uint8_t *body, size_t len, uint64_t expires_ms);
+    void (*own)(void *arg, uint16_t type, const uint8_t key[VV_DHT_ID_BYTES], const uint8_t *body,
+                size_t len, uint64_t expires_ms);
     void *arg;
 };
 
@@ -101,7 +101,7 @@ struct vv_dht_node_stats {
      * too large, expiry, quota, full, signature, key, busy, other). */
     uint64_t stores_accepted;
     uint64_t stores_refused[10];
-    uint64_t values_bad; /* values in GET answers whose signature did not verify */
+    uint64_t values_bad;        /* values in GET answers whose signature did not verify */
     uint64_t republish_lookups; /* region lookups of the republish */
     uint64_t republished;       /* own records re-stored by them (stores sent) */
     uint64_t own_dropped;       /* own records not kept: max_own reached */
@@ -243,8 +243,7 @@ int vv_dht_node_provide(struct vv_dht_node *d, const struct vv_dht_content_recor
  * Restores an own record saved from hooks.own after a restart: type and the body the hook
  * gave. Returns 0, VV_EDHT_MALFORMED, VV_EDHT_EXPIRY (expired), VV_ELIMIT (max_own).
  */
-int vv_dht_node_restore_own(struct vv_dht_node *d, uint16_t type, const uint8_t *body,
-                            size_t len);
+int vv_dht_node_restore_own(struct vv_dht_node *d, uint16_t type, const uint8_t *body, size_t len);
 size_t vv_dht_node_own_count(const struct vv_dht_node *d);
 
 const struct vv_dht_values *vv_dht_node_values(const struct vv_dht_node *d);
@@ -270,6 +269,7 @@ struct vv_dht_settings {
     uint32_t refresh_ms;
     uint32_t max_verified;
     uint32_t record_ttl_s;
+    uint32_t republish_s;
     uint32_t store_max_mb;
     uint32_t provider_max_records;
     uint32_t save_ms; /* period of the saves to state_dir/dht.sqlite */

@@ -33,6 +33,10 @@ static const struct vv_config_key keys[] = {
     VV_CONFIG_U32_KEY(S, record_ttl_s, "86400", 60, 172800, true,
                       "Lifetime of a value or provider record published without a ttl "
                       "(seconds; stores accept at most 48 hours)."),
+    VV_CONFIG_U32_KEY(S, republish_s, "3600", 10, 86400, true,
+                      "This node's own values and provider records are stored again at the k "
+                      "closest nodes this often (seconds), until they expire, so that nodes that "
+                      "joined near a key get it; one lookup per keyspace region, not per key."),
     VV_CONFIG_U32_KEY(S, store_max_mb, "64", 1, 4096, false,
                       "Bytes of values this node stores for others (MiB; each value is charged "
                       "256 bytes besides its own), a sixteenth of it per source network."),
@@ -60,6 +64,7 @@ void vv_dht_node_config_from_settings(const struct vv_dht_settings *s, struct vv
     c->max_timeout_ms = s->query_timeout_ms;
     c->refresh_ms = s->refresh_ms;
     c->max_verified = s->max_verified;
+    c->republish_ms = s->republish_s * 1000u;
     c->values.max_bytes = (uint64_t)s->store_max_mb << 20;
     c->values.source_max_bytes = c->values.max_bytes / 16;
     c->values.max_count = (uint32_t)VV_MIN((uint64_t)UINT32_MAX, c->values.max_bytes / 1024);

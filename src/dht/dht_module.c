@@ -122,6 +122,18 @@ static void on_store(void *arg, uint16_t type, const char *outcome)
     vv_counter_inc(vv_counter_labels(m->stores, v));
 }
 
+static double own_records(void *data)
+{
+    struct dht *m = data;
+    return m->dht ? (double)vv_dht_node_own_count(m->dht) : 0.0;
+}
+
+static double republished(void *data)
+{
+    struct dht *m = data;
+    return m->dht ? (double)vv_dht_node_stats(m->dht)->republished : 0.0;
+}
+
 static double values_stored(void *data)
 {
     struct dht *m = data;
@@ -855,6 +867,61 @@ static void persist_start(struct dht *m)
         vv_env_timer_start(m->env, VV_DHT_PERSIST_TICK_MS, VV_DHT_PERSIST_TICK_MS, persist_tick, m);
 }
 
+/* This node's own records: kept on disk as the node gives them (kind = the request type),
+ * so that a restarted node republishes them. A commit in WAL mode with synchronous=NORMAL:
+ * a kill -9 loses nothing committed; a power loss may lose the last ones, which the
+ * publisher (the distribution pipeline) publishes again. */
+static void on_own(void *arg, uint16_t type, const uint8_t key[VV_DHT_ID_BYTES],
+                   const uint8_t *body, size_t len, uint64_t expires_ms)
+{
+    struct dht *m = arg;
+    if (m->disk == NULL)
+        return;
+    int rc = body != NULL ? vv_dht_persist_put_record(m->disk, type, key, body, len, expires_ms)
+                          : vv_dht_persist_delete_record(m->disk, type, key);
+    if (rc != 0 && rc != VV_ENOTFOUND) {
+        vv_counter_inc(m->persist_errors);
+        vv_log_warn("dht", "own record %s: %s", body ? "save" : "delete", vv_strerror(rc));
+    }
+}
+
+struct restore_ctx {
+    struct dht *m;
+    size_t restored, refused;
+};
+
+static int restore_own(void *arg, int64_t kind, const uint8_t key[VV_DHT_ID_BYTES],
+                       const uint8_t *body, size_t len, uint64_t expires_ms)
+{
+    (void)key;
+    (void)expires_ms;
+    struct restore_ctx *rc = arg;
+    if (kind < 0 || kind > UINT16_MAX ||
+        vv_dht_node_restore_own(rc->m->dht, (uint16_t)kind, body, len) != 0)
+        rc->refused++;
+    else
+        rc->restored++;
+    return 0;
+}
+
+/* The own records saved before: restored (and due for republish at once); the expired and
+ * unreadable ones are deleted. */
+static void persist_restore_own(struct dht *m)
+{
+    if (m->disk == NULL)
+        return;
+    size_t expired = 0, skipped = 0;
+    if (vv_dht_persist_expire_records(m->disk, vv_env_wall_ms(m->env), &expired) != 0)
+        vv_counter_inc(m->persist_errors);
+    struct restore_ctx rc = {.m = m};
+    if (vv_dht_persist_load_records(m->disk, restore_own, &rc, &skipped) != 0)
+        vv_counter_inc(m->persist_errors);
+    vv_counter_add(m->persist_errors, skipped + rc.refused);
+    if (rc.restored + rc.refused + expired > 0)
+        vv_log_info("dht", "%zu own record(s) restored for republish (%zu expired, %zu refused)",
+                    rc.restored, expired, rc.refused + skipped);
+}
+
 /* Saves a last time and closes the store; the node still runs. */
 static void persist_stop(struct dht *m)
 {
@@ -898,6 +965,13 @@ static int dht_init(struct vv_node *n)
                                    "outcome (accepted, or the refusal: token, stale, too_large, "
                                    "expiry, quota, full, signature, key, busy, other).",
                                    "type,outcome");
+    vv_metrics_gauge_fn(mx, "vivimd_dht_own_records",
+                        "This node's own values and provider records, republished until they "
+                        "expire.",
+                        own_records, m);
+    vv_metrics_counter_fn(mx, "vivimd_dht_republished_total",
+                          "Stores of this node's own records sent by the republish.", republished,
+                          m);
     vv_metrics_gauge_fn(mx, "vivimd_dht_values_stored",
                         "Signed values this node stores for others.", values_stored, m);
     vv_metrics_gauge_fn(mx, "vivimd_dht_value_bytes",
@@ -965,10 +1039,12 @@ static int dht_start(struct vv_node *n)
         .lookup = on_lookup,
         .peer_address = peer_address,
         .store = on_store,
+        .own = on_own,
         .arg = m,
     };
     m->dht = vv_dht_node_new(m->env, &cfg, &hooks);
     persist_start(m);
+    persist_restore_own(m);
     bootstrap(m);
     if (m->restore != NULL)
         persist_drain(m); /* after the bootstrap list, which the operator chose */

@@ -157,7 +157,7 @@ struct lookup {
     uint64_t first_ms; /* the first value or provider, ms after start; 0 none */
     bool steered_out;  /* the state machine is done; waiting for value checks */
     bool local_done;   /* this node's own store was consulted */
-    bool republish;  /* a region lookup of the republish */
+    bool republish;    /* a region lookup of the republish */
     vv_dht_provider_cb each;
     vv_dht_get_cb get_cb;
     struct store_op *op; /* a publish waiting for this lookup */

@@ -3,8 +3,11 @@
 started again with an EMPTY bootstrap list, on a new port so that no other node can find it,
 rejoins from the contacts it saved: its routing table fills again and dht.findNode from it
 finds every other node. The same after a SIGKILL (the save is one WAL transaction, so the file
-is whole). Without the file, the same restart stays alone: the saved table is what rejoins."""
+is whole). Without the file, the same restart stays alone: the saved table is what rejoins.
+A node's own published records survive its restart too and are republished: a node that
+joined while it was down gets them."""
 
+import base64
 import os
 import signal
 import time
@@ -17,7 +20,7 @@ N = 5
 NET = {"keepalive_ms": "1000", "reconnect_max_ms": "1000", "low_water": "2", "high_water": "8"}
 # Saves every second, so that a SIGKILL finds a recent save; short timeouts and refresh so
 # that tables fill fast.
-DHT = {"query_timeout_ms": "500", "refresh_ms": "2000", "save_ms": "1000"}
+DHT = {"query_timeout_ms": "500", "refresh_ms": "2000", "save_ms": "1000", "republish_s": "10"}
 
 
 class DhtRestart(unittest.TestCase):
@@ -95,6 +98,32 @@ class DhtRestart(unittest.TestCase):
         time.sleep(3)
         self.assertEqual(node.rpc("dht.routingTable")["size"], 0)
         self.assertEqual(metric(node, "vivimd_dht_saved_contacts"), 0)
+
+    def test_4_own_records_survive_a_restart_and_are_republished(self):
+        node = self.nodes[1]
+        r = node.rpc("dht.publishContent", {"contentId": "doc:own", "ttl": 3600}, timeout=20)
+        self.assertGreaterEqual(r["storedAt"], 1)
+        node.rpc("dht.publish", {"key": "own-value", "value": base64.b64encode(b"mine").decode(),
+                                 "ttl": 3600}, timeout=20)
+        self.assertEqual(metric(node, "vivimd_dht_own_records"), 2)
+        # Killed without warning; a node joins while it is down (it never saw the publish).
+        node.stop(sig=signal.SIGKILL)
+        late = Node(extra_config={"net": dict(NET, bootstrap=f"127.0.0.1:{self.nodes[0].net_port}"),
+                                  "dht": dict(DHT)})
+        self.nodes.append(late)
+        wait_for("the late node to join", lambda: late.rpc("dht.routingTable")["size"] >= 1, 30)
+        self.assertEqual(metric(late, "vivimd_dht_provider_records"), 0)
+        self.restart_alone(1, signal.SIGTERM)  # (already stopped: starts it on a new port)
+        self.assertEqual(metric(node, "vivimd_dht_own_records"), 2)
+        self.assertIn("2 own record(s) restored", node.log_text())
+        wait_for("the republish to reach the late node",
+                 lambda: metric(late, "vivimd_dht_provider_records") >= 1 and
+                 metric(late, "vivimd_dht_values_stored") >= 1, 60)
+        self.assertGreater(metric(node, "vivimd_dht_republished_total"), 0)
+        p = late.rpc("dht.getProviders", {"contentId": "doc:own"}, timeout=20)
+        self.assertIn(self.ids[1], [x["nodeId"] for x in p["providers"]])
+        g = late.rpc("dht.get", {"key": "own-value"}, timeout=20)
+        self.assertEqual([base64.b64decode(v["value"]) for v in g["values"]], [b"mine"])
 
 
 if __name__ == "__main__":

@@ -530,9 +530,9 @@ static void test_own_records_are_republished_by_region_and_expire(void **state)
         msgpack_sbuffer_destroy(&sb);
     }
     /* Bad bodies are refused: garbage, the wrong type, expired. */
-    assert_int_equal(vv_dht_node_restore_own(w->p[0], VV_DHT_MSG_ADD_PROVIDER,
-                                             (const uint8_t *)"\x91\x01", 2),
-                     VV_EDHT_MALFORMED);
+    assert_int_equal(
+        vv_dht_node_restore_own(w->p[0], VV_DHT_MSG_ADD_PROVIDER, (const uint8_t *)"\x91\x01", 2),
+        VV_EDHT_MALFORMED);
     {
         msgpack_sbuffer sb;
         own_body(&w->peers[0], 1, expires, &sb);
