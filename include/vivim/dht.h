@@ -61,6 +61,8 @@ struct vv_dht_node_config {
     uint32_t max_verified;                    /* verified-contact cache size */
     uint32_t republish_ms;                    /* this node's own records: re-stored this often */
     uint32_t max_own;                         /* own records kept (republished) at most */
+    uint32_t rate_per_source;                 /* requests served per second per source, 0 off */
+    uint32_t rate_burst;                      /* and in one burst */
     struct vv_dht_values_config values;       /* what this node stores for others */
     struct vv_dht_providers_config providers; /* likewise */
 };
@@ -105,6 +107,7 @@ struct vv_dht_node_stats {
     uint64_t republish_lookups; /* region lookups of the republish */
     uint64_t republished;       /* own records re-stored by them (stores sent) */
     uint64_t own_dropped;       /* own records not kept: max_own reached */
+    uint64_t rate_limited;      /* datagram requests answered busy: source over its rate */
 };
 /* The reasons of stores_refused, in order (metric labels). */
 extern const char *const vv_dht_refusal_names[10];
@@ -162,6 +165,9 @@ int vv_dht_node_find_node(struct vv_dht_node *d, const uint8_t target[VV_DHT_ID_
 int vv_dht_node_refresh_bucket(struct vv_dht_node *d, unsigned index);
 
 /* ---- values and providers ---- */
+
+/* Sources whose request rate is tracked at once (vv_dht_rate). */
+#define VV_DHT_RATE_SOURCES 4096
 
 /* Requests to store (PUT_VALUE, ADD_PROVIDER served) waiting for their signature check at
  * once; more are answered busy. */
@@ -270,6 +276,7 @@ struct vv_dht_settings {
     uint32_t max_verified;
     uint32_t record_ttl_s;
     uint32_t republish_s;
+    uint32_t rate_per_source, rate_burst;
     uint32_t store_max_mb;
     uint32_t provider_max_records;
     uint32_t save_ms; /* period of the saves to state_dir/dht.sqlite */

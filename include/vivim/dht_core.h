@@ -252,4 +252,23 @@ void vv_dht_token_make(const struct vv_dht_tokens *t, const struct vv_dht_addr *
 int vv_dht_token_check(const struct vv_dht_tokens *t, const struct vv_dht_addr *requester,
                        uint64_t now, const uint8_t *token, size_t len);
 
+/* ---- per-source rate limit ------------------------------------------------------------- */
+
+/*
+ * A token bucket per source (a /24 or /64 network, or one address and port for loopback and
+ * private ranges, as the stores count sources): per_second requests a second, bursts of
+ * burst. Bounded: a fixed table of `slots` sources (rounded up to a power of two); a source
+ * not in it takes the slot idle longest among the few it hashes to, starting full, so a
+ * flood of sources cannot make an honest one wait (src/dht/ratelimit.c). hash_key:
+ * crypto_shorthash_KEYBYTES (16) random bytes. per_second 0: no limit.
+ */
+struct vv_dht_rate;
+struct vv_dht_rate *vv_dht_rate_new(uint32_t slots, uint32_t per_second, uint32_t burst,
+                                    const uint8_t *hash_key);
+void vv_dht_rate_free(struct vv_dht_rate *r); /* r may be NULL */
+void vv_dht_rate_set(struct vv_dht_rate *r, uint32_t per_second, uint32_t burst);
+/* Takes one request's token for source at now (ms): false when the source is over its rate. */
+bool vv_dht_rate_take(struct vv_dht_rate *r, const struct vv_dht_addr *source, uint64_t now);
+size_t vv_dht_rate_tracked(const struct vv_dht_rate *r); /* sources in the table */
+
 #endif

@@ -37,6 +37,13 @@ static const struct vv_config_key keys[] = {
                       "This node's own values and provider records are stored again at the k "
                       "closest nodes this often (seconds), until they expire, so that nodes that "
                       "joined near a key get it; one lookup per keyspace region, not per key."),
+    VV_CONFIG_U32_KEY(S, rate_per_source, "200", 0, 1000000, true,
+                      "DHT requests served by datagram per second per source network (/24, /64; "
+                      "one address and port on loopback and private ranges); more are answered "
+                      "busy. 0: no limit."),
+    VV_CONFIG_U32_KEY(S, rate_burst, "400", 1, 1000000, true,
+                      "Requests one source may send at once above its rate (a republish sends "
+                      "up to 48 stores to one node at a time)."),
     VV_CONFIG_U32_KEY(S, store_max_mb, "64", 1, 4096, false,
                       "Bytes of values this node stores for others (MiB; each value is charged "
                       "256 bytes besides its own), a sixteenth of it per source network."),
@@ -65,6 +72,8 @@ void vv_dht_node_config_from_settings(const struct vv_dht_settings *s, struct vv
     c->refresh_ms = s->refresh_ms;
     c->max_verified = s->max_verified;
     c->republish_ms = s->republish_s * 1000u;
+    c->rate_per_source = s->rate_per_source;
+    c->rate_burst = s->rate_burst;
     c->values.max_bytes = (uint64_t)s->store_max_mb << 20;
     c->values.source_max_bytes = c->values.max_bytes / 16;
     c->values.max_count = (uint32_t)VV_MIN((uint64_t)UINT32_MAX, c->values.max_bytes / 1024);

@@ -134,6 +134,12 @@ static double republished(void *data)
     return m->dht ? (double)vv_dht_node_stats(m->dht)->republished : 0.0;
 }
 
+static double rate_limited(void *data)
+{
+    struct dht *m = data;
+    return m->dht ? (double)vv_dht_node_stats(m->dht)->rate_limited : 0.0;
+}
+
 static double values_stored(void *data)
 {
     struct dht *m = data;
@@ -341,6 +347,17 @@ static struct vv_rpc_answer stats(struct vv_rpc_request *req, json_t *params, vo
         "queriesFailed", (json_int_t)s->queries_failed, "timeouts", (json_int_t)s->timeouts,
         "lookups", (json_int_t)s->lookups, "lookupsFailed", (json_int_t)s->lookups_failed, "srttMs",
         (json_int_t)vv_dht_node_srtt_ms(m->dht));
+    json_t *refused = json_object();
+    for (size_t i = 0; i < 10; i++)
+        json_object_set_new(refused, vv_dht_refusal_names[i],
+                            json_integer((json_int_t)s->stores_refused[i]));
+    json_object_set_new(r, "storesAccepted", json_integer((json_int_t)s->stores_accepted));
+    json_object_set_new(r, "storesRefused", refused);
+    json_object_set_new(r, "valuesBad", json_integer((json_int_t)s->values_bad));
+    json_object_set_new(r, "rateLimited", json_integer((json_int_t)s->rate_limited));
+    json_object_set_new(r, "ownRecords", json_integer((json_int_t)vv_dht_node_own_count(m->dht)));
+    json_object_set_new(r, "republishLookups", json_integer((json_int_t)s->republish_lookups));
+    json_object_set_new(r, "republished", json_integer((json_int_t)s->republished));
     return vv_rpc_reply(req, r);
 }
 
@@ -972,6 +989,10 @@ static int dht_init(struct vv_node *n)
     vv_metrics_counter_fn(mx, "vivimd_dht_republished_total",
                           "Stores of this node's own records sent by the republish.", republished,
                           m);
+    vv_metrics_counter_fn(mx, "vivimd_dht_rate_limited_total",
+                          "DHT requests by datagram answered busy: their source network was over "
+                          "[dht] rate_per_source.",
+                          rate_limited, m);
     vv_metrics_gauge_fn(mx, "vivimd_dht_values_stored",
                         "Signed values this node stores for others.", values_stored, m);
     vv_metrics_gauge_fn(mx, "vivimd_dht_value_bytes",

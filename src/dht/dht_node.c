@@ -188,6 +188,7 @@ struct vv_dht_node {
     struct vv_dht_values *values;
     struct vv_dht_providers *providers;
     struct vv_dht_tokens tokens;
+    struct vv_dht_rate *rate; /* requests served by datagram, per source */
     struct pending_store *pending;
     uint32_t n_pending;
     uint64_t last_seq; /* the highest sequence number this node published */
@@ -253,6 +254,8 @@ void vv_dht_node_config_defaults(struct vv_dht_node_config *c)
     c->refresh_ms = 15 * 60 * 1000;
     c->max_verified = 4096;
     c->republish_ms = 60 * 60 * 1000;
+    c->rate_per_source = 200;
+    c->rate_burst = 400;
     c->max_own = 262144;
     vv_dht_values_config_defaults(&c->values);
     vv_dht_providers_config_defaults(&c->providers);
@@ -741,6 +744,15 @@ static void serve(struct vv_env *env, uint64_t ctx, const uint8_t peer[VV_NODE_I
     if (source != NULL) {
         vv_strlcpy(source_buf, source, sizeof(source_buf));
         source = source_buf;
+    }
+    /* A source over its rate is answered busy before anything else is done for it (the
+     * answer is smaller than the request: no amplification). */
+    struct vv_dht_addr src_addr;
+    if (source != NULL && addr_of(source, &src_addr) == 0 &&
+        !vv_dht_rate_take(d->rate, &src_addr, vv_env_now(env))) {
+        d->stats.rate_limited++;
+        vv_env_reply_error(env, ctx, VV_REQ_ERR_BUSY, NULL);
+        return;
     }
     struct vv_dht_request rq;
     int rc = vv_dht_request_decode(type, &request->body, &rq);
@@ -1882,6 +1894,9 @@ struct vv_dht_node *vv_dht_node_new(struct vv_env *env, const struct vv_dht_node
     vv_env_random(env, master, sizeof(master));
     vv_dht_tokens_init(&d->tokens, master);
     sodium_memzero(master, sizeof(master));
+    uint8_t hk[crypto_shorthash_KEYBYTES];
+    vv_env_random(env, hk, sizeof(hk));
+    d->rate = vv_dht_rate_new(VV_DHT_RATE_SOURCES, d->cfg.rate_per_source, d->cfg.rate_burst, hk);
     vv_env_set_server(env, VV_CHANNEL_DHT, serve, d);
     vv_env_set_channel(env, VV_CHANNEL_DHT, NULL, on_peer, d);
     uint64_t period = VV_MIN((uint64_t)VV_DHT_TICK_MS, d->cfg.refresh_ms);
@@ -1900,6 +1915,7 @@ void vv_dht_node_reconfigure(struct vv_dht_node *d, const struct vv_dht_node_con
     d->cfg.max_verified = max_verified;
     d->cfg.values = vc;
     d->cfg.providers = pc;
+    vv_dht_rate_set(d->rate, d->cfg.rate_per_source, d->cfg.rate_burst);
     if (refresh != cfg->refresh_ms) {
         vv_env_timer_cancel(d->env, d->tick);
         uint64_t period = VV_MIN((uint64_t)VV_DHT_TICK_MS, d->cfg.refresh_ms);
@@ -1939,6 +1955,7 @@ void vv_dht_node_free(struct vv_dht_node *d)
     vv_dht_values_free(d->values);
     vv_dht_providers_free(d->providers);
     vv_dht_tokens_clear(&d->tokens);
+    vv_dht_rate_free(d->rate);
     vv_dht_verified_free(d->verified);
     vv_dht_rt_free(d->rt);
     vv_free(d);

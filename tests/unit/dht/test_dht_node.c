@@ -580,6 +580,32 @@ static void test_own_records_are_republished_by_region_and_expire(void **state)
     free_world(w);
 }
 
+static void test_a_source_over_its_rate_is_answered_busy(void **state)
+{
+    (void)state;
+    struct world *w = make_world();
+    struct vv_dht_node_config cfg;
+    vv_dht_node_config_defaults(&cfg);
+    cfg.rate_per_source = 5;
+    cfg.rate_burst = 5;
+    vv_dht_node_reconfigure(w->s, &cfg);
+    uint8_t target[VV_DHT_ID_BYTES] = {0};
+    struct answer ans;
+    int served = 0, busy = 0;
+    /* Each ask takes 50 ms of fake time: a quarter of a token comes back meanwhile. */
+    for (int i = 0; i < 20; i++) {
+        ask(w, VV_DHT_MSG_FIND_NODE, target, 600, &ans);
+        if (ans.status == 0)
+            served++;
+        else if (ans.status == VV_EREQ_BUSY) /* the layer maps error answer 1 to this */
+            busy++;
+    }
+    assert_int_equal(served + busy, 20);
+    assert_true(served >= 5 && served <= 10);
+    assert_int_equal(vv_dht_node_stats(w->s)->rate_limited, (uint64_t)busy);
+    free_world(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -590,6 +616,7 @@ int main(void)
         cmocka_unit_test(test_stores_need_a_token_and_a_valid_signature),
         cmocka_unit_test(test_published_values_and_providers_are_found_from_other_nodes),
         cmocka_unit_test(test_own_records_are_republished_by_region_and_expire),
+        cmocka_unit_test(test_a_source_over_its_rate_is_answered_busy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
