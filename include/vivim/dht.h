@@ -217,13 +217,23 @@ struct vv_dht_store_result {
 };
 typedef void (*vv_dht_store_cb)(void *arg, const struct vv_dht_store_result *r);
 /*
- * Publishes value (len bytes, copied; at most what fits a datagram's PUT_VALUE,
- * VV_DHT_PUT_MAX_BYTES) under key, signed with this node's key, expiring ttl_ms from now, with
- * sequence number seq (0: the wall clock in ms, or one more than the last this node
- * published under key, whichever is higher). Returns 0 (cb fires once), VV_EBUSY,
- * VV_ENOTFOUND, VV_EDHT_TOO_LARGE.
+ * Publishes value (len bytes, copied; at most VV_DHT_VALUE_MAX_BYTES) under key, signed with this
+ * node's key, expiring ttl_ms from now, with sequence number seq (0: the wall clock in ms, or one
+ * more than the last this node published under key, whichever is higher). Returns 0 (cb fires
+ * once), VV_EBUSY, VV_ENOTFOUND, VV_EDHT_TOO_LARGE.
  */
-#define VV_DHT_PUT_MAX_BYTES 900
+/* The largest value sent by datagram (its PUT_VALUE frame stays under 1,164 bytes); larger
+ * ones are stored and fetched over connections (the connection manager is asked for the
+ * peer with tag VV_DHT_PEER_TAG, VV_DHT_CONNECT_TIMEOUT_MS to connect), at most
+ * VV_DHT_MAX_CONN_REQUESTS at once, and a GET fetches what answers left out (`omitted`) from
+ * at most VV_DHT_MAX_FETCHES nodes. */
+#define VV_DHT_PUT_MAX_BYTES      900
+#define VV_DHT_PEER_TAG           "dht"
+#define VV_DHT_CONNECT_TIMEOUT_MS 5000
+#define VV_DHT_MAX_CONN_REQUESTS  256
+#define VV_DHT_MAX_FETCHES        3
+/* An answer over a connection: the frame limit less room for the frame's own header. */
+#define VV_DHT_CONN_REPLY_MAX_BYTES (VV_ENV_MAX_MESSAGE_BYTES - 4096)
 int vv_dht_node_put(struct vv_dht_node *d, const uint8_t key[VV_DHT_ID_BYTES], const uint8_t *value,
                     size_t len, uint64_t ttl_ms, uint64_t seq, vv_dht_store_cb cb, void *arg);
 /* Announces this node as a provider of rec (its key: SHA-256 of rec->content_id), its

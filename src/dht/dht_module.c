@@ -442,12 +442,10 @@ static struct vv_rpc_answer publish(struct vv_rpc_request *req, json_t *params, 
         vv_free(bytes);
         return not_running(req, m);
     }
-    if (len > VV_DHT_PUT_MAX_BYTES) {
+    if (len > VV_DHT_VALUE_MAX_BYTES) {
         vv_free(bytes);
-        return vv_rpc_fail(req, VV_EDHT_TOO_LARGE,
-                           "value: %zu bytes; values of up to %d bytes travel in one datagram, "
-                           "larger ones are not supported yet",
-                           len, VV_DHT_PUT_MAX_BYTES);
+        return vv_rpc_fail(req, VV_RPC_INVALID_PARAMS, "value: %zu bytes, at most %d", len,
+                           VV_DHT_VALUE_MAX_BYTES);
     }
     uint8_t k[VV_DHT_ID_BYTES];
     crypto_hash_sha256(k, (const uint8_t *)key, strlen(key));
@@ -706,7 +704,8 @@ static int register_methods(struct dht *m, struct vv_rpc *rpc)
          .data = m},
         {.name = "dht.publish",
          .handler = publish,
-         .summary = "Signs `value` (base64, at most 900 bytes) with this node's key and stores "
+         .summary = "Signs `value` (base64, at most 64 KiB; over 900 bytes it travels over "
+                    "connections) with this node's key and stores "
                     "it under SHA-256(`key`) at the k closest nodes, expiring after `ttl` "
                     "seconds ([dht] record_ttl_s by default, at most 172800); answers the key "
                     "(hex), the sequence number published and how many nodes stored it.",

@@ -98,6 +98,24 @@ struct store_op {
     void *cb_arg;
 };
 
+/* A request over a connection (a value too large for a datagram): sent when the peer is
+ * connected, which the connection manager is asked for (tag "dht") if it is not. */
+enum conn_kind { CONN_PUT, CONN_FETCH };
+struct conn_req {
+    struct vv_dht_node *d;
+    enum conn_kind kind;
+    uint8_t peer[VV_DHT_ID_BYTES];
+    uint16_t type;
+    uint8_t *body;
+    size_t len;
+    struct store_op *op;    /* CONN_PUT */
+    uint64_t lookup_serial; /* CONN_FETCH */
+    uint64_t timer;         /* waiting for the connection, 0 none */
+    uint64_t req_id;        /* in flight, 0 none */
+    bool tagged;            /* we asked the connection manager for the peer */
+    struct conn_req *prev, *next;
+};
+
 /* One of this node's own records (dht.h, "this node's own records"). */
 struct own {
     uint16_t type; /* PUT_VALUE or ADD_PROVIDER */
@@ -146,6 +164,8 @@ struct lookup {
     struct got_value vals[VV_DHT_MAX_VALUES];
     size_t n_vals;
     uint32_t verifying; /* checks of vals in progress */
+    uint32_t fetching;  /* values being fetched over connections (answers' omitted) */
+    uint32_t n_fetches; /* fetches started */
     uint32_t omitted;
     /* GET_PROVIDERS */
     struct vv_dht_provider *provs; /* limit entries */
@@ -189,6 +209,8 @@ struct vv_dht_node {
     struct vv_dht_providers *providers;
     struct vv_dht_tokens tokens;
     struct vv_dht_rate *rate; /* requests served by datagram, per source */
+    struct conn_req *conns;   /* requests over connections */
+    uint32_t n_conns;
     struct pending_store *pending;
     uint32_t n_pending;
     uint64_t last_seq; /* the highest sequence number this node published */
@@ -283,11 +305,17 @@ static uint16_t rtt16(uint64_t ms)
  * request layer wants alone) into sb. */
 static int request_body(const struct vv_dht_request *rq, msgpack_sbuffer *sb)
 {
-    uint8_t frame[VV_DHT_DATAGRAM_MAX_BYTES];
+    uint8_t small[VV_DHT_DATAGRAM_MAX_BYTES];
+    bool large = rq->type == VV_DHT_MSG_PUT_VALUE && rq->value.len > VV_DHT_PUT_MAX_BYTES;
+    size_t cap = large ? VV_DHT_VALUE_MAX_BYTES + 1024 : sizeof(small);
+    uint8_t *frame = large ? vv_xmalloc(cap) : small;
     size_t len;
-    int rc = vv_dht_request_encode(rq, WIDEST_REQUEST_ID, frame, sizeof(frame), &len);
-    if (rc != 0)
+    int rc = vv_dht_request_encode(rq, WIDEST_REQUEST_ID, frame, cap, &len);
+    if (rc != 0) {
+        if (frame != small)
+            vv_free(frame);
         return rc;
+    }
     struct vv_wire_frame f;
     rc = vv_wire_decode(frame, len, &f);
     if (rc == 0) {
@@ -296,6 +324,8 @@ static int request_body(const struct vv_dht_request *rq, msgpack_sbuffer *sb)
         msgpack_pack_object(&pk, f.body);
     }
     vv_wire_frame_free(&f);
+    if (frame != small)
+        vv_free(frame);
     return rc;
 }
 
@@ -778,8 +808,10 @@ static void serve(struct vv_env *env, uint64_t ctx, const uint8_t peer[VV_NODE_I
     bool has_from = source != NULL && addr_of(source, &from) == 0;
     uint64_t now = vv_env_now(env);
     bool verified = !source || (has_from && vv_dht_verified_has(d->verified, peer, &from, now));
+    /* Over a connection the frame limit is the budget (values too large for a datagram are
+     * fetched that way). */
     size_t budget = source ? vv_dht_reply_budget(frame_len(type, &request->body), verified)
-                           : VV_DHT_DATAGRAM_MAX_BYTES;
+                           : VV_DHT_CONN_REPLY_MAX_BYTES;
     struct vv_dht_reply *rep = vv_xcalloc(1, sizeof(*rep));
     rep->type = type;
     if (type == VV_DHT_MSG_PING) {
@@ -811,10 +843,9 @@ static void serve(struct vv_env *env, uint64_t ctx, const uint8_t peer[VV_NODE_I
         if (type != VV_DHT_MSG_FIND_NODE && has_from)
             vv_dht_token_make(&d->tokens, &from, now, rep->token);
     }
-    uint8_t *out = vv_xmalloc(VV_DHT_DATAGRAM_MAX_BYTES);
+    uint8_t *out = vv_xmalloc(budget);
     size_t len;
-    rc = vv_dht_reply_encode(rep, WIDEST_REQUEST_ID, budget, out, VV_DHT_DATAGRAM_MAX_BYTES, &len,
-                             NULL);
+    rc = vv_dht_reply_encode(rep, WIDEST_REQUEST_ID, budget, out, budget, &len, NULL);
     if (rc == 0) {
         struct vv_wire_frame f;
         if (vv_wire_decode(out, len, &f) == 0) {
@@ -874,6 +905,7 @@ static void lookup_unlink(struct lookup *lk)
             lk->vals[i].verify_id = 0;
         }
     lk->verifying = 0;
+    lk->fetching = 0; /* their answers find no lookup of this serial and are dropped */
 }
 
 static void lookup_destroy(struct lookup *lk)
@@ -982,7 +1014,7 @@ static void value_verified(struct vv_env *env, bool ok, void *arg)
         g->bytes = NULL;
         memset(&g->v, 0, sizeof(g->v)); /* a free slot: no publisher */
     }
-    if (lk->steered_out && lk->verifying == 0)
+    if (lk->steered_out && lk->verifying == 0 && lk->fetching == 0)
         lookup_finish(lk, 0);
 }
 
@@ -1107,6 +1139,8 @@ static void take_local(struct lookup *lk)
     }
 }
 
+static void fetch_omitted(struct lookup *lk, const uint8_t *peer, const char *address);
+
 static void query_answered(struct vv_env *env, const struct vv_env_answer *a, void *arg)
 {
     struct req *r = arg;
@@ -1136,9 +1170,11 @@ static void query_answered(struct vv_env *env, const struct vv_env_answer *a, vo
                     lk->has_tok[j] = true;
                 }
             }
-            if (r->qtype == VV_DHT_MSG_GET_VALUE)
+            if (r->qtype == VV_DHT_MSG_GET_VALUE) {
                 take_values(lk, rep);
-            else if (r->qtype == VV_DHT_MSG_GET_PROVIDERS)
+                if (rep->omitted > 0 && lk->op == NULL && lk->n_fetches < VV_DHT_MAX_FETCHES)
+                    fetch_omitted(lk, r->peer, r->address);
+            } else if (r->qtype == VV_DHT_MSG_GET_PROVIDERS)
                 take_providers(lk, rep);
         }
         candidate(d, r->peer, r->address, rtt);
@@ -1217,7 +1253,7 @@ static void lookup_drive(struct lookup *lk)
     if (!lk->local_done) {
         lk->local_done = true;
         take_local(lk);
-        if (vv_dht_lookup_done(lk->l) && lk->verifying == 0) {
+        if (vv_dht_lookup_done(lk->l) && lk->verifying == 0 && lk->fetching == 0) {
             lookup_finish(lk, 0);
             return;
         }
@@ -1233,8 +1269,8 @@ static void lookup_drive(struct lookup *lk)
                 vv_dht_lookup_failed(lk->l, q[i].to.id, now);
     }
     if (vv_dht_lookup_done(lk->l)) {
-        if (lk->verifying > 0) {
-            /* The values still being checked decide the result: wait for them. */
+        if (lk->verifying > 0 || lk->fetching > 0) {
+            /* The values still being checked or fetched decide the result: wait. */
             lk->steered_out = true;
             vv_env_timer_cancel(d->env, lk->timer);
             lk->timer = 0;
@@ -1398,6 +1434,160 @@ static void store_answered(struct vv_env *env, const struct vv_env_answer *a, vo
         store_op_end(op, 0);
 }
 
+/* ---- requests over connections: values too large for a datagram ---------------------- */
+
+static void conn_free(struct conn_req *c, bool release)
+{
+    struct vv_dht_node *d = c->d;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        d->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    d->n_conns--;
+    vv_env_timer_cancel(d->env, c->timer);
+    if (release && c->tagged) {
+        bool other = false; /* another request of ours still needs the peer */
+        for (struct conn_req *o = d->conns; o && !other; o = o->next)
+            other = o->tagged && memcmp(o->peer, c->peer, VV_DHT_ID_BYTES) == 0;
+        if (!other)
+            vv_env_release_peer(d->env, c->peer, VV_DHT_PEER_TAG);
+    }
+    vv_free(c->body);
+    vv_free(c);
+}
+
+/* The end of a request over a connection: status 0 with the reply, or an error. */
+static void conn_done(struct conn_req *c, int status, const struct vv_wire_frame *reply)
+{
+    struct vv_dht_node *d = c->d;
+    if (status == VV_EREQ_TIMEOUT) {
+        d->stats.timeouts++;
+        if (d->hooks.timeout)
+            d->hooks.timeout(d->hooks.arg);
+    }
+    if (c->kind == CONN_PUT) {
+        struct store_op *op = c->op;
+        if (status == 0)
+            op->stored++;
+        conn_free(c, true);
+        if (--op->outstanding == 0)
+            store_op_end(op, 0);
+        return;
+    }
+    struct lookup *lk = lookup_by_serial(d, c->lookup_serial);
+    if (lk != NULL) {
+        lk->fetching--;
+        struct vv_dht_reply *rep = vv_xmalloc(sizeof(*rep));
+        if (status == 0 && vv_dht_reply_decode(VV_DHT_MSG_GET_VALUE, &reply->body, rep) == 0) {
+            rep->omitted = 0; /* over a connection: what did not fit is not asked again */
+            take_values(lk, rep);
+        }
+        vv_free(rep);
+    }
+    conn_free(c, true);
+    if (lk != NULL && lk->steered_out && lk->verifying == 0 && lk->fetching == 0)
+        lookup_finish(lk, 0);
+}
+
+static void conn_answered(struct vv_env *env, const struct vv_env_answer *a, void *arg)
+{
+    (void)env;
+    struct conn_req *c = arg;
+    c->req_id = 0;
+    conn_done(c, a->status, a->status == 0 ? a->reply : NULL);
+}
+
+static int conn_send(struct conn_req *c)
+{
+    struct vv_dht_node *d = c->d;
+    int rc = vv_env_request(d->env, c->peer, c->type, c->body, c->len, d->cfg.max_timeout_ms * 2,
+                            conn_answered, c, &c->req_id);
+    if (rc == 0) {
+        vv_env_timer_cancel(d->env, c->timer);
+        c->timer = 0;
+        hook_rpc(d, c->type, false);
+    }
+    return rc;
+}
+
+static void conn_timeout(struct vv_env *env, void *arg)
+{
+    (void)env;
+    struct conn_req *c = arg;
+    c->timer = 0;
+    conn_done(c, VV_EREQ_TIMEOUT, NULL);
+}
+
+/* A connected peer: the requests waiting for it go. */
+static void conns_peer_up(struct vv_dht_node *d, const uint8_t *peer)
+{
+    for (struct conn_req *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->req_id == 0 && c->timer != 0 && memcmp(c->peer, peer, VV_DHT_ID_BYTES) == 0 &&
+            conn_send(c) != 0)
+            conn_done(c, VV_ECONN_NOT_CONNECTED, NULL);
+    }
+}
+
+/* Sends a request over a connection to peer (at address, which the connection manager is
+ * given if it must dial); body is taken. Returns 0 (conn_done runs once later) or an error
+ * (body freed). */
+static int conn_start(struct vv_dht_node *d, enum conn_kind kind, const uint8_t *peer,
+                      const char *address, uint16_t type, uint8_t *body, size_t len,
+                      struct store_op *op, uint64_t lookup_serial)
+{
+    if (d->n_conns >= VV_DHT_MAX_CONN_REQUESTS) {
+        vv_free(body);
+        return VV_EBUSY;
+    }
+    struct conn_req *c = vv_xcalloc(1, sizeof(*c));
+    c->d = d;
+    c->kind = kind;
+    memcpy(c->peer, peer, VV_DHT_ID_BYTES);
+    c->type = type;
+    c->body = body;
+    c->len = len;
+    c->op = op;
+    c->lookup_serial = lookup_serial;
+    c->next = d->conns;
+    if (d->conns)
+        d->conns->prev = c;
+    d->conns = c;
+    d->n_conns++;
+    if (conn_send(c) == 0)
+        return 0;
+    /* Not connected: ask for the peer and wait for it (the connection manager dials). */
+    int rc = vv_env_want_peer(d->env, peer, address, VV_DHT_PEER_TAG, 1);
+    if (rc != 0) {
+        conn_free(c, false); /* frees body */
+        return rc;
+    }
+    c->tagged = true;
+    c->timer = vv_env_timer_start(d->env, VV_DHT_CONNECT_TIMEOUT_MS, 0, conn_timeout, c);
+    return 0;
+}
+
+/* An answer said it held values that did not fit a datagram: ask that node for them over a
+ * connection (the lookup waits for the answer). */
+static void fetch_omitted(struct lookup *lk, const uint8_t *peer, const char *address)
+{
+    struct vv_dht_node *d = lk->d;
+    struct vv_dht_request rq = {.type = VV_DHT_MSG_GET_VALUE};
+    memcpy(rq.target, lk->target, VV_DHT_ID_BYTES);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (request_body(&rq, &sb) != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        return;
+    }
+    lk->n_fetches++;
+    if (conn_start(d, CONN_FETCH, peer, address, VV_DHT_MSG_GET_VALUE, (uint8_t *)sb.data, sb.size,
+                   NULL, lk->serial) == 0)
+        lk->fetching++;
+}
+
 static int send_store(struct store_op *op, const struct vv_dht_contact *to, const uint8_t *token)
 {
     struct vv_dht_node *d = op->d;
@@ -1424,6 +1614,17 @@ static int send_store(struct store_op *op, const struct vv_dht_contact *to, cons
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     int rc = request_body(&rq, &sb);
+    if (rc == 0 && op->type == VV_DHT_MSG_PUT_VALUE && op->v.len > VV_DHT_PUT_MAX_BYTES) {
+        /* Too large for a datagram: over a connection, where no token is needed. */
+        rc = conn_start(d, CONN_PUT, to->id, r->address, op->type, (uint8_t *)sb.data, sb.size, op,
+                        0);
+        vv_free(r);
+        if (rc == 0) {
+            op->outstanding++;
+            op->tried++;
+        }
+        return rc;
+    }
     if (rc == 0)
         rc =
             vv_env_request_datagram(d->env, r->peer, r->address, op->type, (const uint8_t *)sb.data,
@@ -1501,7 +1702,7 @@ static uint64_t next_seq(struct vv_dht_node *d)
 int vv_dht_node_put(struct vv_dht_node *d, const uint8_t key[VV_DHT_ID_BYTES], const uint8_t *value,
                     size_t len, uint64_t ttl_ms, uint64_t seq, vv_dht_store_cb cb, void *arg)
 {
-    if (len > VV_DHT_PUT_MAX_BYTES)
+    if (len > VV_DHT_VALUE_MAX_BYTES)
         return VV_EDHT_TOO_LARGE;
     if (ttl_ms == 0 || ttl_ms > d->cfg.values.max_ttl_ms)
         return VV_EDHT_EXPIRY;
@@ -1870,8 +2071,10 @@ static void tick(struct vv_env *env, void *arg)
 static void on_peer(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], bool up, void *arg)
 {
     (void)env;
-    if (up)
+    if (up) {
+        conns_peer_up(arg, peer);
         vv_dht_node_peer_up(arg, peer);
+    }
 }
 
 struct vv_dht_node *vv_dht_node_new(struct vv_env *env, const struct vv_dht_node_config *cfg,
@@ -1940,6 +2143,14 @@ void vv_dht_node_free(struct vv_dht_node *d)
         if (r->kind == REQ_PING_USER && r->cb)
             r->cb(r->cb_arg, VV_ENODE_SHUTTING_DOWN, NULL, r->address, 0, false);
         req_free(r);
+        if (op != NULL && --op->outstanding == 0)
+            store_op_end(op, VV_ENODE_SHUTTING_DOWN);
+    }
+    /* Requests over connections: cancelled with the channel's above; their ops end. */
+    while (d->conns) {
+        struct conn_req *c = d->conns;
+        struct store_op *op = c->kind == CONN_PUT ? c->op : NULL;
+        conn_free(c, true);
         if (op != NULL && --op->outstanding == 0)
             store_op_end(op, VV_ENODE_SHUTTING_DOWN);
     }

@@ -128,8 +128,16 @@ class DhtNodes(unittest.TestCase):
             self.assertIn(field, cm.exception.message)
         with self.assertRaises(RpcError) as cm:
             self.nodes[0].rpc("dht.publish", {"key": "k", "value":
-                                              base64.b64encode(b"x" * 901).decode()})
-        self.assertIn("900", cm.exception.message)
+                                              base64.b64encode(b"x" * 65537).decode()})
+        self.assertIn("value", cm.exception.message)
+        # A value too large for a datagram (up to 64 KiB) is stored and read over connections.
+        big = bytes(range(256)) * 160  # 40,960 bytes
+        r = self.nodes[5].rpc("dht.publish", {"key": "big", "value":
+                                              base64.b64encode(big).decode()}, timeout=30)
+        self.assertGreaterEqual(r["storedAt"], N - 2, r)
+        for i, node in enumerate(self.nodes):
+            g = node.rpc("dht.get", {"key": "big"}, timeout=30)
+            self.assertEqual([base64.b64decode(v["value"]) for v in g["values"]], [big], i)
 
     def test_2c_providers_are_found_from_every_other(self):
         wait_for("routing tables to fill",

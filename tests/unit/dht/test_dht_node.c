@@ -41,6 +41,17 @@ static void settle(struct world *w)
     }
 }
 
+/* A connected peer's datagram address, as vivimd's connection manager would tell it. */
+static int fake_peer_address(void *arg, const uint8_t id[VV_DHT_ID_BYTES], char *out, size_t cap)
+{
+    struct world *w = arg;
+    struct vv_fake_env *fe = vv_fake_net_find(&w->net, id);
+    if (fe == NULL)
+        return VV_ENOTFOUND;
+    vv_strlcpy(out, vv_fake_env_address(fe), cap);
+    return 0;
+}
+
 static struct world *make_world(void)
 {
     struct world *w = vv_xcalloc(1, sizeof(*w));
@@ -49,11 +60,12 @@ static struct world *make_world(void)
     vv_fake_env_init(&w->client, 2);
     vv_fake_net_add(&w->net, &w->server);
     vv_fake_net_add(&w->net, &w->client);
-    w->s = vv_dht_node_new(&w->server.env, NULL, NULL);
+    struct vv_dht_node_hooks hooks = {.peer_address = fake_peer_address, .arg = w};
+    w->s = vv_dht_node_new(&w->server.env, NULL, &hooks);
     for (int i = 0; i < N_PEERS; i++) {
         vv_fake_env_init(&w->peers[i], 10 + (uint64_t)i);
         vv_fake_net_add(&w->net, &w->peers[i]);
-        w->p[i] = vv_dht_node_new(&w->peers[i].env, NULL, NULL);
+        w->p[i] = vv_dht_node_new(&w->peers[i].env, NULL, &hooks);
     }
     return w;
 }
@@ -437,8 +449,8 @@ static void test_published_values_and_providers_are_found_from_other_nodes(void 
     assert_int_equal(get.n_values, 1);
     assert_int_equal(get.seq, put.store.seq);
     assert_string_equal(get.value, "v2");
-    /* Too large for a datagram's PUT: refused up front. */
-    static uint8_t big[VV_DHT_PUT_MAX_BYTES + 1];
+    /* Larger than a value may be: refused up front. */
+    static uint8_t big[VV_DHT_VALUE_MAX_BYTES + 1];
     assert_int_equal(vv_dht_node_put(w->p[0], key, big, sizeof(big), 60000, 0, on_stored, &put),
                      VV_EDHT_TOO_LARGE);
     /* Providers: p[3] provides doc-7; p[9] finds it, streamed and in the result. */
@@ -482,6 +494,83 @@ static void test_published_values_and_providers_are_found_from_other_nodes(void 
     w->p[1] = NULL;
     assert_true(put.done);
     assert_int_equal(put.store.status, VV_ENODE_SHUTTING_DOWN);
+    free_world(w);
+}
+
+struct got_big {
+    bool done;
+    size_t n_values, len;
+    uint32_t omitted;
+    bool same;
+};
+
+static uint8_t big_value[20000];
+
+static void on_got_big(void *arg, const struct vv_dht_get_result *r)
+{
+    struct got_big *g = arg;
+    g->done = true;
+    g->n_values = r->n_values;
+    g->omitted = r->omitted;
+    if (r->n_values == 1) {
+        g->len = r->values[0].len;
+        g->same = r->values[0].len == sizeof(big_value) &&
+                  memcmp(r->values[0].value, big_value, sizeof(big_value)) == 0;
+    }
+}
+
+static void test_values_too_large_for_a_datagram_go_over_connections(void **state)
+{
+    (void)state;
+    struct world *w = make_world();
+    join_all(w);
+    for (int i = 0; i < N_PEERS; i++)
+        assert_int_equal(vv_dht_node_bootstrap(w->p[i], vv_fake_env_address(&w->server)), 0);
+    for (int i = 0; i < 20; i++)
+        settle(w);
+    /* Every node connected to every other (the fake env has no connection manager to ask:
+     * a node that is not connected cannot be reached this way, and the store fails). */
+    struct vv_fake_env *all[N_PEERS + 1];
+    all[0] = &w->server;
+    for (int i = 0; i < N_PEERS; i++)
+        all[i + 1] = &w->peers[i];
+    for (int i = 0; i <= N_PEERS; i++)
+        for (int j = i + 1; j <= N_PEERS; j++)
+            vv_fake_net_connect(&w->net, all[i], all[j]);
+    settle(w);
+    for (size_t i = 0; i < sizeof(big_value); i++)
+        big_value[i] = (uint8_t)(i * 7);
+    uint8_t key[VV_DHT_ID_BYTES];
+    memset(key, 0x77, sizeof(key));
+    struct got put = {0};
+    assert_int_equal(
+        vv_dht_node_put(w->p[0], key, big_value, sizeof(big_value), 60000, 0, on_stored, &put), 0);
+    for (int i = 0; i < 20 && !put.done; i++)
+        settle(w);
+    assert_true(put.done);
+    assert_int_equal(put.store.status, 0);
+    assert_int_equal(put.store.stored, put.store.tried + 1);
+    assert_true(put.store.tried >= 10);
+    assert_int_equal(vv_dht_values_count(vv_dht_node_values(w->s)), 1);
+    /* A node that joins now (its own store is empty): its GET by datagram learns that the
+     * values did not fit (omitted) and fetches them over a connection, whole and verified. */
+    struct vv_dht_node_hooks hooks = {.peer_address = fake_peer_address, .arg = w};
+    struct vv_dht_node *late = vv_dht_node_new(&w->client.env, NULL, &hooks);
+    for (int i = 0; i <= N_PEERS; i++)
+        vv_fake_net_connect(&w->net, &w->client, all[i]);
+    assert_int_equal(vv_dht_node_bootstrap(late, vv_fake_env_address(&w->server)), 0);
+    for (int i = 0; i < 20; i++)
+        settle(w);
+    struct got_big g = {0};
+    assert_int_equal(vv_dht_node_get(late, key, on_got_big, &g), 0);
+    for (int i = 0; i < 20 && !g.done; i++)
+        settle(w);
+    assert_true(g.done);
+    assert_int_equal(g.n_values, 1);
+    assert_true(g.same);
+    assert_true(g.omitted >= 1);
+    assert_int_equal(vv_dht_values_count(vv_dht_node_values(late)), 0);
+    vv_dht_node_free(late);
     free_world(w);
 }
 
@@ -615,6 +704,7 @@ int main(void)
         cmocka_unit_test(test_pong_is_signed),
         cmocka_unit_test(test_stores_need_a_token_and_a_valid_signature),
         cmocka_unit_test(test_published_values_and_providers_are_found_from_other_nodes),
+        cmocka_unit_test(test_values_too_large_for_a_datagram_go_over_connections),
         cmocka_unit_test(test_own_records_are_republished_by_region_and_expire),
         cmocka_unit_test(test_a_source_over_its_rate_is_answered_busy),
     };
