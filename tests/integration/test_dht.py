@@ -1,4 +1,4 @@
-"""The DHT module through eight real vivimd processes on 127.0.0.1 (seven join through the
+"""The DHT module through twenty real vivimd processes on 127.0.0.1 (the others join through the
 first one's address, by datagram): every routing table fills, dht.findNode from every node
 finds every other node's ID as the closest, dht.ping proves an ID by its signed PONG, a value
 published on one node is read on every other, a provider record is found from every other
@@ -14,7 +14,7 @@ import unittest
 import vivimtest
 from vivimtest import Node, RpcError, metric, wait_for
 
-N = 8
+N = 20
 NET = {"keepalive_ms": "1000", "reconnect_max_ms": "1000", "low_water": "2", "high_water": "8"}
 # Short timeouts so that a dead node costs little; a short refresh so that tables fill fast.
 DHT = {"query_timeout_ms": "500", "refresh_ms": "2000"}
@@ -43,28 +43,40 @@ class DhtNodes(unittest.TestCase):
     def find(self, node, target):
         return node.rpc("dht.findNode", {"nodeId": target}, timeout=20)
 
+    def find_exact(self, node, target, misses, where):
+        """A lookup for target must find it, as a client would: asking again once if the
+        first lookup ended without it. A lookup moves past a node slower than its soft timeout
+        (2 x its measured RTT, at least 50 ms), and twenty vivimd under ASan on two busy cores
+        are sometimes that slow; the misses are counted and printed, and must stay rare."""
+        r = self.find(node, target)
+        if not r["closest"] or r["closest"][0]["nodeId"] != target:
+            misses.append(where)
+            r = self.find(node, target)
+        self.assertGreater(len(r["closest"]), 0, (where, r))
+        self.assertEqual(r["closest"][0]["nodeId"], target, (where, r))
+        return r
+
     def test_1_tables_fill_and_every_node_finds_every_other(self):
         def full():
-            return all(n.rpc("dht.routingTable")["size"] >= N - 2 for n in self.nodes)
-        wait_for("routing tables to fill", full, 30)
+            return all(n.rpc("dht.routingTable")["size"] >= N - 1 for n in self.nodes)
+        wait_for("routing tables to fill", full, 60)
         rt = self.nodes[3].rpc("dht.routingTable")
         self.assertGreater(rt["size"], 0)
         c = rt["buckets"][0]["contacts"][0]
         self.assertEqual(set(c), {"nodeId", "address", "rttMs", "lastSeenMs", "failures"})
-        times = []
+        times, misses = [], []
         for i, node in enumerate(self.nodes):
             for j, target in enumerate(self.ids):
                 if i == j:
                     continue
-                r = self.find(node, target)
+                r = self.find_exact(node, target, misses, (i, j))
                 times.append(r["ms"])
-                self.assertGreater(len(r["closest"]), 0, (i, j, r))
-                self.assertEqual(r["closest"][0]["nodeId"], target, (i, j, r))
                 self.assertGreaterEqual(r["hops"], 1)
                 self.assertGreaterEqual(r["ms"], 0)
         times.sort()
         print(f"\nfindNode on loopback, {len(times)} lookups: median {times[len(times) // 2]} ms, "
-              f"max {times[-1]} ms")
+              f"max {times[-1]} ms; {len(misses)} found only when asked again")
+        self.assertLessEqual(len(misses), len(times) // 10, misses)
         self.assertGreater(metric(self.nodes[1], 'vivimd_dht_lookups_total{kind="find_node",'
                                                  'outcome="ok"}'), 0)
         self.assertGreater(metric(self.nodes[0], "vivimd_dht_table_contacts"), 0)
@@ -181,21 +193,21 @@ class DhtNodes(unittest.TestCase):
     def test_3_a_killed_node_does_not_fail_lookups(self):
         victim = self.nodes[5]
         victim.stop(sig=signal.SIGKILL)
-        times = []
+        times, misses = [], []
         for i, node in enumerate(self.nodes):
             if node is victim:
                 continue
             for j, target in enumerate(self.ids):
                 if i == j or j == 5:
                     continue
-                r = self.find(node, target)
+                r = self.find_exact(node, target, misses, (i, j))
                 times.append(r["ms"])
-                self.assertEqual(r["closest"][0]["nodeId"], target, (i, j, r))
             r = self.find(node, self.ids[5])
             self.assertGreater(len(r["closest"]), 0)
         times.sort()
         print(f"\nfindNode after a SIGKILL, {len(times)} lookups: median {times[len(times) // 2]} "
-              f"ms, max {times[-1]} ms")
+              f"ms, max {times[-1]} ms; {len(misses)} found only when asked again")
+        self.assertLessEqual(len(misses), len(times) // 10, misses)
         # What was published is still found from every live node.
         for i, node in enumerate(self.nodes):
             if node is victim:
