@@ -103,7 +103,8 @@ struct vv_dht_node_stats {
      * too large, expiry, quota, full, signature, key, busy, other). */
     uint64_t stores_accepted;
     uint64_t stores_refused[10];
-    uint64_t values_bad;        /* values in GET answers whose signature did not verify */
+    uint64_t values_bad;        /* GET answers' values refused: a bad signature, or past
+                                 * VV_DHT_MAX_CHECKS_PER_LOOKUP */
     uint64_t republish_lookups; /* region lookups of the republish */
     uint64_t republished;       /* own records re-stored by them (stores sent) */
     uint64_t own_dropped;       /* own records not kept: max_own reached */
@@ -172,6 +173,8 @@ int vv_dht_node_refresh_bucket(struct vv_dht_node *d, unsigned index);
 /* Requests to store (PUT_VALUE, ADD_PROVIDER served) waiting for their signature check at
  * once; more are answered busy. */
 #define VV_DHT_MAX_PENDING_STORES 256
+/* Value signature checks one GET lookup starts at most (4 per publisher it follows). */
+#define VV_DHT_MAX_CHECKS_PER_LOOKUP (4 * VV_DHT_MAX_VALUES)
 /* Providers a GET_PROVIDERS lookup collects at most. */
 #define VV_DHT_GET_MAX_PROVIDERS 256
 

@@ -166,6 +166,7 @@ struct lookup {
     uint32_t verifying; /* checks of vals in progress */
     uint32_t fetching;  /* values being fetched over connections (answers' omitted) */
     uint32_t n_fetches; /* fetches started */
+    uint32_t n_checks;  /* value signature checks started (bounded per lookup) */
     uint32_t omitted;
     /* GET_PROVIDERS */
     struct vv_dht_provider *provs; /* limit entries */
@@ -1040,6 +1041,12 @@ static void take_values(struct lookup *lk, const struct vv_dht_reply *rep)
         }
         if (g != NULL && g->v.seq >= v.seq)
             continue;
+        /* Bounded: answers naming ever higher seqs for one publisher, or many publishers,
+         * cost at most this many signature checks per lookup. */
+        if (lk->n_checks >= VV_DHT_MAX_CHECKS_PER_LOOKUP) {
+            d->stats.values_bad++;
+            continue;
+        }
         if (g == NULL)
             g = free_slot;
         if (g == NULL && lk->n_vals < VV_DHT_MAX_VALUES)
@@ -1071,6 +1078,7 @@ static void take_values(struct lookup *lk, const struct vv_dht_reply *rep)
             continue;
         }
         lk->verifying++;
+        lk->n_checks++;
     }
 }
 
