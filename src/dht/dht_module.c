@@ -24,6 +24,25 @@
 #include "vivim/node.h"
 #include "vivim/rpc.h"
 
+/* The node's numbers the metrics read at scrape time: one probe per metric, one function. */
+enum probe_kind {
+    P_OWN,
+    P_REPUBLISHED,
+    P_RATE_LIMITED,
+    P_VALUES,
+    P_VALUE_BYTES,
+    P_PROVIDERS,
+    P_TABLE,
+    P_VERIFIED,
+    P_COUNT
+};
+
+struct dht;
+struct probe {
+    struct dht *m;
+    enum probe_kind kind;
+};
+
 struct dht {
     struct vv_node *n;
     struct vv_env *env;      /* set at start */
@@ -34,6 +53,7 @@ struct dht {
     struct vv_histogram *hops;
     struct vv_histogram *latency;
     struct vv_counter *stores;
+    struct probe probes[P_COUNT];
     /* Persistence (state_dir/dht.sqlite): NULL when it could not be opened. */
     struct vv_dht_persist *disk;
     uint64_t persist_timer; /* VV_DHT_PERSIST_TICK_MS, 0 none */
@@ -122,52 +142,32 @@ static void on_store(void *arg, uint16_t type, const char *outcome)
     vv_counter_inc(vv_counter_labels(m->stores, v));
 }
 
-static double own_records(void *data)
+static double probe_value(void *data)
 {
-    struct dht *m = data;
-    return m->dht ? (double)vv_dht_node_own_count(m->dht) : 0.0;
-}
-
-static double republished(void *data)
-{
-    struct dht *m = data;
-    return m->dht ? (double)vv_dht_node_stats(m->dht)->republished : 0.0;
-}
-
-static double rate_limited(void *data)
-{
-    struct dht *m = data;
-    return m->dht ? (double)vv_dht_node_stats(m->dht)->rate_limited : 0.0;
-}
-
-static double values_stored(void *data)
-{
-    struct dht *m = data;
-    return m->dht ? (double)vv_dht_values_count(vv_dht_node_values(m->dht)) : 0.0;
-}
-
-static double value_bytes(void *data)
-{
-    struct dht *m = data;
-    return m->dht ? (double)vv_dht_values_bytes(vv_dht_node_values(m->dht)) : 0.0;
-}
-
-static double providers_stored(void *data)
-{
-    struct dht *m = data;
-    return m->dht ? (double)vv_dht_providers_count(vv_dht_node_providers(m->dht)) : 0.0;
-}
-
-static double table_size(void *data)
-{
-    struct dht *m = data;
-    return m->dht ? (double)vv_dht_rt_size(vv_dht_node_table(m->dht)) : 0.0;
-}
-
-static double verified_size(void *data)
-{
-    struct dht *m = data;
-    return m->dht ? (double)vv_dht_node_verified_count(m->dht) : 0.0;
+    const struct probe *p = data;
+    const struct vv_dht_node *d = p->m->dht;
+    if (d == NULL)
+        return 0.0;
+    switch (p->kind) {
+    case P_OWN:
+        return (double)vv_dht_node_own_count(d);
+    case P_REPUBLISHED:
+        return (double)vv_dht_node_stats(d)->republished;
+    case P_RATE_LIMITED:
+        return (double)vv_dht_node_stats(d)->rate_limited;
+    case P_VALUES:
+        return (double)vv_dht_values_count(vv_dht_node_values(d));
+    case P_VALUE_BYTES:
+        return (double)vv_dht_values_bytes(vv_dht_node_values(d));
+    case P_PROVIDERS:
+        return (double)vv_dht_providers_count(vv_dht_node_providers(d));
+    case P_TABLE:
+        return (double)vv_dht_rt_size(vv_dht_node_table(d));
+    case P_VERIFIED:
+        return (double)vv_dht_node_verified_count(d);
+    default:
+        return 0.0;
+    }
 }
 
 /* ---- RPC ------------------------------------------------------------------------------- */
@@ -976,6 +976,8 @@ static int dht_init(struct vv_node *n)
     m->latency = vv_metrics_histogram(
         mx, "vivimd_dht_lookup_seconds", "Duration of the DHT lookups that found nodes.", NULL,
         vv_metrics_latency_seconds_buckets, vv_metrics_latency_seconds_buckets_len);
+    for (int i = 0; i < P_COUNT; i++)
+        m->probes[i] = (struct probe){.m = m, .kind = (enum probe_kind)i};
     m->stores = vv_metrics_counter(mx, "vivimd_dht_stores_total",
                                    "PUT_VALUE and ADD_PROVIDER requests served, by type and "
                                    "outcome (accepted, or the refusal: token, stale, too_large, "
@@ -984,28 +986,29 @@ static int dht_init(struct vv_node *n)
     vv_metrics_gauge_fn(mx, "vivimd_dht_own_records",
                         "This node's own values and provider records, republished until they "
                         "expire.",
-                        own_records, m);
+                        probe_value, &m->probes[P_OWN]);
     vv_metrics_counter_fn(mx, "vivimd_dht_republished_total",
-                          "Stores of this node's own records sent by the republish.", republished,
-                          m);
+                          "Stores of this node's own records sent by the republish.", probe_value,
+                          &m->probes[P_REPUBLISHED]);
     vv_metrics_counter_fn(mx, "vivimd_dht_rate_limited_total",
                           "DHT requests by datagram answered busy: their source network was over "
                           "[dht] rate_per_source.",
-                          rate_limited, m);
+                          probe_value, &m->probes[P_RATE_LIMITED]);
     vv_metrics_gauge_fn(mx, "vivimd_dht_values_stored",
-                        "Signed values this node stores for others.", values_stored, m);
+                        "Signed values this node stores for others.", probe_value,
+                        &m->probes[P_VALUES]);
     vv_metrics_gauge_fn(mx, "vivimd_dht_value_bytes",
                         "Bytes charged for the values this node stores (value bytes plus a "
                         "fixed overhead each).",
-                        value_bytes, m);
+                        probe_value, &m->probes[P_VALUE_BYTES]);
     vv_metrics_gauge_fn(mx, "vivimd_dht_provider_records",
-                        "(key, provider) entries this node stores for others.", providers_stored,
-                        m);
+                        "(key, provider) entries this node stores for others.", probe_value,
+                        &m->probes[P_PROVIDERS]);
     vv_metrics_gauge_fn(mx, "vivimd_dht_table_contacts", "Contacts in the DHT routing table.",
-                        table_size, m);
+                        probe_value, &m->probes[P_TABLE]);
     vv_metrics_gauge_fn(mx, "vivimd_dht_verified_contacts",
                         "(node ID, address) pairs in the DHT's verified-contact cache.",
-                        verified_size, m);
+                        probe_value, &m->probes[P_VERIFIED]);
     m->saved = vv_metrics_gauge(mx, "vivimd_dht_saved_contacts",
                                 "Contacts in state_dir/dht.sqlite after the last save (or the "
                                 "load at start).",
