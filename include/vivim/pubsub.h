@@ -158,6 +158,9 @@ const struct vv_pubsub_stats *vv_pubsub_stats(const struct vv_pubsub *ps);
 /* Mesh peers of a joined topic (0 otherwise); peers known subscribed to a topic. */
 uint32_t vv_pubsub_mesh_size(const struct vv_pubsub *ps, const char *topic, size_t len);
 uint32_t vv_pubsub_topic_peers(const struct vv_pubsub *ps, const char *topic, size_t len);
+/* Topics the router holds state for: joined, with a policy, published to, or known from a
+ * peer's subscription (peers' new topics are refused past max_known_topics). */
+uint32_t vv_pubsub_known_topics(const struct vv_pubsub *ps);
 /* Writes up to max mesh peers' IDs; returns how many. */
 uint32_t vv_pubsub_mesh_peers(const struct vv_pubsub *ps, const char *topic, size_t len,
                               uint8_t (*out)[VV_NODE_ID_BYTES], uint32_t max);

@@ -823,6 +823,12 @@ static double graylisted(void *data)
     return g;
 }
 
+static double topics_known(void *data)
+{
+    struct psm *m = data;
+    return m->ps ? vv_pubsub_known_topics(m->ps) : 0;
+}
+
 static double subscriptions(void *data)
 {
     return (double)((struct psm *)data)->n_subs;
@@ -877,6 +883,10 @@ static void register_metrics(struct psm *m, struct vv_metrics *mx)
         {false, "vivimd_pubsub_peers_graylisted",
          "Connected peers scoring under the graylist threshold (not heard).", graylisted},
         {false, "vivimd_pubsub_topics_joined", "Topics this node is subscribed to.", topics_joined},
+        {false, "vivimd_pubsub_topics_known",
+         "Topics the router keeps state for (joined, with a policy, published to, or known from "
+         "peers' subscriptions; bounded by max_known_topics).",
+         topics_known},
     };
     for (size_t i = 0; i < VV_ARRAY_SIZE(defs); i++) {
         if (defs[i].counter)
