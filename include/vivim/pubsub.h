@@ -44,6 +44,7 @@
 struct vv_pubsub_config {
     uint32_t d, d_lo, d_hi, d_lazy, d_score; /* 6, 5, 12, 6, 4 */
     uint32_t heartbeat_ms;                   /* 1,000 */
+    uint32_t heartbeat_slice_topics;         /* active topics maintained per loop turn (256) */
     uint32_t fanout_ttl_ms;                  /* 60,000 */
     uint32_t mcache_len, mcache_gossip;      /* 5, 3 */
     uint32_t seen_ttl_ms;                    /* 120,000 */
@@ -109,8 +110,10 @@ struct vv_pubsub_stats {
     uint64_t ihave_sent, ihave_received, iwant_sent, iwant_received, iwant_served;
     uint64_t graft_sent, graft_received, prune_sent, prune_received;
     uint64_t idontwant_sent, idontwant_received, idontwant_saved; /* saved: sends skipped */
-    uint64_t topics_refused; /* subscriptions past max_peer_topics or max_known_topics */
-    uint64_t verifying;      /* signature checks in flight now */
+    uint64_t topics_refused;   /* subscriptions past max_peer_topics or max_known_topics */
+    uint64_t heartbeat_topics; /* topics maintained (mesh, fanout, gossip) by heartbeats */
+    uint64_t heartbeat_slices; /* loop turns the heartbeats took (heartbeat_slice_topics) */
+    uint64_t verifying;        /* signature checks in flight now */
 };
 
 struct vv_pubsub;
@@ -184,7 +187,7 @@ extern const struct vv_module vv_pubsub_module;
 /* [pubsub] in vivimd.conf (src/pubsub/pubsub_config.c). */
 struct vv_pubsub_settings {
     uint32_t d, d_lo, d_hi, d_lazy, d_score;
-    uint32_t heartbeat_ms, fanout_ttl_ms;
+    uint32_t heartbeat_ms, heartbeat_slice_topics, fanout_ttl_ms;
     uint32_t mcache_len, mcache_gossip, mcache_max_mb;
     uint32_t seen_ttl_ms, max_seen;
     uint32_t max_ihave_length, max_ihave_messages;
