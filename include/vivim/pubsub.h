@@ -198,8 +198,9 @@ struct vv_pubsub_settings {
     /* Score thresholds, decimal numbers as text (checked when loaded). */
     char *gossip_threshold, *publish_threshold, *graylist_threshold;
     char *accept_px_threshold, *opportunistic_graft_threshold;
-    uint32_t max_subscriptions; /* RPC subscriptions, all clients */
-    uint32_t max_retain;        /* a topic's retain (pubsub.createTopic) at most */
+    uint32_t max_subscriptions;        /* RPC subscriptions, all clients */
+    uint32_t max_client_subscriptions; /* RPC subscriptions of one client connection */
+    uint32_t max_retain;               /* a topic's retain (pubsub.createTopic) at most */
 };
 struct vv_config;
 struct vv_config_section;

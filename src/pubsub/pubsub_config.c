@@ -153,6 +153,10 @@ static const struct vv_config_key keys[] = {
     VV_CONFIG_U32_KEY(S, max_subscriptions, "4096", 1, 1000000, true,
                       "RPC subscriptions (pubsub.subscribe) held at once, all clients "
                       "together; more are refused."),
+    VV_CONFIG_U32_KEY(S, max_client_subscriptions, "1024", 1, 1000000, true,
+                      "RPC subscriptions one client connection may hold at once (at most "
+                      "max_subscriptions counts); more are refused, so that one client cannot "
+                      "take them all."),
     VV_CONFIG_U32_KEY(S, max_retain, "1000", 0, 100000, true,
                       "The most messages a topic may keep for pubsub.history (its retain)."),
 };

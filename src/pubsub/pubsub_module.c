@@ -439,6 +439,16 @@ static struct vv_rpc_answer subscribe_topic(struct psm *m, struct vv_rpc_request
                            "%u subscriptions already held ([pubsub] "
                            "max_subscriptions)",
                            c->max_subscriptions);
+    /* One client's share: a scan of the subscriptions, at most max_subscriptions. */
+    struct vv_rpc_conn *conn = vv_rpc_request_conn(req);
+    uint32_t mine = 0;
+    for (const struct rsub *s = m->subs; s; s = s->next)
+        mine += s->conn == conn;
+    if (mine >= c->max_client_subscriptions)
+        return vv_rpc_fail(req, VV_ELIMIT,
+                           "%u subscriptions already held on this connection ([pubsub] "
+                           "max_client_subscriptions)",
+                           c->max_client_subscriptions);
     size_t len = strlen(topic);
     struct mtopic *t = topic_get(m, topic, len);
     if (t == NULL)
@@ -453,7 +463,7 @@ static struct vv_rpc_answer subscribe_topic(struct psm *m, struct vv_rpc_request
     struct rsub *s = vv_xcalloc(1, sizeof(*s));
     s->id = ++m->next_sub;
     s->t = t;
-    s->conn = vv_rpc_request_conn(req);
+    s->conn = conn;
     vv_rpc_conn_ref(s->conn);
     s->next = m->subs;
     m->subs = s;
@@ -966,12 +976,12 @@ static void pubsub_deinit(struct vv_node *n)
     vv_node_set_module_data(n, &vv_pubsub_module, NULL);
 }
 
-/* max_subscriptions and max_retain are read at each use. */
+/* max_subscriptions, max_client_subscriptions and max_retain are read at each use. */
 static void pubsub_reload(struct vv_node *n)
 {
     const struct vv_pubsub_settings *c = vv_pubsub_settings(&n->config);
-    vv_log_info("pubsub", "max_subscriptions %u, max_retain %u", c->max_subscriptions,
-                c->max_retain);
+    vv_log_info("pubsub", "max_subscriptions %u, max_client_subscriptions %u, max_retain %u",
+                c->max_subscriptions, c->max_client_subscriptions, c->max_retain);
 }
 
 static json_t *pubsub_health(struct vv_node *n)

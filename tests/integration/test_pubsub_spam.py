@@ -8,9 +8,10 @@ node keeps answering.
   second meanwhile, forgets the peers' topics when they go, and its resident memory grows by
   less than RSS_BOUND_MB (a second round grows it by less than half of that: nothing
   accumulates).
-- One RPC client asks for 10,000 subscriptions: the first [pubsub] max_subscriptions are
-  granted, every other one is refused with VV_ELIMIT naming the setting, and they all go
-  when the client disconnects.
+- One RPC client asks for 10,000 subscriptions: the first [pubsub] max_client_subscriptions
+  are granted, every other one is refused with VV_ELIMIT naming the setting; a second client
+  still gets subscriptions up to [pubsub] max_subscriptions (all clients), then is refused
+  naming that one; they all go when the clients disconnect.
 """
 
 import json
@@ -28,6 +29,7 @@ SPAM_TOPICS = 10000
 SPAMMERS = 3
 MAX_PEER_TOPICS = 1000  # the default
 MAX_SUBSCRIPTIONS = 1000
+MAX_CLIENT_SUBS = 600
 # Growth of the node's resident memory allowed for three peers' 30,000 announced topics (of
 # which it keeps 3,000, each a few hundred bytes) on a sanitizer build, whose allocator keeps
 # freed memory in quarantine: far below what holding all 30,000 would cost there.
@@ -46,7 +48,8 @@ class PubsubSpam(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.node = Node(extra_config={
-            "pubsub": {"heartbeat_ms": "200", "max_subscriptions": str(MAX_SUBSCRIPTIONS)}})
+            "pubsub": {"heartbeat_ms": "200", "max_subscriptions": str(MAX_SUBSCRIPTIONS),
+                       "max_client_subscriptions": str(MAX_CLIENT_SUBS)}})
 
     @classmethod
     def tearDownClass(cls):
@@ -113,37 +116,48 @@ class PubsubSpam(unittest.TestCase):
         self.assertLess(rss2 - rss1, RSS_BOUND_MB * 1024 // 2)
         self.assertTrue(self.node.alive())
 
-    def test_2_rpc_subscription_spam_is_refused_past_the_bound(self):
-        node = self.node
-        sock = node.connect(timeout=60)
-        f = sock.makefile("rb")
+    def subscribe_many(self, sock, f, prefix, count):
+        """Asks for count subscriptions on one connection, 250 requests at a time; returns
+        (granted, refused) replies."""
         granted, refused = [], []
         batch = 250
-        for start in range(0, SPAM_TOPICS, batch):
-            reqs = b"".join(json.dumps({"jsonrpc": "2.0", "id": i, "method": "pubsub.subscribe",
-                                        "params": {"topic": f"rpcspam:{i}"}}).encode() + b"\n"
-                            for i in range(start, min(start + batch, SPAM_TOPICS)))
-            sock.sendall(reqs)
-            for _ in range(start, min(start + batch, SPAM_TOPICS)):
+        for start in range(0, count, batch):
+            end = min(start + batch, count)
+            sock.sendall(b"".join(json.dumps({
+                "jsonrpc": "2.0", "id": i, "method": "pubsub.subscribe",
+                "params": {"topic": f"{prefix}:{i}"}}).encode() + b"\n"
+                for i in range(start, end)))
+            for _ in range(start, end):
                 reply = json.loads(f.readline())
                 (granted if "result" in reply else refused).append(reply)
+        return granted, refused
+
+    def test_2_rpc_subscription_spam_is_refused_past_the_bounds(self):
+        node = self.node
+        a, b = node.connect(timeout=60), node.connect(timeout=60)
+        fa, fb = a.makefile("rb"), b.makefile("rb")
         try:
-            self.assertEqual(len(granted), MAX_SUBSCRIPTIONS)
-            self.assertEqual(len(refused), SPAM_TOPICS - MAX_SUBSCRIPTIONS)
-            # The first ones were granted, in order; every later one refused, saying why.
-            self.assertEqual(sorted(r["id"] for r in granted), list(range(MAX_SUBSCRIPTIONS)))
+            # One client asks for 10,000: it gets its share, the first ones in order, and
+            # every later one is refused saying which bound.
+            granted, refused = self.subscribe_many(a, fa, "rpcspam-a", SPAM_TOPICS)
+            self.assertEqual(sorted(r["id"] for r in granted), list(range(MAX_CLIENT_SUBS)))
+            self.assertEqual(len(refused), SPAM_TOPICS - MAX_CLIENT_SUBS)
             for r in refused:
-                e = r["error"]
-                self.assertEqual(e.get("data"), "VV_ELIMIT", e)
-                self.assertIn("max_subscriptions", e["message"])
+                self.assertEqual(r["error"].get("data"), "VV_ELIMIT", r)
+                self.assertIn("max_client_subscriptions", r["error"]["message"])
+            # Another client still gets subscriptions, up to the bound of all clients.
+            granted, refused = self.subscribe_many(b, fb, "rpcspam-b", SPAM_TOPICS)
+            self.assertEqual(len(granted), MAX_SUBSCRIPTIONS - MAX_CLIENT_SUBS)
+            for r in refused:
+                self.assertEqual(r["error"].get("data"), "VV_ELIMIT", r)
+                self.assertIn("max_subscriptions", r["error"]["message"])
             self.assertEqual(metric(node, "vivimd_pubsub_subscriptions"), MAX_SUBSCRIPTIONS)
             self.assertEqual(metric(node, "vivimd_pubsub_topics_joined"), MAX_SUBSCRIPTIONS)
-            # Another client still gets answers (and is refused a subscription too).
             self.assertIn("nodeId", node.rpc("node.status"))
         finally:
-            f.close()
-            sock.close()
-        wait_for("the client's subscriptions gone",
+            for x in (fa, fb, a, b):
+                x.close()
+        wait_for("the clients' subscriptions gone",
                  lambda: metric(node, "vivimd_pubsub_subscriptions") == 0, 30)
         self.assertEqual(metric(node, "vivimd_pubsub_topics_joined"), 0)
 
