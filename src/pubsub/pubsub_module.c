@@ -235,6 +235,10 @@ static void on_deliver(void *arg, const struct vv_pubsub_msg *msg,
     retain_msg(t, msg, id, vv_env_wall_ms(m->env));
     if (t->subs == 0)
         return;
+    /* The notification's fields are made once (base64, hex) and shared by reference among
+     * the subscriptions' copies, which differ only in subscriptionId. */
+    json_t *base = message_json(id, msg->from, msg->seqno, msg->data, msg->data_len);
+    json_object_set_new(base, "topic", json_stringn(t->name, t->len));
     for (struct rsub *s = m->subs, *next; s; s = next) {
         next = s->next;
         if (s->t != t)
@@ -243,9 +247,8 @@ static void on_deliver(void *arg, const struct vv_pubsub_msg *msg,
             sub_drop(m, s);
             continue;
         }
-        json_t *p = message_json(id, msg->from, msg->seqno, msg->data, msg->data_len);
+        json_t *p = json_copy(base);
         json_object_set_new(p, "subscriptionId", json_integer((json_int_t)s->id));
-        json_object_set_new(p, "topic", json_stringn(t->name, t->len));
         if (vv_rpc_notify(s->conn, "pubsub.message", p) != 0) {
             /* Closed, or cut off for not reading (the server closed it): its subscriptions
              * go. */
@@ -253,6 +256,7 @@ static void on_deliver(void *arg, const struct vv_pubsub_msg *msg,
             sub_drop(m, s);
         }
     }
+    json_decref(base);
 }
 
 /* ---- history between nodes --------------------------------------------------------------- */
