@@ -44,6 +44,7 @@
 struct vv_pubsub_config {
     uint32_t d, d_lo, d_hi, d_lazy, d_score; /* 6, 5, 12, 6, 4 */
     uint32_t heartbeat_ms;                   /* 1,000 */
+    uint32_t heartbeat_slice_topics;         /* active topics maintained per loop turn (256) */
     uint32_t fanout_ttl_ms;                  /* 60,000 */
     uint32_t mcache_len, mcache_gossip;      /* 5, 3 */
     uint32_t seen_ttl_ms;                    /* 120,000 */
@@ -109,8 +110,10 @@ struct vv_pubsub_stats {
     uint64_t ihave_sent, ihave_received, iwant_sent, iwant_received, iwant_served;
     uint64_t graft_sent, graft_received, prune_sent, prune_received;
     uint64_t idontwant_sent, idontwant_received, idontwant_saved; /* saved: sends skipped */
-    uint64_t topics_refused; /* subscriptions past max_peer_topics or max_known_topics */
-    uint64_t verifying;      /* signature checks in flight now */
+    uint64_t topics_refused;   /* subscriptions past max_peer_topics or max_known_topics */
+    uint64_t heartbeat_topics; /* topics maintained (mesh, fanout, gossip) by heartbeats */
+    uint64_t heartbeat_slices; /* loop turns the heartbeats took (heartbeat_slice_topics) */
+    uint64_t verifying;        /* signature checks in flight now */
 };
 
 struct vv_pubsub;
@@ -158,6 +161,9 @@ const struct vv_pubsub_stats *vv_pubsub_stats(const struct vv_pubsub *ps);
 /* Mesh peers of a joined topic (0 otherwise); peers known subscribed to a topic. */
 uint32_t vv_pubsub_mesh_size(const struct vv_pubsub *ps, const char *topic, size_t len);
 uint32_t vv_pubsub_topic_peers(const struct vv_pubsub *ps, const char *topic, size_t len);
+/* Topics the router holds state for: joined, with a policy, published to, or known from a
+ * peer's subscription (peers' new topics are refused past max_known_topics). */
+uint32_t vv_pubsub_known_topics(const struct vv_pubsub *ps);
 /* Writes up to max mesh peers' IDs; returns how many. */
 uint32_t vv_pubsub_mesh_peers(const struct vv_pubsub *ps, const char *topic, size_t len,
                               uint8_t (*out)[VV_NODE_ID_BYTES], uint32_t max);
@@ -181,7 +187,7 @@ extern const struct vv_module vv_pubsub_module;
 /* [pubsub] in vivimd.conf (src/pubsub/pubsub_config.c). */
 struct vv_pubsub_settings {
     uint32_t d, d_lo, d_hi, d_lazy, d_score;
-    uint32_t heartbeat_ms, fanout_ttl_ms;
+    uint32_t heartbeat_ms, heartbeat_slice_topics, fanout_ttl_ms;
     uint32_t mcache_len, mcache_gossip, mcache_max_mb;
     uint32_t seen_ttl_ms, max_seen;
     uint32_t max_ihave_length, max_ihave_messages;
@@ -192,8 +198,9 @@ struct vv_pubsub_settings {
     /* Score thresholds, decimal numbers as text (checked when loaded). */
     char *gossip_threshold, *publish_threshold, *graylist_threshold;
     char *accept_px_threshold, *opportunistic_graft_threshold;
-    uint32_t max_subscriptions; /* RPC subscriptions, all clients */
-    uint32_t max_retain;        /* a topic's retain (pubsub.createTopic) at most */
+    uint32_t max_subscriptions;        /* RPC subscriptions, all clients */
+    uint32_t max_client_subscriptions; /* RPC subscriptions of one client connection */
+    uint32_t max_retain;               /* a topic's retain (pubsub.createTopic) at most */
 };
 struct vv_config;
 struct vv_config_section;

@@ -42,6 +42,7 @@ void vv_pubsub_config_from_settings(const struct vv_pubsub_settings *s, struct v
     c->d_lazy = s->d_lazy;
     c->d_score = s->d_score;
     c->heartbeat_ms = s->heartbeat_ms;
+    c->heartbeat_slice_topics = s->heartbeat_slice_topics;
     c->fanout_ttl_ms = s->fanout_ttl_ms;
     c->mcache_len = s->mcache_len;
     c->mcache_gossip = s->mcache_gossip;
@@ -95,6 +96,10 @@ static const struct vv_config_key keys[] = {
                       "When pruning, the best-scored mesh peers always kept (at most d)."),
     VV_CONFIG_U32_KEY(S, heartbeat_ms, "1000", 100, 60000, false,
                       "Mesh maintenance and gossip period (ms)."),
+    VV_CONFIG_U32_KEY(S, heartbeat_slice_topics, "256", 1, 1000000, false,
+                      "Joined or published-to topics one heartbeat maintains per event-loop "
+                      "turn; the rest follow in later turns, so that thousands of topics never "
+                      "hold the loop for long."),
     VV_CONFIG_U32_KEY(S, fanout_ttl_ms, "60000", 1000, 3600000, false,
                       "How long peers chosen to publish to a topic this node did not join are "
                       "kept after its last publication (ms)."),
@@ -148,6 +153,10 @@ static const struct vv_config_key keys[] = {
     VV_CONFIG_U32_KEY(S, max_subscriptions, "4096", 1, 1000000, true,
                       "RPC subscriptions (pubsub.subscribe) held at once, all clients "
                       "together; more are refused."),
+    VV_CONFIG_U32_KEY(S, max_client_subscriptions, "1024", 1, 1000000, true,
+                      "RPC subscriptions one client connection may hold at once (at most "
+                      "max_subscriptions counts); more are refused, so that one client cannot "
+                      "take them all."),
     VV_CONFIG_U32_KEY(S, max_retain, "1000", 0, 100000, true,
                       "The most messages a topic may keep for pubsub.history (its retain)."),
 };

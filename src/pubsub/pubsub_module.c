@@ -235,6 +235,10 @@ static void on_deliver(void *arg, const struct vv_pubsub_msg *msg,
     retain_msg(t, msg, id, vv_env_wall_ms(m->env));
     if (t->subs == 0)
         return;
+    /* The notification's fields are made once (base64, hex) and shared by reference among
+     * the subscriptions' copies, which differ only in subscriptionId. */
+    json_t *base = message_json(id, msg->from, msg->seqno, msg->data, msg->data_len);
+    json_object_set_new(base, "topic", json_stringn(t->name, t->len));
     for (struct rsub *s = m->subs, *next; s; s = next) {
         next = s->next;
         if (s->t != t)
@@ -243,9 +247,8 @@ static void on_deliver(void *arg, const struct vv_pubsub_msg *msg,
             sub_drop(m, s);
             continue;
         }
-        json_t *p = message_json(id, msg->from, msg->seqno, msg->data, msg->data_len);
+        json_t *p = json_copy(base);
         json_object_set_new(p, "subscriptionId", json_integer((json_int_t)s->id));
-        json_object_set_new(p, "topic", json_stringn(t->name, t->len));
         if (vv_rpc_notify(s->conn, "pubsub.message", p) != 0) {
             /* Closed, or cut off for not reading (the server closed it): its subscriptions
              * go. */
@@ -253,6 +256,7 @@ static void on_deliver(void *arg, const struct vv_pubsub_msg *msg,
             sub_drop(m, s);
         }
     }
+    json_decref(base);
 }
 
 /* ---- history between nodes --------------------------------------------------------------- */
@@ -439,6 +443,16 @@ static struct vv_rpc_answer subscribe_topic(struct psm *m, struct vv_rpc_request
                            "%u subscriptions already held ([pubsub] "
                            "max_subscriptions)",
                            c->max_subscriptions);
+    /* One client's share: a scan of the subscriptions, at most max_subscriptions. */
+    struct vv_rpc_conn *conn = vv_rpc_request_conn(req);
+    uint32_t mine = 0;
+    for (const struct rsub *s = m->subs; s; s = s->next)
+        mine += s->conn == conn;
+    if (mine >= c->max_client_subscriptions)
+        return vv_rpc_fail(req, VV_ELIMIT,
+                           "%u subscriptions already held on this connection ([pubsub] "
+                           "max_client_subscriptions)",
+                           c->max_client_subscriptions);
     size_t len = strlen(topic);
     struct mtopic *t = topic_get(m, topic, len);
     if (t == NULL)
@@ -453,7 +467,7 @@ static struct vv_rpc_answer subscribe_topic(struct psm *m, struct vv_rpc_request
     struct rsub *s = vv_xcalloc(1, sizeof(*s));
     s->id = ++m->next_sub;
     s->t = t;
-    s->conn = vv_rpc_request_conn(req);
+    s->conn = conn;
     vv_rpc_conn_ref(s->conn);
     s->next = m->subs;
     m->subs = s;
@@ -823,6 +837,12 @@ static double graylisted(void *data)
     return g;
 }
 
+static double topics_known(void *data)
+{
+    struct psm *m = data;
+    return m->ps ? vv_pubsub_known_topics(m->ps) : 0;
+}
+
 static double subscriptions(void *data)
 {
     return (double)((struct psm *)data)->n_subs;
@@ -877,6 +897,10 @@ static void register_metrics(struct psm *m, struct vv_metrics *mx)
         {false, "vivimd_pubsub_peers_graylisted",
          "Connected peers scoring under the graylist threshold (not heard).", graylisted},
         {false, "vivimd_pubsub_topics_joined", "Topics this node is subscribed to.", topics_joined},
+        {false, "vivimd_pubsub_topics_known",
+         "Topics the router keeps state for (joined, with a policy, published to, or known from "
+         "peers' subscriptions; bounded by max_known_topics).",
+         topics_known},
     };
     for (size_t i = 0; i < VV_ARRAY_SIZE(defs); i++) {
         if (defs[i].counter)
@@ -956,12 +980,12 @@ static void pubsub_deinit(struct vv_node *n)
     vv_node_set_module_data(n, &vv_pubsub_module, NULL);
 }
 
-/* max_subscriptions and max_retain are read at each use. */
+/* max_subscriptions, max_client_subscriptions and max_retain are read at each use. */
 static void pubsub_reload(struct vv_node *n)
 {
     const struct vv_pubsub_settings *c = vv_pubsub_settings(&n->config);
-    vv_log_info("pubsub", "max_subscriptions %u, max_retain %u", c->max_subscriptions,
-                c->max_retain);
+    vv_log_info("pubsub", "max_subscriptions %u, max_client_subscriptions %u, max_retain %u",
+                c->max_subscriptions, c->max_client_subscriptions, c->max_retain);
 }
 
 static json_t *pubsub_health(struct vv_node *n)

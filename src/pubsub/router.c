@@ -39,6 +39,7 @@ void vv_pubsub_config_defaults(struct vv_pubsub_config *c)
     c->d_lazy = 6;
     c->d_score = 4;
     c->heartbeat_ms = 1000;
+    c->heartbeat_slice_topics = 256;
     c->fanout_ttl_ms = 60000;
     c->mcache_len = 5;
     c->mcache_gossip = 3;
@@ -109,9 +110,9 @@ int vv_pubsub_config_check(const struct vv_pubsub_config *c, char *why, size_t w
         snprintf(why, why_len, "pubsub needs 0 < d_lo <= d <= d_hi and d_score <= d");
         return VV_EINVAL;
     }
-    if (c->heartbeat_ms == 0 || c->mcache_len == 0 || c->mcache_gossip == 0 ||
-        c->mcache_gossip > c->mcache_len || c->max_seen == 0 || c->max_peer_topics == 0 ||
-        c->max_known_topics == 0 || c->max_joined_topics == 0 ||
+    if (c->heartbeat_ms == 0 || c->heartbeat_slice_topics == 0 || c->mcache_len == 0 ||
+        c->mcache_gossip == 0 || c->mcache_gossip > c->mcache_len || c->max_seen == 0 ||
+        c->max_peer_topics == 0 || c->max_known_topics == 0 || c->max_joined_topics == 0 ||
         c->opportunistic_graft_ticks == 0 || c->max_ihave_length > VV_PUBSUB_MAX_CONTROL_IDS ||
         c->prune_peers > VV_PUBSUB_MAX_PX || c->max_message_bytes > VV_PUBSUB_MAX_DATA_BYTES ||
         !(c->gossip_factor >= 0 && c->gossip_factor <= 1)) {
@@ -179,8 +180,9 @@ struct peer {
     uint32_t iwant_asked; /* IDs asked of it this heartbeat */
     uint32_t iwant_served;
     uint32_t n_mesh; /* meshes it is in: tagged while > 0 */
-    /* Control to send at the end of the heartbeat. */
+    /* Control to send at the end of the heartbeat's slice. */
     struct idx_list graft, prune, ihave;
+    uint32_t ihave_ids_out, ihave_msgs_out; /* IHAVE IDs and frames sent it this round */
 };
 
 struct topic {
@@ -220,7 +222,9 @@ struct vv_pubsub {
     uint32_t n_peers; /* slots */
     struct vv__ps_map peer_map;
     struct topic *topics;
-    uint32_t n_topics; /* slots */
+    uint32_t n_topics;    /* slots */
+    uint32_t topics_cap;  /* slots allocated */
+    uint32_t topics_free; /* every slot below it is used */
     uint32_t known_topics;
     struct vv__ps_map topic_map;
     struct idx_list joined; /* topics in the order joined */
@@ -231,6 +235,15 @@ struct vv_pubsub {
     uint64_t seqno;
     uint64_t timer;
     uint64_t ticks;
+    /* The heartbeat round in progress: topic slots below hb_cursor are done; the rest are
+     * taken heartbeat_slice_topics at a time, one slice per loop turn (hb_slice_timer). */
+    bool hb_running;
+    uint32_t hb_cursor;
+    uint64_t hb_slice_timer;
+    /* While a slice runs: each peer's score, NAN until asked (a score costs O(topics the
+     * peer is active in), and a slice asks it once per topic it shares with us). */
+    double *slice_scores;
+    uint8_t (*gossip_scratch)[VV_PUBSUB_ID_BYTES]; /* max_ihave_length IDs */
     uint64_t last_decay_ms;
     struct pending *pending;
     struct vv_pubsub_stats stats;
@@ -280,6 +293,12 @@ static uint32_t peer_add(struct vv_pubsub *ps, const uint8_t *id)
 
 static double score_of(const struct vv_pubsub *ps, uint32_t pi)
 {
+    /* During a heartbeat slice each peer's score is computed once (heartbeat_step). */
+    if (ps->slice_scores != NULL) {
+        if (isnan(ps->slice_scores[pi]))
+            ps->slice_scores[pi] = vv_pubsub_score_get(ps->score, ps->peers[pi].id, now_ms(ps));
+        return ps->slice_scores[pi];
+    }
     return vv_pubsub_score_get(ps->score, ps->peers[pi].id, now_ms(ps));
 }
 
@@ -327,12 +346,19 @@ static uint32_t topic_get(struct vv_pubsub *ps, const char *name, size_t len, bo
         return i;
     if (!local && ps->known_topics >= ps->cfg.max_known_topics)
         return VV__PS_NIL;
-    for (i = 0; i < ps->n_topics && ps->topics[i].used; i++)
+    /* Slots below topics_free are all in use: the scan starts there. The array grows by
+     * doubling, so that a peer announcing its thousand topics costs a few copies, not one
+     * per topic (quadratic: seconds of the loop under a sanitizer's copying realloc). */
+    for (i = ps->topics_free; i < ps->n_topics && ps->topics[i].used; i++)
         ;
     if (i == ps->n_topics) {
-        ps->topics = vv_xrealloc(ps->topics, (ps->n_topics + 1) * sizeof(*ps->topics));
+        if (ps->n_topics == ps->topics_cap) {
+            ps->topics_cap = ps->topics_cap ? 2 * ps->topics_cap : 16;
+            ps->topics = vv_xrealloc(ps->topics, ps->topics_cap * sizeof(*ps->topics));
+        }
         ps->n_topics++;
     }
+    ps->topics_free = i + 1;
     struct topic *t = &ps->topics[i];
     memset(t, 0, sizeof(*t));
     t->used = true;
@@ -358,6 +384,7 @@ static void topic_release(struct vv_pubsub *ps, uint32_t ti)
     vv_free(t->name);
     memset(t, 0, sizeof(*t));
     ps->known_topics--;
+    ps->topics_free = VV_MIN(ps->topics_free, ti);
 }
 
 /* A topic nobody here needs any more: no subscriber known, not joined, no policy, no
@@ -1037,12 +1064,19 @@ static void plan_gossip(struct vv_pubsub *ps, uint32_t ti)
     struct topic *t = &ps->topics[ti];
     if (!t->joined && !t->has_fanout)
         return;
-    if (t->gossip == NULL)
-        t->gossip = vv_xmalloc(ps->cfg.max_ihave_length * sizeof(*t->gossip));
-    t->n_gossip = vv_pubsub_mcache_gossip_ids(ps->mcache, t->name, t->len, t->gossip,
-                                              ps->cfg.max_ihave_length);
-    if (t->n_gossip == 0)
+    /* The IDs go through the slice's scratch buffer and are kept, sized to what there is,
+     * only until the slice's control is sent: a buffer of max_ihave_length IDs per topic
+     * (100 KB) would cost a node with 10,000 joined topics a gigabyte. */
+    if (ps->gossip_scratch == NULL)
+        ps->gossip_scratch = vv_xmalloc(ps->cfg.max_ihave_length * sizeof(*ps->gossip_scratch));
+    uint32_t n_ids = vv_pubsub_mcache_gossip_ids(ps->mcache, t->name, t->len, ps->gossip_scratch,
+                                                 ps->cfg.max_ihave_length);
+    if (n_ids == 0)
         return;
+    vv_free(t->gossip);
+    t->gossip = vv_xmalloc(n_ids * sizeof(*t->gossip));
+    memcpy(t->gossip, ps->gossip_scratch, n_ids * sizeof(*t->gossip));
+    t->n_gossip = n_ids;
     uint32_t *cand;
     uint32_t n = candidates(ps, ti, t->joined ? &t->mesh : &t->fanout, false,
                             ps->cfg.thresholds.gossip, &cand);
@@ -1053,33 +1087,32 @@ static void plan_gossip(struct vv_pubsub *ps, uint32_t ti)
     vv_free(cand);
 }
 
-/* Sends each peer its heartbeat's GRAFT, PRUNE and IHAVE in one CONTROL. */
+/*
+ * Sends each peer what this slice of the heartbeat decided: every GRAFT and PRUNE, in as
+ * many CONTROL frames as the lists' bounds need (a peer grafted into hundreds of meshes in
+ * one slice hears of each), the first frame carrying IHAVE within the peer's gossip budget
+ * for the round: max_ihave_length IDs and max_ihave_messages frames, what the peer reads of
+ * us per heartbeat, so that several slices do not send more gossip than one heartbeat did.
+ */
 static void flush_control(struct vv_pubsub *ps)
 {
     for (uint32_t pi = 0; pi < ps->n_peers; pi++) {
         struct peer *p = &ps->peers[pi];
         if (!p->used || p->graft.n + p->prune.n + p->ihave.n == 0)
             continue;
-        uint32_t ng = VV_MIN(p->graft.n, (uint32_t)VV_PUBSUB_MAX_GRAFTS);
-        uint32_t np = VV_MIN(p->prune.n, (uint32_t)VV_PUBSUB_MAX_PRUNES);
-        struct vv_pubsub_topic_ref g[VV_PUBSUB_MAX_GRAFTS];
-        struct vv_pubsub_prune pr[VV_PUBSUB_MAX_PRUNES];
-        for (uint32_t i = 0; i < ng; i++)
-            g[i] = (struct vv_pubsub_topic_ref){ps->topics[p->graft.v[i]].name,
-                                                ps->topics[p->graft.v[i]].len};
-        for (uint32_t i = 0; i < np; i++)
-            pr[i] = (struct vv_pubsub_prune){ps->topics[p->prune.v[i]].name,
-                                             ps->topics[p->prune.v[i]].len,
-                                             ps->cfg.prune_backoff_ms / 1000, NULL, 0};
-        /* IHAVE entries until the ID budget of one frame is spent. */
+        /* IHAVE entries until the round's ID budget for the peer, or one frame's, is spent. */
         struct vv_pubsub_ihave ih[VV_PUBSUB_MAX_IHAVE_TOPICS];
         const uint8_t **ids = NULL;
         uint32_t nih = 0, nids = 0;
-        if (p->ihave.n > 0)
-            ids = vv_xmalloc(ps->cfg.max_ihave_length * sizeof(*ids));
-        for (uint32_t i = 0; i < p->ihave.n && nih < VV_PUBSUB_MAX_IHAVE_TOPICS; i++) {
+        uint32_t id_budget =
+            ps->cfg.max_ihave_length - VV_MIN(p->ihave_ids_out, ps->cfg.max_ihave_length);
+        if (p->ihave_msgs_out >= ps->cfg.max_ihave_messages)
+            id_budget = 0;
+        if (p->ihave.n > 0 && id_budget > 0)
+            ids = vv_xmalloc(id_budget * sizeof(*ids));
+        for (uint32_t i = 0; ids && i < p->ihave.n && nih < VV_PUBSUB_MAX_IHAVE_TOPICS; i++) {
             const struct topic *t = &ps->topics[p->ihave.v[i]];
-            uint32_t take = VV_MIN(t->n_gossip, ps->cfg.max_ihave_length - nids);
+            uint32_t take = VV_MIN(t->n_gossip, id_budget - nids);
             if (take == 0)
                 break;
             for (uint32_t j = 0; j < take; j++)
@@ -1087,36 +1120,59 @@ static void flush_control(struct vv_pubsub *ps)
             ih[nih++] = (struct vv_pubsub_ihave){t->name, t->len, &ids[nids], take};
             nids += take;
         }
-        struct vv_pubsub_control c = {
-            .ihave = ih, .n_ihave = nih, .graft = g, .n_graft = ng, .prune = pr, .n_prune = np};
-        send_control(ps, pi, &c);
-        ps->stats.graft_sent += ng;
-        ps->stats.prune_sent += np;
+        p->ihave_ids_out += nids;
+        p->ihave_msgs_out += nih > 0;
         ps->stats.ihave_sent += nih > 0;
+        uint32_t gi = 0, pri = 0;
+        do {
+            uint32_t ng = VV_MIN(p->graft.n - gi, (uint32_t)VV_PUBSUB_MAX_GRAFTS);
+            uint32_t np = VV_MIN(p->prune.n - pri, (uint32_t)VV_PUBSUB_MAX_PRUNES);
+            struct vv_pubsub_topic_ref g[VV_PUBSUB_MAX_GRAFTS];
+            struct vv_pubsub_prune pr[VV_PUBSUB_MAX_PRUNES];
+            for (uint32_t i = 0; i < ng; i++)
+                g[i] = (struct vv_pubsub_topic_ref){ps->topics[p->graft.v[gi + i]].name,
+                                                    ps->topics[p->graft.v[gi + i]].len};
+            for (uint32_t i = 0; i < np; i++)
+                pr[i] = (struct vv_pubsub_prune){ps->topics[p->prune.v[pri + i]].name,
+                                                 ps->topics[p->prune.v[pri + i]].len,
+                                                 ps->cfg.prune_backoff_ms / 1000, NULL, 0};
+            struct vv_pubsub_control c = {
+                .ihave = ih, .n_ihave = nih, .graft = g, .n_graft = ng, .prune = pr, .n_prune = np};
+            if (nih + ng + np > 0)
+                send_control(ps, pi, &c);
+            ps->stats.graft_sent += ng;
+            ps->stats.prune_sent += np;
+            gi += ng;
+            pri += np;
+            nih = 0; /* IHAVE in the first frame only */
+        } while (gi < p->graft.n || pri < p->prune.n);
         vv_free(ids);
         p->graft.n = p->prune.n = p->ihave.n = 0;
     }
 }
 
-static void heartbeat(struct vv_env *env, void *arg)
+/*
+ * The heartbeat runs in rounds. A round starts at each heartbeat_ms tick (score decay, the
+ * tick count) and maintains the topic slots in order, at most heartbeat_slice_topics active
+ * ones (joined or with fanout: mesh, fanout, gossip) per loop turn, sending each slice's
+ * control at once; the next slice runs from a 1 ms timer, so that sockets are read between
+ * slices (libuv runs a timer started from a timer callback in the same pass when its delay
+ * is 0). Idle slots (known only from peers) cost a test each. When the last slot is done,
+ * the per-heartbeat rest runs: the message cache's window shifts, per-peer budgets reset,
+ * backoff and seen caches are swept, unneeded topics released. A tick that comes while a
+ * round is still running (a round longer than heartbeat_ms) starts nothing: the round goes
+ * on, and the next round starts at the next tick.
+ *
+ * Why: a round costs O(active topics x their subscribers x a score each); with thousands of
+ * joined topics one pass would hold the loop for tens of ms. Messages arriving between
+ * slices are handled as at any time (the mesh of a topic not yet maintained this round is
+ * last round's).
+ */
+static void heartbeat_slice(struct vv_env *env, void *arg);
+
+static void heartbeat_finish(struct vv_pubsub *ps)
 {
-    (void)env;
-    struct vv_pubsub *ps = arg;
     uint64_t now = now_ms(ps);
-    ps->ticks++;
-    if (now - ps->last_decay_ms >= ps->cfg.score.decay_interval_ms) {
-        vv_pubsub_score_decay(ps->score, now);
-        ps->last_decay_ms = now;
-    }
-    for (uint32_t i = 0; i < ps->joined.n; i++)
-        maintain_mesh(ps, ps->joined.v[i]);
-    for (uint32_t ti = 0; ti < ps->n_topics; ti++)
-        if (ps->topics[ti].used)
-            maintain_fanout(ps, ti, now);
-    for (uint32_t ti = 0; ti < ps->n_topics; ti++)
-        if (ps->topics[ti].used)
-            plan_gossip(ps, ti);
-    flush_control(ps);
     vv_pubsub_mcache_shift(ps->mcache);
     for (uint32_t pi = 0; pi < ps->n_peers; pi++) {
         struct peer *p = &ps->peers[pi];
@@ -1124,11 +1180,81 @@ static void heartbeat(struct vv_env *env, void *arg)
             continue;
         vv_pubsub_idontwant_heartbeat(p->dontwant);
         p->ihave_in = p->iwant_asked = p->iwant_served = 0;
+        p->ihave_ids_out = p->ihave_msgs_out = 0;
     }
     (void)vv_pubsub_backoff_sweep(ps->backoff, now, BACKOFF_SWEEP);
     (void)vv_pubsub_seen_sweep(ps->seen, now, SEEN_SWEEP);
     for (uint32_t ti = 0; ti < ps->n_topics; ti++)
         topic_maybe_release(ps, ti);
+    ps->hb_running = false;
+}
+
+/* One slice of the round: up to heartbeat_slice_topics active topics from hb_cursor. */
+static void heartbeat_step(struct vv_pubsub *ps)
+{
+    uint64_t now = now_ms(ps);
+    uint32_t budget = ps->cfg.heartbeat_slice_topics;
+    uint32_t first = ps->hb_cursor;
+    ps->slice_scores = vv_xmalloc((ps->n_peers + 1) * sizeof(*ps->slice_scores));
+    for (uint32_t pi = 0; pi < ps->n_peers; pi++)
+        ps->slice_scores[pi] = NAN;
+    while (ps->hb_cursor < ps->n_topics && budget > 0) {
+        uint32_t ti = ps->hb_cursor++;
+        const struct topic *t = &ps->topics[ti];
+        if (!t->used || (!t->joined && !t->has_fanout))
+            continue;
+        if (t->joined)
+            maintain_mesh(ps, ti);
+        maintain_fanout(ps, ti, now);
+        plan_gossip(ps, ti);
+        ps->stats.heartbeat_topics++;
+        budget--;
+    }
+    flush_control(ps);
+    vv_free(ps->slice_scores);
+    ps->slice_scores = NULL;
+    for (uint32_t ti = first; ti < ps->hb_cursor; ti++) {
+        struct topic *t = &ps->topics[ti];
+        vv_free(t->gossip);
+        t->gossip = NULL;
+        t->n_gossip = 0;
+    }
+    ps->stats.heartbeat_slices++;
+    /* Done when no slot is left, or none of those left is active. */
+    uint32_t ti = ps->hb_cursor;
+    while (ti < ps->n_topics &&
+           !(ps->topics[ti].used && (ps->topics[ti].joined || ps->topics[ti].has_fanout)))
+        ti++;
+    ps->hb_cursor = ti;
+    if (ti < ps->n_topics)
+        ps->hb_slice_timer = vv_env_timer_start(ps->env, 1, 0, heartbeat_slice, ps);
+    else
+        heartbeat_finish(ps);
+}
+
+static void heartbeat_slice(struct vv_env *env, void *arg)
+{
+    (void)env;
+    struct vv_pubsub *ps = arg;
+    ps->hb_slice_timer = 0;
+    heartbeat_step(ps);
+}
+
+static void heartbeat(struct vv_env *env, void *arg)
+{
+    (void)env;
+    struct vv_pubsub *ps = arg;
+    if (ps->hb_running)
+        return;
+    uint64_t now = now_ms(ps);
+    ps->ticks++;
+    if (now - ps->last_decay_ms >= ps->cfg.score.decay_interval_ms) {
+        vv_pubsub_score_decay(ps->score, now);
+        ps->last_decay_ms = now;
+    }
+    ps->hb_running = true;
+    ps->hb_cursor = 0;
+    heartbeat_step(ps);
 }
 
 /* ---- the API ----------------------------------------------------------------------------- */
@@ -1180,6 +1306,8 @@ void vv_pubsub_free(struct vv_pubsub *ps)
     if (ps == NULL)
         return;
     vv_env_timer_cancel(ps->env, ps->timer);
+    if (ps->hb_slice_timer != 0)
+        vv_env_timer_cancel(ps->env, ps->hb_slice_timer);
     vv_env_verify_cancel_channel(ps->env, VV_CHANNEL_PUBSUB);
     vv_env_set_channel(ps->env, VV_CHANNEL_PUBSUB, NULL, NULL, NULL);
     while (ps->pending) {
@@ -1202,6 +1330,7 @@ void vv_pubsub_free(struct vv_pubsub *ps)
             topic_release(ps, ti);
     vv_free(ps->peers);
     vv_free(ps->topics);
+    vv_free(ps->gossip_scratch);
     list_free(&ps->joined);
     vv__ps_map_free(&ps->peer_map);
     vv__ps_map_free(&ps->topic_map);
@@ -1399,6 +1528,11 @@ uint32_t vv_pubsub_topic_peers(const struct vv_pubsub *ps, const char *topic, si
 {
     uint32_t ti = topic_find(ps, topic, len);
     return ti == VV__PS_NIL ? 0 : ps->topics[ti].subs.n;
+}
+
+uint32_t vv_pubsub_known_topics(const struct vv_pubsub *ps)
+{
+    return ps->known_topics;
 }
 
 uint32_t vv_pubsub_mesh_peers(const struct vv_pubsub *ps, const char *topic, size_t len,

@@ -260,6 +260,19 @@ static void peer_delete(struct vv_pubsub_score *s, struct peer *p)
     s->n--;
 }
 
+/* Arrays that only grow (a peer's topic counters, the scored topics) double when their
+ * count reaches 4, 8, 16...: growing them one entry at a time made a peer grafted into
+ * thousands of meshes cost a copy of its whole array per topic (quadratic). */
+static bool grow_due(uint32_t n)
+{
+    return n == 0 || (n >= 4 && (n & (n - 1)) == 0);
+}
+
+static size_t grown(uint32_t n)
+{
+    return n == 0 ? 4 : (size_t)n * 2;
+}
+
 /* The counters of peer p in topic ti, created when create is set; NULL otherwise. */
 static struct tstats *tstats_of(struct peer *p, uint32_t ti, bool create)
 {
@@ -268,9 +281,9 @@ static struct tstats *tstats_of(struct peer *p, uint32_t ti, bool create)
             return &p->t[k];
     if (!create)
         return NULL;
-    /* Grows one by one: a peer is active in a few topics, and the count is bounded by the
-     * number of scored topics. */
-    p->t = vv_xrealloc(p->t, (size_t)(p->n_t + 1) * sizeof(*p->t));
+    /* The count is bounded by the number of scored topics. */
+    if (grow_due(p->n_t))
+        p->t = vv_xrealloc(p->t, grown(p->n_t) * sizeof(*p->t));
     struct tstats *t = &p->t[p->n_t++];
     memset(t, 0, sizeof(*t));
     t->topic = ti;
@@ -323,7 +336,8 @@ int vv_pubsub_score_set_topic(struct vv_pubsub_score *s, const char *topic, size
     }
     if (s->n_topics >= s->p.max_topics)
         return VV_ELIMIT;
-    s->topics = vv_xrealloc(s->topics, (size_t)(s->n_topics + 1) * sizeof(*s->topics));
+    if (grow_due(s->n_topics))
+        s->topics = vv_xrealloc(s->topics, grown(s->n_topics) * sizeof(*s->topics));
     struct topic *t = &s->topics[s->n_topics];
     t->name = vv_xmalloc(topic_len ? topic_len : 1);
     memcpy(t->name, topic, topic_len);

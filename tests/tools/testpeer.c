@@ -24,6 +24,11 @@
  *                    creator, which such a node answered); read for SECS seconds and print
  *                    how many CRDT frames of each kind
  *                    came back ("updates U syncs S policies P"), exit 0
+ *   pubsubspam N SECS
+ *                    then announce subscriptions to N distinct pubsub topics ("spam:" and a
+ *                    number, prefixed by this peer's random ID so that two runs do not share
+ *                    topics), in SUBSCRIPTIONS frames of 256, then read what the node sends
+ *                    for SECS seconds; print "announced N", exit 0
  *   crdtorphan DOC SECS
  *                    then offer a new text document DOC as above, SYNC, and
  *                    one UPDATE that continues a replica's typing whose beginning is never
@@ -52,6 +57,7 @@
 #include "vivim/crdt_seq.h"
 #include "vivim/crdt_sync.h"
 #include "vivim/net.h"
+#include "vivim/pubsub_wire.h"
 #include "vivim/session.h"
 #include "vivim/wire.h"
 
@@ -374,6 +380,33 @@ int main(int argc, char **argv)
         printf("updates %u syncs %u policies %u\n", p.crdt_frames[1], p.crdt_frames[0],
                p.crdt_frames[3]);
         fflush(stdout);
+    } else if (strcmp(mode, "pubsubspam") == 0 && argc >= 6) {
+        long count = atol(argv[4]);
+        char hex8[9];
+        vv_hex_encode(id.node_id, 4, hex8);
+        static char names[VV_PUBSUB_MAX_SUBS_PER_FRAME][40];
+        struct vv_pubsub_sub subs[VV_PUBSUB_MAX_SUBS_PER_FRAME];
+        for (long from = 0; from < count; from += VV_PUBSUB_MAX_SUBS_PER_FRAME) {
+            uint32_t n = (uint32_t)VV_MIN(count - from, (long)VV_PUBSUB_MAX_SUBS_PER_FRAME);
+            for (uint32_t i = 0; i < n; i++) {
+                int len = snprintf(names[i], sizeof(names[i]), "spam:%s:%ld", hex8, from + i);
+                subs[i] = (struct vv_pubsub_sub){true, names[i], (size_t)len};
+            }
+            msgpack_sbuffer sb;
+            msgpack_packer pk;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            vv_wire_begin(&pk, VV_PUBSUB_TYPE_SUBSCRIPTIONS, 0);
+            if (vv_pubsub_subs_encode(&pk, subs, n) != 0) {
+                fprintf(stderr, "cannot encode SUBSCRIPTIONS\n");
+                return 1;
+            }
+            send_frame(&p, s, &sb);
+            msgpack_sbuffer_destroy(&sb);
+        }
+        printf("announced %ld\n", count);
+        fflush(stdout);
+        rc = read_for(&p, s, atoi(argv[5]));
     } else if (strcmp(mode, "crdtorphan") == 0 && argc >= 6) {
         /* "lost" typed first (never sent), then "!" after it: the update sent. */
         struct vv_crdt_seq *t = vv_crdt_seq_new(0x0a5a0a5a0a5a0a5aull);

@@ -462,6 +462,60 @@ static void test_bounds_topics_not_joined_and_fanout(void **state)
     world_free(&w);
 }
 
+/* SUBSCRIPTIONS from `from` to a, for the topics named. */
+static void announce(struct node *a, const struct node *from, const char *const *names, int n)
+{
+    struct vv_pubsub_sub subs[8];
+    for (int i = 0; i < n; i++)
+        subs[i] = (struct vv_pubsub_sub){true, names[i], strlen(names[i])};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_PUBSUB_TYPE_SUBSCRIPTIONS, 0);
+    assert_int_equal(vv_pubsub_subs_encode(&pk, subs, (uint32_t)n), 0);
+    vv_env_deliver(&a->f.env, from->f.id.node_id, VV_CHANNEL_PUBSUB, (const uint8_t *)sb.data,
+                   sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Topics known from all peers are bounded (max_known_topics) besides each peer's
+ * (max_peer_topics); a topic two peers share counts once; a peer's topics are forgotten when
+ * it goes, so that its spam does not outlive it. */
+static void test_known_topics_bounded_and_forgotten_with_their_peers(void **state)
+{
+    (void)state;
+    struct vv_pubsub_config cfg;
+    vv_pubsub_config_defaults(&cfg);
+    cfg.max_peer_topics = 3;
+    cfg.max_known_topics = 4;
+    static struct world w;
+    world_init(&w, 3, &cfg);
+    connect_all(&w);
+    struct node *a = &w.n[0], *b = &w.n[1], *c = &w.n[2];
+    static const char *const from_b[] = {"t0", "t1", "t2", "t3"};
+    static const char *const from_c[] = {"t2", "t4", "t5"};
+    announce(a, b, from_b, 4); /* t3: past B's three */
+    assert_int_equal(vv_pubsub_known_topics(a->ps), 3);
+    assert_int_equal(vv_pubsub_stats(a->ps)->topics_refused, 1);
+    announce(a, c, from_c, 3); /* t2 known already; t4 the fourth; t5 past four */
+    assert_int_equal(vv_pubsub_known_topics(a->ps), 4);
+    assert_int_equal(vv_pubsub_stats(a->ps)->topics_refused, 2);
+    assert_int_equal(vv_pubsub_topic_peers(a->ps, "t2", 2), 2);
+    assert_int_equal(vv_pubsub_topic_peers(a->ps, "t5", 2), 0);
+    /* This node's own topics are not refused by the peers' bound. */
+    assert_int_equal(vv_pubsub_join(a->ps, "mine", 4), 0);
+    assert_int_equal(vv_pubsub_known_topics(a->ps), 5);
+    /* B goes: t0 and t1 go with it, t2 stays (C's). */
+    vv_env_peer_event(&a->f.env, b->f.id.node_id, false);
+    assert_int_equal(vv_pubsub_known_topics(a->ps), 3);
+    assert_int_equal(vv_pubsub_topic_peers(a->ps, "t2", 2), 1);
+    /* Room again: C's t5 is taken when announced again. */
+    announce(a, c, &from_c[2], 1);
+    assert_int_equal(vv_pubsub_topic_peers(a->ps, "t5", 2), 1);
+    world_free(&w);
+}
+
 /* Two nodes join a topic one after the other: the first one's GRAFT reaches the second
  * before it joined and is ignored (no PRUNE, so no backoff on either side), and once both
  * joined they are in each other's mesh. */
@@ -500,6 +554,7 @@ int main(void)
         cmocka_unit_test(test_ihave_iwant_and_idontwant),
         cmocka_unit_test(test_graft_in_backoff_is_pruned_and_penalised),
         cmocka_unit_test(test_bounds_topics_not_joined_and_fanout),
+        cmocka_unit_test(test_known_topics_bounded_and_forgotten_with_their_peers),
         cmocka_unit_test(test_graft_before_joining_does_not_lock_out),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
