@@ -39,6 +39,10 @@ lookup uses; OpenDHT has no such layer). Everything else at vivimd's defaults: k
 one path, query_timeout_ms 2000, soft timeouts from measured round trips with a floor of
 50 ms (VV_DHT_MIN_SOFT_TIMEOUT_MS).
 
+The nodes' directories (state, socket, config, log) go to /dev/shm when it is writable
+(--tmpdir): every vivimd creates some 270 directories and a few SQLite files at start, and
+on a busy virtual disk that took seconds per node, at start and again at removal.
+
 Output: one JSON object per phase (to the --json file, "-" for stdout) and a human table,
 as opendht_bench.py. Every vivimd is started in one process group and killed with SIGKILL
 at the end, also on errors and interrupts (and by PR_SET_PDEATHSIG if this script dies).
@@ -151,7 +155,7 @@ class RpcConn:
 class Cluster:
     """N vivimd processes on 127.0.0.1, node 0 the bootstrap of the others."""
 
-    def __init__(self, build, n, keep=False):
+    def __init__(self, build, n, keep=False, tmpdir=None):
         global _libc
         self.vivimd = os.path.join(build, "vivimd")
         if not os.access(self.vivimd, os.X_OK):
@@ -162,7 +166,7 @@ class Cluster:
             _libc = None
         self.n = n
         self.keep = keep
-        self.tmp = tempfile.mkdtemp(prefix="vv-dhtbench-")
+        self.tmp = tempfile.mkdtemp(prefix="vv-dhtbench-", dir=tmpdir)
         self.procs = [None] * n
         self.alive = [False] * n
         self.pgid = None
@@ -516,6 +520,10 @@ def explain_misses(cluster, cids, putters, getters, stored_at, results, limit):
     return out
 
 
+def default_tmpdir():
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 def vivimd_version(build):
     try:
         r = subprocess.run([os.path.join(build, "vivimd"), "--version"], capture_output=True,
@@ -625,6 +633,10 @@ def main():
     ap.add_argument("--start-timeout", type=float, default=180.0,
                     help="seconds the nodes may take to report READY (default 180)")
     ap.add_argument("--keep", action="store_true", help="keep the nodes' directories")
+    ap.add_argument("--tmpdir", default=default_tmpdir(),
+                    help="where the nodes' directories go (default /dev/shm when writable: "
+                         "each vivimd makes some 270 directories and SQLite files at start, "
+                         "slow on a busy virtual disk)")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
 
@@ -660,7 +672,7 @@ def main():
     version = vivimd_version(args.build)
     commit = git_commit(os.path.dirname(os.path.abspath(__file__)))
     t_run = time.monotonic()
-    cluster = Cluster(args.build, n, keep=args.keep)
+    cluster = Cluster(args.build, n, keep=args.keep, tmpdir=args.tmpdir)
     driver = Driver(cluster)
 
     # SIGTERM / SIGHUP end the run through the finally below, like Ctrl-C.
