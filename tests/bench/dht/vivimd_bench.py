@@ -155,7 +155,7 @@ class RpcConn:
 class Cluster:
     """N vivimd processes on 127.0.0.1, node 0 the bootstrap of the others."""
 
-    def __init__(self, build, n, keep=False, tmpdir=None):
+    def __init__(self, build, n, keep=False, tmpdir=None, dht_extra=None):
         global _libc
         self.vivimd = os.path.join(build, "vivimd")
         if not os.access(self.vivimd, os.X_OK):
@@ -174,6 +174,7 @@ class Cluster:
         self.sockets = [os.path.join(self.tmp, f"n{i}", "rpc.sock") for i in range(n)]
         self.ids = [None] * n
         self.ctl = [None] * n
+        self.dht_extra = dict(dht_extra or {})
 
     def config(self, i):
         d = os.path.join(self.tmp, f"n{i}")
@@ -187,7 +188,7 @@ class Cluster:
             "rpc": {"socket": self.sockets[i]},
             "metrics": {"listen": ""},
             "net": net,
-            "dht": {"rate_per_source": "0"},
+            "dht": dict({"rate_per_source": "0"}, **self.dht_extra),
         }
         path = os.path.join(d, "vivimd.conf")
         with open(path, "w") as f:
@@ -637,8 +638,12 @@ def main():
                     help="where the nodes' directories go (default /dev/shm when writable: "
                          "each vivimd makes some 270 directories and SQLite files at start, "
                          "slow on a busy virtual disk)")
+    ap.add_argument("--dht", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further [dht] key for every node (a diagnostic: the figures of "
+                         "docs/benchmarks.md use none)")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
+    dht_extra = dict(kv.split("=", 1) for kv in args.dht)
 
     n = args.nodes
     n_kill = round(args.kill_fraction * n)
@@ -672,7 +677,8 @@ def main():
     version = vivimd_version(args.build)
     commit = git_commit(os.path.dirname(os.path.abspath(__file__)))
     t_run = time.monotonic()
-    cluster = Cluster(args.build, n, keep=args.keep, tmpdir=args.tmpdir)
+    load_before = os.getloadavg()[0]
+    cluster = Cluster(args.build, n, keep=args.keep, tmpdir=args.tmpdir, dht_extra=dht_extra)
     driver = Driver(cluster)
 
     # SIGTERM / SIGHUP end the run through the finally below, like Ctrl-C.
@@ -709,11 +715,14 @@ def main():
                   "warmup": args.warmup, "start_s": round(start_s, 1),
                   "good_contacts_min_median_max": list(good),
                   "table_size_min_median_max": list(sizes),
-                  "loadavg_1min_at_start": round(load_start, 2), "puts_acknowledged": put_ok,
+                  "loadavg_1min_at_start": round(load_start, 2),
+                  "loadavg_1min_before_nodes": round(load_before, 2),
+                  "dht_extra": dht_extra, "puts_acknowledged": put_ok,
                   "stored_at_min_median_max": [stored["min"], stored["median"], stored["max"]],
                   "getters": n_getters, "killed": 0, "commit": commit,
                   "config": "[net] low_water 2, high_water 8; [dht] rate_per_source 0, "
-                            "other [dht] keys at their defaults; [log] warn; metrics off"}
+                            "other [dht] keys at their defaults unless dht_extra; [log] warn; "
+                            "metrics off"}
 
         def round_(name, getters, conc, extra):
             wall, results = lookups(driver, cluster, cids, putters, getters, conc,
