@@ -108,12 +108,16 @@ _libc = None
 def _child_setup(pgid):
     """Runs in the child before exec: joins the benchmark's process group (pgid 0: leads a new
     one) and asks for SIGKILL when the parent dies, so no vivimd outlives the script."""
+    parent = os.getpid()
+
     def setup():
         os.setpgid(0, pgid)
         try:
             _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
         except Exception:
             pass
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(1)
     return setup
 
 
