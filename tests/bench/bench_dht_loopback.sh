@@ -2,8 +2,8 @@
 # DHT lookups on loopback, side by side (issue 11, "Benchmarks"): N nodes on 127.0.0.1, L
 # values put under distinct keys, then L gets from other nodes, timed to the first value and
 # to completion, on the intact network and right after a fraction of the nodes is stopped.
-# The anchor is OpenDHT (Debian's python3-opendht, rate limits off); vivimd's row comes when
-# its DHT exists. Figures go into docs/benchmarks.md, "DHT lookups on loopback".
+# The anchor is OpenDHT (Debian's python3-opendht, rate limits off), then the same on N vivimd
+# processes. Figures go into docs/benchmarks.md, "DHT lookups on loopback".
 #
 # Parameters from the environment: DHT_BENCH_NODES (200), DHT_BENCH_LOOKUPS (1000),
 # DHT_BENCH_KILL (0.3), DHT_BENCH_SEED (1). JSON lines go to $build/bench_dht_loopback.json.
@@ -38,12 +38,19 @@ else
 fi
 
 # --- vivimd ---
-# The same measurement on N vivimd processes goes here once the DHT of issue 11 exists:
-# start N vivimd on 127.0.0.1 with [dht] enabled, bootstrap them through the first, publish
-# L provider records (dht.publishContent) from random nodes, then time dht.findProviders
-# (first dht.provider notification, then the result) from other nodes, on the intact network
-# and after SIGKILL of the same fraction of nodes, and append one JSON object per phase with
-# "implementation": "vivimd" and the fields opendht_bench.py writes.
-echo "vivimd: DHT not built yet"
+# The same measurement on N vivimd processes (tests/bench/dht/vivimd_bench.py, standard
+# library only): N release vivimd on 127.0.0.1 bootstrapped through the first, L provider
+# records (dht.publishContent) from random nodes, then dht.findProviders from other nodes,
+# timed to the first dht.provider notification and to the result, on the intact network and
+# after SIGKILL of the same fraction of nodes; one JSON object per phase with
+# "implementation": "vivimd". Same seed, same draws: the same getters, putters and victims.
+if [ -x "$build/vivimd" ]; then
+    python3 "$here/dht/vivimd_bench.py" "$build" --nodes "$nodes" --lookups "$lookups" \
+        --kill-fraction "$kill" --seed "$seed" --json "$json.vivimd"
+    cat "$json.vivimd" >>"$json"
+    rm -f "$json.vivimd"
+else
+    echo "vivimd: no $build/vivimd (build the release first); skipped"
+fi
 echo "JSON: $json"
 cat "$json"
