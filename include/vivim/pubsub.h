@@ -12,6 +12,10 @@
  *    (IHAVE) to D_lazy other peers per heartbeat and answers IWANT from the message cache;
  *    sends IDONTWANT to its mesh for messages of at least idontwant_min_bytes as soon as they
  *    arrive, and never sends a peer what it said it does not want;
+ *  - lazy push: keeps unchoked_peers mesh peers per topic sending it large messages in full
+ *    and chokes the others (CHOKE), which then announce those messages (IHAVE) as they get
+ *    them; what the unchoked peers fail to bring within announce_wait_ms is pulled (IWANT)
+ *    from an announcer, the next one after pull_timeout_ms;
  *  - checks every message's signature off the loop (vivim/env_verify.h) before delivering or
  *    forwarding it, then the topic's policy (size, publishers) and the module's validator
  *    (accept, reject: penalised, ignore);
@@ -59,6 +63,10 @@ struct vv_pubsub_config {
     uint32_t max_joined_topics;         /* topics this node joins (10,000) */
     uint32_t max_message_bytes;         /* default for topics without their own (1 MiB - 4 KiB) */
     uint32_t idontwant_min_bytes;       /* 1,024 */
+    uint32_t lazy_min_bytes;            /* 512: smaller messages go in full to the whole mesh */
+    uint32_t unchoked_peers;            /* 2 mesh peers per topic send us large ones; 0: all */
+    uint32_t announce_wait_ms;          /* 10: an announced message is pulled after this */
+    uint32_t pull_timeout_ms;           /* 250: an IWANT unanswered this long goes elsewhere */
     uint32_t opportunistic_graft_ticks; /* 60 heartbeats */
     uint32_t opportunistic_graft_peers; /* 2 */
     uint32_t prune_peers;               /* PX entries in a PRUNE (16) */
@@ -113,7 +121,10 @@ struct vv_pubsub_stats {
     uint64_t topics_refused;   /* subscriptions past max_peer_topics or max_known_topics */
     uint64_t heartbeat_topics; /* topics maintained (mesh, fanout, gossip) by heartbeats */
     uint64_t heartbeat_slices; /* loop turns the heartbeats took (heartbeat_slice_topics) */
-    uint64_t verifying;        /* signature checks in flight now */
+    uint64_t announce_sent;    /* IHAVE sent to a choking mesh peer instead of the message */
+    uint64_t announce_received, pulls; /* announced IDs taken; IWANT sent for them */
+    uint64_t choke_sent, unchoke_sent; /* CHOKE entries sent */
+    uint64_t verifying;                /* signature checks in flight now */
 };
 
 struct vv_pubsub;
@@ -193,6 +204,7 @@ struct vv_pubsub_settings {
     uint32_t max_ihave_length, max_ihave_messages;
     uint32_t max_peer_topics, max_known_topics, max_joined_topics;
     uint32_t max_message_bytes, idontwant_min_bytes;
+    uint32_t lazy_min_bytes, unchoked_peers, announce_wait_ms, pull_timeout_ms;
     uint32_t prune_backoff_ms;
     bool flood_publish;
     /* Score thresholds, decimal numbers as text (checked when loaded). */

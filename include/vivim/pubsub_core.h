@@ -340,4 +340,37 @@ uint32_t vv_pubsub_mesh_select(const struct vv_pubsub_mesh_params *p,
                                bool opportunistic, vv_pubsub_rand_cb rand_cb, void *rand_arg,
                                uint8_t *decision);
 
+/* ---- choking (lazy push) --------------------------------------------------------------------
+ * Which of one topic's mesh peers keep sending this node the topic's large messages in full
+ * (unchoked) and which only announce them (choked), decided from each link's credit: first
+ * deliveries lately, decaying (docs/pubsub.md, "Lazy push"). Pure: the router gathers the
+ * links, calls this, and sends CHOKE for the changes. */
+struct vv_pubsub_choke_link {
+    double credit; /* >= 0: first deliveries (and a little for each later copy), decaying */
+    bool choked;   /* we have choked it: it announces instead of sending */
+};
+
+/* Credit a choked link needs over an unchoked one, times the latter's plus this, to take its
+ * place: hysteresis, so that two links of about equal speed do not swap every heartbeat. */
+#define VV_PUBSUB_CHOKE_SWAP_FACTOR 1.5
+#define VV_PUBSUB_CHOKE_SWAP_MARGIN 1.0
+/* An unchoked link whose credit fell under this while messages flowed is delivering nothing
+ * (a dropping peer): it is swapped for a random choked link. */
+#define VV_PUBSUB_CHOKE_IDLE_CREDIT 0.5
+
+/*
+ * Decides the choked flag of each of the n links of one topic (into choked[n]), starting from
+ * their current flags: at most `unchoked` links stay unchoked (the lowest credit ones are
+ * choked first), fewer are topped up from the choked links with the highest credit; then the
+ * best choked link takes the place of the worst unchoked one while its credit exceeds
+ * VV_PUBSUB_CHOKE_SWAP_FACTOR times the latter's plus VV_PUBSUB_CHOKE_SWAP_MARGIN; and when
+ * flowing is set (messages arrived lately) an unchoked link under VV_PUBSUB_CHOKE_IDLE_CREDIT
+ * is swapped for a random choked one. unchoked 0 leaves every link unchoked (choking off).
+ * Ties go to the lower index, so a decision replays from the same randomness. Returns the
+ * number of links whose flag changed.
+ */
+uint32_t vv_pubsub_choke_select(uint32_t unchoked, const struct vv_pubsub_choke_link *l, uint32_t n,
+                                bool flowing, vv_pubsub_rand_cb rand_cb, void *rand_arg,
+                                bool *choked);
+
 #endif

@@ -36,6 +36,11 @@
  * body [topic (str), max (uint)]; the reply's body is an array of bin, each a whole MESSAGE
  * frame, oldest first (docs/protocol.md, "Pubsub messages, channel 2"). */
 #define VV_PUBSUB_TYPE_HISTORY 0x0203
+/* CHOKE: "send me only announcements (IHAVE) of this topic's large messages, not the
+ * messages" (choke true) or "send me the messages again" (false). Its body has the shape of
+ * SUBSCRIPTIONS, array of 1..256 [choke (bool), topic], and is encoded and decoded by
+ * vv_pubsub_subs_encode and vv_pubsub_subs_decode (docs/protocol.md, "CHOKE"). */
+#define VV_PUBSUB_TYPE_CHOKE 0x0204
 
 /*
  * A message ID: the first 20 bytes (160 bits) of the message's BLAKE2b-256 digest. Finding

@@ -56,6 +56,10 @@ void vv_pubsub_config_from_settings(const struct vv_pubsub_settings *s, struct v
     c->max_joined_topics = s->max_joined_topics;
     c->max_message_bytes = s->max_message_bytes;
     c->idontwant_min_bytes = s->idontwant_min_bytes;
+    c->lazy_min_bytes = s->lazy_min_bytes;
+    c->unchoked_peers = s->unchoked_peers;
+    c->announce_wait_ms = s->announce_wait_ms;
+    c->pull_timeout_ms = s->pull_timeout_ms;
     c->prune_backoff_ms = s->prune_backoff_ms;
     c->flood_publish = s->flood_publish;
     c->thresholds.gossip = strtod(s->gossip_threshold, NULL);
@@ -130,6 +134,19 @@ static const struct vv_config_key keys[] = {
     VV_CONFIG_U32_KEY(S, idontwant_min_bytes, "1024", 0, 1044480, false,
                       "Messages at least this large are announced to the mesh with IDONTWANT "
                       "as soon as they arrive, so that they are not sent here twice."),
+    VV_CONFIG_U32_KEY(S, lazy_min_bytes, "512", 0, 1044480, false,
+                      "Messages at least this large are sent in full only to the mesh peers "
+                      "that have not choked this node; the others get an announcement (IHAVE) "
+                      "and pull the message if they need it."),
+    VV_CONFIG_U32_KEY(S, unchoked_peers, "2", 0, 64, false,
+                      "Mesh peers per topic that keep sending this node large messages in "
+                      "full, those that delivered first lately; the others are choked and only "
+                      "announce them. 0: choke none (every mesh peer sends everything)."),
+    VV_CONFIG_U32_KEY(S, announce_wait_ms, "10", 0, 10000, false,
+                      "How long an announced message is awaited from the unchoked peers before "
+                      "it is pulled from an announcer (ms)."),
+    VV_CONFIG_U32_KEY(S, pull_timeout_ms, "250", 10, 60000, false,
+                      "A pull not answered within this goes to the next announcer (ms)."),
     VV_CONFIG_U32_KEY(S, prune_backoff_ms, "60000", 1000, 86400000, false,
                       "How long a pruned peer may not graft again (ms)."),
     VV_CONFIG_BOOL_KEY(S, flood_publish, "true", false,

@@ -27,6 +27,20 @@
 #define TAG_WEIGHT    20   /* a mesh peer: kept over plain connections */
 #define SEEN_SWEEP    8192 /* seen IDs expired per heartbeat at most */
 #define BACKOFF_SWEEP 1024
+/* Lazy push (docs/pubsub.md): announced IDs awaiting their message, at most; announcers kept
+ * per ID; the factor a link's credit and a topic's
+ * message count keep per heartbeat (a half-life of one heartbeat: a link that stops
+ * delivering loses its place within a heartbeat or two); the credit a later copy earns (a
+ * link that delivers but is rarely first is kept as the second source rather than swapped
+ * out as idle). */
+#define PULL_MAX        4096
+#define PULL_ANNOUNCERS 4
+#define CHOKE_DECAY     0.5
+#define DUP_CREDIT      0.25
+/* How long a link that broke a promise stays distrusted (heartbeats): long enough that a
+ * spammer's next IHAVE (every second) meets it, short enough that an honest link caught by a
+ * slow answer recovers without delivering. */
+#define DISTRUST_HEARTBEATS 10
 
 /* ---- configuration ----------------------------------------------------------------------- */
 
@@ -55,6 +69,12 @@ void vv_pubsub_config_defaults(struct vv_pubsub_config *c)
     c->max_joined_topics = 10000;
     c->max_message_bytes = VV_PUBSUB_MAX_DATA_BYTES;
     c->idontwant_min_bytes = 1024;
+    /* Lazy push: two mesh peers per topic push large messages, the rest announce them
+     * (docs/pubsub.md, "Lazy push", gives the measurements behind each value). */
+    c->lazy_min_bytes = 512;
+    c->unchoked_peers = 2;
+    c->announce_wait_ms = 10;
+    c->pull_timeout_ms = 250;
     c->opportunistic_graft_ticks = 60;
     c->opportunistic_graft_peers = 2;
     c->prune_peers = 16;
@@ -113,8 +133,9 @@ int vv_pubsub_config_check(const struct vv_pubsub_config *c, char *why, size_t w
     if (c->heartbeat_ms == 0 || c->heartbeat_slice_topics == 0 || c->mcache_len == 0 ||
         c->mcache_gossip == 0 || c->mcache_gossip > c->mcache_len || c->max_seen == 0 ||
         c->max_peer_topics == 0 || c->max_known_topics == 0 || c->max_joined_topics == 0 ||
-        c->opportunistic_graft_ticks == 0 || c->max_ihave_length > VV_PUBSUB_MAX_CONTROL_IDS ||
-        c->prune_peers > VV_PUBSUB_MAX_PX || c->max_message_bytes > VV_PUBSUB_MAX_DATA_BYTES ||
+        c->opportunistic_graft_ticks == 0 || c->pull_timeout_ms == 0 ||
+        c->max_ihave_length > VV_PUBSUB_MAX_CONTROL_IDS || c->prune_peers > VV_PUBSUB_MAX_PX ||
+        c->max_message_bytes > VV_PUBSUB_MAX_DATA_BYTES ||
         !(c->gossip_factor >= 0 && c->gossip_factor <= 1)) {
         snprintf(why, why_len, "pubsub parameter out of range (periods, cache windows, bounds)");
         return VV_EINVAL;
@@ -179,7 +200,8 @@ struct peer {
     uint32_t ihave_in;    /* IHAVE frames read from it this heartbeat */
     uint32_t iwant_asked; /* IDs asked of it this heartbeat */
     uint32_t iwant_served;
-    uint32_t n_mesh; /* meshes it is in: tagged while > 0 */
+    uint32_t n_mesh;           /* meshes it is in: tagged while > 0 */
+    struct idx_list choked_us; /* topics whose large messages it wants announced (CHOKE) */
     /* Control to send at the end of the heartbeat's slice. */
     struct idx_list graft, prune, ihave;
     uint32_t ihave_ids_out, ihave_msgs_out; /* IHAVE IDs and frames sent it this round */
@@ -203,6 +225,29 @@ struct topic {
     /* This heartbeat's gossip: IDs of recent messages. */
     uint8_t (*gossip)[VV_PUBSUB_ID_BYTES];
     uint32_t n_gossip;
+    /* Lazy push: one entry per mesh peer (joined topics), in the order they entered. */
+    struct link {
+        uint32_t peer;
+        double credit; /* first notices lately (DUP_CREDIT per later copy), decaying */
+        bool choked;   /* we told it CHOKE: it announces large messages instead */
+        double copies; /* messages it sent us in full lately (first or not), decaying */
+        /* Heartbeats left of distrust, set when it was swapped out as idle while unchoked or
+         * did not answer a pull: meanwhile its announcements earn no credit and open no
+         * pull (a peer that announces but never sends cannot win its place back by
+         * announcing first, nor fill the pull table with IDs it made up). Delivering a
+         * message ends it. */
+        uint32_t distrust;
+    } * links;
+    uint32_t n_links, cap_links;
+    double msgs; /* messages delivered lately, decaying as the credits */
+};
+
+/* An announced message awaited (lazy push): when to act next and whom to ask. */
+struct pull_info {
+    uint64_t due;
+    uint32_t topic;       /* the announcers' links are this topic's */
+    uint8_t n_from, next; /* announcers known; the next one to ask */
+    uint8_t from[PULL_ANNOUNCERS][VV_NODE_ID_BYTES];
 };
 
 struct pending {
@@ -211,6 +256,7 @@ struct pending {
     uint8_t peer[VV_NODE_ID_BYTES];
     struct vv_pubsub_rbuf *frame;
     uint8_t id[VV_PUBSUB_ID_BYTES];
+    bool announced; /* a choked link announced it first (and got the credit) */
 };
 
 struct vv_pubsub {
@@ -246,6 +292,13 @@ struct vv_pubsub {
     uint8_t (*gossip_scratch)[VV_PUBSUB_ID_BYTES]; /* max_ihave_length IDs */
     uint64_t last_decay_ms;
     struct pending *pending;
+    /* Lazy push: IDs announced and not yet here (an idset, whose entry numbers are stable,
+     * with pull_info in a parallel array), and the one timer for the earliest due. */
+    struct vv__ps_idset pulls;
+    struct pull_info *pull_info;
+    uint32_t pull_info_cap;
+    uint64_t pull_timer, pull_due;
+    bool pull_armed;
     struct vv_pubsub_stats stats;
 };
 
@@ -316,6 +369,41 @@ static void mesh_left(struct vv_pubsub *ps, uint32_t pi)
         (void)vv_env_release_peer(ps->env, p->id, TAG);
 }
 
+/* ---- lazy push: mesh links --------------------------------------------------------------- */
+
+static struct link *link_of(struct topic *t, uint32_t pi)
+{
+    for (uint32_t i = 0; i < t->n_links; i++)
+        if (t->links[i].peer == pi)
+            return &t->links[i];
+    return NULL;
+}
+
+/* pi entered ti's mesh: a fresh link, unchoked both ways (a choke lasts as long as the
+ * link: either side leaving the mesh ends it). */
+static void link_add(struct vv_pubsub *ps, struct topic *t, uint32_t ti, uint32_t pi)
+{
+    list_remove(&ps->peers[pi].choked_us, ti);
+    if (link_of(t, pi) != NULL)
+        return;
+    if (t->n_links == t->cap_links) {
+        t->cap_links = t->cap_links ? t->cap_links * 2 : 8;
+        t->links = vv_xrealloc(t->links, t->cap_links * sizeof(*t->links));
+    }
+    t->links[t->n_links++] = (struct link){pi, 0, false, 0, 0};
+}
+
+static void link_drop(struct vv_pubsub *ps, struct topic *t, uint32_t ti, uint32_t pi)
+{
+    list_remove(&ps->peers[pi].choked_us, ti);
+    struct link *l = link_of(t, pi);
+    if (l == NULL)
+        return;
+    uint32_t i = (uint32_t)(l - t->links);
+    memmove(&t->links[i], &t->links[i + 1], (t->n_links - i - 1) * sizeof(*t->links));
+    t->n_links--;
+}
+
 /* ---- topics ------------------------------------------------------------------------------ */
 
 struct topic_key {
@@ -379,6 +467,7 @@ static void topic_release(struct vv_pubsub *ps, uint32_t ti)
     list_free(&t->subs);
     list_free(&t->mesh);
     list_free(&t->fanout);
+    vv_free(t->links);
     vv_free(t->publishers);
     vv_free(t->gossip);
     vv_free(t->name);
@@ -478,6 +567,7 @@ static void graft(struct vv_pubsub *ps, uint32_t ti, uint32_t pi, bool now_send)
 {
     struct topic *t = &ps->topics[ti];
     list_add(&t->mesh, pi);
+    link_add(ps, t, ti, pi);
     mesh_joined(ps, pi);
     vv_pubsub_score_graft(ps->score, ps->peers[pi].id, t->name, t->len, now_ms(ps));
     if (now_send)
@@ -492,6 +582,7 @@ static void prune(struct vv_pubsub *ps, uint32_t ti, uint32_t pi, bool tell)
     struct topic *t = &ps->topics[ti];
     if (!list_remove(&t->mesh, pi))
         return;
+    link_drop(ps, t, ti, pi);
     mesh_left(ps, pi);
     uint64_t now = now_ms(ps);
     vv_pubsub_score_prune(ps->score, ps->peers[pi].id, t->name, t->len, now);
@@ -545,6 +636,7 @@ static void peer_unsubscribe(struct vv_pubsub *ps, uint32_t pi, uint32_t ti)
     list_remove(&t->subs, pi);
     if (list_has(&t->mesh, pi)) {
         list_remove(&t->mesh, pi);
+        link_drop(ps, t, ti, pi);
         mesh_left(ps, pi);
         vv_pubsub_score_prune(ps->score, ps->peers[pi].id, t->name, t->len, now_ms(ps));
     }
@@ -588,6 +680,244 @@ static void on_subscriptions(struct vv_pubsub *ps, uint32_t pi, const msgpack_ob
     }
 }
 
+/* ---- lazy push: pulls ----------------------------------------------------------------------
+ * A mesh peer we choked announces each large message it gets (IHAVE of one ID). The first
+ * announcement of an ID we have not seen opens an entry: if the message has not come from an
+ * unchoked peer announce_wait_ms later, it is asked (IWANT) of an announcer, and
+ * pull_timeout_ms after each ask of another, until it arrives or the announcers run out
+ * (then the heartbeat's gossip is what is left). An announcer asked that did not answer
+ * broke its promise: its link is distrusted. The next asked is one not distrusted that sent
+ * us the most messages lately, the earliest announcer among equals. One timer serves all entries:
+ * it fires at the earliest due, and each firing walks the entries (at most PULL_MAX; a firing acts
+ * on every entry due by then, so announcements arriving together are asked together). */
+
+static void on_pull_timer(struct vv_env *env, void *arg);
+
+static void pull_arm(struct vv_pubsub *ps, uint64_t due)
+{
+    if (ps->pull_armed && ps->pull_due <= due)
+        return;
+    if (ps->pull_armed)
+        vv_env_timer_cancel(ps->env, ps->pull_timer);
+    uint64_t now = now_ms(ps);
+    ps->pull_timer = vv_env_timer_start(ps->env, due > now ? due - now : 0, 0, on_pull_timer, ps);
+    ps->pull_due = due;
+    ps->pull_armed = true;
+}
+
+/* The message with this ID arrived: nothing more to pull. Returns true when it had been
+ * announced (the announcer got the credit of the first notice). */
+static bool pull_forget(struct vv_pubsub *ps, const uint8_t *id)
+{
+    uint32_t i = vv__ps_idset_find(&ps->pulls, id);
+    if (i == VV__PS_NIL)
+        return false;
+    vv__ps_idset_remove(&ps->pulls, i);
+    return true;
+}
+
+/* Mesh link l of peer pi, which we choked, announced id (not seen here). The first notice of
+ * a message earns the link the credit a first delivery earns, so that choked links which
+ * are faster than the unchoked ones take their place. */
+static void pull_note(struct vv_pubsub *ps, uint32_t ti, uint32_t pi, struct link *l,
+                      const uint8_t *id, uint64_t now)
+{
+    ps->stats.announce_received++;
+    uint32_t i = vv__ps_idset_find(&ps->pulls, id);
+    if (i == VV__PS_NIL) {
+        if (l->distrust > 0)
+            return;
+        l->credit += 1;
+        /* A full table forgets its oldest entry: an announcement costs at most one entry,
+         * and what is forgotten is still offered by the heartbeat's gossip. */
+        (void)vv__ps_idset_add(&ps->pulls, id, 0);
+        i = vv__ps_idset_find(&ps->pulls, id);
+        if (ps->pulls.cap > ps->pull_info_cap) {
+            ps->pull_info = vv_xrealloc(ps->pull_info, ps->pulls.cap * sizeof(*ps->pull_info));
+            ps->pull_info_cap = ps->pulls.cap;
+        }
+        struct pull_info *pl = &ps->pull_info[i];
+        memset(pl, 0, sizeof(*pl));
+        pl->topic = ti;
+        pl->due = now + ps->cfg.announce_wait_ms;
+        pull_arm(ps, pl->due);
+    }
+    struct pull_info *pl = &ps->pull_info[i];
+    for (uint32_t k = 0; k < pl->n_from; k++)
+        if (memcmp(pl->from[k], ps->peers[pi].id, VV_NODE_ID_BYTES) == 0)
+            return;
+    if (pl->n_from < PULL_ANNOUNCERS)
+        memcpy(pl->from[pl->n_from++], ps->peers[pi].id, VV_NODE_ID_BYTES);
+}
+
+/* Entries due: ask each of its next announcer still connected; one IWANT per peer. */
+static void on_pull_timer(struct vv_env *env, void *arg)
+{
+    (void)env;
+    struct vv_pubsub *ps = arg;
+    ps->pull_armed = false;
+    uint64_t now = now_ms(ps), next_due = UINT64_MAX;
+    uint32_t n_ask = 0;
+    uint32_t *ask_peer = vv_xmalloc((ps->pulls.n + 1) * sizeof(*ask_peer));
+    const uint8_t **ask_id = vv_xmalloc((ps->pulls.n + 1) * sizeof(*ask_id));
+    for (uint32_t i = ps->pulls.oldest, nx; i != VV__PS_NIL; i = nx) {
+        nx = ps->pulls.e[i].next;
+        struct pull_info *pl = &ps->pull_info[i];
+        if (pl->due > now) {
+            next_due = VV_MIN(next_due, pl->due);
+            continue;
+        }
+        uint32_t to = VV__PS_NIL;
+        struct topic *t = &ps->topics[pl->topic];
+        if (!vv_pubsub_seen_has(ps->seen, ps->pulls.e[i].id, now)) {
+            /* The peer asked last did not answer: a broken promise. Its link loses its
+             * credit and its announcements earn none until it delivers again. */
+            if (pl->next > 0 && t->used) {
+                uint32_t q = peer_find(ps, pl->from[pl->next - 1]);
+                struct link *l = q != VV__PS_NIL ? link_of(t, q) : NULL;
+                if (l) {
+                    l->credit = 0;
+                    l->distrust = DISTRUST_HEARTBEATS;
+                }
+            }
+            /* The announcer to ask: not distrusted, and of those the one that sent us the
+             * most messages lately (a peer that announces but never sends has none); the
+             * earliest announcer among equals. */
+            uint32_t best = pl->n_from;
+            double best_copies = -1;
+            for (uint32_t k = pl->next; k < pl->n_from && t->used; k++) {
+                uint32_t q = peer_find(ps, pl->from[k]);
+                struct link *l = q != VV__PS_NIL ? link_of(t, q) : NULL;
+                if (l && !l->distrust && l->copies > best_copies) {
+                    best = k;
+                    best_copies = l->copies;
+                }
+            }
+            if (best < pl->n_from && best > pl->next) {
+                uint8_t tmp[VV_NODE_ID_BYTES];
+                memcpy(tmp, pl->from[best], sizeof(tmp));
+                memmove(pl->from[pl->next + 1], pl->from[pl->next],
+                        (best - pl->next) * sizeof(pl->from[0]));
+                memcpy(pl->from[pl->next], tmp, sizeof(tmp));
+            }
+            while (to == VV__PS_NIL && pl->next < pl->n_from) {
+                uint32_t q = peer_find(ps, pl->from[pl->next++]);
+                if (q != VV__PS_NIL && score_of(ps, q) >= ps->cfg.thresholds.gossip)
+                    to = q;
+            }
+        }
+        if (to == VV__PS_NIL) {
+            vv__ps_idset_remove(&ps->pulls, i); /* here, or nobody left to ask */
+            continue;
+        }
+        ask_peer[n_ask] = to;
+        ask_id[n_ask++] = ps->pulls.e[i].id;
+        pl->due = now + ps->cfg.pull_timeout_ms;
+        next_due = VV_MIN(next_due, pl->due);
+    }
+    /* One IWANT per peer (the IDs of one peer gathered in order). */
+    const uint8_t **ids = vv_xmalloc((n_ask + 1) * sizeof(*ids));
+    for (uint32_t a = 0; a < n_ask; a++) {
+        uint32_t q = ask_peer[a];
+        if (q == VV__PS_NIL)
+            continue;
+        uint32_t n = 0;
+        for (uint32_t b = a; b < n_ask; b++)
+            if (ask_peer[b] == q && n < VV_PUBSUB_MAX_CONTROL_IDS) {
+                ids[n++] = ask_id[b];
+                ask_peer[b] = VV__PS_NIL;
+            }
+        struct vv_pubsub_control w = {.iwant = ids, .n_iwant = n};
+        send_control(ps, q, &w);
+        ps->stats.iwant_sent++;
+        ps->stats.pulls += n;
+    }
+    vv_free(ids);
+    vv_free(ask_id);
+    vv_free(ask_peer);
+    if (next_due != UINT64_MAX)
+        pull_arm(ps, next_due);
+}
+
+/* ---- lazy push: choking ---------------------------------------------------------------------- */
+
+static uint32_t rand_below(void *arg, uint32_t bound);
+
+static void send_choke(struct vv_pubsub *ps, uint32_t pi, uint32_t ti, bool choke)
+{
+    const struct topic *t = &ps->topics[ti];
+    struct vv_pubsub_sub e = {choke, t->name, t->len};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_PUBSUB_TYPE_CHOKE, 0);
+    if (vv_pubsub_subs_encode(&pk, &e, 1) == 0)
+        send_bytes(ps, pi, (const uint8_t *)sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    if (choke)
+        ps->stats.choke_sent++;
+    else
+        ps->stats.unchoke_sent++;
+}
+
+/* One heartbeat of a joined topic's chokes: vv_pubsub_choke_select over its mesh links, a
+ * CHOKE for each change, then the credits decay. */
+static void maintain_chokes(struct vv_pubsub *ps, uint32_t ti)
+{
+    struct topic *t = &ps->topics[ti];
+    uint32_t n = t->n_links;
+    if (n > 0) {
+        struct vv_pubsub_choke_link *l = vv_xmalloc(n * sizeof(*l));
+        bool *choked = vv_xmalloc(n * sizeof(*choked));
+        for (uint32_t i = 0; i < n; i++)
+            l[i] = (struct vv_pubsub_choke_link){t->links[i].credit, t->links[i].choked};
+        bool flowing = t->msgs >= 2;
+        if (vv_pubsub_choke_select(ps->cfg.unchoked_peers, l, n, flowing, rand_below, ps, choked) >
+            0)
+            for (uint32_t i = 0; i < n; i++)
+                if (choked[i] != t->links[i].choked) {
+                    if (choked[i] && flowing && t->links[i].credit < VV_PUBSUB_CHOKE_IDLE_CREDIT)
+                        t->links[i].distrust = DISTRUST_HEARTBEATS;
+                    t->links[i].choked = choked[i];
+                    send_choke(ps, t->links[i].peer, ti, choked[i]);
+                }
+        vv_free(choked);
+        vv_free(l);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        t->links[i].credit *= CHOKE_DECAY;
+        t->links[i].copies *= CHOKE_DECAY;
+        if (t->links[i].distrust > 0)
+            t->links[i].distrust--;
+    }
+    t->msgs *= CHOKE_DECAY;
+}
+
+/* CHOKE from a peer: for the topics whose mesh holds it, announce large messages to it
+ * instead of sending them (choke), or send them again. Topics where it is not in our mesh
+ * are ignored: a choke lasts as long as the link. */
+static void on_choke(struct vv_pubsub *ps, uint32_t pi, const msgpack_object *body)
+{
+    static struct vv_pubsub_sub e[VV_PUBSUB_MAX_SUBS_PER_FRAME];
+    uint32_t n = 0;
+    if (vv_pubsub_subs_decode(body, e, VV_PUBSUB_MAX_SUBS_PER_FRAME, &n) != 0) {
+        ps->stats.bad_frames++;
+        vv_pubsub_score_penalty(ps->score, ps->peers[pi].id, 1);
+        return;
+    }
+    struct peer *p = &ps->peers[pi];
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t ti = topic_find(ps, e[i].topic, e[i].topic_len);
+        if (ti == VV__PS_NIL || link_of(&ps->topics[ti], pi) == NULL)
+            continue;
+        if (!e[i].subscribe)
+            list_remove(&p->choked_us, ti);
+        else if (!list_has(&p->choked_us, ti))
+            list_add(&p->choked_us, ti);
+    }
+}
+
 /* ---- messages ---------------------------------------------------------------------------- */
 
 static void pending_unlink(struct vv_pubsub *ps, struct pending *pd)
@@ -617,11 +947,25 @@ static bool publisher_allowed(const struct topic *t, const uint8_t *from)
     return false;
 }
 
+/* An announcement: IHAVE of one message, sent at once to a mesh peer that choked us. */
+static void send_announce(struct vv_pubsub *ps, uint32_t pi, uint32_t ti, const uint8_t *id)
+{
+    const struct topic *t = &ps->topics[ti];
+    const uint8_t *ids[1] = {id};
+    struct vv_pubsub_ihave ih = {t->name, t->len, ids, 1};
+    struct vv_pubsub_control c = {.ihave = &ih, .n_ihave = 1};
+    send_control(ps, pi, &c);
+    ps->stats.announce_sent++;
+}
+
 /* Sends a validated message's frame to the topic's mesh (or, when from_self and
  * flood_publish, to every subscriber above the publish threshold; not joined: fanout),
- * except to source and to peers that said they do not want it. Returns the peers sent to. */
+ * except to source and to peers that said they do not want it; a mesh peer that choked us
+ * gets an announcement instead when the data is at least lazy_min_bytes (our own messages
+ * go in full: the first hop is the publisher's). Returns the peers sent to. */
 static uint32_t forward(struct vv_pubsub *ps, uint32_t ti, const uint8_t *id,
-                        struct vv_pubsub_rbuf *frame, uint32_t source, bool from_self)
+                        struct vv_pubsub_rbuf *frame, size_t data_len, uint32_t source,
+                        bool from_self, bool first_hop)
 {
     struct topic *t = &ps->topics[ti];
     uint32_t sent = 0;
@@ -638,6 +982,11 @@ static uint32_t forward(struct vv_pubsub *ps, uint32_t ti, const uint8_t *id,
             continue;
         if (vv_pubsub_idontwant_has(ps->peers[q].dontwant, id)) {
             ps->stats.idontwant_saved++;
+            continue;
+        }
+        if (!from_self && !first_hop && data_len >= ps->cfg.lazy_min_bytes &&
+            list_has(&ps->peers[q].choked_us, ti)) {
+            send_announce(ps, q, ti, id);
             continue;
         }
         send_bytes(ps, q, frame->bytes, frame->len);
@@ -682,10 +1031,22 @@ static void on_verified(struct vv_env *env, bool ok, void *arg)
         } else if (v == VV_PUBSUB_IGNORE) {
             ps->stats.ignored++;
         } else {
+            struct topic *t = &ps->topics[ti];
+            struct link *l = pi != VV__PS_NIL ? link_of(t, pi) : NULL;
             if (pi != VV__PS_NIL)
                 vv_pubsub_score_first_delivery(ps->score, pd->peer, m.topic, m.topic_len);
+            if (l) {
+                l->credit += pd->announced ? DUP_CREDIT : 1;
+                l->copies += 1;
+                l->distrust = 0;
+            }
+            t->msgs += 1;
             (void)vv_pubsub_mcache_put(ps->mcache, pd->id, m.topic, m.topic_len, pd->frame);
-            forward(ps, ti, pd->id, pd->frame, pi, false);
+            /* From the origin itself: the first hop of a message, which the publisher
+             * flooded to its subscribers; these relays push it to their whole mesh, which
+             * widens the front early for few copies (docs/pubsub.md, "Lazy push"). */
+            bool first_hop = memcmp(pd->peer, m.from, VV_NODE_ID_BYTES) == 0;
+            forward(ps, ti, pd->id, pd->frame, m.data_len, pi, false, first_hop);
             ps->stats.delivered++;
             if (ps->cbs.deliver)
                 ps->cbs.deliver(ps->arg, &m, pd->id);
@@ -741,14 +1102,22 @@ static void on_message(struct vv_pubsub *ps, uint32_t pi, const struct vv_wire_f
         ps->stats.duplicates++;
         if (vv_pubsub_mcache_get(ps->mcache, digest) != NULL && list_has(&t->mesh, pi))
             vv_pubsub_score_near_first_delivery(ps->score, peer, m.topic, m.topic_len);
+        struct link *l = link_of(t, pi);
+        if (l) {
+            l->credit += DUP_CREDIT;
+            l->copies += 1;
+            l->distrust = 0;
+        }
         return;
     }
+    bool announced = pull_forget(ps, digest);
     if (m.data_len >= ps->cfg.idontwant_min_bytes)
         send_idontwant(ps, ti, pi, digest);
     struct pending *pd = vv_xcalloc(1, sizeof(*pd));
     pd->ps = ps;
     memcpy(pd->peer, peer, VV_NODE_ID_BYTES);
     memcpy(pd->id, digest, VV_PUBSUB_ID_BYTES);
+    pd->announced = announced;
     pd->frame = vv_pubsub_rbuf_new(data, len);
     uint8_t signed_bytes[VV_PUBSUB_SIGNED_BYTES];
     vv_pubsub_signed_bytes(digest, signed_bytes);
@@ -807,6 +1176,7 @@ static void on_graft(struct vv_pubsub *ps, uint32_t pi, const struct vv_pubsub_t
         list_add(&ps->peers[pi].topics, ti);
     }
     list_add(&t->mesh, pi);
+    link_add(ps, t, ti, pi);
     mesh_joined(ps, pi);
     vv_pubsub_score_graft(ps->score, ps->peers[pi].id, t->name, t->len, now_ms(ps));
 }
@@ -820,6 +1190,7 @@ static void on_prune(struct vv_pubsub *ps, uint32_t pi, const struct vv_pubsub_p
     struct topic *t = &ps->topics[ti];
     uint64_t now = now_ms(ps);
     if (list_remove(&t->mesh, pi)) {
+        link_drop(ps, t, ti, pi);
         mesh_left(ps, pi);
         vv_pubsub_score_prune(ps->score, ps->peers[pi].id, t->name, t->len, now);
     }
@@ -853,23 +1224,35 @@ static void on_control(struct vv_pubsub *ps, uint32_t pi, const msgpack_object *
     struct peer *p = &ps->peers[pi];
     double sc = score_of(ps, pi);
     uint64_t now = now_ms(ps);
-    /* IHAVE: ask for what we have not seen, within this heartbeat's budget for the peer. */
+    /* IHAVE: from a mesh peer we choked, announcements (pulled later if the message does
+     * not come); from others, gossip: ask at once for what we have not seen. Both within
+     * this heartbeat's budget of IDs asked of the peer. */
     if (c.n_ihave > 0) {
         ps->stats.ihave_received++;
-        if (sc >= ps->cfg.thresholds.gossip && p->ihave_in++ < ps->cfg.max_ihave_messages) {
+        if (sc >= ps->cfg.thresholds.gossip) {
             const uint8_t **want = vv_xmalloc(VV_PUBSUB_MAX_CONTROL_IDS * sizeof(*want));
             uint32_t nw = 0;
+            int gossip_read = -1; /* this frame's gossip read: unknown yet */
             for (uint32_t i = 0; i < c.n_ihave; i++) {
                 uint32_t ti = topic_find(ps, c.ihave[i].topic, c.ihave[i].topic_len);
                 if (ti == VV__PS_NIL || !ps->topics[ti].joined)
+                    continue;
+                struct link *l = link_of(&ps->topics[ti], pi);
+                bool announce = l != NULL && l->choked;
+                if (!announce && gossip_read < 0)
+                    gossip_read = p->ihave_in++ < ps->cfg.max_ihave_messages;
+                if (!announce && !gossip_read)
                     continue;
                 for (uint32_t j = 0; j < c.ihave[i].n_ids; j++) {
                     if (p->iwant_asked >= ps->cfg.max_ihave_length)
                         break;
                     if (vv_pubsub_seen_has(ps->seen, c.ihave[i].ids[j], now))
                         continue;
-                    want[nw++] = c.ihave[i].ids[j];
                     p->iwant_asked++;
+                    if (announce)
+                        pull_note(ps, ti, pi, l, c.ihave[i].ids[j], now);
+                    else
+                        want[nw++] = c.ihave[i].ids[j];
                 }
             }
             if (nw > 0) {
@@ -934,6 +1317,9 @@ static void on_recv(struct vv_env *env, const uint8_t peer[VV_NODE_ID_BYTES], co
     case VV_PUBSUB_TYPE_CONTROL:
         on_control(ps, pi, &f.body);
         break;
+    case VV_PUBSUB_TYPE_CHOKE:
+        on_choke(ps, pi, &f.body);
+        break;
     default:
         if (vv_wire_verdict(&f.h, false) != VV_WIRE_SKIP) {
             ps->stats.bad_frames++;
@@ -950,8 +1336,10 @@ static void peer_remove(struct vv_pubsub *ps, uint32_t pi)
     while (p->topics.n > 0)
         peer_unsubscribe(ps, pi, p->topics.v[p->topics.n - 1]);
     for (uint32_t ti = 0; ti < ps->n_topics; ti++) /* meshes without a subscription */
-        if (ps->topics[ti].used && list_remove(&ps->topics[ti].mesh, pi))
+        if (ps->topics[ti].used && list_remove(&ps->topics[ti].mesh, pi)) {
+            link_drop(ps, &ps->topics[ti], ti, pi);
             mesh_left(ps, pi);
+        }
     if (p->n_mesh > 0) {
         p->n_mesh = 1;
         mesh_left(ps, pi);
@@ -960,6 +1348,7 @@ static void peer_remove(struct vv_pubsub *ps, uint32_t pi)
     vv__ps_map_remove(&ps->peer_map, p->hash, pi);
     vv_pubsub_idontwant_free(p->dontwant);
     list_free(&p->topics);
+    list_free(&p->choked_us);
     list_free(&p->graft);
     list_free(&p->prune);
     list_free(&p->ihave);
@@ -1211,6 +1600,11 @@ static void heartbeat_step(struct vv_pubsub *ps)
         budget--;
     }
     flush_control(ps);
+    /* After the GRAFTs have gone: a CHOKE must not reach a peer before the GRAFT that made
+     * the link (it would ignore the CHOKE and keep sending). */
+    for (uint32_t ti = first; ti < ps->hb_cursor; ti++)
+        if (ps->topics[ti].used && ps->topics[ti].joined)
+            maintain_chokes(ps, ti);
     vv_free(ps->slice_scores);
     ps->slice_scores = NULL;
     for (uint32_t ti = first; ti < ps->hb_cursor; ti++) {
@@ -1285,6 +1679,7 @@ struct vv_pubsub *vv_pubsub_new(struct vv_env *env, const struct vv_pubsub_confi
     mc.max_bytes = c.mcache_max_bytes;
     (void)vv_pubsub_mcache_new(&mc, &ps->mcache);
     vv_pubsub_seen_new(c.seen_ttl_ms, c.max_seen, &ps->seen);
+    vv__ps_idset_init(&ps->pulls, PULL_MAX);
     struct vv_pubsub_backoff_config bc;
     vv_pubsub_backoff_config_defaults(&bc);
     bc.prune_backoff_ms = c.prune_backoff_ms;
@@ -1308,6 +1703,8 @@ void vv_pubsub_free(struct vv_pubsub *ps)
     vv_env_timer_cancel(ps->env, ps->timer);
     if (ps->hb_slice_timer != 0)
         vv_env_timer_cancel(ps->env, ps->hb_slice_timer);
+    if (ps->pull_armed)
+        vv_env_timer_cancel(ps->env, ps->pull_timer);
     vv_env_verify_cancel_channel(ps->env, VV_CHANNEL_PUBSUB);
     vv_env_set_channel(ps->env, VV_CHANNEL_PUBSUB, NULL, NULL, NULL);
     while (ps->pending) {
@@ -1321,6 +1718,7 @@ void vv_pubsub_free(struct vv_pubsub *ps)
                 (void)vv_env_release_peer(ps->env, ps->peers[pi].id, TAG);
             vv_pubsub_idontwant_free(ps->peers[pi].dontwant);
             list_free(&ps->peers[pi].topics);
+            list_free(&ps->peers[pi].choked_us);
             list_free(&ps->peers[pi].graft);
             list_free(&ps->peers[pi].prune);
             list_free(&ps->peers[pi].ihave);
@@ -1336,6 +1734,8 @@ void vv_pubsub_free(struct vv_pubsub *ps)
     vv__ps_map_free(&ps->topic_map);
     vv_pubsub_mcache_free(ps->mcache);
     vv_pubsub_seen_free(ps->seen);
+    vv__ps_idset_free(&ps->pulls);
+    vv_free(ps->pull_info);
     vv_pubsub_backoff_free(ps->backoff);
     vv_pubsub_score_free(ps->score);
     vv_free(ps);
@@ -1487,7 +1887,7 @@ int vv_pubsub_publish(struct vv_pubsub *ps, const char *topic, size_t len, const
     }
     if (!t->joined)
         t->fanout_last_ms = now;
-    uint32_t sent = forward(ps, ti, digest, frame, VV__PS_NIL, true);
+    uint32_t sent = forward(ps, ti, digest, frame, data_len, VV__PS_NIL, true, false);
     ps->stats.published++;
     if (t->joined && ps->cbs.deliver) {
         ps->stats.delivered++;

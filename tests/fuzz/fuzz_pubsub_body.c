@@ -1,5 +1,6 @@
 /* Fuzz target: every decoder of the pubsub channel's frame bodies (SUBSCRIPTIONS, MESSAGE,
- * CONTROL), each run on every input that passes the frame check, whatever its type. A body
+ * CONTROL; CHOKE has the body of SUBSCRIPTIONS and its decoder), each run on every input that
+ * passes the frame check, whatever its type. A body
  * one decoder accepts must be accepted by its encoder, and decode again to the same
  * encoding; nothing may leak (the CONTROL decoder allocates). */
 #include <stddef.h>

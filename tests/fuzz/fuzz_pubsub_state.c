@@ -1,9 +1,10 @@
 /* Fuzz target: the pubsub core's state driven by a byte string read as a list of operations
  * (what a sequence of hostile peers could make the router do): message cache puts, gets and
  * shifts; seen-cache adds, removals and sweeps; backoff adds, GRAFTs and sweeps; IDONTWANT
- * adds and heartbeats; score events, decay and disconnections. Small bounds make every
- * eviction path run. Checks the bounds hold and scores stay finite; ASan checks the rest, and
- * everything is freed per input. */
+ * adds and heartbeats; score events, decay and disconnections; choke selection over links whose
+ * credits the input sets. Small bounds make every eviction path run. Checks the bounds hold,
+ * scores stay finite and a choke selection leaves exactly min(unchoked, links) links
+ * unchoked; ASan checks the rest, and everything is freed per input. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +22,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define PEERS_MAX  8
 
 static const char *topics[] = {"a", "b", "circle:1", "user:x"};
+
+static uint32_t rand_from(void *arg, uint32_t bound)
+{
+    return (uint32_t)(*(const uint8_t *)arg % bound);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -72,6 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (vv_pubsub_score_set_topic(sc, topics[t], strlen(topics[t]), &tp) != 0)
             abort();
 
+    struct vv_pubsub_choke_link links[8] = {{0, false}};
     uint64_t now = 0;
     for (size_t i = 0; i + 3 <= size; i += 3) {
         uint8_t op = data[i], a = data[i + 1], b = data[i + 2];
@@ -122,10 +129,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         case 8:
             vv_pubsub_idontwant_add(idw, id);
+            links[a % 8].credit = b / 16.0;
             break;
-        case 9:
+        case 9: {
             vv_pubsub_idontwant_heartbeat(idw);
+            uint32_t n = a % 9, u = b % 4, open = 0;
+            bool choked[8];
+            vv_pubsub_choke_select(u, links, n, b & 4, rand_from, &a, choked);
+            for (uint32_t k = 0; k < n; k++) {
+                links[k].choked = choked[k];
+                open += !choked[k];
+            }
+            if (open != (u == 0 || u > n ? n : u))
+                abort();
             break;
+        }
         case 10:
             vv_pubsub_score_add_peer(sc, peer, b & 1 ? ip : NULL, now);
             break;

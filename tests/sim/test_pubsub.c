@@ -2,7 +2,9 @@
  * The pubsub router (vivim/pubsub.h) on a simulated network: every node runs the daemon's
  * connection manager and the router, joins one topic, and a few nodes publish. Checked:
  * every message reaches every subscriber exactly once, also after a fifth of the nodes
- * crash at once; delivery times stay within a few round trips; a seed replays to the same
+ * crash at once; delivery times stay within a few round trips; messages of 512 bytes, which
+ * lazy push sends in full over two mesh links per node and announces over the others, arrive
+ * with at most 2 duplicates per delivery (about 1 measured); a seed replays to the same
  * trace. A failing run prints its seed; VV_SIM_SEED=<seed> replays it.
  */
 #include "vv_test.h"
@@ -16,6 +18,7 @@
 #include "vivim/pubsub.h"
 
 static uint64_t seed;
+static size_t msg_bytes; /* of the scenario running; data[0] names the message */
 
 #define MAXMSG 64
 static const char TOPIC[] = "network:announce";
@@ -37,7 +40,7 @@ static void deliver(void *arg, const struct vv_pubsub_msg *m, const uint8_t id[V
 {
     (void)id;
     struct ps_node *n = arg;
-    if (m->data_len != 1 || m->data[0] >= MAXMSG)
+    if (m->data_len != msg_bytes || m->data[0] >= MAXMSG)
         return;
     uint32_t k = m->data[0];
     if (n->got[k]++ == 0) {
@@ -88,13 +91,17 @@ static void do_publish(struct vv_sim *sim, void *arg)
         return;
     struct ps_node *n = vv_sim_app_of(sim, e->node);
     published_at[e->k] = vv_sim_now_ms(sim);
-    assert_int_equal(vv_pubsub_publish(n->ps, TOPIC, TOPIC_LEN, &e->k, 1, NULL, NULL), 0);
+    uint8_t buf[1024] = {0};
+    buf[0] = e->k;
+    assert_int_equal(vv_pubsub_publish(n->ps, TOPIC, TOPIC_LEN, buf, msg_bytes, NULL, NULL), 0);
 }
 
 struct scenario {
     uint32_t nodes;
     uint32_t messages;
     bool crash; /* a fifth of the nodes crash at once before the second half */
+    uint32_t msg_bytes;
+    double max_dups; /* duplicates per delivery at most; 0: not checked */
 };
 
 static struct vv_sim *make_sim(uint64_t s, uint32_t n)
@@ -131,6 +138,7 @@ static void assert_all_delivered(struct vv_sim *sim, uint32_t from, uint32_t to)
 static void gossip_network(struct vv_sim_run *run, void *arg)
 {
     const struct scenario *sc = arg;
+    msg_bytes = sc->msg_bytes;
     memset(published_at, 0, sizeof(published_at));
     lat_sum = lat_max = lat_n = 0;
     memset(lat_hist, 0, sizeof(lat_hist));
@@ -177,13 +185,16 @@ static void gossip_network(struct vv_sim_run *run, void *arg)
             dups += s->duplicates;
             delivered += s->delivered;
         }
-    printf("pubsub %u nodes%s: %u messages, delivery mean %llu ms, p99 <= %llu ms, max %llu "
-           "ms; %.2f duplicates per delivery\n",
-           sc->nodes, sc->crash ? " (a fifth crashed)" : "", sc->messages,
+    double dups_per = delivered ? (double)dups / (double)delivered : 0.0;
+    printf("pubsub %u nodes%s: %u messages of %u bytes, delivery mean %llu ms, p99 <= %llu ms, "
+           "max %llu ms; %.2f duplicates per delivery\n",
+           sc->nodes, sc->crash ? " (a fifth crashed)" : "", sc->messages, sc->msg_bytes,
            (unsigned long long)(lat_n ? lat_sum / lat_n : 0), (unsigned long long)p99,
-           (unsigned long long)lat_max, delivered ? (double)dups / (double)delivered : 0.0);
+           (unsigned long long)lat_max, dups_per);
     /* Round trips are 20 to 300 ms here: a handful of hops. */
     assert_true(lat_max < 3000);
+    if (sc->max_dups > 0)
+        assert_true(dups_per <= sc->max_dups);
 out:
     vv_sim_run_done(run, sim);
     vv_sim_free(sim);
@@ -192,14 +203,23 @@ out:
 static void test_every_subscriber_gets_every_message_once(void **state)
 {
     (void)state;
-    struct scenario sc = {200, 20, false};
+    struct scenario sc = {200, 20, false, 1, 0};
     VV_SIM_CHECK_DETERMINISM(gossip_network, &sc, seed, 0, false);
 }
 
 static void test_delivery_holds_when_a_fifth_crash(void **state)
 {
     (void)state;
-    struct scenario sc = {200, 20, true};
+    struct scenario sc = {200, 20, true, 1, 0};
+    VV_SIM_CHECK_DETERMINISM(gossip_network, &sc, seed, 0, false);
+}
+
+static void test_large_messages_arrive_once_with_few_duplicates(void **state)
+{
+    (void)state;
+    /* Issue 12's goal is 1.5 duplicates per delivery from 512 bytes; about 1 is measured
+     * here and at 1,000 nodes (docs/benchmarks.md). 2.0 leaves a margin for seeds. */
+    struct scenario sc = {200, 40, false, 512, 2.0};
     VV_SIM_CHECK_DETERMINISM(gossip_network, &sc, seed, 0, false);
 }
 
@@ -210,6 +230,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_subscriber_gets_every_message_once),
         cmocka_unit_test(test_delivery_holds_when_a_fifth_crash),
+        cmocka_unit_test(test_large_messages_arrive_once_with_few_duplicates),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }

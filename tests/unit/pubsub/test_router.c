@@ -6,7 +6,9 @@
  * one with the same ID still accepted); topic policy (size, publishers) and the validator;
  * mesh sizes between D_lo and D_hi; IHAVE answered by IWANT and IWANT by the message;
  * IDONTWANT honoured; GRAFT during a backoff answered by PRUNE; the per-peer topic bound;
- * messages of topics not joined; fanout publishing.
+ * messages of topics not joined; fanout publishing; lazy push (a choking peer gets
+ * announcements of large messages, an announced message is pulled after the wait and from
+ * the next announcer when the first does not answer, and not at all when it came).
  */
 #include "vv_test.h"
 
@@ -171,6 +173,53 @@ static int outbox_count(const struct node *from, const struct node *to, uint16_t
             n++;
     }
     return n;
+}
+
+/* A CHOKE (choke true) or UNCHOKE of topic T from `from` to `to`. */
+static void deliver_choke(struct node *to, const struct node *from, bool choke)
+{
+    struct vv_pubsub_sub e = {choke, T, TL};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vv_wire_begin(&pk, VV_PUBSUB_TYPE_CHOKE, 0);
+    assert_int_equal(vv_pubsub_subs_encode(&pk, &e, 1), 0);
+    vv_env_deliver(&to->f.env, from->f.id.node_id, VV_CHANNEL_PUBSUB, (const uint8_t *)sb.data,
+                   sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* An IHAVE of one ID on T from `from` to `to`. */
+static void deliver_ihave(struct node *to, const struct node *from, const uint8_t *id)
+{
+    const uint8_t *ids[1] = {id};
+    struct vv_pubsub_ihave ih = {T, TL, ids, 1};
+    struct vv_pubsub_control c = {.ihave = &ih, .n_ihave = 1};
+    uint8_t buf[512];
+    size_t n = control_frame(buf, sizeof(buf), &c);
+    vv_env_deliver(&to->f.env, from->f.id.node_id, VV_CHANNEL_PUBSUB, buf, n);
+}
+
+/* Whether `from`'s outbox holds an IWANT for id to `to`. */
+static bool iwant_waits(const struct node *from, const struct node *to, const uint8_t *id)
+{
+    bool found = false;
+    for (size_t i = 0; i < vv_fake_env_outbox_len(&from->f) && !found; i++) {
+        const struct vv_fake_msg *m = vv_fake_env_peek(&from->f, i);
+        struct vv_wire_frame f;
+        if (memcmp(m->peer, to->f.id.node_id, VV_NODE_ID_BYTES) != 0 ||
+            vv_wire_decode(m->data, m->len, &f) != 0)
+            continue;
+        struct vv_pubsub_control c;
+        if (f.h.type == VV_PUBSUB_TYPE_CONTROL && vv_pubsub_control_decode(&f.body, &c) == 0) {
+            for (uint32_t k = 0; k < c.n_iwant; k++)
+                found |= memcmp(c.iwant[k], id, VV_PUBSUB_ID_BYTES) == 0;
+            vv_pubsub_control_free(&c);
+        }
+        vv_wire_frame_free(&f);
+    }
+    return found;
 }
 
 static void test_every_subscriber_gets_each_message_once(void **state)
@@ -544,6 +593,127 @@ static void test_graft_before_joining_does_not_lock_out(void **state)
     world_free(&w);
 }
 
+static void test_choking_peer_gets_announcements_of_large_messages(void **state)
+{
+    (void)state;
+    static struct world w;
+    world_init(&w, 3, NULL);
+    connect_all(&w);
+    join_all(&w);
+    run(&w, 2000); /* a heartbeat: A's mesh is B and C, neither choked (two stay unchoked) */
+    struct node *a = &w.n[0], *b = &w.n[1], *c = &w.n[2];
+    assert_int_equal(vv_pubsub_mesh_size(a->ps, T, TL), 2);
+    deliver_choke(a, b, true);
+    /* C forwards a 600-byte message of another origin: B, which choked A, gets an IHAVE of it
+     * instead of the message; C, the sender, nothing. */
+    uint8_t pk[VV_ED25519_PK_BYTES], sk[VV_ED25519_SK_BYTES];
+    crypto_sign_keypair(pk, sk);
+    static uint8_t data[600], buf[2048];
+    size_t n = message_frame(buf, sizeof(buf), pk, sk, 1, T, data, sizeof(data), false, NULL);
+    vv_env_deliver(&a->f.env, c->f.id.node_id, VV_CHANNEL_PUBSUB, buf, n);
+    vv_fake_net_advance(&w.net, 0); /* the signature check; nothing pumped */
+    assert_int_equal(a->delivered, 1);
+    assert_int_equal(outbox_count(a, b, VV_PUBSUB_TYPE_MESSAGE), 0);
+    assert_int_equal(outbox_count(a, b, VV_PUBSUB_TYPE_CONTROL), 1);
+    assert_int_equal(outbox_count(a, c, VV_PUBSUB_TYPE_MESSAGE), 0);
+    assert_int_equal(vv_pubsub_stats(a->ps)->announce_sent, 1);
+    settle(&w);
+    /* A small message goes in full all the same. */
+    n = message_frame(buf, sizeof(buf), pk, sk, 2, T, data, 100, false, NULL);
+    vv_env_deliver(&a->f.env, c->f.id.node_id, VV_CHANNEL_PUBSUB, buf, n);
+    vv_fake_net_advance(&w.net, 0);
+    assert_int_equal(outbox_count(a, b, VV_PUBSUB_TYPE_MESSAGE), 1);
+    settle(&w);
+    /* So does a large one that came from its origin (the first hop). */
+    n = message_frame(buf, sizeof(buf), c->f.id.public_key, c->f.id.secret_key, 3, T, data,
+                      sizeof(data), false, NULL);
+    vv_env_deliver(&a->f.env, c->f.id.node_id, VV_CHANNEL_PUBSUB, buf, n);
+    vv_fake_net_advance(&w.net, 0);
+    assert_int_equal(outbox_count(a, b, VV_PUBSUB_TYPE_MESSAGE), 1);
+    settle(&w);
+    /* After UNCHOKE, B gets large messages in full again. */
+    deliver_choke(a, b, false);
+    n = message_frame(buf, sizeof(buf), pk, sk, 4, T, data, sizeof(data), false, NULL);
+    vv_env_deliver(&a->f.env, c->f.id.node_id, VV_CHANNEL_PUBSUB, buf, n);
+    vv_fake_net_advance(&w.net, 0);
+    assert_int_equal(outbox_count(a, b, VV_PUBSUB_TYPE_MESSAGE), 1);
+    assert_int_equal(vv_pubsub_stats(a->ps)->announce_sent, 1);
+    settle(&w);
+    assert_int_equal(a->delivered, 4);
+    world_free(&w);
+}
+
+static void test_announced_message_is_pulled_after_the_wait_then_elsewhere(void **state)
+{
+    (void)state;
+    struct vv_pubsub_config cfg;
+    vv_pubsub_config_defaults(&cfg);
+    cfg.unchoked_peers = 1;
+    cfg.announce_wait_ms = 10;
+    cfg.pull_timeout_ms = 250;
+    cfg.heartbeat_ms = 60000; /* one choking decision, then none during the test */
+    static struct world w;
+    world_init(&w, 4, &cfg);
+    connect_all(&w);
+    join_all(&w);
+    struct node *a = &w.n[0]; /* its first heartbeat grafts B, C and D and chokes two */
+    for (int i = 0; i < 700 && vv_pubsub_stats(a->ps)->choke_sent < 2; i++) {
+        vv_fake_net_advance(&w.net, 100);
+        settle(&w);
+    }
+    assert_int_equal(vv_pubsub_stats(a->ps)->choke_sent, 2); /* one of three stays unchoked */
+    /* Gossip from the unchoked peer is asked at once; announcements from the choked ones
+     * are not. */
+    struct node *open = NULL, *choked[2];
+    int n_choked = 0;
+    for (int i = 1; i < 4; i++) {
+        uint8_t id[VV_PUBSUB_ID_BYTES];
+        memset(id, 0x10 + i, sizeof(id));
+        deliver_ihave(a, &w.n[i], id);
+        if (iwant_waits(a, &w.n[i], id))
+            open = &w.n[i];
+        else
+            choked[n_choked++] = &w.n[i];
+    }
+    assert_non_null(open);
+    assert_int_equal(n_choked, 2);
+    /* An announced message that the unchoked peer brings within the wait is not pulled, nor
+     * is one announced after it came. */
+    uint8_t pk[VV_ED25519_PK_BYTES], sk[VV_ED25519_SK_BYTES], id[VV_PUBSUB_ID_BYTES];
+    crypto_sign_keypair(pk, sk);
+    static uint8_t data[600], buf[2048];
+    size_t n = message_frame(buf, sizeof(buf), pk, sk, 1, T, data, sizeof(data), false, id);
+    deliver_ihave(a, choked[0], id);
+    vv_env_deliver(&a->f.env, open->f.id.node_id, VV_CHANNEL_PUBSUB, buf, n);
+    deliver_ihave(a, choked[1], id);
+    vv_fake_net_advance(&w.net, 20);
+    assert_int_equal(a->delivered, 1);
+    assert_false(iwant_waits(a, choked[0], id));
+    assert_false(iwant_waits(a, choked[1], id));
+    /* Both choked peers announce an unseen message: asked of the first after the wait, of
+     * the second when the first has not answered within the pull timeout. */
+    uint8_t idn[VV_PUBSUB_ID_BYTES];
+    memset(idn, 0x77, sizeof(idn));
+    deliver_ihave(a, choked[0], idn);
+    deliver_ihave(a, choked[1], idn);
+    vv_fake_net_advance(&w.net, 9);
+    assert_false(iwant_waits(a, choked[0], idn));
+    vv_fake_net_advance(&w.net, 1);
+    assert_true(iwant_waits(a, choked[0], idn));
+    assert_false(iwant_waits(a, choked[1], idn));
+    vv_fake_net_advance(&w.net, 249);
+    assert_false(iwant_waits(a, choked[1], idn));
+    vv_fake_net_advance(&w.net, 1);
+    assert_true(iwant_waits(a, choked[1], idn));
+    settle(&w);
+    /* The first broke its promise: what it announces now opens no pull (for a while). */
+    memset(idn, 0x78, sizeof(idn));
+    deliver_ihave(a, choked[0], idn);
+    vv_fake_net_advance(&w.net, 300);
+    assert_false(iwant_waits(a, choked[0], idn));
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -556,6 +726,8 @@ int main(void)
         cmocka_unit_test(test_bounds_topics_not_joined_and_fanout),
         cmocka_unit_test(test_known_topics_bounded_and_forgotten_with_their_peers),
         cmocka_unit_test(test_graft_before_joining_does_not_lock_out),
+        cmocka_unit_test(test_choking_peer_gets_announcements_of_large_messages),
+        cmocka_unit_test(test_announced_message_is_pulled_after_the_wait_then_elsewhere),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);
 }
