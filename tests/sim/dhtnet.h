@@ -93,6 +93,7 @@ struct dhtnet {
     uint32_t n_records, cap_records;
     struct dhtnet_lookup lk[DHTNET_MAX_LOOKUPS];
     uint32_t n_lk;
+    uint64_t rpc_out[6]; /* requests sent by every node, by type - VV_DHT_MSG_PING */
     uint32_t *attackers; /* indexes of attacker nodes */
     uint32_t n_attackers;
 };
@@ -215,6 +216,13 @@ static void dhtnet_join(struct vv_env *env, void *arg)
     }
 }
 
+static void dhtnet_rpc(void *arg, uint16_t type, bool in)
+{
+    (void)arg;
+    if (!in && type >= VV_DHT_MSG_PING && type <= VV_DHT_MSG_ADD_PROVIDER)
+        dhtnet->rpc_out[type - VV_DHT_MSG_PING]++;
+}
+
 static void *dhtnet_create(struct vv_sim *sim, struct vv_env *env, uint32_t index, void *arg)
 {
     (void)arg;
@@ -230,7 +238,8 @@ static void *dhtnet_create(struct vv_sim *sim, struct vv_env *env, uint32_t inde
         c.paths = dhtnet->p.paths;
     if (dhtnet->p.republish_ms)
         c.republish_ms = dhtnet->p.republish_ms;
-    a->dht = vv_dht_node_new(env, &c, NULL);
+    const struct vv_dht_node_hooks hooks = {.rpc = dhtnet_rpc};
+    a->dht = vv_dht_node_new(env, &c, &hooks);
     if (a->attacker) {
         a->inner_serve = env->channels[VV_CHANNEL_DHT].serve;
         a->inner_arg = env->channels[VV_CHANNEL_DHT].serve_arg;
