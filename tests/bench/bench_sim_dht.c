@@ -64,10 +64,11 @@ static uint64_t batch(uint64_t t, const char *phase)
     return t + span;
 }
 
-static void run(uint32_t n)
+static void run(uint32_t n, uint32_t alpha)
 {
-    struct dhtnet_params p = {.n_nodes = n, .n_bootstrap = 4, .join_spread_ms = JOIN_SPREAD_MS};
-    printf("### %u nodes\n", n);
+    struct dhtnet_params p = {
+        .n_nodes = n, .n_bootstrap = 4, .join_spread_ms = JOIN_SPREAD_MS, .alpha = alpha};
+    printf("### %u nodes%s\n", n, alpha ? " (alpha set)" : "");
     struct mallinfo2 m0 = mallinfo2();
     double w0 = wall_s();
     struct vv_sim *sim = dhtnet_new(&p, vv_sim_seed_from_env(20261206));
@@ -101,11 +102,12 @@ int main(int argc, char **argv)
 {
     if (sodium_init() < 0)
         return 1;
+    /* bench_sim_dht [N [alpha]]: one size, and another alpha than the default (3). */
     if (argc > 1) {
-        run((uint32_t)atoi(argv[1]));
+        run((uint32_t)atoi(argv[1]), argc > 2 ? (uint32_t)atoi(argv[2]) : 0);
         return 0;
     }
-    run(1000);
-    run(10000);
+    run(1000, 0);
+    run(10000, 0);
     return 0;
 }

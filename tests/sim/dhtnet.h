@@ -40,6 +40,7 @@ struct dhtnet_params {
     uint32_t n_bootstrap;    /* nodes 0..n_bootstrap-1: everyone's first contacts */
     uint32_t join_spread_ms; /* between two initial nodes' joins */
     uint32_t paths;          /* disjoint paths of every honest node's lookups (0: default) */
+    uint32_t alpha;          /* queries in flight per path (0: default) */
     uint32_t republish_ms;   /* 0: default */
     uint32_t attackers_pct;  /* of the nodes other than the bootstrap ones */
 };
@@ -236,6 +237,8 @@ static void *dhtnet_create(struct vv_sim *sim, struct vv_env *env, uint32_t inde
     vv_dht_node_config_defaults(&c);
     if (dhtnet->p.paths)
         c.paths = dhtnet->p.paths;
+    if (dhtnet->p.alpha)
+        c.alpha = dhtnet->p.alpha;
     if (dhtnet->p.republish_ms)
         c.republish_ms = dhtnet->p.republish_ms;
     const struct vv_dht_node_hooks hooks = {.rpc = dhtnet_rpc};
