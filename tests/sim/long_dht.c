@@ -23,7 +23,7 @@
  * 180 contacts, each by a signed PONG checked with Ed25519 (45% of a Release run's CPU), and
  * the join is run twice per scenario for the determinism check; the churn replaces every node
  * 12 times in 24 hours, so it costs 12 joins of the whole network. 1,000 nodes take about
- * 4 minutes per join under ASan; 10,000 take over 20 minutes per join in a Release build
+ * 4 minutes per join under ASan; 10,000 take 30 minutes per join in a Release build
  * (docs/benchmarks.md, bench_sim_dht), hours under ASan. VV_DHT_LONG_NODES=10000 runs the
  * issue's size.
  */
