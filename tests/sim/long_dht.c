@@ -246,8 +246,11 @@ static void test_disjoint_paths_survive_20pct_attackers(void **state)
     VV_SIM_CHECK_DETERMINISM(attackers, NULL, seed, join_end(), false);
 }
 
-int main(void)
+/* argv[1], when given, runs only the tests whose names match it (cmocka's pattern). */
+int main(int argc, char **argv)
 {
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
     seed = vv_sim_seed_from_env(20261206);
     const char *n = getenv("VV_DHT_LONG_NODES");
     n_nodes = n ? (uint32_t)atoi(n) : 1000;
