@@ -21,6 +21,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vivim/error.h" /* the codes these functions return */
+
 #define VV_S3FIFO_SMALL_PERCENT 10 /* the paper's choice: enough to filter one-hit wonders */
 #define VV_S3FIFO_FREQ_MAX      3  /* 2 bits */
 

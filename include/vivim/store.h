@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "vivim/error.h"
+
 #define VV_STORE_ADDR_BYTES            32
 #define VV_STORE_CHUNK_BYTES           (256u * 1024u) /* the only chunk size version 1 knows */
 #define VV_STORE_INLINE_MAX_BYTES      (64u * 1024u)  /* one-chunk blobs kept in the index */
