@@ -97,6 +97,13 @@
     X(VV_ECRDT_DENIED, -11108, "not allowed by the document's access policy")                      \
     X(VV_ECRDT_POLICY, -11109, "malformed or forged document access policy")                       \
     /* store: -11200 .. -11299 */                                                                  \
+    X(VV_ESTORE_CORRUPT, -11201, "stored chunk failed verification, quarantined")                  \
+    X(VV_ESTORE_MISSING, -11202, "stored chunk is missing or quarantined")                         \
+    X(VV_ESTORE_FULL, -11203, "store capacity would be exceeded")                                  \
+    X(VV_ESTORE_TOO_LARGE, -11204, "blob larger than the store accepts")                           \
+    X(VV_ESTORE_MANIFEST, -11205, "malformed manifest")                                            \
+    X(VV_ESTORE_AMBIGUOUS, -11206, "one-chunk blob whose bytes are a manifest")                    \
+    X(VV_ESTORE_INDEX, -11207, "store index (SQLite) error")                                       \
     /* registry: -11300 .. -11399 */                                                               \
     /* userdb: -11400 .. -11499 */                                                                 \
     /* federation: -11500 .. -11599 */                                                             \
