@@ -368,6 +368,29 @@ static void req_free(struct req *r)
     vv_free(r);
 }
 
+/* Sends rq by datagram to r's peer and address as the request of r (filled by the caller,
+ * not linked yet) and links r; on an error r is freed. The one way the node's own requests
+ * by datagram go out: pings, lookup queries and stores. */
+static int send_req(struct vv_dht_node *d, struct req *r, const struct vv_dht_request *rq,
+                    uint32_t timeout_ms, vv_env_answer_cb cb)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int rc = request_body(rq, &sb);
+    if (rc == 0)
+        rc = vv_env_request_datagram(d->env, r->has_peer ? r->peer : NULL, r->address, rq->type,
+                                     (const uint8_t *)sb.data, sb.size, timeout_ms, cb, r, &r->id);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc != 0) {
+        vv_free(r);
+        return rc;
+    }
+    r->sent_ms = vv_env_now(d->env);
+    req_link(d, r);
+    hook_rpc(d, rq->type, false);
+    return 0;
+}
+
 /* ---- pings and verification ------------------------------------------------------------ */
 
 static void ping_answered(struct vv_env *env, const struct vv_env_answer *a, void *arg);
@@ -393,23 +416,10 @@ static int send_ping(struct vv_dht_node *d, enum req_kind kind, const uint8_t *i
     memcpy(r->nonce, rq.target, sizeof(r->nonce));
     /* Padded so that a node that has not verified us may answer in full (dht_msg.h). */
     rq.pad_len = VV_DHT_PING_MIN_BYTES;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    int rc = request_body(&rq, &sb);
+    int rc = send_req(d, r, &rq, d->cfg.max_timeout_ms, ping_answered);
     if (rc == 0)
-        rc = vv_env_request_datagram(d->env, id, r->address, VV_DHT_MSG_PING,
-                                     (const uint8_t *)sb.data, sb.size, d->cfg.max_timeout_ms,
-                                     ping_answered, r, &r->id);
-    msgpack_sbuffer_destroy(&sb);
-    if (rc != 0) {
-        vv_free(r);
-        return rc;
-    }
-    r->sent_ms = vv_env_now(d->env);
-    req_link(d, r);
-    d->stats.pings_sent++;
-    hook_rpc(d, VV_DHT_MSG_PING, false);
-    return 0;
+        d->stats.pings_sent++;
+    return rc;
 }
 
 static void start_self_lookup(struct vv_dht_node *d);
@@ -1232,23 +1242,10 @@ static int send_query(struct lookup *lk, const struct vv_dht_lookup_query *q)
      * contacts, about 850 bytes; a datagram for GET_VALUE and GET_PROVIDERS) is allowed to
      * a request of half its size (no amplification). */
     rq.pad_len = lk->qtype == VV_DHT_MSG_FIND_NODE ? 440 : 540;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    int rc = request_body(&rq, &sb);
+    int rc = send_req(d, r, &rq, q->hard_timeout_ms, query_answered);
     if (rc == 0)
-        rc = vv_env_request_datagram(d->env, r->peer, r->address, lk->qtype,
-                                     (const uint8_t *)sb.data, sb.size, q->hard_timeout_ms,
-                                     query_answered, r, &r->id);
-    msgpack_sbuffer_destroy(&sb);
-    if (rc != 0) {
-        vv_free(r);
-        return rc;
-    }
-    r->sent_ms = vv_env_now(d->env);
-    req_link(d, r);
-    d->stats.queries_sent++;
-    hook_rpc(d, lk->qtype, false);
-    return 0;
+        d->stats.queries_sent++;
+    return rc;
 }
 
 static void take_local(struct lookup *lk);
@@ -1619,35 +1616,26 @@ static int send_store(struct store_op *op, const struct vv_dht_contact *to, cons
         memcpy(rq.provider_pk, op->ppk, VV_DHT_PK_BYTES);
         memcpy(rq.provider_sig, op->psig, VV_DHT_SIG_BYTES);
     }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    int rc = request_body(&rq, &sb);
-    if (rc == 0 && op->type == VV_DHT_MSG_PUT_VALUE && op->v.len > VV_DHT_PUT_MAX_BYTES) {
+    int rc;
+    if (op->type == VV_DHT_MSG_PUT_VALUE && op->v.len > VV_DHT_PUT_MAX_BYTES) {
         /* Too large for a datagram: over a connection, where no token is needed. */
-        rc = conn_start(d, CONN_PUT, to->id, r->address, op->type, (uint8_t *)sb.data, sb.size, op,
-                        0);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        rc = request_body(&rq, &sb);
+        if (rc == 0)
+            rc = conn_start(d, CONN_PUT, to->id, r->address, op->type, (uint8_t *)sb.data, sb.size,
+                            op, 0); /* takes the body */
+        else
+            msgpack_sbuffer_destroy(&sb);
         vv_free(r);
-        if (rc == 0) {
-            op->outstanding++;
-            op->tried++;
-        }
-        return rc;
+    } else {
+        rc = send_req(d, r, &rq, d->cfg.max_timeout_ms, store_answered);
     }
-    if (rc == 0)
-        rc =
-            vv_env_request_datagram(d->env, r->peer, r->address, op->type, (const uint8_t *)sb.data,
-                                    sb.size, d->cfg.max_timeout_ms, store_answered, r, &r->id);
-    msgpack_sbuffer_destroy(&sb);
-    if (rc != 0) {
-        vv_free(r);
-        return rc;
+    if (rc == 0) {
+        op->outstanding++;
+        op->tried++;
     }
-    r->sent_ms = vv_env_now(d->env);
-    req_link(d, r);
-    hook_rpc(d, op->type, false);
-    op->outstanding++;
-    op->tried++;
-    return 0;
+    return rc;
 }
 
 /* Stores a publish in this node's own store: a value under this node's observed address (or
