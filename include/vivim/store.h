@@ -167,6 +167,21 @@ int vv_store_put_async(struct vv_store *s, uv_loop_t *loop, const uint8_t *data,
  * VV_EBUSY. */
 int vv_store_get_async(struct vv_store *s, uv_loop_t *loop, const uint8_t addr[VV_STORE_ADDR_BYTES],
                        vv_store_get_cb cb, void *arg);
+/* vv_store_get_raw on the pool (what a holder serves to a fetcher). Returns 0 or VV_EBUSY. */
+int vv_store_get_raw_async(struct vv_store *s, uv_loop_t *loop,
+                           const uint8_t addr[VV_STORE_ADDR_BYTES], vv_store_get_cb cb, void *arg);
+
+/*
+ * Any other work on the store: work(s, arg) runs on the pool (it may call the synchronous
+ * functions, and must touch nothing the loop thread uses without its own lock); done(status,
+ * arg) fires on the loop with what work returned. Counted in max_pending like the others.
+ * Returns 0, VV_EINVAL (work or done NULL) or VV_EBUSY.
+ */
+typedef int (*vv_store_work_fn)(struct vv_store *s, void *arg);
+typedef void (*vv_store_done_cb)(int status, void *arg);
+int vv_store_call_async(struct vv_store *s, uv_loop_t *loop, vv_store_work_fn work,
+                        vv_store_done_cb done, void *arg);
+
 /* Async operations in flight (for a metric). Loop thread. */
 unsigned vv_store_pending(const struct vv_store *s);
 

@@ -13,7 +13,7 @@
 struct store_op {
     uv_work_t req;
     struct vv_store *s;
-    bool is_put;
+    enum { OP_PUT, OP_GET, OP_GET_RAW, OP_CALL } kind;
     const uint8_t *data; /* put: borrowed until the callback */
     size_t len;
     bool has_opts;
@@ -25,17 +25,29 @@ struct store_op {
     int status;
     vv_store_put_cb put_cb;
     vv_store_get_cb get_cb;
+    vv_store_work_fn work_fn;
+    vv_store_done_cb done_cb;
     void *arg;
 };
 
 static void op_work(uv_work_t *req)
 {
     struct store_op *op = VV_CONTAINER_OF(req, struct store_op, req);
-    if (op->is_put)
+    switch (op->kind) {
+    case OP_PUT:
         op->status =
             vv_store_put(op->s, op->data, op->len, op->has_opts ? &op->opts : NULL, op->addr);
-    else
+        break;
+    case OP_GET:
         op->status = vv_store_get(op->s, op->addr, &op->out, &op->out_len);
+        break;
+    case OP_GET_RAW:
+        op->status = vv_store_get_raw(op->s, op->addr, &op->out, &op->out_len);
+        break;
+    case OP_CALL:
+        op->status = op->work_fn(op->s, op->arg);
+        break;
+    }
 }
 
 static void op_after(uv_work_t *req, int status)
@@ -44,8 +56,10 @@ static void op_after(uv_work_t *req, int status)
     op->s->pending--;
     if (status != 0) /* UV_ECANCELED */
         op->status = status;
-    if (op->is_put)
+    if (op->kind == OP_PUT)
         op->put_cb(op->status, op->addr, op->arg);
+    else if (op->kind == OP_CALL)
+        op->done_cb(op->status, op->arg);
     else
         op->get_cb(op->status, op->status == 0 ? op->out : NULL, op->status == 0 ? op->out_len : 0,
                    op->arg);
@@ -71,7 +85,7 @@ int vv_store_put_async(struct vv_store *s, uv_loop_t *loop, const uint8_t *data,
     if (s->pending >= s->max_pending)
         return VV_EBUSY;
     struct store_op *op = vv_xcalloc(1, sizeof(*op));
-    op->is_put = true;
+    op->kind = OP_PUT;
     op->data = data;
     op->len = len;
     if (opts) {
@@ -87,14 +101,42 @@ int vv_store_put_async(struct vv_store *s, uv_loop_t *loop, const uint8_t *data,
     return submit(s, loop, op);
 }
 
-int vv_store_get_async(struct vv_store *s, uv_loop_t *loop, const uint8_t addr[VV_STORE_ADDR_BYTES],
-                       vv_store_get_cb cb, void *arg)
+static int get_async(struct vv_store *s, uv_loop_t *loop, int kind,
+                     const uint8_t addr[VV_STORE_ADDR_BYTES], vv_store_get_cb cb, void *arg)
 {
     if (s->pending >= s->max_pending)
         return VV_EBUSY;
     struct store_op *op = vv_xcalloc(1, sizeof(*op));
+    op->kind = kind;
     memcpy(op->addr, addr, 32);
     op->get_cb = cb;
+    op->arg = arg;
+    return submit(s, loop, op);
+}
+
+int vv_store_get_async(struct vv_store *s, uv_loop_t *loop, const uint8_t addr[VV_STORE_ADDR_BYTES],
+                       vv_store_get_cb cb, void *arg)
+{
+    return get_async(s, loop, OP_GET, addr, cb, arg);
+}
+
+int vv_store_get_raw_async(struct vv_store *s, uv_loop_t *loop,
+                           const uint8_t addr[VV_STORE_ADDR_BYTES], vv_store_get_cb cb, void *arg)
+{
+    return get_async(s, loop, OP_GET_RAW, addr, cb, arg);
+}
+
+int vv_store_call_async(struct vv_store *s, uv_loop_t *loop, vv_store_work_fn work,
+                        vv_store_done_cb done, void *arg)
+{
+    if (work == NULL || done == NULL)
+        return VV_EINVAL;
+    if (s->pending >= s->max_pending)
+        return VV_EBUSY;
+    struct store_op *op = vv_xcalloc(1, sizeof(*op));
+    op->kind = OP_CALL;
+    op->work_fn = work;
+    op->done_cb = done;
     op->arg = arg;
     return submit(s, loop, op);
 }

@@ -405,7 +405,24 @@ static void on_get(int status, const uint8_t *data, size_t len, void *arg)
     r->calls++;
     r->status = status;
     r->len = len;
-    r->match = data != NULL && memcmp(data, async_blob, len) == 0;
+    r->match = data != NULL && async_blob != NULL && memcmp(data, async_blob, len) == 0;
+}
+
+static uint8_t *g_blob_for_free;
+
+static int count_objects(struct vv_store *s, void *arg)
+{
+    (void)arg;
+    struct vv_store_counters c;
+    vv_store_counters(s, &c);
+    return (int)c.objects;
+}
+
+static void on_called(int status, void *arg)
+{
+    struct async_result *r = arg;
+    r->calls++;
+    r->status = status;
 }
 
 static void test_async_api_delivers_on_the_loop_within_its_bound(void **state)
@@ -419,6 +436,7 @@ static void test_async_api_delivers_on_the_loop_within_its_bound(void **state)
     struct vv_store *s;
     assert_int_equal(vv_store_open(&cfg, &s), 0);
     async_blob = pattern(700000);
+    g_blob_for_free = async_blob;
     struct async_result r[3] = {{0}};
     assert_int_equal(vv_store_put_async(s, &loop, async_blob, 700000, NULL, on_put, &r[0]), 0);
     assert_int_equal(vv_store_put_async(s, &loop, async_blob, 100, NULL, on_put, &r[1]), 0);
@@ -437,7 +455,22 @@ static void test_async_api_delivers_on_the_loop_within_its_bound(void **state)
     assert_int_equal(g.status, 0);
     assert_int_equal(g.len, 700000);
     assert_true(g.match);
-    free(async_blob);
+
+    /* The raw form of a multi-chunk address is its manifest (3 chunks: 20 + 96 bytes). */
+    struct async_result raw = {0};
+    async_blob = NULL;
+    assert_int_equal(vv_store_get_raw_async(s, &loop, r[0].addr, on_get, &raw), 0);
+    /* Any other work: runs on the pool, its status delivered on the loop. */
+    struct async_result c = {0};
+    assert_int_equal(vv_store_call_async(s, &loop, count_objects, on_called, &c), 0);
+    assert_int_equal(vv_store_call_async(s, &loop, count_objects, NULL, &c), VV_EINVAL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(raw.calls, 1);
+    assert_int_equal(raw.status, 0);
+    assert_int_equal(raw.len, 20 + 3 * 32);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.status, 2); /* the objects r[0] and r[1] stored */
+    free(g_blob_for_free);
     vv_store_close(s);
     assert_int_equal(uv_loop_close(&loop), 0);
 }
