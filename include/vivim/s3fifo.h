@@ -58,6 +58,13 @@ int vv_s3fifo_insert(struct vv_s3fifo *c, const uint8_t key[32], uint64_t size);
 /* Marks key pinned (adding it if absent): it leaves the queues and is never evicted. Pinned
  * bytes may exceed the capacity; the queues then give up everything else. */
 int vv_s3fifo_pin(struct vv_s3fifo *c, const uint8_t key[32], uint64_t size);
+/* Evicts (S3-FIFO's order) until bytes more would fit the capacity: room for something about
+ * to be added outside this structure's knowledge of its key. Returns 0 when they fit, or
+ * VV_ELIMIT when they cannot (more than the capacity, or pinned bytes leave no room). */
+int vv_s3fifo_reserve(struct vv_s3fifo *c, uint64_t bytes);
+/* Evicts one key, in S3-FIFO's order, whatever the capacity (room needed elsewhere, such as
+ * a disk shared with other tiers). Returns false when the queues are empty. */
+bool vv_s3fifo_evict_one(struct vv_s3fifo *c);
 /* Returns a pinned key to the main queue (frequency 0). VV_ENOTFOUND when not pinned. */
 int vv_s3fifo_unpin(struct vv_s3fifo *c, const uint8_t key[32]);
 /* Forgets key (deleted by its owner: expiry, revocation). VV_ENOTFOUND when not cached. */

@@ -66,13 +66,25 @@ int vv_store_address(const uint8_t *data, size_t len, uint8_t addr[VV_STORE_ADDR
 
 struct vv_store;
 
+/*
+ * Tiers (docs/storage.md, "Tiers"): HOT, this node's cache of recent content; WARM, content
+ * peers placed here because it is popular; COLD, an archive node's copy of shared content.
+ * Cache content of the hot and warm tiers (not pinned, no owner) is evicted in S3-FIFO order
+ * to make room; pinned and owned content, and everything cold, is never evicted: a store
+ * that does not fit fails with VV_ESTORE_FULL.
+ */
+enum vv_store_tier { VV_STORE_TIER_HOT = 0, VV_STORE_TIER_WARM = 1, VV_STORE_TIER_COLD = 2 };
+#define VV_STORE_TIERS 3
+
 struct vv_store_config {
     const char *dir;         /* the store's directory, created (0700) if missing */
     uint64_t capacity_bytes; /* 0: unlimited. Bytes of chunk files plus inline blobs. */
-    unsigned max_pending;    /* async operations in flight; 0: VV_STORE_DEFAULT_MAX_PENDING */
+    /* Per tier, bytes of blobs (their sizes) it may hold; 0: only capacity_bytes bounds it. */
+    uint64_t tier_capacity[VV_STORE_TIERS];
+    /* Hot cache content not read for this long is removed by vv_store_expire; 0: kept. */
+    int64_t hot_retention_ms;
+    unsigned max_pending; /* async operations in flight; 0: VV_STORE_DEFAULT_MAX_PENDING */
 };
-
-enum vv_store_tier { VV_STORE_TIER_HOT = 0, VV_STORE_TIER_WARM = 1, VV_STORE_TIER_COLD = 2 };
 
 /* Options of one store; NULL for the defaults (hot, not pinned, no owner, no expiry). */
 struct vv_store_put_opts {
@@ -100,6 +112,13 @@ struct vv_store_counters {
     uint64_t verify_failures; /* chunks or inline blobs that failed their hash since open */
     uint64_t quarantined;     /* chunk files moved to quarantine/ since open */
     uint64_t startup_tmp_removed, startup_orphans_removed; /* by the last open */
+    uint64_t tier_bytes[VV_STORE_TIERS], tier_objects[VV_STORE_TIERS];
+    uint64_t evictions;       /* objects evicted to make room, since open */
+    uint64_t expired;         /* objects removed by vv_store_expire, since open */
+    uint64_t reads_hit;       /* vv_store_get that found the blob */
+    uint64_t reads_miss;      /* vv_store_get of an address not stored */
+    uint64_t removed_pending; /* evicted or expired addresses not yet drained */
+    uint64_t removed_dropped; /* ... dropped because the owner did not drain them in time */
 };
 
 /*
@@ -142,6 +161,27 @@ int vv_store_stat(struct vv_store *s, const uint8_t addr[VV_STORE_ADDR_BYTES],
 
 /* Removes an object; chunks no other object uses are deleted. Worker thread only. */
 int vv_store_delete(struct vv_store *s, const uint8_t addr[VV_STORE_ADDR_BYTES]);
+
+/*
+ * Pins or unpins an object: a pinned object is never evicted or removed by retention. An
+ * unpinned cache object re-enters its tier's eviction queue (and may be evicted at once when
+ * the tier is over its bound). Returns 0 or VV_ENOTFOUND. Worker thread only.
+ */
+int vv_store_set_pinned(struct vv_store *s, const uint8_t addr[VV_STORE_ADDR_BYTES], bool pinned);
+
+/*
+ * Removes up to max objects whose expiry is at or before now_ms, and hot cache objects not
+ * read for hot_retention_ms; *removed (may be NULL) receives how many. Their addresses are
+ * queued for vv_store_drain_removed. Worker thread only.
+ */
+int vv_store_expire(struct vv_store *s, int64_t now_ms, size_t max, size_t *removed);
+
+/*
+ * Takes up to max addresses of objects the store removed by itself (eviction, expiry), oldest
+ * first, into addrs (max * 32 bytes); returns how many. Any thread (it takes the lock, does
+ * no I/O).
+ */
+size_t vv_store_drain_removed(struct vv_store *s, uint8_t *addrs, size_t max);
 
 /* Verifies every object (a scrub): *objects checked, *bad those that failed to read back.
  * Worker thread only. */

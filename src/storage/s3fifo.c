@@ -287,6 +287,29 @@ int vv_s3fifo_pin(struct vv_s3fifo *c, const uint8_t key[32], uint64_t size)
     return 0;
 }
 
+int vv_s3fifo_reserve(struct vv_s3fifo *c, uint64_t bytes)
+{
+    if (bytes > c->capacity)
+        return VV_ELIMIT;
+    /* As if bytes more were pinned: the queues give up what that needs. */
+    c->pinned_bytes += bytes;
+    make_room(c);
+    c->pinned_bytes -= bytes;
+    return c->small.bytes + c->main.bytes + c->pinned_bytes + bytes <= c->capacity ? 0 : VV_ELIMIT;
+}
+
+bool vv_s3fifo_evict_one(struct vv_s3fifo *c)
+{
+    uint64_t before = c->evictions;
+    while (c->evictions == before && (c->small.n > 0 || c->main.n > 0)) {
+        if (c->small.n > 0 && (c->small.bytes >= c->small_target || c->main.n == 0))
+            evict_small(c);
+        else
+            evict_main(c);
+    }
+    return c->evictions != before;
+}
+
 int vv_s3fifo_unpin(struct vv_s3fifo *c, const uint8_t key[32])
 {
     struct entry *e = find(c, key);

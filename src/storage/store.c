@@ -357,6 +357,57 @@ static int load_totals(struct vv_store *s)
     return 0;
 }
 
+static void on_cache_evict(const uint8_t key[32], uint64_t size, void *arg);
+static void delete_victims_locked(struct vv_store *s);
+static bool evictable(int tier, bool pinned, bool has_owner);
+
+/* Per-tier totals, and the hot and warm eviction queues rebuilt from the index in the order
+ * objects were last read. A capacity lowered since the last run evicts here. */
+static int load_tiers(struct vv_store *s)
+{
+    sqlite3_stmt *st = prep(s, "SELECT tier, count(*), coalesce(sum(size), 0) FROM objects"
+                               " GROUP BY tier");
+    if (st == NULL)
+        return VV_ESTORE_INDEX;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int t = sqlite3_column_int(st, 0);
+        if (t < 0 || t >= VV_STORE_TIERS)
+            continue;
+        s->tier_objects[t] = (uint64_t)sqlite3_column_int64(st, 1);
+        s->tier_bytes[t] = (uint64_t)sqlite3_column_int64(st, 2);
+    }
+    sqlite3_finalize(st);
+    for (int t = 0; t < 2; t++) {
+        uint64_t cap = s->tier_capacity[t] ? s->tier_capacity[t] : s->capacity_bytes;
+        if (cap)
+            s->cache[t] = vv_s3fifo_new(cap, on_cache_evict, s);
+    }
+    if (s->cache[0] == NULL && s->cache[1] == NULL)
+        return 0;
+    st = prep(s, "SELECT addr, tier, pinned, coalesce(length(owner) = 32, 0), size FROM objects"
+                 " WHERE tier < 2 ORDER BY last_access, created");
+    if (st == NULL)
+        return VV_ESTORE_INDEX;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int t = sqlite3_column_int(st, 1);
+        if (sqlite3_column_bytes(st, 0) != 32 || t < 0 || t >= 2 || s->cache[t] == NULL)
+            continue;
+        const uint8_t *a = sqlite3_column_blob(st, 0);
+        uint64_t size = (uint64_t)sqlite3_column_int64(st, 4);
+        if (evictable(t, sqlite3_column_int(st, 2) != 0, sqlite3_column_int(st, 3) != 0))
+            vv_s3fifo_insert(s->cache[t], a, size);
+        else
+            vv_s3fifo_pin(s->cache[t], a, size);
+    }
+    sqlite3_finalize(st);
+    delete_victims_locked(s); /* after the scan: no delete while it reads */
+    while (s->capacity_bytes && s->used_bytes > s->capacity_bytes &&
+           ((s->cache[0] && vv_s3fifo_evict_one(s->cache[0])) ||
+            (s->cache[1] && vv_s3fifo_evict_one(s->cache[1]))))
+        delete_victims_locked(s);
+    return 0;
+}
+
 int vv_store_open(const struct vv_store_config *cfg, struct vv_store **out)
 {
     *out = NULL;
@@ -365,6 +416,10 @@ int vv_store_open(const struct vv_store_config *cfg, struct vv_store **out)
     struct vv_store *s = vv_xcalloc(1, sizeof(*s));
     s->dir = vv_xstrdup(cfg->dir);
     s->capacity_bytes = cfg->capacity_bytes;
+    for (int t = 0; t < VV_STORE_TIERS; t++)
+        s->tier_capacity[t] = cfg->tier_capacity[t];
+    s->hot_retention_ms = cfg->hot_retention_ms;
+    s->removed = vv_xcalloc(VV_STORE_REMOVED_MAX, sizeof(*s->removed));
     s->max_pending = cfg->max_pending ? cfg->max_pending : VV_STORE_DEFAULT_MAX_PENDING;
     pthread_mutex_init(&s->lock, NULL);
     int rc = mkdir_if_missing(s->dir, NULL);
@@ -394,10 +449,15 @@ int vv_store_open(const struct vv_store_config *cfg, struct vv_store **out)
         rc = db_exec(s, schema);
     if (rc == 0)
         rc = load_totals(s);
+    if (rc == 0)
+        rc = load_tiers(s);
     if (rc != 0)
         goto fail;
     remove_tmp(s);
     remove_orphans(s);
+    if (s->evictions)
+        vv_log_notice(LOG_MOD, "start-up: evicted %" PRIu64 " objects over the capacity",
+                      s->evictions);
     if (s->tmp_removed || s->orphans_removed)
         vv_log_notice(LOG_MOD,
                       "start-up: removed %" PRIu64 " temporary and %" PRIu64
@@ -419,6 +479,10 @@ void vv_store_close(struct vv_store *s)
         sqlite3_close(s->db);
     }
     pthread_mutex_destroy(&s->lock);
+    for (int t = 0; t < 2; t++)
+        vv_s3fifo_free(s->cache[t]);
+    vv_free(s->victims);
+    vv_free(s->removed);
     vv_free(s->dir);
     vv_free(s);
 }
@@ -433,11 +497,25 @@ void vv_store_counters(struct vv_store *s, struct vv_store_counters *out)
         .quarantined = s->quarantined,
         .startup_tmp_removed = s->tmp_removed,
         .startup_orphans_removed = s->orphans_removed,
+        .evictions = s->evictions,
+        .expired = s->expired,
+        .reads_hit = s->reads_hit,
+        .reads_miss = s->reads_miss,
+        .removed_pending = s->removed_n,
+        .removed_dropped = s->removed_dropped,
     };
+    for (int t = 0; t < VV_STORE_TIERS; t++) {
+        out->tier_bytes[t] = s->tier_bytes[t];
+        out->tier_objects[t] = s->tier_objects[t];
+    }
     pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- put --------------------------------------------------------------------------------- */
+
+static void enqueue_locked(struct vv_store *s, const uint8_t addr[32], int tier, bool pinned,
+                           bool has_owner, uint64_t size);
+static int set_pinned_locked(struct vv_store *s, const uint8_t addr[32], bool pinned);
 
 /* -1: no row; 0: present; 1: present but missing (must be rewritten). */
 static int chunk_state(struct vv_store *s, const uint8_t hash[32])
@@ -470,6 +548,59 @@ struct piece {
     int state; /* chunk_state before the store */
 };
 
+/* Reads the pieces' chunk states and returns the bytes the store takes: base (the index's
+ * copy) plus each chunk not stored yet, once. */
+static uint64_t pieces_new_bytes(struct vv_store *s, struct piece *pc, uint32_t np, bool multi,
+                                 uint64_t base)
+{
+    uint64_t new_bytes = base;
+    for (uint32_t i = 0; i < np; i++) {
+        pc[i].state = chunk_state(s, pc[i].hash);
+        /* The same chunk twice in one blob: only its first occurrence is new. */
+        bool dup = false;
+        for (uint32_t j = 0; multi && j < i && !dup && pc[i].state < 0; j++)
+            dup = memcmp(pc[j].hash, pc[i].hash, 32) == 0;
+        if (pc[i].state < 0 && !dup)
+            new_bytes += pc[i].len;
+        if (dup)
+            pc[i].state = 2; /* written with its first occurrence */
+    }
+    return new_bytes;
+}
+
+/*
+ * Makes room for a new object of size bytes in tier, taking *new_bytes on disk: evicts cache
+ * content (S3-FIFO order) until it fits the tier's bound and the store's capacity, or fails
+ * with VV_ESTORE_FULL. An eviction can free chunks the new blob shares, so *new_bytes is
+ * recounted after each round.
+ */
+static int make_room_locked(struct vv_store *s, int tier, uint64_t size, struct piece *pc,
+                            uint32_t np, bool multi, uint64_t base, uint64_t *new_bytes)
+{
+    if (s->tier_capacity[tier] && s->tier_bytes[tier] + size > s->tier_capacity[tier]) {
+        if (tier < 2 && s->cache[tier]) {
+            vv_s3fifo_reserve(s->cache[tier], size);
+            delete_victims_locked(s);
+            *new_bytes = pieces_new_bytes(s, pc, np, multi, base);
+        }
+        if (s->tier_bytes[tier] + size > s->tier_capacity[tier])
+            return VV_ESTORE_FULL;
+    }
+    while (s->capacity_bytes && s->used_bytes + *new_bytes > s->capacity_bytes) {
+        bool evicted = false;
+        while (s->used_bytes + *new_bytes > s->capacity_bytes &&
+               ((s->cache[0] && vv_s3fifo_evict_one(s->cache[0])) ||
+                (s->cache[1] && vv_s3fifo_evict_one(s->cache[1])))) {
+            delete_victims_locked(s);
+            evicted = true;
+        }
+        if (!evicted)
+            return VV_ESTORE_FULL;
+        *new_bytes = pieces_new_bytes(s, pc, np, multi, base);
+    }
+    return 0;
+}
+
 static int put_locked(struct vv_store *s, const uint8_t *data, size_t len,
                       const struct vv_store_put_opts *opts, uint8_t addr[32])
 {
@@ -496,26 +627,26 @@ static int put_locked(struct vv_store *s, const uint8_t *data, size_t len,
     /* Which chunks need a file, and how many new bytes the store takes. */
     uint32_t np = inline_blob ? 0 : n;
     struct piece *pc = np ? vv_xcalloc(np, sizeof(*pc)) : NULL;
-    uint64_t new_bytes = exists ? 0 : (inline_blob ? len : man_len);
     for (uint32_t i = 0; i < np; i++) {
         size_t off = (size_t)i * VV_STORE_CHUNK_BYTES;
         pc[i].hash = man ? man + VV_STORE_MANIFEST_HEADER_BYTES + (size_t)i * 32 : addr;
         pc[i].data = data + off;
         pc[i].len = VV_MIN((size_t)VV_STORE_CHUNK_BYTES, len - off);
-        pc[i].state = chunk_state(s, pc[i].hash);
-        /* The same chunk twice in one blob: only its first occurrence is new. */
-        bool dup = false;
-        for (uint32_t j = 0; man && j < i && !dup && pc[i].state < 0; j++)
-            dup = memcmp(pc[j].hash, pc[i].hash, 32) == 0;
-        if (pc[i].state < 0 && !dup)
-            new_bytes += pc[i].len;
-        if (dup)
-            pc[i].state = 2; /* written with its first occurrence */
     }
+    uint64_t new_bytes =
+        pieces_new_bytes(s, pc, np, man != NULL, exists ? 0 : (inline_blob ? len : man_len));
     int rc = 0;
-    if (s->capacity_bytes && s->used_bytes + new_bytes > s->capacity_bytes) {
-        rc = VV_ESTORE_FULL;
+    int tier = opts ? (int)opts->tier : VV_STORE_TIER_HOT;
+    bool pinned = opts && opts->pinned, owned = opts && opts->owner;
+    if (tier < 0 || tier >= VV_STORE_TIERS) {
+        rc = VV_EINVAL;
         goto out;
+    }
+    if (!exists) {
+        rc = make_room_locked(s, tier, len, pc, np, man != NULL, inline_blob ? len : man_len,
+                              &new_bytes);
+        if (rc != 0)
+            goto out;
     }
 
     /* 1. chunk files, each fdatasync'd and renamed; 2. their directories, once. */
@@ -593,9 +724,15 @@ static int put_locked(struct vv_store *s, const uint8_t *data, size_t len,
         db_exec(s, "ROLLBACK");
         goto out;
     }
-    if (!exists)
-        s->objects++;
     s->used_bytes += new_bytes;
+    if (!exists) {
+        s->objects++;
+        s->tier_bytes[tier] += len;
+        s->tier_objects[tier]++;
+        enqueue_locked(s, addr, tier, pinned, owned, len);
+    } else if (pinned) {
+        set_pinned_locked(s, addr, true);
+    }
 out:
     vv_free(pc);
     vv_free(man);
@@ -795,6 +932,14 @@ int vv_store_get(struct vv_store *s, const uint8_t addr[VV_STORE_ADDR_BYTES], ui
     *out_len = 0;
     pthread_mutex_lock(&s->lock);
     int rc = get_locked(s, addr, false, true, out, out_len);
+    if (rc == 0) {
+        s->reads_hit++;
+        for (int t = 0; t < 2; t++)
+            if (s->cache[t] && vv_s3fifo_contains(s->cache[t], addr))
+                vv_s3fifo_get(s->cache[t], addr);
+    } else if (rc == VV_ENOTFOUND) {
+        s->reads_miss++;
+    }
     pthread_mutex_unlock(&s->lock);
     return rc;
 }
@@ -877,9 +1022,23 @@ static int unref_chunk(struct vv_store *s, const uint8_t hash[32], uint8_t **gon
     return rc;
 }
 
-int vv_store_delete(struct vv_store *s, const uint8_t addr[VV_STORE_ADDR_BYTES])
+enum removal { REMOVE_ASKED, REMOVE_EVICTED, REMOVE_EXPIRED };
+
+static void note_removed_locked(struct vv_store *s, const uint8_t addr[32])
 {
-    pthread_mutex_lock(&s->lock);
+    if (s->removed_n == VV_STORE_REMOVED_MAX) {
+        s->removed_head = (s->removed_head + 1) % VV_STORE_REMOVED_MAX;
+        s->removed_n--;
+        s->removed_dropped++;
+    }
+    memcpy(s->removed[(s->removed_head + s->removed_n) % VV_STORE_REMOVED_MAX], addr, 32);
+    s->removed_n++;
+}
+
+/* Deletes one object under the lock. An object the eviction queue gave up is already out of
+ * it; any other removal takes it out. */
+static int delete_locked(struct vv_store *s, const uint8_t addr[32], enum removal why)
+{
     uint8_t *gone = NULL;
     size_t ngone = 0;
     uint64_t freed = 0;
@@ -888,7 +1047,7 @@ int vv_store_delete(struct vv_store *s, const uint8_t addr[VV_STORE_ADDR_BYTES])
     if (rc != 0)
         goto out;
     flush_access_locked(s);
-    st = prep(s, "SELECT manifest, size, data FROM objects WHERE addr = ?");
+    st = prep(s, "SELECT manifest, size, data, tier FROM objects WHERE addr = ?");
     if (st == NULL) {
         rc = VV_ESTORE_INDEX;
         goto rollback;
@@ -899,8 +1058,10 @@ int vv_store_delete(struct vv_store *s, const uint8_t addr[VV_STORE_ADDR_BYTES])
         goto rollback;
     }
     bool manifest = sqlite3_column_int(st, 0) != 0;
+    uint64_t size = (uint64_t)sqlite3_column_int64(st, 1);
     size_t dlen = (size_t)sqlite3_column_bytes(st, 2);
     bool has_data = sqlite3_column_type(st, 2) != SQLITE_NULL;
+    int tier = sqlite3_column_int(st, 3);
     freed += has_data ? dlen : 0;
     if (manifest) {
         struct vv_store_manifest m;
@@ -928,6 +1089,18 @@ int vv_store_delete(struct vv_store *s, const uint8_t addr[VV_STORE_ADDR_BYTES])
         goto rollback;
     s->objects--;
     s->used_bytes -= VV_MIN(freed, s->used_bytes);
+    if (tier >= 0 && tier < VV_STORE_TIERS) {
+        s->tier_bytes[tier] -= VV_MIN(size, s->tier_bytes[tier]);
+        s->tier_objects[tier] -= VV_MIN(1u, s->tier_objects[tier]);
+        if (why != REMOVE_EVICTED && tier < 2 && s->cache[tier])
+            vv_s3fifo_remove(s->cache[tier], addr);
+    }
+    if (why == REMOVE_EVICTED)
+        s->evictions++;
+    else if (why == REMOVE_EXPIRED)
+        s->expired++;
+    if (why != REMOVE_ASKED)
+        note_removed_locked(s, addr);
     for (size_t i = 0; i < ngone; i++) {
         char *p = chunk_path(s, gone + i * 32);
         unlink(p);
@@ -939,8 +1112,146 @@ rollback:
     db_exec(s, "ROLLBACK");
 out:
     vv_free(gone);
+    return rc;
+}
+
+/* Deletes what the eviction queues gave up. A failure leaves the object stored (and out of
+ * its queue until the next open); it is logged. */
+static void delete_victims_locked(struct vv_store *s)
+{
+    for (size_t i = 0; i < s->n_victims; i++) {
+        int rc = delete_locked(s, s->victims + i * 32, REMOVE_EVICTED);
+        if (rc != 0 && rc != VV_ENOTFOUND) {
+            char hex[65];
+            vv_hex_encode(s->victims + i * 32, 32, hex);
+            vv_log_error(LOG_MOD, "evicting %s: %s", hex, vv_strerror(rc));
+        }
+    }
+    s->n_victims = 0;
+}
+
+static void on_cache_evict(const uint8_t key[32], uint64_t size, void *arg)
+{
+    (void)size;
+    struct vv_store *s = arg;
+    if (s->n_victims == s->cap_victims) {
+        s->cap_victims = s->cap_victims ? 2 * s->cap_victims : 16;
+        s->victims = vv_xrealloc(s->victims, s->cap_victims * 32);
+    }
+    memcpy(s->victims + s->n_victims * 32, key, 32);
+    s->n_victims++;
+}
+
+int vv_store_delete(struct vv_store *s, const uint8_t addr[VV_STORE_ADDR_BYTES])
+{
+    pthread_mutex_lock(&s->lock);
+    int rc = delete_locked(s, addr, REMOVE_ASKED);
     pthread_mutex_unlock(&s->lock);
     return rc;
+}
+
+static bool evictable(int tier, bool pinned, bool has_owner)
+{
+    return tier != VV_STORE_TIER_COLD && !pinned && !has_owner;
+}
+
+/* Puts an object into its tier's queue: evictable ones in S3-FIFO order, others pinned. */
+static void enqueue_locked(struct vv_store *s, const uint8_t addr[32], int tier, bool pinned,
+                           bool has_owner, uint64_t size)
+{
+    if (tier < 0 || tier >= 2 || s->cache[tier] == NULL)
+        return;
+    if (evictable(tier, pinned, has_owner))
+        vv_s3fifo_insert(s->cache[tier], addr, size);
+    else
+        vv_s3fifo_pin(s->cache[tier], addr, size);
+    delete_victims_locked(s);
+}
+
+static int set_pinned_locked(struct vv_store *s, const uint8_t addr[32], bool pinned)
+{
+    sqlite3_stmt *st = prep(s, "UPDATE objects SET pinned = ? WHERE addr = ?"
+                               " RETURNING tier, coalesce(length(owner) = 32, 0), size");
+    /* (not "owner IS NOT NULL": SQLite 3.40 answered 1 for a NULL owner in RETURNING) */
+    int rc = VV_ESTORE_INDEX;
+    if (st != NULL) {
+        sqlite3_bind_int(st, 1, pinned);
+        sqlite3_bind_blob(st, 2, addr, 32, SQLITE_STATIC);
+        int r = sqlite3_step(st);
+        rc = r == SQLITE_ROW ? 0 : r == SQLITE_DONE ? VV_ENOTFOUND : VV_ESTORE_INDEX;
+        int tier = rc == 0 ? sqlite3_column_int(st, 0) : -1;
+        bool owned = rc == 0 && sqlite3_column_int(st, 1) != 0;
+        uint64_t size = rc == 0 ? (uint64_t)sqlite3_column_int64(st, 2) : 0;
+        sqlite3_finalize(st);
+        if (rc == 0 && tier >= 0 && tier < 2 && s->cache[tier]) {
+            if (pinned || owned)
+                vv_s3fifo_pin(s->cache[tier], addr, size);
+            else if (vv_s3fifo_unpin(s->cache[tier], addr) == VV_ENOTFOUND &&
+                     !vv_s3fifo_contains(s->cache[tier], addr))
+                vv_s3fifo_insert(s->cache[tier], addr, size);
+            delete_victims_locked(s);
+        }
+    }
+    return rc;
+}
+
+int vv_store_set_pinned(struct vv_store *s, const uint8_t addr[VV_STORE_ADDR_BYTES], bool pinned)
+{
+    pthread_mutex_lock(&s->lock);
+    int rc = set_pinned_locked(s, addr, pinned);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int vv_store_expire(struct vv_store *s, int64_t now, size_t max, size_t *removed)
+{
+    if (removed)
+        *removed = 0;
+    pthread_mutex_lock(&s->lock);
+    flush_access_locked(s);
+    sqlite3_stmt *st = prep(s, "SELECT addr FROM objects WHERE (expiry != 0 AND expiry <= ?1)"
+                               " OR (?2 > 0 AND tier = 0 AND pinned = 0 AND owner IS NULL"
+                               " AND last_access < ?1 - ?2) LIMIT ?3");
+    int rc = st ? 0 : VV_ESTORE_INDEX;
+    uint8_t *addrs = NULL;
+    size_t n = 0;
+    if (st) {
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, s->hot_retention_ms);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)VV_MIN(max, (size_t)INT32_MAX));
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            if (sqlite3_column_bytes(st, 0) != 32)
+                continue;
+            addrs = vv_xrealloc(addrs, (n + 1) * 32);
+            memcpy(addrs + n * 32, sqlite3_column_blob(st, 0), 32);
+            n++;
+        }
+        sqlite3_finalize(st);
+    }
+    for (size_t i = 0; i < n; i++) {
+        int r = delete_locked(s, addrs + i * 32, REMOVE_EXPIRED);
+        if (r == 0 && removed)
+            (*removed)++;
+        else if (r != 0 && r != VV_ENOTFOUND)
+            rc = r;
+    }
+    vv_free(addrs);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+size_t vv_store_drain_removed(struct vv_store *s, uint8_t *addrs, size_t max)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t n = 0;
+    while (n < max && s->removed_n > 0) {
+        memcpy(addrs + n * 32, s->removed[s->removed_head], 32);
+        s->removed_head = (s->removed_head + 1) % VV_STORE_REMOVED_MAX;
+        s->removed_n--;
+        n++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return n;
 }
 
 int vv_store_check(struct vv_store *s, uint64_t *objects, uint64_t *bad)

@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 #include <stdint.h>
 
+#include "vivim/s3fifo.h"
 #include "vivim/store.h"
 
 /* Reads are counted in memory and written to the index with the next store, at close, or
@@ -18,9 +19,15 @@ struct vv__store_access {
     int64_t last_ms;
 };
 
+/* Addresses removed by eviction or expiry, kept for the owner to drain (vv_store_drain_removed)
+ * so it can withdraw what it announced about them; beyond this many the oldest are dropped. */
+#define VV_STORE_REMOVED_MAX 4096
+
 struct vv_store {
     char *dir;
     uint64_t capacity_bytes; /* 0: unlimited */
+    uint64_t tier_capacity[3]; /* 0: only capacity_bytes bounds the tier */
+    int64_t hot_retention_ms;  /* 0: no retention limit */
     unsigned max_pending;
     unsigned pending; /* async operations in flight; loop thread only */
 
@@ -33,6 +40,17 @@ struct vv_store {
     uint64_t tmp_seq; /* names tmp/ files */
     struct vv__store_access access[VV_STORE_ACCESS_BATCH];
     unsigned n_access;
+
+    /* Tiers: blob bytes (sizes) and objects per tier; eviction queues of the hot and warm
+     * tiers (NULL when nothing bounds the tier); objects they evicted, waiting for deletion. */
+    uint64_t tier_bytes[3], tier_objects[3];
+    struct vv_s3fifo *cache[2];
+    uint8_t *victims;
+    size_t n_victims, cap_victims;
+    uint64_t evictions, expired, reads_hit, reads_miss;
+    uint8_t (*removed)[32]; /* ring of VV_STORE_REMOVED_MAX */
+    unsigned removed_head, removed_n;
+    uint64_t removed_dropped;
 };
 
 uint32_t vv__store_chunk_count(uint64_t size);

@@ -197,6 +197,39 @@ static void test_capacity_holds_under_random_operations(void **state)
 /* Seed 42, 100,000 Zipf(1.0) objects, 1,000,000 requests of which 25% one-hit wonders.
  * Measured: +8.98 points at 1% of the footprint (S3-FIFO 51.82%, LRU 42.84%) and +4.50 at
  * 10% (62.82%, 58.32%); the assertions leave about a point and a half below that. */
+static void test_reserve_and_evict_one_make_room_in_fifo_order(void **state)
+{
+    (void)state;
+    struct evictions ev = {0};
+    struct vv_s3fifo *c = vv_s3fifo_new(100, on_evict, &ev);
+    for (uint64_t id = 1; id <= 10; id++)
+        insert(c, id, 10); /* full */
+    assert_true(get(c, 10)); /* 10 is wanted again: it survives its turn in S */
+    assert_int_equal(vv_s3fifo_reserve(c, 25), 0);
+    struct vv_s3fifo_stats st;
+    vv_s3fifo_stats(c, &st);
+    assert_true(st.used_bytes + 25 <= 100);
+    assert_int_equal(ev.n, 3); /* 30 bytes went: the three oldest */
+    assert_int_equal(ev.ids[0], 1);
+    assert_int_equal(ev.ids[2], 3);
+    assert_true(has(c, 10));
+    assert_int_equal(vv_s3fifo_reserve(c, 101), VV_ELIMIT);
+    /* One at a time, whatever the capacity. */
+    size_t before = ev.n;
+    assert_true(vv_s3fifo_evict_one(c));
+    assert_int_equal(ev.n, before + 1);
+    /* Pinned bytes cannot be given up: reserving past them fails, having emptied the queues. */
+    uint8_t k[32];
+    sim_key(99, k);
+    assert_int_equal(vv_s3fifo_pin(c, k, 90), 0);
+    assert_int_equal(vv_s3fifo_reserve(c, 20), VV_ELIMIT);
+    vv_s3fifo_stats(c, &st);
+    assert_int_equal(st.cached, 1);
+    assert_int_equal(st.used_bytes, 90);
+    assert_false(vv_s3fifo_evict_one(c));
+    vv_s3fifo_free(c);
+}
+
 static void test_s3fifo_beats_lru_on_zipf_with_one_hit_wonders(void **state)
 {
     (void)state;
@@ -221,6 +254,7 @@ int main(void)
         cmocka_unit_test(test_main_queue_keeps_frequent_keys_and_evicts_cold_ones),
         cmocka_unit_test(test_pinned_keys_are_never_evicted),
         cmocka_unit_test(test_capacity_holds_under_random_operations),
+        cmocka_unit_test(test_reserve_and_evict_one_make_room_in_fifo_order),
         cmocka_unit_test(test_s3fifo_beats_lru_on_zipf_with_one_hit_wonders),
     };
     return cmocka_run_group_tests(tests, vv_test_group_setup, NULL);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -290,13 +291,15 @@ static void test_capacity_is_refused_before_anything_is_written(void **state)
     struct fixture *f = *state;
     struct vv_store *s = open_store(f->dir, 1000000);
     uint8_t *b = pattern(1000000), a[32];
-    assert_int_equal(vv_store_put(s, b, 600000, NULL, a), 0);
+    /* Pinned content is never evicted: a store it leaves no room for is refused. */
+    const struct vv_store_put_opts pin = {.pinned = true};
+    assert_int_equal(vv_store_put(s, b, 600000, &pin, a), 0);
     struct vv_store_counters c;
     vv_store_counters(s, &c);
     assert_int_equal(c.used_bytes, 600000 + 116);
     /* 600,001 bytes share no chunk with the first blob's last: over 1,000,000. */
     assert_int_equal(vv_store_put(s, b + 1, 600000, NULL, a), VV_ESTORE_FULL);
-    assert_int_equal(vv_store_put(s, b, 1000000, NULL, a), VV_ESTORE_FULL);
+    assert_int_equal(vv_store_put(s, b, 1000000, &pin, a), VV_ESTORE_FULL);
     char tmp[256];
     snprintf(tmp, sizeof(tmp), "%s/tmp", f->dir);
     assert_int_equal(count_files(tmp), 0);
@@ -304,7 +307,7 @@ static void test_capacity_is_refused_before_anything_is_written(void **state)
     assert_int_equal(c.objects, 1);
     assert_int_equal(c.used_bytes, 600000 + 116);
     /* A blob sharing the stored chunks needs only its new ones: the first two chunks. */
-    assert_int_equal(vv_store_put(s, b, 524288 + 1000, NULL, a), 0);
+    assert_int_equal(vv_store_put(s, b, 524288 + 1000, &pin, a), 0);
     /* Deleting makes room again; the shared chunks stay while the other blob uses them. */
     uint8_t first[32];
     assert_int_equal(vv_store_address(b, 600000, first), 0);
@@ -317,6 +320,151 @@ static void test_capacity_is_refused_before_anything_is_written(void **state)
     assert_int_equal(c.objects, 0);
     assert_int_equal(vv_store_put(s, b, 900000, NULL, a), 0);
     free(b);
+    vv_store_close(s);
+}
+
+/* A distinct blob of n bytes per seed (a one-chunk blob unless n > 256 KiB). */
+static uint8_t *blob_of(uint32_t seed, size_t n)
+{
+    uint8_t *b = malloc(n);
+    uint64_t x = 0x9e3779b97f4a7c15ull * (seed + 1); /* xorshift64: no two chunks alike */
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b[i] = (uint8_t)x;
+    }
+    return b;
+}
+
+static bool stored(struct vv_store *s, const uint8_t addr[32])
+{
+    struct vv_store_stat st;
+    return vv_store_stat(s, addr, &st) == 0;
+}
+
+static void test_cache_content_is_evicted_in_s3fifo_order_to_make_room(void **state)
+{
+    struct fixture *f = *state;
+    /* 1 MB on disk; ten 100 KB cache blobs fill it. */
+    struct vv_store *s = open_store(f->dir, 1000000);
+    uint8_t addrs[24][32];
+    for (uint32_t i = 0; i < 9; i++) {
+        uint8_t *b = blob_of(i, 100000);
+        assert_int_equal(vv_store_put(s, b, 100000, NULL, addrs[i]), 0);
+        free(b);
+    }
+    /* Blob 0 is read again: S3-FIFO keeps it over the one-hit wonders. */
+    uint8_t *got;
+    size_t len;
+    assert_int_equal(vv_store_get(s, addrs[0], &got, &len), 0);
+    vv_free(got);
+    /* A pinned 300 KB blob and an owned one: outside the queues. */
+    const uint8_t owner[32] = {1};
+    const struct vv_store_put_opts pin = {.pinned = true}, own = {.owner = owner};
+    uint8_t *b = blob_of(100, 300000);
+    assert_int_equal(vv_store_put(s, b, 300000, &pin, addrs[20]), 0);
+    free(b);
+    b = blob_of(101, 100000);
+    assert_int_equal(vv_store_put(s, b, 100000, &own, addrs[21]), 0);
+    free(b);
+    for (uint32_t i = 9; i < 20; i++) {
+        b = blob_of(i, 100000);
+        assert_int_equal(vv_store_put(s, b, 100000, NULL, addrs[i]), 0);
+        free(b);
+        struct vv_store_counters c;
+        vv_store_counters(s, &c);
+        assert_true(c.used_bytes <= 1000000);
+    }
+    assert_true(stored(s, addrs[0]));
+    assert_true(stored(s, addrs[20]));
+    assert_true(stored(s, addrs[21]));
+    assert_true(stored(s, addrs[19]));
+    assert_false(stored(s, addrs[1])); /* the oldest one-hit wonder went first */
+    struct vv_store_counters c;
+    vv_store_counters(s, &c);
+    assert_true(c.evictions >= 9);
+    assert_int_equal(c.tier_objects[VV_STORE_TIER_HOT], c.objects);
+    assert_int_equal(c.tier_bytes[VV_STORE_TIER_HOT], 300000 + 100000 * (c.objects - 1));
+    /* Every eviction is queued for the owner to withdraw, in order. */
+    uint8_t drained[64 * 32];
+    size_t n = vv_store_drain_removed(s, drained, 64);
+    assert_int_equal(n, c.evictions);
+    assert_memory_equal(drained, addrs[1], 32);
+    assert_int_equal(vv_store_drain_removed(s, drained, 64), 0);
+    /* Unpinning puts the 300 KB blob back in the queue; a 700 KB blob then evicts it. */
+    assert_int_equal(vv_store_set_pinned(s, addrs[20], false), 0);
+    assert_int_equal(vv_store_set_pinned(s, addrs[22], false), VV_ENOTFOUND);
+    b = blob_of(102, 700000);
+    assert_int_equal(vv_store_put(s, b, 700000, NULL, addrs[22]), 0);
+    free(b);
+    assert_false(stored(s, addrs[20]));
+    assert_true(stored(s, addrs[21])); /* owned: never */
+    /* Nothing evictable is big enough for 950 KB beside the owned 100 KB. */
+    b = blob_of(103, 950000);
+    vv_store_counters(s, &c);
+    assert_int_equal(vv_store_put(s, b, 950000, NULL, addrs[23]), VV_ESTORE_FULL);
+    free(b);
+    assert_true(stored(s, addrs[21]));
+    vv_store_close(s);
+}
+
+static void test_tier_bounds_expiry_and_a_lowered_capacity(void **state)
+{
+    struct fixture *f = *state;
+    struct vv_store_config cfg = {.dir = f->dir,
+                                  .tier_capacity = {0, 250000, 200000},
+                                  .hot_retention_ms = 3600 * 1000};
+    struct vv_store *s;
+    assert_int_equal(vv_store_open(&cfg, &s), 0);
+    uint8_t a[8][32];
+    const struct vv_store_put_opts warm = {.tier = VV_STORE_TIER_WARM},
+                                   cold = {.tier = VV_STORE_TIER_COLD},
+                                   expiring = {.expiry_ms = 1000};
+    for (uint32_t i = 0; i < 3; i++) {
+        uint8_t *b = blob_of(i, 100000);
+        assert_int_equal(vv_store_put(s, b, 100000, &warm, a[i]), 0);
+        free(b);
+    }
+    /* The warm tier holds 250 KB: the third evicted the first. */
+    assert_false(stored(s, a[0]));
+    assert_true(stored(s, a[2]));
+    /* The cold tier is never evicted: over its bound a store is refused. */
+    uint8_t *b = blob_of(10, 150000);
+    assert_int_equal(vv_store_put(s, b, 150000, &cold, a[3]), 0);
+    free(b);
+    b = blob_of(11, 100000);
+    assert_int_equal(vv_store_put(s, b, 100000, &cold, a[4]), VV_ESTORE_FULL);
+    free(b);
+    /* Expiry removes what expired; hot content unread for the retention goes too. */
+    b = blob_of(12, 1000);
+    assert_int_equal(vv_store_put(s, b, 1000, &expiring, a[5]), 0);
+    free(b);
+    b = blob_of(13, 1000);
+    assert_int_equal(vv_store_put(s, b, 1000, NULL, a[6]), 0);
+    free(b);
+    size_t removed;
+    assert_int_equal(vv_store_expire(s, 2000, 100, &removed), 0);
+    assert_int_equal(removed, 1); /* a[5]: expired; a[6] was just stored */
+    assert_false(stored(s, a[5]));
+    int64_t later = (int64_t)time(NULL) * 1000 + 2 * 3600 * 1000;
+    assert_int_equal(vv_store_expire(s, later, 100, &removed), 0);
+    assert_int_equal(removed, 1); /* a[6], unread for two hours; warm and cold stay */
+    assert_false(stored(s, a[6]));
+    assert_true(stored(s, a[3]));
+    struct vv_store_counters c;
+    vv_store_counters(s, &c);
+    assert_int_equal(c.expired, 2);
+    assert_int_equal(c.tier_objects[VV_STORE_TIER_WARM], 2);
+    assert_int_equal(c.tier_bytes[VV_STORE_TIER_COLD], 150000);
+    vv_store_close(s);
+    /* Reopened with a warm bound of 150 KB: one warm blob goes at start. */
+    cfg.tier_capacity[VV_STORE_TIER_WARM] = 150000;
+    assert_int_equal(vv_store_open(&cfg, &s), 0);
+    vv_store_counters(s, &c);
+    assert_int_equal(c.tier_objects[VV_STORE_TIER_WARM], 1);
+    assert_int_equal(c.evictions, 1);
+    assert_true(stored(s, a[3]));
     vv_store_close(s);
 }
 
@@ -490,6 +638,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_capacity_is_refused_before_anything_is_written, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_startup_removes_temp_files_and_orphan_chunks, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_cache_content_is_evicted_in_s3fifo_order_to_make_room,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tier_bounds_expiry_and_a_lowered_capacity, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_put_options_are_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_async_api_delivers_on_the_loop_within_its_bound, setup,
